@@ -1,0 +1,45 @@
+// swift-tools-version: 6.0
+// Swiftlet: a hypervisor stack in Swift over Linux KVM. See shared DESIGN.md for the layering:
+// a target may import only targets listed below it here.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "Swiftlet",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "swiftlet", targets: ["swiftlet"]),
+        .library(name: "Hypervisor", targets: ["Hypervisor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // <linux/kvm.h> and static inline accessors for ioctl numbers and kvm_run fields.
+        .target(name: "CKVM"),
+        // Safe wrappers over /dev/kvm descriptors; errno -> typed errors.
+        .target(name: "KVM", dependencies: ["CKVM"], swiftSettings: strict),
+        // Guest-physical addresses and bounds/overflow-checked access to guest RAM.
+        .target(name: "GuestMemory", swiftSettings: strict),
+        // NVMM-style library: Machine, VCPU, typed VMExit, memory slots, opt-in assists.
+        .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory"], swiftSettings: strict),
+        // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
+        .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
+        // Assembles and runs machines (the hvt tender today).
+        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "GuestMemory"], swiftSettings: strict),
+        .executableTarget(
+            name: "swiftlet",
+            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "GuestMemory"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory"]),
+        // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).
+        .testTarget(name: "IntegrationTests", dependencies: []),
+    ]
+)

@@ -1,0 +1,102 @@
+// CKVM: the only C in Swiftlet. It exposes <linux/kvm.h> to Swift plus small static inline shims:
+// ioctl request numbers as functions (Swift 6 cannot import function-like macros such as _IOW), a
+// non-variadic ioctl (Swift cannot call variadic C functions), and kvm_run field accessors (the
+// anonymous unions inside struct kvm_run are awkward and slow to reach from Swift).
+#ifndef CKVM_H
+#define CKVM_H
+
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+
+// MARK: ioctl calls
+
+static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+static inline int ckvm_ioctl_val(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+
+// Names the calling thread (prctl is variadic, so Swift cannot call it directly).
+static inline int ckvm_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+// MARK: request numbers (pinned by KVMTests)
+
+static inline unsigned long ckvm_KVM_GET_API_VERSION(void) { return KVM_GET_API_VERSION; }
+static inline unsigned long ckvm_KVM_CREATE_VM(void) { return KVM_CREATE_VM; }
+static inline unsigned long ckvm_KVM_CHECK_EXTENSION(void) { return KVM_CHECK_EXTENSION; }
+static inline unsigned long ckvm_KVM_GET_VCPU_MMAP_SIZE(void) { return KVM_GET_VCPU_MMAP_SIZE; }
+static inline unsigned long ckvm_KVM_GET_SUPPORTED_CPUID(void) { return KVM_GET_SUPPORTED_CPUID; }
+static inline unsigned long ckvm_KVM_SET_USER_MEMORY_REGION(void) { return KVM_SET_USER_MEMORY_REGION; }
+static inline unsigned long ckvm_KVM_CREATE_VCPU(void) { return KVM_CREATE_VCPU; }
+static inline unsigned long ckvm_KVM_SET_TSS_ADDR(void) { return KVM_SET_TSS_ADDR; }
+static inline unsigned long ckvm_KVM_SET_IDENTITY_MAP_ADDR(void) { return KVM_SET_IDENTITY_MAP_ADDR; }
+static inline unsigned long ckvm_KVM_CREATE_IRQCHIP(void) { return KVM_CREATE_IRQCHIP; }
+static inline unsigned long ckvm_KVM_CREATE_PIT2(void) { return KVM_CREATE_PIT2; }
+static inline unsigned long ckvm_KVM_IRQ_LINE(void) { return KVM_IRQ_LINE; }
+static inline unsigned long ckvm_KVM_RUN(void) { return KVM_RUN; }
+static inline unsigned long ckvm_KVM_GET_REGS(void) { return KVM_GET_REGS; }
+static inline unsigned long ckvm_KVM_SET_REGS(void) { return KVM_SET_REGS; }
+static inline unsigned long ckvm_KVM_GET_SREGS(void) { return KVM_GET_SREGS; }
+static inline unsigned long ckvm_KVM_SET_SREGS(void) { return KVM_SET_SREGS; }
+static inline unsigned long ckvm_KVM_SET_CPUID2(void) { return KVM_SET_CPUID2; }
+static inline unsigned long ckvm_KVM_GET_TSC_KHZ(void) { return KVM_GET_TSC_KHZ; }
+static inline unsigned long ckvm_KVM_SET_MSRS(void) { return KVM_SET_MSRS; }
+static inline unsigned long ckvm_KVM_GET_FPU(void) { return KVM_GET_FPU; }
+static inline unsigned long ckvm_KVM_SET_FPU(void) { return KVM_SET_FPU; }
+
+// MARK: capabilities and constants
+
+static inline int ckvm_KVM_API_VERSION(void) { return KVM_API_VERSION; }
+static inline int ckvm_KVM_CAP_USER_MEMORY(void) { return KVM_CAP_USER_MEMORY; }
+static inline int ckvm_KVM_CAP_IMMEDIATE_EXIT(void) { return KVM_CAP_IMMEDIATE_EXIT; }
+static inline int ckvm_KVM_CAP_GET_TSC_KHZ(void) { return KVM_CAP_GET_TSC_KHZ; }
+static inline int ckvm_KVM_CAP_NR_VCPUS(void) { return KVM_CAP_NR_VCPUS; }
+static inline int ckvm_KVM_CAP_MAX_VCPUS(void) { return KVM_CAP_MAX_VCPUS; }
+static inline int ckvm_KVM_CAP_NR_MEMSLOTS(void) { return KVM_CAP_NR_MEMSLOTS; }
+static inline int ckvm_KVM_CAP_TSC_DEADLINE_TIMER(void) { return KVM_CAP_TSC_DEADLINE_TIMER; }
+static inline int ckvm_KVM_CAP_IRQCHIP(void) { return KVM_CAP_IRQCHIP; }
+static inline unsigned int ckvm_KVM_MEM_READONLY(void) { return KVM_MEM_READONLY; }
+static inline int ckvm_KVM_MAX_CPUID_ENTRIES(void) { return 256; }
+
+// MARK: exit reasons
+
+static inline uint32_t ckvm_KVM_EXIT_UNKNOWN(void) { return KVM_EXIT_UNKNOWN; }
+static inline uint32_t ckvm_KVM_EXIT_IO(void) { return KVM_EXIT_IO; }
+static inline uint32_t ckvm_KVM_EXIT_HLT(void) { return KVM_EXIT_HLT; }
+static inline uint32_t ckvm_KVM_EXIT_MMIO(void) { return KVM_EXIT_MMIO; }
+static inline uint32_t ckvm_KVM_EXIT_SHUTDOWN(void) { return KVM_EXIT_SHUTDOWN; }
+static inline uint32_t ckvm_KVM_EXIT_FAIL_ENTRY(void) { return KVM_EXIT_FAIL_ENTRY; }
+static inline uint32_t ckvm_KVM_EXIT_INTR(void) { return KVM_EXIT_INTR; }
+static inline uint32_t ckvm_KVM_EXIT_INTERNAL_ERROR(void) { return KVM_EXIT_INTERNAL_ERROR; }
+static inline uint32_t ckvm_KVM_EXIT_SYSTEM_EVENT(void) { return KVM_EXIT_SYSTEM_EVENT; }
+static inline uint32_t ckvm_KVM_EXIT_DEBUG(void) { return KVM_EXIT_DEBUG; }
+static inline uint8_t ckvm_KVM_EXIT_IO_OUT(void) { return KVM_EXIT_IO_OUT; }
+
+// MARK: struct kvm_run accessors
+
+static inline uint32_t ckvm_run_exit_reason(const struct kvm_run *r) { return r->exit_reason; }
+static inline void ckvm_run_set_immediate_exit(struct kvm_run *r, uint8_t v) {
+    __atomic_store_n(&r->immediate_exit, v, __ATOMIC_SEQ_CST);
+}
+static inline uint8_t ckvm_run_io_direction(const struct kvm_run *r) { return r->io.direction; }
+static inline uint8_t ckvm_run_io_size(const struct kvm_run *r) { return r->io.size; }
+static inline uint16_t ckvm_run_io_port(const struct kvm_run *r) { return r->io.port; }
+static inline uint32_t ckvm_run_io_count(const struct kvm_run *r) { return r->io.count; }
+static inline uint64_t ckvm_run_io_data_offset(const struct kvm_run *r) { return r->io.data_offset; }
+static inline uint64_t ckvm_run_mmio_phys_addr(const struct kvm_run *r) { return r->mmio.phys_addr; }
+static inline uint8_t *ckvm_run_mmio_data(struct kvm_run *r) { return r->mmio.data; }
+static inline uint32_t ckvm_run_mmio_len(const struct kvm_run *r) { return r->mmio.len; }
+static inline uint8_t ckvm_run_mmio_is_write(const struct kvm_run *r) { return r->mmio.is_write; }
+static inline uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *r) {
+    return r->fail_entry.hardware_entry_failure_reason;
+}
+static inline uint32_t ckvm_run_internal_suberror(const struct kvm_run *r) { return r->internal.suberror; }
+static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *r) { return r->system_event.type; }
+
+// MARK: struct kvm_cpuid2 (flexible array member)
+
+static inline unsigned long ckvm_cpuid2_size(uint32_t entries) {
+    return sizeof(struct kvm_cpuid2) + entries * sizeof(struct kvm_cpuid_entry2);
+}
+static inline struct kvm_cpuid_entry2 *ckvm_cpuid2_entries(struct kvm_cpuid2 *c) { return c->entries; }
+
+#endif

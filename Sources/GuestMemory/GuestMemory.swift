@@ -1,0 +1,134 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One contiguous range of guest-physical memory backed by host memory.
+public final class GuestMemoryRegion: @unchecked Sendable {
+    public let base: GuestAddress
+    public let size: UInt64
+    /// Host address of `base`. Valid while the region lives.
+    public let host: UnsafeMutableRawPointer
+    private let ownsMapping: Bool
+
+    /// Allocates an anonymous, lazily-populated mapping: untouched guest pages cost no host RAM.
+    public init(base: GuestAddress, size: UInt64) throws(GuestMemoryError) {
+        guard size > 0, size <= UInt64(Int.max), base.adding(size) != nil else {
+            throw .invalidLayout("region at \(base) of size \(size)")
+        }
+        let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let p, p != MAP_FAILED else { throw .allocationFailed(size: size, errno: errno) }
+        self.base = base
+        self.size = size
+        self.host = p
+        self.ownsMapping = true
+    }
+
+    /// Wraps host memory the caller owns and keeps alive (used by tests and by file-backed memory).
+    public init(base: GuestAddress, size: UInt64, borrowing host: UnsafeMutableRawPointer) {
+        self.base = base
+        self.size = size
+        self.host = host
+        self.ownsMapping = false
+    }
+
+    deinit {
+        if ownsMapping { munmap(host, Int(size)) }
+    }
+
+    /// The end address (exclusive); cannot overflow, checked at init.
+    public var end: UInt64 { base.rawValue &+ size }
+}
+
+/// The guest's physical memory: a set of non-overlapping regions and checked access to them.
+/// Every access takes a guest address and a length and is refused unless it lies wholly inside one
+/// region, with overflow-safe arithmetic: guest-supplied values can never reach outside.
+public final class GuestMemory: @unchecked Sendable {
+    public let regions: [GuestMemoryRegion]
+
+    public init(regions: [GuestMemoryRegion]) throws(GuestMemoryError) {
+        let sorted = regions.sorted { $0.base < $1.base }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.end > b.base.rawValue {
+            throw .invalidLayout("regions at \(a.base) and \(b.base) overlap")
+        }
+        self.regions = sorted
+    }
+
+    /// One anonymous region of `size` bytes at guest-physical 0.
+    public convenience init(size: UInt64) throws(GuestMemoryError) {
+        try self.init(regions: [GuestMemoryRegion(base: GuestAddress(0), size: size)])
+    }
+
+    /// Total bytes of guest RAM.
+    public var size: UInt64 { regions.reduce(0) { $0 + $1.size } }
+
+    /// Host bytes for [address, address+count). The hot path: one region lookup and two compares.
+    @inline(__always)
+    public func bytes(at address: GuestAddress, count: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
+        for region in regions {
+            let a = address.rawValue
+            guard a >= region.base.rawValue else { break }
+            let offset = a - region.base.rawValue
+            guard offset < region.size || (count == 0 && offset == region.size) else { continue }
+            guard count <= region.size - offset else { break }
+            return UnsafeMutableRawBufferPointer(start: region.host + Int(offset), count: Int(count))
+        }
+        throw .outOfBounds(address: address.rawValue, length: count)
+    }
+
+    /// True when [address, address+count) is inside one region.
+    public func contains(_ address: GuestAddress, count: UInt64) -> Bool {
+        (try? bytes(at: address, count: count)) != nil
+    }
+
+    /// Reads a little-endian integer.
+    @inline(__always)
+    public func load<T: FixedWidthInteger>(_: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
+        let b = try bytes(at: address, count: UInt64(MemoryLayout<T>.size))
+        return T(littleEndian: b.loadUnaligned(as: T.self))
+    }
+
+    /// Writes a little-endian integer.
+    @inline(__always)
+    public func store<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
+        let b = try bytes(at: address, count: UInt64(MemoryLayout<T>.size))
+        b.storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    /// Copies host bytes into the guest.
+    public func write(_ data: UnsafeRawBufferPointer, at address: GuestAddress) throws(GuestMemoryError) {
+        let b = try bytes(at: address, count: UInt64(data.count))
+        if !data.isEmpty { b.baseAddress!.copyMemory(from: data.baseAddress!, byteCount: data.count) }
+    }
+
+    /// Copies an array of bytes into the guest.
+    public func write(_ data: [UInt8], at address: GuestAddress) throws(GuestMemoryError) {
+        let b = try bytes(at: address, count: UInt64(data.count))
+        if !data.isEmpty { b.copyBytes(from: data) }
+    }
+
+    /// Copies guest bytes out.
+    public func read(at address: GuestAddress, count: UInt64) throws(GuestMemoryError) -> [UInt8] {
+        Array(try bytes(at: address, count: count))
+    }
+
+    /// Sets `count` bytes to `value`.
+    public func fill(at address: GuestAddress, count: UInt64, with value: UInt8 = 0) throws(GuestMemoryError) {
+        let b = try bytes(at: address, count: count)
+        if count > 0 { memset(b.baseAddress!, Int32(value), Int(count)) }
+    }
+
+    /// Reads a NUL-terminated string of at most `maxLength` bytes (the NUL excluded). A string that
+    /// runs to the limit or to the end of memory without a NUL is refused.
+    public func readCString(at address: GuestAddress, maxLength: UInt64) throws(GuestMemoryError) -> String {
+        var collected: [UInt8] = []
+        var cursor = address
+        while UInt64(collected.count) <= maxLength {
+            let byte: UInt8 = try load(at: cursor)
+            if byte == 0 { return String(decoding: collected, as: UTF8.self) }
+            collected.append(byte)
+            guard let next = cursor.adding(1) else { break }
+            cursor = next
+        }
+        throw .outOfBounds(address: address.rawValue, length: maxLength)
+    }
+}

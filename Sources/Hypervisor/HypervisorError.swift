@@ -1,0 +1,28 @@
+import KVM
+
+/// A Hypervisor-layer failure: a stable code for programs and a one-line message for people.
+public struct HypervisorError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// Stable failure classes callers can switch on.
+    public enum Code: String, Sendable {
+        case unavailable, unsupported, kernel, memory, invalidArgument, guestFault
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    init(_ error: KVMError) {
+        let code: Code = (error.errno == ENOENT_ || error.errno == EACCES_) ? .unavailable : .kernel
+        self.init(code, error.description)
+    }
+
+    public var description: String { message }
+}
+
+// errno values without importing Glibc into every file of this target.
+let ENOENT_: Int32 = 2
+let EACCES_: Int32 = 13

@@ -1,0 +1,76 @@
+import GuestMemory
+import KVM
+
+/// Register and CPUID types of the x86 guest state, defined in the KVM layer as plain Swift values.
+public typealias Registers = X86Registers
+public typealias SpecialRegisters = X86SpecialRegisters
+public typealias Segment = X86Segment
+public typealias DescriptorTable = X86DescriptorTable
+public typealias CPUIDLeaf = CPUIDEntry
+
+/// Documented limits of one machine (NVMM documents 128 VMs, 256 vCPUs, 128 GiB; we report what
+/// the running kernel allows).
+public struct MachineLimits: Equatable, Sendable {
+    /// Recommended vCPUs per VM (KVM_CAP_NR_VCPUS).
+    public var recommendedVCPUs: Int
+    /// Hard maximum vCPUs per VM (KVM_CAP_MAX_VCPUS).
+    public var maximumVCPUs: Int
+    /// Memory slots per VM (KVM_CAP_NR_MEMSLOTS).
+    public var memorySlots: Int
+}
+
+/// A virtual machine: guest memory mapped into slots, and vCPUs created on request. Nothing runs
+/// unless the caller asks: no devices, no interrupt controller, no implicit assists.
+public final class Machine: @unchecked Sendable {
+    public let memory: GuestMemory
+    public let limits: MachineLimits
+    let system: KVMSystem
+    let vm: KVMVirtualMachine
+
+    /// Opens the KVM device, creates an empty VM and maps every region of `memory`.
+    public init(memory: GuestMemory, devicePath: String = "/dev/kvm") throws(HypervisorError) {
+        do {
+            system = try KVMSystem(path: devicePath)
+            vm = try system.createVM()
+            let recommended = Int(try system.capability(.nrVCPUs))
+            let maximum = Int(try system.capability(.maxVCPUs))
+            limits = MachineLimits(recommendedVCPUs: max(recommended, 1),
+                                   maximumVCPUs: max(maximum, recommended, 1),
+                                   memorySlots: Int(try system.capability(.nrMemslots)))
+            guard memory.regions.count <= limits.memorySlots else {
+                throw HypervisorError(.unsupported, "\(memory.regions.count) memory regions, KVM allows \(limits.memorySlots)")
+            }
+            for (slot, region) in memory.regions.enumerated() {
+                try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.base.rawValue,
+                                           size: region.size, hostAddress: region.host)
+            }
+        } catch let error as KVMError {
+            throw HypervisorError(error)
+        } catch let error as HypervisorError {
+            throw error
+        } catch {
+            throw HypervisorError(.kernel, "\(error)")
+        }
+        self.memory = memory
+    }
+
+    /// Creates vCPU `index` (0-based).
+    public func createVCPU(index: Int) throws(HypervisorError) -> VCPU {
+        guard index >= 0, index < limits.maximumVCPUs else {
+            throw HypervisorError(.invalidArgument, "vCPU index \(index) outside 0..<\(limits.maximumVCPUs)")
+        }
+        do {
+            return VCPU(try vm.createVCPU(id: UInt32(index)), index: index)
+        } catch {
+            throw HypervisorError(error)
+        }
+    }
+
+    /// The CPUID leaves this KVM supports; callers adjust and pass them to `VCPU.setCPUID`.
+    public func supportedCPUID() throws(HypervisorError) -> [CPUIDLeaf] {
+        do { return try system.supportedCPUID() } catch { throw HypervisorError(error) }
+    }
+
+    /// Whether KVM can emulate the TSC-deadline timer even when CPUID does not list it.
+    public var hasTSCDeadlineTimer: Bool { ((try? system.capability(.tscDeadlineTimer)) ?? 0) > 0 }
+}

@@ -1,0 +1,134 @@
+import KVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One virtual CPU. `run()` is called from the vCPU's own thread; `kick()` from any thread.
+public final class VCPU: @unchecked Sendable {
+    public let index: Int
+    let kvm: KVMVCPU
+    /// The thread that runs this vCPU, recorded by `attachToCurrentThread()`, for kicks.
+    private var thread: pthread_t?
+    private let threadLock = PThreadMutex()
+
+    init(_ kvm: KVMVCPU, index: Int) {
+        self.kvm = kvm
+        self.index = index
+    }
+
+    /// Runs the guest until the next exit. Allocation-free: the exit is a value enum.
+    @inline(__always)
+    public func run() throws(HypervisorError) -> VMExit {
+        let reason: KVMVCPU.ExitReason
+        do { reason = try kvm.run() } catch {
+            if error.errno == 14 /* EFAULT */ {
+                throw HypervisorError(.guestFault, "guest access faulted in the host (KVM_RUN: EFAULT)")
+            }
+            throw HypervisorError(error)
+        }
+        switch reason {
+        case .io:
+            return .portIO(PortIOExit(port: kvm.ioPort, size: kvm.ioSize, count: kvm.ioCount, isWrite: kvm.ioIsOut))
+        case .mmio:
+            return .mmio(MMIOExit(address: kvm.mmioAddress, size: kvm.mmioData.count, isWrite: kvm.mmioIsWrite))
+        case .hlt: return .halted
+        case .shutdown: return .shutdown
+        case .failEntry: return .failedEntry(reason: kvm.failEntryReason)
+        case .internalError: return .internalError(suberror: kvm.internalSuberror)
+        case .systemEvent: return .systemEvent(type: kvm.systemEventType)
+        case .interrupted: return .kicked
+        case .debug: return .debug
+        case .other(let r): return .unknown(reason: r)
+        }
+    }
+
+    /// Data of the last port-I/O exit: `size * count` bytes; write into it to answer an IN.
+    @inline(__always)
+    public var ioData: UnsafeMutableRawBufferPointer { kvm.ioData }
+
+    /// Data of the last MMIO exit (up to 8 bytes); write into it to answer a read.
+    @inline(__always)
+    public var mmioData: UnsafeMutableRawBufferPointer { kvm.mmioData }
+
+    public func registers() throws(HypervisorError) -> Registers {
+        do { return try kvm.registers() } catch { throw HypervisorError(error) }
+    }
+
+    public func setRegisters(_ r: Registers) throws(HypervisorError) {
+        do { try kvm.setRegisters(r) } catch { throw HypervisorError(error) }
+    }
+
+    public func specialRegisters() throws(HypervisorError) -> SpecialRegisters {
+        do { return try kvm.specialRegisters() } catch { throw HypervisorError(error) }
+    }
+
+    public func setSpecialRegisters(_ s: SpecialRegisters) throws(HypervisorError) {
+        do { try kvm.setSpecialRegisters(s) } catch { throw HypervisorError(error) }
+    }
+
+    public func setCPUID(_ leaves: [CPUIDLeaf]) throws(HypervisorError) {
+        do { try kvm.setCPUID(leaves) } catch { throw HypervisorError(error) }
+    }
+
+    /// Guest TSC frequency in Hz.
+    public func tscFrequency() throws(HypervisorError) -> UInt64 {
+        do { return UInt64(try kvm.tscKHz()) * 1000 } catch {
+            if error.errno == 5 /* EIO */ { throw HypervisorError(.unsupported, "host TSC is unstable") }
+            throw HypervisorError(error)
+        }
+    }
+
+    /// Records the calling thread as this vCPU's runner, so `kick()` can interrupt KVM_RUN.
+    public func attachToCurrentThread() {
+        VCPUKick.installHandler()
+        threadLock.locked { thread = pthread_self() }
+    }
+
+    /// Stops the vCPU: its current or next `run()` returns `.kicked`. Safe from any thread.
+    /// immediate_exit covers the window before KVM_RUN; the signal covers a vCPU inside the guest.
+    public func kick() {
+        kvm.requestImmediateExit()
+        threadLock.locked {
+            if let thread { pthread_kill(thread, VCPUKick.signal) }
+        }
+    }
+
+    /// Clears a kick that arrived after the last exit (the loop decided to keep running).
+    public func clearKick() { kvm.requestImmediateExit(false) }
+}
+
+/// The signal used to interrupt KVM_RUN. Its handler does nothing; installed without SA_RESTART
+/// so the ioctl returns EINTR.
+enum VCPUKick {
+    static let signal = SIGUSR2
+    private static let once: Void = {
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        sigaction(signal, &action, nil)
+    }()
+
+    static func installHandler() { _ = once }
+}
+
+/// A minimal pthread mutex (Foundation-free; the VMM process keeps Foundation out).
+final class PThreadMutex: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}

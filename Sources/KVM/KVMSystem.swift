@@ -1,0 +1,93 @@
+import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An open /dev/kvm: API version and capability queries, and the factory for virtual machines.
+public final class KVMSystem: @unchecked Sendable {
+    /// Kernel capabilities Swiftlet relies on; checked once at open so failures name what is missing.
+    public enum Capability: Sendable, CaseIterable {
+        case userMemory, immediateExit, tscKHz, nrVCPUs, maxVCPUs, nrMemslots, tscDeadlineTimer, irqchip
+
+        var number: Int32 {
+            switch self {
+            case .userMemory: ckvm_KVM_CAP_USER_MEMORY()
+            case .immediateExit: ckvm_KVM_CAP_IMMEDIATE_EXIT()
+            case .tscKHz: ckvm_KVM_CAP_GET_TSC_KHZ()
+            case .nrVCPUs: ckvm_KVM_CAP_NR_VCPUS()
+            case .maxVCPUs: ckvm_KVM_CAP_MAX_VCPUS()
+            case .nrMemslots: ckvm_KVM_CAP_NR_MEMSLOTS()
+            case .tscDeadlineTimer: ckvm_KVM_CAP_TSC_DEADLINE_TIMER()
+            case .irqchip: ckvm_KVM_CAP_IRQCHIP()
+            }
+        }
+    }
+
+    /// The descriptor of /dev/kvm; closed on deinit.
+    public let fd: Int32
+    /// Size of the per-vCPU shared `kvm_run` mapping.
+    public let vcpuMmapSize: Int
+
+    /// Opens the KVM device and checks the API version and the capabilities every Swiftlet VM needs.
+    public init(path: String = "/dev/kvm") throws(KVMError) {
+        let fd: Int32
+        do {
+            fd = try Syscall.open(path, O_RDWR)
+        } catch {
+            var e = error
+            if e.errno == ENOENT { e.detail = "KVM is not available on this host (is the kvm module loaded?)" }
+            if e.errno == EACCES { e.detail = "no permission (run as root or join the kvm group)" }
+            throw e
+        }
+        self.fd = fd
+        do throws(KVMError) {
+            let version = try Syscall.ioctl(fd, ckvm_KVM_GET_API_VERSION(), value: 0, "KVM_GET_API_VERSION")
+            guard version == ckvm_KVM_API_VERSION() else {
+                throw KVMError(operation: "KVM_GET_API_VERSION", errno: 0,
+                               detail: "unsupported KVM API version \(version), need \(ckvm_KVM_API_VERSION())")
+            }
+            for needed in [Capability.userMemory, .immediateExit] where try Self.check(fd, needed) <= 0 {
+                throw KVMError(operation: "KVM_CHECK_EXTENSION", errno: 0, detail: "this KVM lacks \(needed)")
+            }
+            vcpuMmapSize = Int(try Syscall.ioctl(fd, ckvm_KVM_GET_VCPU_MMAP_SIZE(), value: 0, "KVM_GET_VCPU_MMAP_SIZE"))
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { close(fd) }
+
+    private static func check(_ fd: Int32, _ cap: Capability) throws(KVMError) -> Int32 {
+        try Syscall.ioctl(fd, ckvm_KVM_CHECK_EXTENSION(), value: UInt(cap.number), "KVM_CHECK_EXTENSION")
+    }
+
+    /// The value KVM_CHECK_EXTENSION reports: 0 when absent, else capability-specific (often a count).
+    public func capability(_ cap: Capability) throws(KVMError) -> Int32 {
+        try Self.check(fd, cap)
+    }
+
+    /// The CPUID leaves this KVM can expose to guests (KVM_GET_SUPPORTED_CPUID).
+    public func supportedCPUID() throws(KVMError) -> [CPUIDEntry] {
+        let capacity = UInt32(ckvm_KVM_MAX_CPUID_ENTRIES())
+        let size = Int(ckvm_cpuid2_size(capacity))
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        let cpuid = raw.assumingMemoryBound(to: kvm_cpuid2.self)
+        cpuid.pointee.nent = capacity
+        _ = try Syscall.ioctl(fd, ckvm_KVM_GET_SUPPORTED_CPUID(), raw, "KVM_GET_SUPPORTED_CPUID")
+        let entries = ckvm_cpuid2_entries(cpuid)!
+        return (0..<Int(cpuid.pointee.nent)).map { i in
+            let e = entries[i]
+            return CPUIDEntry(function: e.function, index: e.index, flags: e.flags,
+                              eax: e.eax, ebx: e.ebx, ecx: e.ecx, edx: e.edx)
+        }
+    }
+
+    /// Creates an empty virtual machine (KVM_CREATE_VM).
+    public func createVM() throws(KVMError) -> KVMVirtualMachine {
+        let vmfd = try Syscall.ioctl(fd, ckvm_KVM_CREATE_VM(), value: 0, "KVM_CREATE_VM")
+        return KVMVirtualMachine(fd: vmfd, system: self)
+    }
+}

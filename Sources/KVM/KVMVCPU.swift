@@ -1,0 +1,137 @@
+import CKVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A KVM vCPU descriptor and its shared `kvm_run` page. Not thread-safe: one thread runs it, and
+/// other threads may only call `requestImmediateExit()`.
+public final class KVMVCPU: @unchecked Sendable {
+    /// Why KVM_RUN returned, decoded from `kvm_run.exit_reason`.
+    public enum ExitReason: Equatable, Sendable {
+        case io, mmio, hlt, shutdown, failEntry, internalError, systemEvent, interrupted, debug
+        case other(UInt32)
+    }
+
+    public let fd: Int32
+    public let id: UInt32
+    private let runPage: UnsafeMutablePointer<kvm_run>
+    private let runSize: Int
+    /// Keeps the VM descriptor open while this vCPU lives.
+    private let vm: KVMVirtualMachine
+
+    init(fd: Int32, run: UnsafeMutableRawPointer, runSize: Int, vm: KVMVirtualMachine, id: UInt32) {
+        self.fd = fd
+        self.runPage = run.assumingMemoryBound(to: kvm_run.self)
+        self.runSize = runSize
+        self.vm = vm
+        self.id = id
+    }
+
+    deinit {
+        munmap(UnsafeMutableRawPointer(runPage), runSize)
+        close(fd)
+    }
+
+    /// Enters the guest until the next exit. A signal that arrives first (a kick) returns
+    /// `.interrupted`: EINTR is not retried here, because it is how another thread stops the vCPU.
+    @inline(__always)
+    public func run() throws(KVMError) -> ExitReason {
+        let result = ckvmIoctlValue(fd, ckvm_KVM_RUN(), 0)
+        if result < 0 {
+            let code = errno
+            if code == EINTR || code == EAGAIN {
+                ckvm_run_set_immediate_exit(runPage, 0)
+                return .interrupted
+            }
+            throw KVMError(operation: "KVM_RUN", errno: code)
+        }
+        switch ckvm_run_exit_reason(runPage) {
+        case ckvm_KVM_EXIT_IO(): return .io
+        case ckvm_KVM_EXIT_MMIO(): return .mmio
+        case ckvm_KVM_EXIT_HLT(): return .hlt
+        case ckvm_KVM_EXIT_SHUTDOWN(): return .shutdown
+        case ckvm_KVM_EXIT_FAIL_ENTRY(): return .failEntry
+        case ckvm_KVM_EXIT_INTERNAL_ERROR(): return .internalError
+        case ckvm_KVM_EXIT_SYSTEM_EVENT(): return .systemEvent
+        case ckvm_KVM_EXIT_INTR(): return .interrupted
+        case ckvm_KVM_EXIT_DEBUG(): return .debug
+        case let other: return .other(other)
+        }
+    }
+
+    /// Makes the current or next KVM_RUN return at once; safe from any thread or a signal handler.
+    public func requestImmediateExit(_ on: Bool = true) {
+        ckvm_run_set_immediate_exit(runPage, on ? 1 : 0)
+    }
+
+    // MARK: Exit details (valid right after run() returned the matching reason)
+
+    public var ioIsOut: Bool { ckvm_run_io_direction(runPage) == ckvm_KVM_EXIT_IO_OUT() }
+    public var ioPort: UInt16 { ckvm_run_io_port(runPage) }
+    public var ioSize: Int { Int(ckvm_run_io_size(runPage)) }
+    public var ioCount: Int { Int(ckvm_run_io_count(runPage)) }
+    /// The I/O data area inside kvm_run: `ioSize * ioCount` bytes, bounded by the mapping.
+    public var ioData: UnsafeMutableRawBufferPointer {
+        let offset = Int(truncatingIfNeeded: ckvm_run_io_data_offset(runPage))
+        let length = ioSize * ioCount
+        guard offset >= 0, offset <= runSize, length <= runSize - offset else {
+            return UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        }
+        return UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(runPage) + offset, count: length)
+    }
+    public var mmioAddress: UInt64 { ckvm_run_mmio_phys_addr(runPage) }
+    public var mmioIsWrite: Bool { ckvm_run_mmio_is_write(runPage) != 0 }
+    public var mmioData: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: ckvm_run_mmio_data(runPage), count: min(Int(ckvm_run_mmio_len(runPage)), 8))
+    }
+    public var failEntryReason: UInt64 { ckvm_run_fail_entry_reason(runPage) }
+    public var internalSuberror: UInt32 { ckvm_run_internal_suberror(runPage) }
+    public var systemEventType: UInt32 { ckvm_run_system_event_type(runPage) }
+
+    // MARK: State
+
+    public func registers() throws(KVMError) -> X86Registers {
+        var r = kvm_regs()
+        _ = try Syscall.ioctl(fd, ckvm_KVM_GET_REGS(), &r, "KVM_GET_REGS")
+        return X86Registers(r)
+    }
+
+    public func setRegisters(_ regs: X86Registers) throws(KVMError) {
+        var r = regs.kvm
+        _ = try Syscall.ioctl(fd, ckvm_KVM_SET_REGS(), &r, "KVM_SET_REGS")
+    }
+
+    public func specialRegisters() throws(KVMError) -> X86SpecialRegisters {
+        var s = kvm_sregs()
+        _ = try Syscall.ioctl(fd, ckvm_KVM_GET_SREGS(), &s, "KVM_GET_SREGS")
+        return X86SpecialRegisters(s)
+    }
+
+    public func setSpecialRegisters(_ sregs: X86SpecialRegisters) throws(KVMError) {
+        var current = kvm_sregs()
+        _ = try Syscall.ioctl(fd, ckvm_KVM_GET_SREGS(), &current, "KVM_GET_SREGS")
+        var s = sregs.kvm(over: current)
+        _ = try Syscall.ioctl(fd, ckvm_KVM_SET_SREGS(), &s, "KVM_SET_SREGS")
+    }
+
+    public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
+        let count = UInt32(entries.count)
+        let size = Int(ckvm_cpuid2_size(count))
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        let cpuid = raw.assumingMemoryBound(to: kvm_cpuid2.self)
+        cpuid.pointee.nent = count
+        let out = ckvm_cpuid2_entries(cpuid)!
+        for (i, e) in entries.enumerated() {
+            out[i].function = e.function; out[i].index = e.index; out[i].flags = e.flags
+            out[i].eax = e.eax; out[i].ebx = e.ebx; out[i].ecx = e.ecx; out[i].edx = e.edx
+        }
+        _ = try Syscall.ioctl(fd, ckvm_KVM_SET_CPUID2(), raw, "KVM_SET_CPUID2")
+    }
+
+    /// The guest TSC frequency in kHz (KVM_GET_TSC_KHZ).
+    public func tscKHz() throws(KVMError) -> UInt32 {
+        UInt32(try Syscall.ioctl(fd, ckvm_KVM_GET_TSC_KHZ(), value: 0, "KVM_GET_TSC_KHZ"))
+    }
+}

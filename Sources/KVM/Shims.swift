@@ -1,0 +1,14 @@
+import CKVM
+
+// Thin Swift names for the C shims, so the rest of the target reads as Swift.
+@inline(__always) func ckvmIoctlPointer(_ fd: Int32, _ request: UInt, _ arg: UnsafeMutableRawPointer?) -> Int32 {
+    ckvm_ioctl_ptr(fd, request, arg)
+}
+@inline(__always) func ckvmIoctlValue(_ fd: Int32, _ request: UInt, _ value: UInt) -> Int32 {
+    ckvm_ioctl_val(fd, request, value)
+}
+
+/// Names the calling OS thread as `ps -L`/`top -H` show it (the kernel keeps 15 characters).
+public func setCurrentThreadName(_ name: String) {
+    _ = ckvm_set_thread_name(String(name.prefix(15)))
+}
