@@ -24,10 +24,13 @@ let package = Package(
         .target(name: "GuestMemory", swiftSettings: strict),
         // NVMM-style library: Machine, VCPU, typed VMExit, memory slots, opt-in assists.
         .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory"], swiftSettings: strict),
+        // Host OS interfaces for backends: owned fds, files, tap devices, epoll/timers.
+        .target(name: "CHost"),
+        .target(name: "Host", dependencies: ["CHost"], swiftSettings: strict),
         // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
         .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
         // Assembles and runs machines (the hvt tender today).
-        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "GuestMemory"], swiftSettings: strict),
+        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "GuestMemory", "Host"], swiftSettings: strict),
         .executableTarget(
             name: "swiftlet",
             dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -37,6 +40,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "GuestMemory"]),
+        .testTarget(name: "HostTests", dependencies: ["Host"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory"]),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).

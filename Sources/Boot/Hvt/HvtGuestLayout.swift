@@ -1,0 +1,159 @@
+import GuestMemory
+
+/// Lays out a Solo5 hvt guest in memory: segments, GDT, page tables with per-segment protections,
+/// boot info, manifest copy and command line; and describes the initial 64-bit CPU state.
+///
+/// Low memory (all below 1 MiB, where no segment may load):
+/// ```
+/// 0x0000  zero page: NOT mapped, so a guest NULL dereference faults
+/// 0x1000  GDT (null, code 0x08, data 0x10)
+/// 0x2000  PML4      0x3000 PDPT      0x4000..0x7fff  four page directories (up to 4 GiB)
+/// 0x8000  struct hvt_boot_info (40 bytes), then the manifest copy (at most 6,664 bytes)
+/// 0xA000  command line (HVT_CMDLINE_SIZE = 8192)
+/// 0xC000  4 KiB page tables for the image (one per 2 MiB up to the image end; up to 1 MiB)
+/// ```
+/// Memory from 0 up to the image end (rounded up to 2 MiB) is mapped with 4 KiB pages so text can
+/// be read-only and data non-executable; the rest with 2 MiB read/write, no-execute pages.
+public enum HvtGuestLayout {
+    public static let gdtBase: UInt64 = 0x1000
+    public static let pml4Base: UInt64 = 0x2000
+    public static let pdptBase: UInt64 = 0x3000
+    public static let pdBase: UInt64 = 0x4000
+    public static let bootInfoBase: UInt64 = 0x8000
+    public static let bootInfoSize: UInt64 = 40
+    public static let cmdlineBase: UInt64 = 0xA000
+    public static let cmdlineSize = 8192
+    public static let pageTableBase: UInt64 = 0xC000
+    public static let pageTableLimit: UInt64 = 0x10_0000
+    /// Guest memory is a multiple of this (the large-page size) and at most `maximumMemory`.
+    public static let memoryGranule: UInt64 = 2 << 20
+    /// Hypercall arguments are 32-bit guest addresses, so memory beyond 4 GiB is unreachable for them.
+    public static let maximumMemory: UInt64 = 4 << 30
+    /// Free space the image must leave for heap and stack.
+    public static let minimumFreeMemory: UInt64 = 64 << 10
+
+    // Page-table entry bits.
+    static let present: UInt64 = 1, writable: UInt64 = 2, largePage: UInt64 = 1 << 7, noExecute: UInt64 = 1 << 63
+
+    // Control-register bits for the initial state.
+    public static let cr0: UInt64 = 0x8001_0033 // PE MP ET NE WP PG
+    public static let cr4: UInt64 = 0x620 // PAE OSFXSR OSXMMEXCPT
+    public static let efer: UInt64 = 0xD00 // LME LMA NXE
+    public static let gdtLimit: UInt16 = 3 * 8 - 1
+    public static let codeSelector: UInt16 = 0x08, dataSelector: UInt16 = 0x10
+
+    /// Where the vCPU starts: RIP at the entry point, RDI = boot info, RSP = top of memory - 8
+    /// (the SysV ABI state right after a call).
+    public struct BootState: Equatable, Sendable {
+        public var entry: UInt64
+        public var stackPointer: UInt64
+        public var bootInfo: UInt64
+    }
+
+    /// Writes `image` and every boot structure into `memory` (which must be zeroed and start at 0).
+    public static func build(image: HvtImage, manifest: HvtManifest, arguments: [String],
+                             cpuCycleFrequency: UInt64, into memory: GuestMemory) throws(BootError) -> BootState {
+        let memSize = memory.size
+        guard memSize % memoryGranule == 0, memSize >= memoryGranule, memSize <= maximumMemory else {
+            throw BootError("guest memory must be a multiple of 2 MiB between 2 MiB and 4 GiB")
+        }
+        guard image.kernelEnd <= memSize, memSize - image.kernelEnd >= minimumFreeMemory else {
+            throw BootError("guest memory (\(memSize >> 20) MiB) is too small for the image (ends at \(image.kernelEnd) bytes)")
+        }
+        let cmdline = arguments.joined(separator: " ")
+        guard cmdline.utf8.count < cmdlineSize else {
+            throw BootError("guest command line too long (max=\(cmdlineSize - 1) characters)")
+        }
+        do {
+            try loadSegments(of: image, into: memory)
+            try writeGDT(memory)
+            try writePageTables(image: image, memory: memory)
+            let mftBase = bootInfoBase + bootInfoSize
+            try memory.store(memSize, at: GuestAddress(bootInfoBase))
+            try memory.store(image.kernelEnd, at: GuestAddress(bootInfoBase + 8))
+            try memory.store(cpuCycleFrequency, at: GuestAddress(bootInfoBase + 16))
+            try memory.store(cmdlineBase, at: GuestAddress(bootInfoBase + 24))
+            try memory.store(mftBase, at: GuestAddress(bootInfoBase + 32))
+            guard mftBase + UInt64(manifest.raw.count) <= cmdlineBase else { throw BootError("manifest too large") }
+            try memory.write(manifest.raw, at: GuestAddress(mftBase))
+            try memory.write(Array(cmdline.utf8) + [0], at: GuestAddress(cmdlineBase))
+        } catch let error as GuestMemoryError {
+            throw BootError("cannot lay out guest memory: \(error)")
+        } catch let error as BootError {
+            throw error
+        } catch {
+            throw BootError("\(error)")
+        }
+        return BootState(entry: image.entry, stackPointer: memSize - 8, bootInfo: bootInfoBase)
+    }
+
+    static func loadSegments(of image: HvtImage, into memory: GuestMemory) throws -> Void {
+        for s in image.segments {
+            guard memory.contains(GuestAddress(s.guestAddress), count: s.memorySize) else {
+                throw BootError("image segment at 0x\(String(s.guestAddress, radix: 16)) does not fit in guest memory")
+            }
+            let file = image.elf.bytes[Int(s.fileOffset)..<Int(s.fileOffset + s.fileSize)]
+            let dest = try memory.bytes(at: GuestAddress(s.guestAddress), count: s.memorySize)
+            file.withUnsafeBytes { src in
+                if src.count > 0 { dest.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: src.count) }
+            }
+            // Memory arrives zeroed from mmap, but say so: .bss must be zero whatever the allocator.
+            if s.memorySize > s.fileSize {
+                try memory.fill(at: GuestAddress(s.guestAddress + s.fileSize), count: s.memorySize - s.fileSize)
+            }
+        }
+    }
+
+    static func writeGDT(_ memory: GuestMemory) throws {
+        try memory.store(UInt64(0), at: GuestAddress(gdtBase))
+        // 64-bit code: present, DPL0, S, type 0xB (exec/read, accessed), L=1, G=1, limit 0xFFFFF.
+        try memory.store(UInt64(0x00AF_9B00_0000_FFFF), at: GuestAddress(gdtBase + 8))
+        // Data: present, DPL0, S, type 0x3 (read/write, accessed), D/B=1, G=1, limit 0xFFFFF.
+        try memory.store(UInt64(0x00CF_9300_0000_FFFF), at: GuestAddress(gdtBase + 16))
+    }
+
+    /// Protection for the 4 KiB page at `address`: the union of the segments touching it, or
+    /// read/write/no-execute when no segment does (heap, stack, boot structures).
+    static func pageFlags(_ address: UInt64, image: HvtImage) -> UInt64 {
+        var touched = false, write = false, exec = false
+        for s in image.segments where address < s.guestAddress + s.memorySize && s.guestAddress < address + 0x1000 {
+            touched = true
+            write = write || s.writable
+            exec = exec || s.executable
+        }
+        if !touched { return present | writable | noExecute }
+        return present | (write ? writable : 0) | (exec ? 0 : noExecute)
+    }
+
+    static func writePageTables(image: HvtImage, memory: GuestMemory) throws {
+        let memSize = memory.size
+        let fineEnd = (image.kernelEnd + memoryGranule - 1) / memoryGranule * memoryGranule
+        let pageTables = fineEnd / memoryGranule
+        guard pageTableBase + pageTables * 0x1000 <= pageTableLimit else {
+            throw BootError("image too large for hvt page tables (ends at \(image.kernelEnd) bytes)")
+        }
+        try memory.fill(at: GuestAddress(pml4Base), count: pageTableBase + pageTables * 0x1000 - pml4Base)
+        try memory.store(pdptBase | present | writable, at: GuestAddress(pml4Base))
+        let gigabytes = (memSize + (1 << 30) - 1) >> 30
+        for gb in 0..<gigabytes {
+            try memory.store((pdBase + gb * 0x1000) | present | writable, at: GuestAddress(pdptBase + gb * 8))
+        }
+        var chunk: UInt64 = 0
+        while chunk * memoryGranule < memSize {
+            let chunkBase = chunk * memoryGranule
+            let pdEntry = GuestAddress(pdBase + chunk * 8) // PDs are contiguous: entry index = chunk
+            if chunkBase < fineEnd {
+                let table = pageTableBase + chunk * 0x1000
+                try memory.store(table | present | writable, at: pdEntry)
+                for page in UInt64(0)..<512 {
+                    let address = chunkBase + page * 0x1000
+                    let entry: UInt64 = address == 0 ? 0 : address | pageFlags(address, image: image)
+                    try memory.store(entry, at: GuestAddress(table + page * 8))
+                }
+            } else {
+                try memory.store(chunkBase | present | writable | largePage | noExecute, at: pdEntry)
+            }
+            chunk += 1
+        }
+    }
+}

@@ -1,0 +1,57 @@
+// CHost: C shims for host OS interfaces Swift cannot reach directly (variadic ioctl/fcntl, macros).
+// Used by the Host target only; no KVM here.
+#ifndef CHOST_H
+#define CHOST_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <time.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+// Opens /dev/net/tun and attaches to (or creates, with CAP_NET_ADMIN) tap interface `name`,
+// without packet-info headers, non-blocking. Returns the fd or -errno. (In CHost.c: <linux/if.h>
+// clashes with glibc's <net/if.h> that Swift's Glibc module already brings in.)
+int chost_tap_open(const char *name);
+
+static inline long chost_getrandom(void *buf, unsigned long n) { return getrandom(buf, n, 0); }
+
+static inline int chost_set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -errno;
+    return fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
+static inline int chost_open(const char *path, int flags) { return open(path, flags | O_CLOEXEC, 0644); }
+
+// epoll and timerfd through plain integers: struct epoll_event is packed on x86-64, which Swift
+// imports poorly, and the TFD_/EPOLL_ constants are macros.
+static inline int chost_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+static inline int chost_epoll_add_input(int ep, int fd, uint64_t token) {
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = token };
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+// Waits and stores the tokens of ready descriptors in `tokens`; returns the count or -errno.
+static inline int chost_epoll_wait_tokens(int ep, uint64_t *tokens, int max, int timeout_ms) {
+    struct epoll_event evs[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(ep, evs, max, timeout_ms);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) tokens[i] = evs[i].data.u64;
+    return n;
+}
+static inline int chost_timerfd_create(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK); }
+// Arms the timer to fire once after `ns` nanoseconds; 0 disarms it.
+static inline int chost_timerfd_arm(int fd, uint64_t ns) {
+    struct itimerspec spec = {0};
+    spec.it_value.tv_sec = (time_t)(ns / 1000000000ull);
+    spec.it_value.tv_nsec = (long)(ns % 1000000000ull);
+    return timerfd_settime(fd, 0, &spec, NULL);
+}
+
+#endif

@@ -1,0 +1,102 @@
+import CHost
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An owned file descriptor, closed on deinit, with EINTR-retrying full reads and writes.
+public final class FileDescriptor: @unchecked Sendable {
+    public let rawValue: Int32
+
+    public init(owning fd: Int32) { rawValue = fd }
+    deinit { close(rawValue) }
+
+    /// Opens `path`; `flags` as for open(2). O_CLOEXEC is always added.
+    public static func open(_ path: String, flags: Int32) throws(HostError) -> FileDescriptor {
+        while true {
+            let fd = chost_open(path, flags)
+            if fd >= 0 { return FileDescriptor(owning: fd) }
+            if errno == EINTR { continue }
+            throw HostError(path, errno: errno)
+        }
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`, unless end of file comes first. Returns bytes read.
+    public func pread(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(HostError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pread(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n > 0 { done += n; continue }
+            if n == 0 { break }
+            if errno == EINTR { continue }
+            throw HostError("pread", errno: errno)
+        }
+        return done
+    }
+
+    /// Writes all of `buffer` at `offset`.
+    public func pwrite(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(HostError) {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n > 0 { done += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            throw HostError("pwrite", errno: n < 0 ? errno : EIO)
+        }
+    }
+
+    /// Writes all of `buffer` (for pipes and terminals, where writes may be partial).
+    public func writeAll(_ buffer: UnsafeRawBufferPointer) throws(HostError) {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.write(rawValue, buffer.baseAddress! + done, buffer.count - done)
+            if n > 0 { done += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EAGAIN {
+                var p = pollfd(fd: rawValue, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&p, 1, -1)
+                continue
+            }
+            throw HostError("write", errno: n < 0 ? errno : EIO)
+        }
+    }
+
+    /// Size of the file (st_size) and whether it is a regular file.
+    public func status() throws(HostError) -> (size: UInt64, isRegular: Bool, isDirectory: Bool) {
+        var st = stat()
+        guard fstat(rawValue, &st) == 0 else { throw HostError("fstat", errno: errno) }
+        let type = st.st_mode & S_IFMT
+        return (UInt64(st.st_size), type == S_IFREG, type == S_IFDIR)
+    }
+
+    /// Takes an exclusive advisory lock without waiting; false when another process holds it.
+    public func tryLockExclusive() -> Bool { flock(rawValue, LOCK_EX | LOCK_NB) == 0 }
+
+    /// Flushes file data to stable storage.
+    public func syncData() throws(HostError) {
+        guard fdatasync(rawValue) == 0 else { throw HostError("fdatasync", errno: errno) }
+    }
+}
+
+/// Reads a whole file into memory; `what` names it in errors.
+public func readWholeFile(_ path: String) throws(HostError) -> [UInt8] {
+    let fd = try FileDescriptor.open(path, flags: O_RDONLY)
+    let st = try fd.status()
+    if st.isDirectory { throw HostError(path, errno: EISDIR) }
+    let size = Int(st.size)
+    var bytes = [UInt8](repeating: 0, count: size)
+    var n = 0
+    var failure: HostError?
+    bytes.withUnsafeMutableBytes { buffer in
+        do throws(HostError) { n = try fd.pread(into: buffer, at: 0) } catch { failure = error }
+    }
+    if let failure { throw failure }
+    if n < size { bytes.removeLast(size - n) }
+    return bytes
+}
+
+/// `count` bytes from the kernel's random source (getrandom).
+public func randomBytes(_ count: Int) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    _ = bytes.withUnsafeMutableBytes { chost_getrandom($0.baseAddress, UInt($0.count)) }
+    return bytes
+}

@@ -1,0 +1,61 @@
+import CHost
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// epoll plus a timerfd: waits until one of the registered descriptors is readable or a relative
+/// timeout passes. Preallocated: `wait` allocates nothing, so it can sit on a hypercall hot path.
+public final class Poller: @unchecked Sendable {
+    private let epoll: Int32
+    private let timer: Int32
+    private let tokens: UnsafeMutablePointer<UInt64>
+    private let capacity: Int32 = 64
+    private static let timerToken: UInt64 = .max
+
+    public init() throws(HostError) {
+        epoll = chost_epoll_create()
+        guard epoll >= 0 else { throw HostError("epoll_create1", errno: errno) }
+        timer = chost_timerfd_create()
+        guard timer >= 0 else { close(epoll); throw HostError("timerfd_create", errno: errno) }
+        tokens = .allocate(capacity: Int(capacity))
+        guard chost_epoll_add_input(epoll, timer, Self.timerToken) == 0 else {
+            tokens.deallocate(); close(timer); close(epoll)
+            throw HostError("epoll_ctl", errno: errno)
+        }
+    }
+
+    deinit {
+        tokens.deallocate()
+        close(timer)
+        close(epoll)
+    }
+
+    /// Watches `fd` for input; `token` comes back from `wait` when it is readable.
+    public func add(_ fd: Int32, token: UInt64) throws(HostError) {
+        guard chost_epoll_add_input(epoll, fd, token) == 0 else { throw HostError("epoll_ctl", errno: errno) }
+    }
+
+    /// Waits up to `timeoutNanoseconds` (nil = forever). Calls `ready(token)` for each readable
+    /// descriptor. Returns false when interrupted by a signal (a kick).
+    public func wait(timeoutNanoseconds: UInt64?, _ ready: (UInt64) -> Void) -> Bool {
+        var timeoutMs: Int32 = -1
+        // Always (re)arm: 0 disarms a timer left from the previous call.
+        if let ns = timeoutNanoseconds, ns == 0 {
+            _ = chost_timerfd_arm(timer, 0)
+            timeoutMs = 0
+        } else {
+            _ = chost_timerfd_arm(timer, timeoutNanoseconds ?? 0)
+        }
+        let n = chost_epoll_wait_tokens(epoll, tokens, capacity, timeoutMs)
+        if n < 0 { return false }
+        for i in 0..<Int(n) {
+            if tokens[i] == Self.timerToken {
+                var expirations: UInt64 = 0
+                _ = read(timer, &expirations, 8)
+            } else {
+                ready(tokens[i])
+            }
+        }
+        return true
+    }
+}

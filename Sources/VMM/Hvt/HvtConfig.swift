@@ -1,0 +1,41 @@
+/// Configuration of one Solo5 hvt unikernel run, as `solo5-hvt`'s command line gives it.
+public struct HvtConfig: Sendable, Equatable {
+    /// A tap interface for manifest device `name`.
+    public struct Net: Sendable, Equatable {
+        public var name: String
+        public var interface: String
+        /// Six bytes; generated (locally administered, random) when nil.
+        public var mac: [UInt8]?
+        public init(name: String, interface: String, mac: [UInt8]? = nil) {
+            self.name = name; self.interface = interface; self.mac = mac
+        }
+    }
+
+    /// A file backing manifest device `name`.
+    public struct Block: Sendable, Equatable {
+        public var name: String
+        public var path: String
+        public var sectorSize: UInt16
+        public init(name: String, path: String, sectorSize: UInt16 = 512) {
+            self.name = name; self.path = path; self.sectorSize = sectorSize
+        }
+    }
+
+    /// How much the tender itself says on stderr (`--solo5:quiet|error|warn|info|debug`).
+    public enum LogLevel: Int, Sendable, Comparable {
+        case quiet, error, warn, info, debug
+        public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    public var kernelPath: String
+    /// Guest memory in MiB (solo5-hvt's default is 512).
+    public var memoryMiB: UInt64 = 512
+    public var nets: [Net] = []
+    public var blocks: [Block] = []
+    /// The unikernel's command line, joined with spaces.
+    public var arguments: [String] = []
+    public var logLevel: LogLevel = .warn
+    public var kvmDevice = "/dev/kvm"
+
+    public init(kernelPath: String) { self.kernelPath = kernelPath }
+}

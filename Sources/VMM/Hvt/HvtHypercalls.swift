@@ -1,0 +1,157 @@
+import GuestMemory
+import Host
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A guest request that breaks the ABI (a pointer outside its memory, an unknown call): the run
+/// ends with exit status 1 and this one-line message.
+struct HvtGuestFault: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// The hvt hypercalls (Solo5 hvt_abi.h): OUTL of a 32-bit guest address to port 0x500 + number.
+/// Every argument struct and every buffer it names is checked against guest memory before use;
+/// handlers allocate nothing.
+final class HvtHypercalls {
+    static let portBase: UInt16 = 0x500
+    enum Number: UInt16 {
+        case walltime = 1, puts, poll, blockWrite, blockRead, netWrite, netRead, halt
+    }
+    // Solo5 result codes (solo5.h).
+    static let ok: Int32 = 0, again: Int32 = 1, invalid: Int32 = 2, unspecified: Int32 = 3
+
+    let memory: GuestMemory
+    let devices: [HvtDevice?]
+    let poller: Poller
+    let console: FileDescriptor
+    /// Bit i set when net device i has input; filled by the poller callback.
+    private var readySet: UInt64 = 0
+
+    init(memory: GuestMemory, devices: [HvtDevice?], console: FileDescriptor) throws(VMMError) {
+        self.memory = memory
+        self.devices = devices
+        self.console = console
+        do {
+            poller = try Poller()
+            for (index, device) in devices.enumerated() {
+                if case .net(let net)? = device { try poller.add(net.tap.fd.rawValue, token: UInt64(index)) }
+            }
+        } catch { throw VMMError(.host, "\(error)") }
+    }
+
+    /// The argument struct of `size` bytes at `address`, or a fault when it is not guest memory.
+    @inline(__always)
+    private func argument(_ address: UInt64, _ size: UInt64, _ call: StaticString) throws(HvtGuestFault) -> UnsafeMutableRawBufferPointer {
+        do { return try memory.bytes(at: GuestAddress(address), count: size) } catch {
+            throw HvtGuestFault("invalid guest memory access in \(call) hypercall: \(error)")
+        }
+    }
+
+    @inline(__always)
+    private func buffer(_ address: UInt64, _ length: UInt64, _ call: StaticString) throws(HvtGuestFault) -> UnsafeMutableRawBufferPointer {
+        do { return try memory.bytes(at: GuestAddress(address), count: length) } catch {
+            throw HvtGuestFault("invalid guest buffer in \(call) hypercall: \(error)")
+        }
+    }
+
+    /// Handles every hypercall but HALT. `stopRequested` lets a long poll end early on a kick.
+    @inline(__always)
+    func handle(_ number: Number, argument address: UInt64) throws(HvtGuestFault) {
+        switch number {
+        case .walltime:
+            let a = try argument(address, 8, "WALLTIME")
+            var ts = timespec()
+            clock_gettime(CLOCK_REALTIME, &ts)
+            a.storeBytes(of: UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec), toByteOffset: 0, as: UInt64.self)
+
+        case .puts:
+            let a = try argument(address, 16, "PUTS")
+            let data = a.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+            let length = a.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            let text = try buffer(data, length, "PUTS")
+            try? console.writeAll(UnsafeRawBufferPointer(text))
+
+        case .poll:
+            let a = try argument(address, 24, "POLL")
+            let timeout = a.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+            readySet = 0
+            let completed = poller.wait(timeoutNanoseconds: timeout) { token in
+                if token < 64 { self.readySet |= 1 << token }
+            }
+            a.storeBytes(of: readySet, toByteOffset: 8, as: UInt64.self)
+            a.storeBytes(of: Int32(completed ? readySet.nonzeroBitCount : 0), toByteOffset: 16, as: Int32.self)
+
+        case .blockWrite, .blockRead:
+            let isWrite = number == .blockWrite
+            let a = try argument(address, 40, isWrite ? "BLOCK_WRITE" : "BLOCK_READ")
+            let handle = a.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+            let offset = a.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            let data = a.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+            let length = a.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
+            guard handle < UInt64(devices.count), case .block(let disk)? = devices[Int(handle)],
+                  disk.accepts(offset: offset, length: length) else {
+                a.storeBytes(of: Self.invalid, toByteOffset: 32, as: Int32.self)
+                return
+            }
+            let bytes = try buffer(data, length, isWrite ? "BLOCK_WRITE" : "BLOCK_READ")
+            var result = Self.ok
+            do {
+                if isWrite {
+                    try disk.file.pwrite(UnsafeRawBufferPointer(bytes), at: offset)
+                } else if try disk.file.pread(into: bytes, at: offset) != bytes.count {
+                    result = Self.unspecified
+                }
+            } catch {
+                result = Self.unspecified
+            }
+            a.storeBytes(of: result, toByteOffset: 32, as: Int32.self)
+
+        case .netWrite:
+            let a = try argument(address, 32, "NET_WRITE")
+            let handle = a.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+            let data = a.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            let length = a.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+            guard handle < UInt64(devices.count), case .net(let nic)? = devices[Int(handle)],
+                  length > 0, length <= UInt64(HvtNetDevice.maxFrame) else {
+                a.storeBytes(of: Self.invalid, toByteOffset: 24, as: Int32.self)
+                return
+            }
+            let frame = try buffer(data, length, "NET_WRITE")
+            let result: Int32 = (try? nic.tap.write(UnsafeRawBufferPointer(frame))) != nil ? Self.ok : Self.unspecified
+            a.storeBytes(of: result, toByteOffset: 24, as: Int32.self)
+
+        case .netRead:
+            let a = try argument(address, 32, "NET_READ")
+            let handle = a.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+            let data = a.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            let length = a.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+            guard handle < UInt64(devices.count), case .net(let nic)? = devices[Int(handle)], length > 0 else {
+                a.storeBytes(of: Self.invalid, toByteOffset: 24, as: Int32.self)
+                return
+            }
+            let frame = try buffer(data, length, "NET_READ")
+            var result = Self.ok
+            do {
+                if let n = try nic.tap.read(into: frame) {
+                    a.storeBytes(of: UInt64(n), toByteOffset: 16, as: UInt64.self)
+                } else {
+                    result = Self.again
+                }
+            } catch {
+                result = Self.unspecified
+            }
+            a.storeBytes(of: result, toByteOffset: 24, as: Int32.self)
+
+        case .halt:
+            break // handled by the exit loop: it ends the run
+        }
+    }
+
+    /// Reads HALT's exit status (the cookie, a trap-frame hint, is not needed to exit).
+    func haltStatus(argument address: UInt64) throws(HvtGuestFault) -> Int32 {
+        let a = try argument(address, 16, "HALT")
+        return a.loadUnaligned(fromByteOffset: 8, as: Int32.self)
+    }
+}

@@ -1,0 +1,214 @@
+import Boot
+import GuestMemory
+import Host
+import Hypervisor
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The hvt tender: runs one unmodified Solo5 hvt unikernel on one vCPU, as `solo5-hvt` does.
+/// `init` validates everything (image, manifest, devices) before the guest runs; `run` enters the
+/// guest on a named vCPU thread and returns the unikernel's exit status.
+public final class HvtTender: @unchecked Sendable {
+    public let config: HvtConfig
+    let image: HvtImage
+    let memory: GuestMemory
+    let machine: Machine
+    let vcpu: VCPU
+    let hypercalls: HvtHypercalls
+    private let stopRequested = Atomic<Bool>(false)
+    private let log: VMMLog
+
+    public init(config: HvtConfig) throws(VMMError) {
+        self.config = config
+        log = VMMLog(level: config.logLevel)
+
+        // 1. The image and its manifest.
+        let bytes: [UInt8]
+        do { bytes = try readWholeFile(config.kernelPath) } catch {
+            throw VMMError(.configuration, "\(config.kernelPath): \(String(cString: strerror(error.errno)))")
+        }
+        do { image = try HvtImage(bytes: bytes, name: config.kernelPath) } catch {
+            throw VMMError(.configuration, error.message)
+        }
+        var manifest = image.manifest
+
+        // 2. Devices: every declared device attached, nothing undeclared, no name twice.
+        var devices = [HvtDevice?](repeating: nil, count: manifest.entries.count)
+        var named = Set<String>()
+        for block in config.blocks {
+            guard named.insert(block.name).inserted else { throw VMMError(.configuration, "device '\(block.name)' given more than once") }
+            guard let index = manifest.index(of: block.name, type: .block) else {
+                throw VMMError(.configuration, "block device '\(block.name)' is not declared in the unikernel's manifest")
+            }
+            let disk = try HvtBlockDevice(block)
+            manifest.attachBlock(at: index, capacity: disk.capacity, blockSize: UInt16(disk.sectorSize))
+            devices[index] = .block(disk)
+        }
+        for net in config.nets {
+            guard named.insert(net.name).inserted else { throw VMMError(.configuration, "device '\(net.name)' given more than once") }
+            guard let index = manifest.index(of: net.name, type: .net) else {
+                throw VMMError(.configuration, "network device '\(net.name)' is not declared in the unikernel's manifest")
+            }
+            let nic = try HvtNetDevice(net)
+            manifest.attachNet(at: index, mac: nic.mac, mtu: HvtNetDevice.mtu)
+            devices[index] = .net(nic)
+        }
+        for (index, entry) in manifest.entries.enumerated() where devices[index] == nil {
+            switch entry.type {
+            case .block: throw VMMError(.configuration, "block device '\(entry.name)' declared by the unikernel is not attached (use --block:\(entry.name)=PATH)")
+            case .net: throw VMMError(.configuration, "network device '\(entry.name)' declared by the unikernel is not attached (use --net:\(entry.name)=IFACE)")
+            case .reserved: continue
+            }
+        }
+
+        // 3. Memory, machine, vCPU.
+        let granule = HvtGuestLayout.memoryGranule
+        var memBytes = config.memoryMiB << 20
+        guard config.memoryMiB > 0, config.memoryMiB <= HvtGuestLayout.maximumMemory >> 20 else {
+            throw VMMError(.configuration, "--mem must be between 2 and \(HvtGuestLayout.maximumMemory >> 20) MB")
+        }
+        if memBytes % granule != 0 {
+            memBytes = memBytes / granule * granule
+            log.warn("adjusting memory to \(memBytes) bytes")
+        }
+        guard memBytes >= granule else { throw VMMError(.configuration, "--mem must be at least 2 MB") }
+        guard image.kernelEnd <= memBytes, memBytes - image.kernelEnd >= HvtGuestLayout.minimumFreeMemory else {
+            throw VMMError(.configuration, "--mem=\(memBytes >> 20) is too small for \(config.kernelPath) (image ends at \(image.kernelEnd) bytes)")
+        }
+        do {
+            memory = try GuestMemory(size: memBytes)
+        } catch { throw VMMError(.host, "\(error)") }
+        do {
+            machine = try Machine(memory: memory, devicePath: config.kvmDevice)
+            vcpu = try machine.createVCPU(index: 0)
+            try vcpu.setCPUID(machine.supportedCPUID())
+            let frequency = try vcpu.tscFrequency()
+            let boot = try HvtGuestLayout.build(image: image, manifest: manifest, arguments: config.arguments,
+                                                cpuCycleFrequency: frequency, into: memory)
+            try Self.setInitialState(vcpu, boot)
+        } catch let error as HypervisorError {
+            throw VMMError(.hypervisor, error.message)
+        } catch let error as BootError {
+            throw VMMError(.configuration, error.message)
+        } catch {
+            throw VMMError(.hypervisor, "\(error)")
+        }
+        hypercalls = try HvtHypercalls(memory: memory, devices: devices, console: FileDescriptor(owning: dup(1)))
+        log.info("\(config.kernelPath): \(memBytes >> 20) MiB, entry 0x\(String(image.entry, radix: 16)), \(devices.count) device(s)")
+    }
+
+    static func setInitialState(_ vcpu: VCPU, _ boot: HvtGuestLayout.BootState) throws(HypervisorError) {
+        var s = try vcpu.specialRegisters()
+        let code = Segment(selector: HvtGuestLayout.codeSelector, limit: 0xFFFF_FFFF, type: 0xB, l: true)
+        let data = Segment(selector: HvtGuestLayout.dataSelector, limit: 0xFFFF_FFFF, type: 0x3, db: true)
+        s.cs = code
+        s.ds = data; s.es = data; s.fs = data; s.gs = data; s.ss = data
+        s.tr = Segment(selector: 0, limit: 0xFFFF, type: 0xB, s: false, g: false)
+        var ldt = Segment()
+        ldt.unusable = true
+        s.ldt = ldt
+        s.gdt = DescriptorTable(base: HvtGuestLayout.gdtBase, limit: HvtGuestLayout.gdtLimit)
+        s.idt = DescriptorTable(base: 0, limit: 0)
+        s.cr0 = HvtGuestLayout.cr0
+        s.cr3 = HvtGuestLayout.pml4Base
+        s.cr4 = HvtGuestLayout.cr4
+        s.efer = HvtGuestLayout.efer
+        try vcpu.setSpecialRegisters(s)
+        var r = Registers()
+        r.rip = boot.entry
+        r.rsp = boot.stackPointer
+        r.rdi = boot.bootInfo
+        r.rflags = 0x2
+        try vcpu.setRegisters(r)
+    }
+
+    /// Runs the unikernel to completion. Returns its exit status (HALT's status, 255 on abort),
+    /// or 1 when the guest broke the ABI, the hypervisor failed, or SIGINT/SIGTERM arrived.
+    public func run() -> Int32 {
+        // Signals are taken synchronously by this thread; the vCPU thread inherits the mask, so
+        // only our kick signal ever interrupts it.
+        var waitSet = sigset_t()
+        sigemptyset(&waitSet)
+        for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&waitSet, s) }
+        pthread_sigmask(SIG_BLOCK, &waitSet, nil)
+
+        let main = pthread_self()
+        let status = Atomic<Int32>(1)
+        let thread: VCPUThread
+        do {
+            thread = try VCPUThread(name: "vcpu0") { [self] in
+                vcpu.attachToCurrentThread()
+                status.store(exitLoop(), ordering: .sequentiallyConsistent)
+                pthread_kill(main, SIGUSR1)
+            }
+        } catch {
+            log.error(error.message)
+            return 1
+        }
+        var signal: Int32 = 0
+        while sigwait(&waitSet, &signal) != 0 {}
+        if signal != SIGUSR1 {
+            log.error("exiting on signal \(signal)")
+            stopRequested.store(true, ordering: .sequentiallyConsistent)
+            vcpu.kick()
+            thread.join()
+            return 1
+        }
+        thread.join()
+        return status.load(ordering: .sequentiallyConsistent)
+    }
+
+    /// The vCPU exit loop: the hot path. It allocates nothing per exit.
+    func exitLoop() -> Int32 {
+        while true {
+            let exit: VMExit
+            do { exit = try vcpu.run() } catch {
+                return fatal("KVM: \(error.message)", registers: true)
+            }
+            switch exit {
+            case .portIO(let io):
+                guard io.isWrite, io.size == 4, io.count == 1, io.port > HvtHypercalls.portBase,
+                      let number = HvtHypercalls.Number(rawValue: io.port &- HvtHypercalls.portBase) else {
+                    return fatal("invalid guest port access: port=0x\(String(io.port, radix: 16))", registers: true)
+                }
+                let address = UInt64(PortIOAssist.value(of: vcpu.ioData))
+                do {
+                    if number == .halt { return try hypercalls.haltStatus(argument: address) }
+                    try hypercalls.handle(number, argument: address)
+                } catch {
+                    return fatal(error.message, registers: false)
+                }
+            case .kicked:
+                if stopRequested.load(ordering: .sequentiallyConsistent) { return 1 }
+            case .shutdown:
+                return fatal("guest triple fault (CPU reset)", registers: true)
+            case .halted:
+                return fatal("guest halted the CPU with interrupts it cannot receive", registers: true)
+            case .mmio(let m):
+                return fatal("invalid guest memory access: \(m.isWrite ? "write" : "read") at 0x\(String(m.address, radix: 16)) (outside guest memory)", registers: true)
+            case .failedEntry(let reason):
+                return fatal("KVM: entry failure: hardware_entry_failure_reason=0x\(String(reason, radix: 16))", registers: true)
+            case .internalError(let suberror):
+                return fatal("KVM: internal error exit: suberror=0x\(String(suberror, radix: 16))", registers: true)
+            case .systemEvent(let type):
+                return fatal("guest system event \(type)", registers: false)
+            case .debug:
+                continue
+            case .unknown(let reason):
+                return fatal("KVM: unhandled exit: exit_reason=0x\(String(reason, radix: 16))", registers: true)
+            }
+        }
+    }
+
+    private func fatal(_ message: String, registers: Bool) -> Int32 {
+        var line = message
+        if registers, let r = try? vcpu.registers() {
+            line += ": rip=0x\(String(r.rip, radix: 16)) rsp=0x\(String(r.rsp, radix: 16))"
+            if let s = try? vcpu.specialRegisters() { line += " cr2=0x\(String(s.cr2, radix: 16))" }
+        }
+        log.error(line)
+        return 1
+    }
+}

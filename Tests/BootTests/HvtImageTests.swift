@@ -1,0 +1,140 @@
+import GuestMemory
+import Testing
+@testable import Boot
+
+@Suite struct HvtImageTests {
+    func load(_ elf: TestELF) throws -> HvtImage { try HvtImage(bytes: elf.bytes, name: "k.hvt") }
+
+    func message(_ elf: TestELF) -> String {
+        do { _ = try load(elf); return "" } catch let e as BootError { return e.message } catch { return "\(error)" }
+    }
+
+    @Test func minimalImageLoads() throws {
+        let image = try load(TestELF())
+        #expect(image.entry == 0x10_0000)
+        #expect(image.kernelEnd == 0x10_1000)
+        #expect(image.manifest.entries.isEmpty)
+    }
+
+    @Test func manifestEntriesAreParsed() throws {
+        var elf = TestELF()
+        elf.notes[1] = TestELF.manifestNote([("storage", 1), ("service", 2), ("", 1 << 30)])
+        let m = try load(elf).manifest
+        #expect(m.entries.map(\.name) == ["storage", "service", ""])
+        #expect(m.index(of: "service", type: .net) == 1)
+        #expect(m.index(of: "service", type: .block) == nil)
+    }
+
+    @Test func badInputGetsOneLineErrors() {
+        #expect(message(TestELF()) == "")
+        #expect(HvtImageTests.errorFor(bytes: Array("#!/bin/sh\necho hi\n".utf8)) == "k.hvt: not an ELF file")
+        #expect(HvtImageTests.errorFor(bytes: Array(TestELF().bytes.prefix(40))) == "k.hvt: not an ELF file")
+        #expect(message({ var e = TestELF(); e.machine = 183; return e }()) == "k.hvt: not an x86-64 ELF file")
+        #expect(message({ var e = TestELF(); e.notes = [TestELF.manifestNote([])]; return e }()).contains("no Solo5 ABI note"))
+        #expect(message({ var e = TestELF(); e.notes[0] = TestELF.abiNote(target: 2); return e }()).contains("'spt', not hvt"))
+        #expect(message({ var e = TestELF(); e.notes[0] = TestELF.abiNote(version: 9); return e }()).contains("ABI version 9"))
+        #expect(message({ var e = TestELF(); e.notes = [TestELF.abiNote()]; return e }()).contains("no Solo5 manifest"))
+        #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote([], declaredCount: 65); return e }())
+            .contains("65 entries, at most 64"))
+        let tooMany = (0..<65).map { ("d\($0)", UInt32(1)) }
+        #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote(tooMany); return e }()).contains("at most 64"))
+        let longName = String(repeating: "a", count: 68)
+        #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote([(longName, 1)]); return e }()).contains("longer than 67"))
+        #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote([("a", 1), ("a", 2)]); return e }()).contains("twice"))
+        #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote([("bad-name", 1)]); return e }()).contains("invalid device name"))
+        #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote([("x", 7)]); return e }()).contains("unknown device type"))
+        #expect(message({ var e = TestELF(); e.segments[0].address = 0x8000; e.entry = 0x8000; return e }()).contains("below 1 MiB"))
+        #expect(message({ var e = TestELF(); e.entry = 0x20_0000; return e }()).contains("entry point"))
+        #expect(message({ var e = TestELF(); e.segments[0].memorySize = 1; return e }()).contains("file size exceeds"))
+        #expect(message({ var e = TestELF(); e.segments[0].memorySize = UInt64.max; return e }()).contains("overflows"))
+        #expect(message({ var e = TestELF(); e.segments.append(e.segments[0]); return e }()).contains("overlap"))
+        #expect(message({ var e = TestELF(); e.type = 3; return e }()).contains("not an executable"))
+    }
+
+    static func errorFor(bytes: [UInt8]) -> String {
+        do { _ = try HvtImage(bytes: bytes, name: "k.hvt"); return "" } catch { return error.message }
+    }
+
+    @Test func truncatedImagesNeverTrap() {
+        let full = TestELF().bytes
+        for length in stride(from: 0, to: full.count, by: 7) {
+            _ = HvtImageTests.errorFor(bytes: Array(full.prefix(length)))
+        }
+        var corrupt = full
+        for i in stride(from: 16, to: 64, by: 1) {
+            corrupt[i] = 0xFF
+            _ = HvtImageTests.errorFor(bytes: corrupt)
+        }
+    }
+}
+
+@Suite struct HvtGuestLayoutTests {
+    /// Image: text (R+X) at 1 MiB, rodata (R) at +4K, data (RW) at +8K.
+    func image() throws -> HvtImage {
+        var elf = TestELF()
+        elf.segments = [
+            .init(address: 0x10_0000, data: [0x90, 0xF4], memorySize: 0x1000, flags: 5),
+            .init(address: 0x10_1000, data: [1, 2, 3], memorySize: 0x1000, flags: 4),
+            .init(address: 0x10_2000, data: [4, 5], memorySize: 0x3000, flags: 6),
+        ]
+        elf.notes[1] = TestELF.manifestNote([("storage", 1)])
+        return try HvtImage(bytes: elf.bytes, name: "k")
+    }
+
+    func pte(_ memory: GuestMemory, _ address: UInt64) throws -> UInt64 {
+        // Walk PML4 -> PDPT -> PD -> PT like the CPU does.
+        let pml4e: UInt64 = try memory.load(at: GuestAddress(HvtGuestLayout.pml4Base + ((address >> 39) & 511) * 8))
+        let pdpte: UInt64 = try memory.load(at: GuestAddress((pml4e & ~0xFFF & ((1 << 52) - 1)) + ((address >> 30) & 511) * 8))
+        let pde: UInt64 = try memory.load(at: GuestAddress((pdpte & 0x000F_FFFF_FFFF_F000) + ((address >> 21) & 511) * 8))
+        if pde & 0x80 != 0 { return pde }
+        return try memory.load(at: GuestAddress((pde & 0x000F_FFFF_FFFF_F000) + ((address >> 12) & 511) * 8))
+    }
+
+    @Test func protectionsFollowSegments() throws {
+        let memory = try GuestMemory(size: 8 << 20)
+        var manifest = try image().manifest
+        manifest.attachBlock(at: 0, capacity: 4096, blockSize: 512)
+        let boot = try HvtGuestLayout.build(image: try image(), manifest: manifest, arguments: ["a", "bc"],
+                                            cpuCycleFrequency: 1_000_000, into: memory)
+        #expect(boot.entry == 0x10_0000)
+        #expect(boot.stackPointer == (8 << 20) - 8)
+        let nx: UInt64 = 1 << 63
+        #expect(try pte(memory, 0) & 1 == 0, "zero page unmapped")
+        let text = try pte(memory, 0x10_0000)
+        #expect(text & 1 == 1 && text & 2 == 0 && text & nx == 0, "text: present, read-only, executable")
+        let rodata = try pte(memory, 0x10_1000)
+        #expect(rodata & 2 == 0 && rodata & nx != 0, "rodata: read-only, no-execute")
+        let data = try pte(memory, 0x10_4000)
+        #expect(data & 2 != 0 && data & nx != 0, "data/bss: writable, no-execute")
+        let heap = try pte(memory, 0x20_0000 + 0x5000)
+        #expect(heap & 0x80 != 0 && heap & 2 != 0 && heap & nx != 0, "heap: 2 MiB, writable, no-execute")
+        #expect(try memory.load(UInt8.self, at: GuestAddress(0x10_1002)) == 3)
+        #expect(try memory.load(UInt8.self, at: GuestAddress(0x10_2002)) == 0, "bss zeroed")
+        // Boot info.
+        let bi = HvtGuestLayout.bootInfoBase
+        #expect(try memory.load(UInt64.self, at: GuestAddress(bi)) == 8 << 20)
+        #expect(try memory.load(UInt64.self, at: GuestAddress(bi + 8)) == 0x10_5000)
+        #expect(try memory.load(UInt64.self, at: GuestAddress(bi + 16)) == 1_000_000)
+        let cmdline: UInt64 = try memory.load(at: GuestAddress(bi + 24))
+        #expect(try memory.readCString(at: GuestAddress(cmdline), maxLength: 8192) == "a bc")
+        let mft: UInt64 = try memory.load(at: GuestAddress(bi + 32))
+        #expect(try memory.load(UInt32.self, at: GuestAddress(mft + 4)) == 1)
+        #expect(try memory.load(UInt64.self, at: GuestAddress(mft + 8 + 72)) == 4096, "capacity filled in")
+        #expect(try memory.load(UInt8.self, at: GuestAddress(mft + 8 + 96)) == 1, "attached")
+    }
+
+    @Test func tooSmallMemoryAndLongCommandLinesAreRefused() throws {
+        let img = try image()
+        #expect(throws: BootError.self) {
+            _ = try HvtGuestLayout.build(image: img, manifest: img.manifest, arguments: [String(repeating: "x", count: 8192)],
+                                         cpuCycleFrequency: 1, into: try GuestMemory(size: 2 << 20))
+        }
+        var elf = TestELF()
+        elf.segments[0].memorySize = 0x20_0000
+        let big = try HvtImage(bytes: elf.bytes, name: "big")
+        #expect(throws: BootError.self) {
+            _ = try HvtGuestLayout.build(image: big, manifest: big.manifest, arguments: [], cpuCycleFrequency: 1,
+                                         into: try GuestMemory(size: 2 << 20))
+        }
+    }
+}
