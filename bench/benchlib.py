@@ -1,0 +1,262 @@
+"""Shared helpers for Swiftlet's benchmark scripts (python3 stdlib only).
+
+- locating the swiftlet binary (env SWIFTLET, then .build/release/swiftlet, then .build/debug/swiftlet)
+- building the C peer tender bench/peer/hvt-mini.c into bench/.cache/ (gcc -O2)
+- building the test unikernels with guests/hvt/build.sh into bench/.cache/guests/
+  (or using prebuilt ones from env HVT_GUESTS=DIR)
+- timing a child process, simple statistics and table printing
+"""
+
+import os
+import signal
+import shutil
+import subprocess
+import sys
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH_DIR)
+CACHE = os.environ.get("BENCH_CACHE", os.path.join(BENCH_DIR, ".cache"))
+PEER_SRC = os.path.join(BENCH_DIR, "peer", "hvt-mini.c")
+GUEST_DIR = os.path.join(REPO, "guests", "hvt")
+
+
+class BenchError(Exception):
+    """A missing prerequisite or a failed run: printed as 'error: ...', exit status 2."""
+
+
+def main_wrapper(fn):
+    """Run fn() and turn BenchError / Ctrl-C into a clean message and exit status."""
+    try:
+        sys.exit(fn() or 0)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- prerequisites
+
+def check_kvm():
+    if not os.path.exists("/dev/kvm"):
+        raise BenchError("/dev/kvm does not exist: these benchmarks need KVM")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        raise BenchError("no read/write access to /dev/kvm (run as root or join the kvm group)")
+
+
+def find_swiftlet():
+    """Path of the swiftlet binary; warns about a debug build."""
+    env = os.environ.get("SWIFTLET")
+    if env:
+        path = shutil.which(env) or env
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise BenchError(f"SWIFTLET={env} is not an executable file")
+        return os.path.abspath(path)
+    release = os.path.join(REPO, ".build", "release", "swiftlet")
+    debug = os.path.join(REPO, ".build", "debug", "swiftlet")
+    if os.access(release, os.X_OK):
+        return release
+    if os.access(debug, os.X_OK):
+        log("warning: using the DEBUG build .build/debug/swiftlet; figures are not representative "
+            "(swift build -c release)")
+        return debug
+    raise BenchError("swiftlet binary not found: build swiftlet first: swift build -c release "
+                     "(or set SWIFTLET=/path/to/swiftlet)")
+
+
+def _newer(src, dst):
+    return not os.path.exists(dst) or os.path.getmtime(src) > os.path.getmtime(dst)
+
+
+def build_hvt_mini():
+    """Compile bench/peer/hvt-mini.c with gcc -O2 into the cache (only when stale)."""
+    env = os.environ.get("HVT_MINI")
+    if env:
+        return os.path.abspath(env)
+    out = os.path.join(CACHE, "hvt-mini")
+    if _newer(PEER_SRC, out):
+        cc = os.environ.get("CC", "gcc")
+        if not shutil.which(cc):
+            raise BenchError(f"{cc} not found: install gcc (apt-get install gcc) to build the C peer")
+        os.makedirs(CACHE, exist_ok=True)
+        tmp = out + ".tmp"
+        r = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, PEER_SRC],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"building hvt-mini failed:\n{r.stdout}")
+        os.replace(tmp, out)
+        log(f"built {os.path.relpath(out, REPO)}")
+    return out
+
+
+def _latest_mtime(root):
+    latest = 0.0
+    for d, _, files in os.walk(root):
+        for f in files:
+            try:
+                latest = max(latest, os.path.getmtime(os.path.join(d, f)))
+            except OSError:
+                pass
+    return latest
+
+
+def guests(*names):
+    """Paths of the given hvt guests (e.g. "hello", "idle"), building them when needed."""
+    env = os.environ.get("HVT_GUESTS")
+    if env:
+        outdir = os.path.abspath(env)
+    else:
+        script = os.path.join(GUEST_DIR, "build.sh")
+        if not os.path.exists(script):
+            raise BenchError("guests/hvt/build.sh not found: the hvt test unikernels are needed "
+                             "(or set HVT_GUESTS=DIR holding hello.hvt, idle.hvt, hcloop.hvt ...)")
+        outdir = os.path.join(CACHE, "guests")
+        stamp = os.path.join(outdir, ".stamp")
+        missing = [n for n in names if not os.path.exists(os.path.join(outdir, n + ".hvt"))]
+        if missing or not os.path.exists(stamp) or _latest_mtime(GUEST_DIR) > os.path.getmtime(stamp):
+            os.makedirs(outdir, exist_ok=True)
+            log(f"building guests: guests/hvt/build.sh {os.path.relpath(outdir, REPO)}")
+            r = subprocess.run(["bash", script, outdir], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if r.returncode != 0:
+                raise BenchError(f"guests/hvt/build.sh failed (status {r.returncode}):\n{r.stdout}")
+            with open(stamp, "w"):
+                pass
+    paths = {}
+    for n in names:
+        p = os.path.join(outdir, n + ".hvt")
+        if not os.path.isfile(p):
+            raise BenchError(f"{p} not found (guests/hvt/build.sh did not produce {n}.hvt)")
+        paths[n] = p
+    return paths
+
+
+# ---------------------------------------------------------------- tenders
+
+class Tender:
+    """One tender under test: swiftlet ('swiftlet hvt ...') or the C peer ('hvt-mini ...')."""
+
+    def __init__(self, name, prefix):
+        self.name = name
+        self.prefix = prefix
+
+    def argv(self, kernel, args=(), mem=None):
+        a = list(self.prefix)
+        if mem is not None:
+            a.append(f"--mem={mem}")
+        return a + [kernel] + [str(x) for x in args]
+
+
+def add_tender_args(parser):
+    parser.add_argument("--only", choices=["swiftlet", "c"],
+                        help="run only one tender (default: both, to get the ratio)")
+
+
+def tenders(only=None):
+    """[swiftlet, c] Tender objects, building/locating what is needed."""
+    check_kvm()
+    out = []
+    if only in (None, "swiftlet"):
+        out.append(Tender("swiftlet", [find_swiftlet(), "hvt"]))
+    if only in (None, "c"):
+        out.append(Tender("hvt-mini (C)", [build_hvt_mini()]))
+    return out
+
+
+def run_timed(argv, timeout=None, capture=False):
+    """Spawn argv and wait for it. Returns (wall seconds from spawn to reap, exit status, stderr),
+    or with capture=True (wall, status, stderr, stdout). stdout goes to /dev/null otherwise."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE)
+    try:
+        so, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise BenchError(f"timed out after {timeout} s: {' '.join(argv)}")
+    t1 = time.perf_counter()
+    res = (t1 - t0, p.returncode, err.decode(errors="replace"))
+    if capture:
+        res += ((so or b"").decode(errors="replace"),)
+    return res
+
+
+def expect_ok(argv, status, err, want=0):
+    if status != want:
+        why = f"signal {-status}" if status < 0 else f"status {status}"
+        raise BenchError(f"{' '.join(argv)} exited with {why} (expected {want})\n{err.strip()}")
+
+
+# ---------------------------------------------------------------- statistics / output
+
+def percentile(xs, p):
+    """Linear-interpolated percentile (p in 0..100) of a non-empty list."""
+    s = sorted(xs)
+    if len(s) == 1:
+        return s[0]
+    k = (len(s) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def median(xs):
+    return percentile(xs, 50)
+
+
+def table(headers, rows):
+    """Print a plain-text table; numbers are right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r):
+        out = []
+        for i, c in enumerate(r):
+            out.append(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    print(line(cells[0]))
+    print("  ".join("-" * w for w in widths))
+    for r in cells[1:]:
+        print(line(r))
+
+
+def verdict(value, target, lower_is_better=True):
+    ok = value <= target if lower_is_better else value >= target
+    return "OK" if ok else "MISSED"
+
+
+def read_kv(path):
+    """Parse 'Key:   value kB' files (/proc/meminfo, smaps_rollup, status) into {key: int or str}."""
+    out = {}
+    try:
+        with open(path) as f:
+            for ln in f:
+                if ":" not in ln:
+                    continue
+                k, v = ln.split(":", 1)
+                parts = v.split()
+                if parts and parts[0].isdigit():
+                    out[k.strip()] = int(parts[0])
+                elif parts:
+                    out[k.strip()] = v.strip()
+    except OSError:
+        pass
+    return out
+
+
+def install_term_handler():
+    """Make SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt so that finally-blocks clean up
+    (SIGINT too, since a shell starting us in the background may have set it to ignored)."""
+    def h(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, h)
+    signal.signal(signal.SIGHUP, h)
