@@ -118,16 +118,29 @@ def guests(*names):
                              "(or set HVT_GUESTS=DIR holding hello.hvt, idle.hvt, hcloop.hvt ...)")
         outdir = os.path.join(CACHE, "guests")
         stamp = os.path.join(outdir, ".stamp")
+        # GUEST_CC (e.g. "gcc -mgeneral-regs-only") is passed to build.sh as CC.
+        guest_cc = os.environ.get("GUEST_CC", "")
+        try:
+            with open(stamp) as f:
+                stamp_cc = f.read()
+        except OSError:
+            stamp_cc = None
         missing = [n for n in names if not os.path.exists(os.path.join(outdir, n + ".hvt"))]
-        if missing or not os.path.exists(stamp) or _latest_mtime(GUEST_DIR) > os.path.getmtime(stamp):
+        if (missing or stamp_cc != guest_cc
+                or _latest_mtime(GUEST_DIR) > os.path.getmtime(stamp)):
             os.makedirs(outdir, exist_ok=True)
-            log(f"building guests: guests/hvt/build.sh {os.path.relpath(outdir, REPO)}")
-            r = subprocess.run(["bash", script, outdir], cwd=REPO,
+            log(f"building guests: {'CC=' + repr(guest_cc) + ' ' if guest_cc else ''}"
+                f"guests/hvt/build.sh {os.path.relpath(outdir, REPO)}")
+            env = dict(os.environ)
+            env.pop("CC", None)
+            if guest_cc:
+                env["CC"] = guest_cc
+            r = subprocess.run(["sh", script, outdir], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if r.returncode != 0:
                 raise BenchError(f"guests/hvt/build.sh failed (status {r.returncode}):\n{r.stdout}")
-            with open(stamp, "w"):
-                pass
+            with open(stamp, "w") as f:
+                f.write(guest_cc)
     paths = {}
     for n in names:
         p = os.path.join(outdir, n + ".hvt")
@@ -158,9 +171,22 @@ def add_tender_args(parser):
                         help="run only one tender (default: both, to get the ratio)")
 
 
+def warn_if_busy():
+    """Warn when the machine is already loaded: timings and MemAvailable will be noisy."""
+    try:
+        load1 = float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError):
+        return
+    ncpu = os.cpu_count() or 1
+    if load1 > 0.5 * ncpu:
+        log(f"warning: load average {load1:.2f} on {ncpu} CPUs before starting: "
+            "other work is running, figures will be noisy")
+
+
 def tenders(only=None):
     """[swiftlet, c] Tender objects, building/locating what is needed."""
     check_kvm()
+    warn_if_busy()
     out = []
     if only in (None, "swiftlet"):
         out.append(Tender("swiftlet", [find_swiftlet(), "hvt"]))
