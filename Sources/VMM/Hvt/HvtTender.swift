@@ -96,7 +96,7 @@ public final class HvtTender: @unchecked Sendable {
             throw VMMError(.hypervisor, "\(error)")
         }
         hypercalls = try HvtHypercalls(memory: memory, devices: devices, console: FileDescriptor(owning: dup(1)))
-        log.info("\(config.kernelPath): \(memBytes >> 20) MiB, entry 0x\(String(image.entry, radix: 16)), \(devices.count) device(s)")
+        log.info("\(config.kernelPath): \(memBytes >> 20) MiB, entry 0x\(String(image.entry, radix: 16)), \(devices.compactMap { $0 }.count) device(s)")
     }
 
     static func setInitialState(_ vcpu: VCPU, _ boot: HvtGuestLayout.BootState) throws(HypervisorError) {
@@ -205,7 +205,8 @@ public final class HvtTender: @unchecked Sendable {
     private func fatal(_ message: String, registers: Bool) -> Int32 {
         var line = message
         if registers, let r = try? vcpu.registers() {
-            line += ": rip=0x\(String(r.rip, radix: 16)) rsp=0x\(String(r.rsp, radix: 16))"
+            func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+            line += ": rip=\(hex(r.rip)) rsp=\(hex(r.rsp)) rax=\(hex(r.rax)) rbx=\(hex(r.rbx)) rcx=\(hex(r.rcx)) rdx=\(hex(r.rdx)) rsi=\(hex(r.rsi)) rdi=\(hex(r.rdi)) rflags=\(hex(r.rflags))"
             if let s = try? vcpu.specialRegisters() { line += " cr2=0x\(String(s.cr2, radix: 16))" }
         }
         log.error(line)
