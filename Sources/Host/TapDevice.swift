@@ -8,8 +8,10 @@ public final class TapDevice: @unchecked Sendable {
     public let name: String
     public let fd: FileDescriptor
 
-    /// Attaches to tap `name`; it must exist and be accessible, or we must be allowed to create it.
-    public init(name: String) throws(HostError) {
+    /// Attaches to tap `name`. With `mustExist`, a missing interface is an error (ENODEV) rather
+    /// than silently created, which TUNSETIFF would do for root.
+    public init(name: String, mustExist: Bool = true) throws(HostError) {
+        if mustExist && if_nametoindex(name) == 0 { throw HostError("tap \(name)", errno: ENODEV) }
         let r = chost_tap_open(name)
         guard r >= 0 else { throw HostError("tap \(name)", errno: -r) }
         self.name = name

@@ -66,14 +66,13 @@ public final class HvtTender: @unchecked Sendable {
         // 3. Memory, machine, vCPU.
         let granule = HvtGuestLayout.memoryGranule
         var memBytes = config.memoryMiB << 20
-        guard config.memoryMiB > 0, config.memoryMiB <= HvtGuestLayout.maximumMemory >> 20 else {
+        guard config.memoryMiB >= granule >> 20, config.memoryMiB <= HvtGuestLayout.maximumMemory >> 20 else {
             throw VMMError(.configuration, "--mem must be between 2 and \(HvtGuestLayout.maximumMemory >> 20) MB")
         }
         if memBytes % granule != 0 {
             memBytes = memBytes / granule * granule
             log.warn("adjusting memory to \(memBytes) bytes")
         }
-        guard memBytes >= granule else { throw VMMError(.configuration, "--mem must be at least 2 MB") }
         guard image.kernelEnd <= memBytes, memBytes - image.kernelEnd >= HvtGuestLayout.minimumFreeMemory else {
             throw VMMError(.configuration, "--mem=\(memBytes >> 20) is too small for \(config.kernelPath) (image ends at \(image.kernelEnd) bytes)")
         }

@@ -1,0 +1,39 @@
+import Foundation
+import Testing
+
+/// The `net` guest answers ARP and ping through a tap inside a network namespace this test
+/// creates (and deletes); nothing leaves the namespace.
+@Suite(.enabled(if: Harness.hasKVM && Harness.isRoot && FileManager.default.fileExists(atPath: "/usr/bin/ping"),
+                "needs /dev/kvm, root, iproute2 and ping"))
+struct HvtNetworkTests {
+    @Test func pingThroughTap() throws {
+        let ns = "swlt\(getpid() % 100000)"
+        func ip(_ args: String...) -> Harness.Outcome { Harness.run("/usr/sbin/ip", args, timeout: 20) }
+        _ = ip("netns", "del", ns)
+        #expect(ip("netns", "add", ns).status == 0)
+        defer { _ = ip("netns", "del", ns) }
+        #expect(ip("netns", "exec", ns, "ip", "tuntap", "add", "tap0", "mode", "tap").status == 0)
+        #expect(ip("netns", "exec", ns, "ip", "addr", "add", "10.99.0.1/24", "dev", "tap0").status == 0)
+        #expect(ip("netns", "exec", ns, "ip", "link", "set", "tap0", "up").status == 0)
+
+        let guest = try Harness.guest("net")
+        let vm = Process()
+        vm.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        vm.arguments = ["netns", "exec", ns, Harness.swiftlet, "hvt", "--net:service=tap0", "--net-mac:service=02:5e:00:00:00:02", guest]
+        let pipe = Pipe()
+        vm.standardOutput = pipe
+        vm.standardError = pipe
+        try vm.run()
+        usleep(300_000)
+        let ping = Harness.run("/usr/sbin/ip", ["netns", "exec", ns, "ping", "-c", "3", "-i", "0.3", "-W", "5", "10.99.0.2"], timeout: 60)
+        let deadline = Date().addingTimeInterval(40)
+        while vm.isRunning && Date() < deadline { usleep(10_000) }
+        if vm.isRunning { vm.terminate() }
+        vm.waitUntilExit()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(ping.status == 0, "ping: \(ping.output)\nguest: \(output)")
+        #expect(output.contains("mac=02:5e:00:00:00:02"), "\(output)")
+        #expect(output.contains("SUCCESS"), "\(output)")
+        #expect(vm.terminationStatus == 0)
+    }
+}
