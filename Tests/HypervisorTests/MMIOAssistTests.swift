@@ -425,28 +425,62 @@ private let zf = X86Flags.zero, sf = X86Flags.sign, of = X86Flags.overflow
                                    read: device.read, write: device.write)
         }
     }
-}
 
-@Suite struct X86ALUTests {
-    @Test func masksAndSignExtension() {
-        #expect(X86ALU.mask(1) == 0xFF && X86ALU.mask(4) == 0xFFFF_FFFF && X86ALU.mask(8) == UInt64.max)
-        #expect(X86ALU.signExtend(0x80, from: 1) == 0xFFFF_FFFF_FFFF_FF80)
-        #expect(X86ALU.signExtend(0x7FFF, from: 2) == 0x7FFF)
-    }
+    // MARK: Robustness
 
-    @Test func sbbBorrowsWithoutOverflowingTheOperand() {
-        // 0 - 0xff - CF at a byte: result 0, borrow.
-        let (result, flags) = X86ALU.compute(.sbb, 0, 0xFF, size: 1, flags: X86Flags.carry)
-        #expect(result == 0)
-        #expect(flags & (X86Flags.carry | X86Flags.zero) == X86Flags.carry | X86Flags.zero)
-        let wide = X86ALU.compute(.sbb, 5, UInt64.max, size: 8, flags: X86Flags.carry)
-        #expect(wide.result == 5 && wide.flags & X86Flags.carry != 0)
-    }
-
-    @Test func adcCarriesAtEveryWidth() {
-        for size in [1, 2, 4, 8] {
-            let (result, flags) = X86ALU.compute(.adc, X86ALU.mask(size), 0, size: size, flags: X86Flags.carry)
-            #expect(result == 0 && flags & X86Flags.carry != 0 && flags & X86Flags.zero != 0)
+    @Test func handEditedInstructionsAreRefusedNotTrusted() throws {
+        var instruction = try X86InstructionDecoder.decode([0x89, 0x03])
+        instruction.accessSize = 3
+        var r = registers { $0.rbx = mmio }
+        #expect(throws: MMIOAssistError.unsupported(.mov)) {
+            try MMIOAssist.emulate(instruction, faultAddress: mmio, registers: &r, memory: memory,
+                                   context: MMIOAssist.Context(), read: device.read, write: device.write)
         }
+        instruction.accessSize = 4
+        instruction.length = -1
+        #expect(throws: MMIOAssistError.unsupported(.mov)) {
+            try MMIOAssist.emulate(instruction, faultAddress: mmio, registers: &r, memory: memory,
+                                   context: MMIOAssist.Context(), read: device.read, write: device.write)
+        }
+        #expect(device.log.isEmpty)
+    }
+
+    @Test func randomInstructionsAndRegistersNeverTrap() {
+        var state: UInt64 = 0x0123_4567_89AB_CDEF
+        func random() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state ^ (state >> 29)
+        }
+        var context = MMIOAssist.Context(maxRepeatCount: 8)
+        context.segmentBases = X86SegmentBases(es: random(), ds: random(), fs: random(), gs: random())
+        var emulated = 0
+        for round in 0..<30_000 {
+            var bytes = X86InstructionBytes()
+            for _ in 0..<15 { bytes.append(UInt8(truncatingIfNeeded: random())) }
+            let mode: X86ExecutionMode = [.bits64, .bits32, .bits16][round % 3]
+            guard let instruction = try? X86InstructionDecoder.decode(bytes, mode: mode) else { continue }
+            var r = Registers()
+            for n in 0..<16 { r[gpr: n] = round & 1 == 0 ? random() : random() & 0xF_FFFF }
+            r.rip = random()
+            r.rflags = random()
+            // Aim the fault where the instruction points, so emulation goes past the cross-check.
+            var fault = random()
+            if let operand = instruction.memory {
+                fault = MMIOAssist.linearAddress(of: operand, instruction: instruction, registers: r,
+                                                 bases: context.segmentBases)
+            } else if instruction.operation == .lods {
+                fault = MMIOAssist.linear(r.rsi & X86ALU.mask(instruction.addressSize),
+                                          segment: instruction.prefixes.segment ?? .ds, mode: mode,
+                                          bases: context.segmentBases)
+            } else {
+                fault = MMIOAssist.linear(r.rdi & X86ALU.mask(instruction.addressSize), segment: .es, mode: mode,
+                                          bases: context.segmentBases)
+            }
+            if (try? MMIOAssist.emulate(instruction, faultAddress: fault, registers: &r, memory: memory,
+                                        context: context, read: { a, _ in a }, write: { _, _, _ in })) != nil {
+                emulated += 1
+            }
+        }
+        #expect(emulated > 1000)
     }
 }

@@ -156,6 +156,13 @@ public enum MMIOAssist {
                                read: (_ address: UInt64, _ size: Int) -> UInt64,
                                write: (_ address: UInt64, _ size: Int, _ value: UInt64) -> Void)
         throws(MMIOAssistError) -> Outcome {
+        // Fields are public and mutable: refuse values the decoder never produces instead of
+        // trusting them in size arithmetic.
+        guard isValidSize(instruction.accessSize), isValidSize(instruction.operandSize),
+              instruction.addressSize >= 2 && isValidSize(instruction.addressSize),
+              (1...X86InstructionBytes.capacity).contains(instruction.length) else {
+            throw .unsupported(instruction.operation)
+        }
         if instruction.form == .string {
             var strings = StringEmulation(instruction: instruction, memory: memory, context: context,
                                           faultAddress: faultAddress)
@@ -219,14 +226,18 @@ public enum MMIOAssist {
         return Outcome(iterations: 1, completed: true)
     }
 
+    static func isValidSize(_ size: Int) -> Bool {
+        size == 1 || size == 2 || size == 4 || size == 8
+    }
+
     /// The linear address of a memory operand: offset wrapped to the address size, plus the
     /// segment base (FS/GS only in 64-bit mode; wrapped to 32 bits outside it).
     static func linearAddress(of operand: X86MemoryOperand, instruction: X86Instruction, registers: Registers,
                               bases: X86SegmentBases) -> UInt64 {
         var offset = UInt64(bitPattern: operand.displacement)
-        if operand.isRIPRelative { offset = offset &+ registers.rip &+ UInt64(instruction.length) }
+        if operand.isRIPRelative { offset = offset &+ registers.rip &+ UInt64(truncatingIfNeeded: instruction.length) }
         if let base = operand.base { offset = offset &+ registers[gpr: base] }
-        if let index = operand.index { offset = offset &+ registers[gpr: index] &* UInt64(operand.scale) }
+        if let index = operand.index { offset = offset &+ registers[gpr: index] &* UInt64(truncatingIfNeeded: operand.scale) }
         offset &= X86ALU.mask(instruction.addressSize)
         return linear(offset, segment: operand.segment, mode: instruction.mode, bases: bases)
     }
@@ -241,7 +252,7 @@ public enum MMIOAssist {
 
     /// RIP past the instruction, wrapped to the width of the instruction pointer.
     static func advanceRIP(_ registers: inout Registers, by instruction: X86Instruction) {
-        let next = registers.rip &+ UInt64(instruction.length)
+        let next = registers.rip &+ UInt64(truncatingIfNeeded: instruction.length)
         switch instruction.mode {
         case .bits64: registers.rip = next
         case .bits32: registers.rip = next & 0xFFFF_FFFF
@@ -329,12 +340,12 @@ private struct StringEmulation {
         let first: GuestTranslation
         do { first = try walker.translate(linear) } catch { throw .translation(error) }
         try check(first, linear: linear, write: write)
-        let lastLinear = linear &+ (size - 1)
+        let lastLinear = linear &+ (size &- 1)
         if context.paging.mode != .identity && (linear ^ lastLinear) & ~0xFFF != 0 {
             let last: GuestTranslation
             do { last = try walker.translate(lastLinear) } catch { throw .translation(error) }
             try check(last, linear: lastLinear, write: write)
-            guard last.physicalAddress == first.physicalAddress &+ (size - 1) else {
+            guard last.physicalAddress == first.physicalAddress &+ (size &- 1) else {
                 throw .splitAccess(linearAddress: linear, size: Int(size))
             }
         }
