@@ -412,8 +412,8 @@ private let zf = X86Flags.zero, sf = X86Flags.sign, of = X86Flags.overflow
         s.cs.db = true
         s.cs.base = 0x10000
         var r = registers(rip: 0x500) { $0.rsi = 0x2000; $0.rdi = mmio }
-        try MMIOAssist.emulate(faultAddress: mmio, registers: &r, specialRegisters: s, memory: memory,
-                               read: device.read, write: device.write)
+        _ = try MMIOAssist.emulate(faultAddress: mmio, registers: &r, specialRegisters: s, memory: memory,
+                                   read: device.read, write: device.write)
         #expect(device.log == [.write(mmio, 2, 0xABCD)])
         #expect(r.rip == 0x502 && r.rsi == 0x2002)
         #expect(MMIOAssist.executionMode(s) == .bits32)
