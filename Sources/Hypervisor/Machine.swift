@@ -54,6 +54,23 @@ public final class Machine: @unchecked Sendable {
         self.memory = memory
     }
 
+    /// Opt-in: in-kernel PIC + IOAPIC + local APICs, and the i8254 PIT, as a PC has. Must be
+    /// called before any vCPU is created. TSS/identity-map pages go just below 4 GiB (Intel needs them).
+    public func createPlatformInterruptControllers() throws(HypervisorError) {
+        do {
+            try vm.setIdentityMapAddress(0xFFFB_C000)
+            try vm.setTSSAddress(0xFFFB_D000)
+            try vm.createIRQChip()
+            try vm.createPIT()
+        } catch { throw HypervisorError(error) }
+    }
+
+    /// Drives ISA IRQ / GSI `line` of the in-kernel irqchip. Safe from any thread.
+    @inline(__always)
+    public func setInterruptLine(_ line: UInt32, high: Bool) throws(HypervisorError) {
+        do { try vm.setIRQLine(line, level: high) } catch { throw HypervisorError(error) }
+    }
+
     /// Creates vCPU `index` (0-based).
     public func createVCPU(index: Int) throws(HypervisorError) -> VCPU {
         guard index >= 0, index < limits.maximumVCPUs else {

@@ -70,6 +70,21 @@ public final class VCPU: @unchecked Sendable {
         do { try kvm.setCPUID(leaves) } catch { throw HypervisorError(error) }
     }
 
+    /// Writes model-specific registers (index, value).
+    public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(HypervisorError) {
+        do { try kvm.setMSRs(msrs) } catch { throw HypervisorError(error) }
+    }
+
+    /// FPU/SSE control words to their reset values (FCW 0x37F, MXCSR 0x1F80).
+    public func initializeFPU() throws(HypervisorError) {
+        do { try kvm.initializeFPU() } catch { throw HypervisorError(error) }
+    }
+
+    /// LINT0 = ExtINT, LINT1 = NMI on this vCPU's in-kernel local APIC.
+    public func configureLocalInterrupts() throws(HypervisorError) {
+        do { try kvm.configureLocalInterrupts() } catch { throw HypervisorError(error) }
+    }
+
     /// Guest TSC frequency in Hz.
     public func tscFrequency() throws(HypervisorError) -> UInt64 {
         do { return UInt64(try kvm.tscKHz()) * 1000 } catch {

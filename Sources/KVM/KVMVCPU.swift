@@ -130,6 +130,25 @@ public final class KVMVCPU: @unchecked Sendable {
         _ = try Syscall.ioctl(fd, ckvm_KVM_SET_CPUID2(), raw, "KVM_SET_CPUID2")
     }
 
+    /// Writes model-specific registers; throws unless KVM accepted every one.
+    public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(KVMError) {
+        let indices = msrs.map(\.index), values = msrs.map(\.value)
+        let n = ckvm_set_msrs(fd, indices, values, UInt32(msrs.count))
+        guard n == Int32(msrs.count) else {
+            throw KVMError(operation: "KVM_SET_MSRS", errno: n < 0 ? errno : 0, detail: n < 0 ? nil : "KVM accepted \(n) of \(msrs.count) MSRs")
+        }
+    }
+
+    /// Resets the FPU/SSE control words to their architectural defaults.
+    public func initializeFPU() throws(KVMError) {
+        guard ckvm_init_fpu(fd) >= 0 else { throw KVMError(operation: "KVM_SET_FPU", errno: errno) }
+    }
+
+    /// Wires the local APIC's LINT0 to the PIC (ExtINT) and LINT1 to NMI (needs the in-kernel irqchip).
+    public func configureLocalInterrupts() throws(KVMError) {
+        guard ckvm_set_lint(fd) >= 0 else { throw KVMError(operation: "KVM_SET_LAPIC", errno: errno) }
+    }
+
     /// The guest TSC frequency in kHz (KVM_GET_TSC_KHZ).
     public func tscKHz() throws(KVMError) -> UInt32 {
         UInt32(try Syscall.ioctl(fd, ckvm_KVM_GET_TSC_KHZ(), value: 0, "KVM_GET_TSC_KHZ"))

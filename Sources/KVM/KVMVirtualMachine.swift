@@ -41,6 +41,32 @@ public final class KVMVirtualMachine: @unchecked Sendable {
         return KVMVCPU(fd: vcpufd, run: run, runSize: system.vcpuMmapSize, vm: self, id: id)
     }
 
+    /// Creates the in-kernel interrupt controllers: PIC pair, IOAPIC and a local APIC per vCPU.
+    /// Must precede vCPU creation.
+    public func createIRQChip() throws(KVMError) {
+        _ = try Syscall.ioctl(fd, ckvm_KVM_CREATE_IRQCHIP(), value: 0, "KVM_CREATE_IRQCHIP")
+    }
+
+    /// Creates the in-kernel i8254 PIT (timer on IRQ 0).
+    public func createPIT() throws(KVMError) {
+        while ckvm_create_pit2(fd) < 0 {
+            if errno == EINTR { continue }
+            throw KVMError(operation: "KVM_CREATE_PIT2", errno: errno)
+        }
+    }
+
+    /// Drives interrupt line `irq` (ISA IRQ / GSI) of the in-kernel irqchip. Safe from any thread.
+    @inline(__always)
+    public func setIRQLine(_ irq: UInt32, level: Bool) throws(KVMError) {
+        guard ckvm_irq_line(fd, irq, level ? 1 : 0) >= 0 else { throw KVMError(operation: "KVM_IRQ_LINE", errno: errno) }
+    }
+
+    /// Where KVM may place the real-mode identity page table it needs on Intel (one page).
+    public func setIdentityMapAddress(_ address: UInt64) throws(KVMError) {
+        var a = address
+        _ = try Syscall.ioctl(fd, ckvm_KVM_SET_IDENTITY_MAP_ADDR(), &a, "KVM_SET_IDENTITY_MAP_ADDR")
+    }
+
     /// The TSS needs three pages below 4 GiB on Intel (KVM_SET_TSS_ADDR); harmless elsewhere.
     public func setTSSAddress(_ address: UInt64) throws(KVMError) {
         _ = try Syscall.ioctl(fd, ckvm_KVM_SET_TSS_ADDR(), value: UInt(address), "KVM_SET_TSS_ADDR")

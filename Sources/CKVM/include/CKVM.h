@@ -7,6 +7,7 @@
 
 #include <linux/kvm.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 
@@ -40,6 +41,7 @@ static inline unsigned long ckvm_KVM_SET_SREGS(void) { return KVM_SET_SREGS; }
 static inline unsigned long ckvm_KVM_SET_CPUID2(void) { return KVM_SET_CPUID2; }
 static inline unsigned long ckvm_KVM_GET_TSC_KHZ(void) { return KVM_GET_TSC_KHZ; }
 static inline unsigned long ckvm_KVM_SET_MSRS(void) { return KVM_SET_MSRS; }
+static inline unsigned long ckvm_KVM_GET_LAPIC(void) { return KVM_GET_LAPIC; }
 static inline unsigned long ckvm_KVM_GET_FPU(void) { return KVM_GET_FPU; }
 static inline unsigned long ckvm_KVM_SET_FPU(void) { return KVM_SET_FPU; }
 
@@ -91,6 +93,57 @@ static inline uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *r) {
 }
 static inline uint32_t ckvm_run_internal_suberror(const struct kvm_run *r) { return r->internal.suberror; }
 static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *r) { return r->system_event.type; }
+
+// MARK: small multi-step shims for structs with flexible arrays or packed register pages
+
+// KVM_IRQ_LINE: sets ISA/GSI line `irq` to `level` on the in-kernel PIC and IOAPIC.
+static inline int ckvm_irq_line(int vmfd, uint32_t irq, uint32_t level) {
+    struct kvm_irq_level l;
+    memset(&l, 0, sizeof l);
+    l.irq = irq;
+    l.level = level;
+    return ioctl(vmfd, KVM_IRQ_LINE, &l);
+}
+
+// KVM_CREATE_PIT2 with default flags.
+static inline int ckvm_create_pit2(int vmfd) {
+    struct kvm_pit_config c;
+    memset(&c, 0, sizeof c);
+    return ioctl(vmfd, KVM_CREATE_PIT2, &c);
+}
+
+// KVM_SET_MSRS for `n` (index, value) pairs; returns how many were set or -1.
+static inline int ckvm_set_msrs(int vcpufd, const uint32_t *indices, const uint64_t *values, uint32_t n) {
+    if (n > 64) return -1;
+    struct { struct kvm_msrs h; struct kvm_msr_entry e[64]; } m;
+    memset(&m, 0, sizeof m);
+    m.h.nmsrs = n;
+    for (uint32_t i = 0; i < n; i++) { m.e[i].index = indices[i]; m.e[i].data = values[i]; }
+    return ioctl(vcpufd, KVM_SET_MSRS, &m);
+}
+
+// KVM_SET_FPU with the architectural reset values Linux expects (FCW 0x37F, MXCSR 0x1F80).
+static inline int ckvm_init_fpu(int vcpufd) {
+    struct kvm_fpu f;
+    memset(&f, 0, sizeof f);
+    f.fcw = 0x37f;
+    f.mxcsr = 0x1f80;
+    return ioctl(vcpufd, KVM_SET_FPU, &f);
+}
+
+// Programs the local APIC's LINT0 as ExtINT (the PIC) and LINT1 as NMI, as a PC BIOS does.
+static inline int ckvm_set_lint(int vcpufd) {
+    struct kvm_lapic_state s;
+    if (ioctl(vcpufd, KVM_GET_LAPIC, &s) < 0) return -1;
+    uint32_t lint0, lint1;
+    memcpy(&lint0, &s.regs[0x350], 4);
+    memcpy(&lint1, &s.regs[0x360], 4);
+    lint0 = (lint0 & ~0x700u) | (7u << 8);
+    lint1 = (lint1 & ~0x700u) | (4u << 8);
+    memcpy(&s.regs[0x350], &lint0, 4);
+    memcpy(&s.regs[0x360], &lint1, 4);
+    return ioctl(vcpufd, KVM_SET_LAPIC, &s);
+}
 
 // MARK: struct kvm_cpuid2 (flexible array member)
 

@@ -1,0 +1,140 @@
+import GuestMemory
+
+/// Places a bzImage, its command line, initrd, zero page (boot_params), e820 map, GDT and
+/// identity page tables in guest memory for the 64-bit boot protocol entry.
+///
+/// Low memory:
+/// ```
+/// 0x0500  GDT: null, null, code64 (0x10, __BOOT_CS), data (0x18, __BOOT_DS)
+/// 0x7000  zero page (struct boot_params)
+/// 0x8FF0  initial stack
+/// 0x9000  PML4   0xA000 PDPT   0xB000..0xEFFF  page directories (identity map of the low 4 GiB, 2 MiB pages)
+/// 0x20000 command line
+/// 0x9FC00..0xA0000 reserved (EBDA); 0xE0000..0x100000 reserved (ACPI tables live here)
+/// 0x100000 protected-mode kernel; the initrd goes as high as the kernel allows
+/// ```
+public enum LinuxBootLayout {
+    public static let gdtBase: UInt64 = 0x500
+    public static let zeroPage: UInt64 = 0x7000
+    public static let stackPointer: UInt64 = 0x8FF0
+    public static let pml4: UInt64 = 0x9000
+    public static let pdpt: UInt64 = 0xA000
+    public static let pageDirectories: UInt64 = 0xB000
+    public static let commandLine: UInt64 = 0x2_0000
+    public static let commandLineMax = 0x1_0000
+    public static let ebdaStart: UInt64 = 0x9_FC00
+    public static let biosStart: UInt64 = 0xE_0000
+    public static let kernelLoad: UInt64 = 0x10_0000
+    public static let codeSelector: UInt16 = 0x10
+    public static let dataSelector: UInt16 = 0x18
+    public static let cr0: UInt64 = 0x8000_0033 // PE MP ET NE PG
+    public static let cr4: UInt64 = 0x20 // PAE
+    public static let efer: UInt64 = 0x500 // LME LMA
+
+    /// What the vCPU needs to start: RIP (64-bit entry), RSI (zero page), RSP.
+    public struct BootState: Equatable, Sendable {
+        public var entry: UInt64
+        public var zeroPage: UInt64
+        public var stackPointer: UInt64
+    }
+
+    /// One e820 entry (type 1 RAM, 2 reserved).
+    public struct E820Entry: Equatable, Sendable {
+        public var address: UInt64, size: UInt64, type: UInt32
+    }
+
+    /// Guest RAM layout for `memorySize` bytes: below 3 GiB, then above 4 GiB past the MMIO hole.
+    public static func ramRegions(memorySize: UInt64) -> [(base: UInt64, size: UInt64)] {
+        let holeStart: UInt64 = 3 << 30
+        if memorySize <= holeStart { return [(0, memorySize)] }
+        return [(0, holeStart), (4 << 30, memorySize - holeStart)]
+    }
+
+    /// The e820 map for `memory` (regions as from `ramRegions`).
+    public static func e820(for memory: GuestMemory) -> [E820Entry] {
+        var map: [E820Entry] = [E820Entry(address: 0, size: ebdaStart, type: 1),
+                                E820Entry(address: ebdaStart, size: 0xA_0000 - ebdaStart, type: 2),
+                                E820Entry(address: biosStart, size: kernelLoad - biosStart, type: 2)]
+        for r in memory.regions {
+            let start = max(r.base.rawValue, kernelLoad)
+            if r.end > start { map.append(E820Entry(address: start, size: r.end - start, type: 1)) }
+        }
+        return map
+    }
+
+    /// Writes everything; `rsdp` is the ACPI RSDP address for boot_params.acpi_rsdp_addr (0 = none).
+    public static func build(kernel: LinuxKernelImage, initrd: [UInt8]?, commandLine cmdline: String,
+                             rsdp: UInt64, into memory: GuestMemory) throws(BootError) -> BootState {
+        let cmd = Array(cmdline.utf8)
+        let limit = min(kernel.commandLineLimit, commandLineMax - 1)
+        guard cmd.count <= limit else { throw BootError("kernel command line is \(cmd.count) bytes, the kernel accepts \(limit)") }
+        guard !cmd.contains(0) else { throw BootError("kernel command line contains a NUL byte") }
+        let lowRAM = memory.regions.first.map { $0.end } ?? 0
+        let kernelEnd = kernelLoad + max(kernel.initSize, UInt64(kernel.protectedModeKernel.count))
+        guard kernelEnd <= lowRAM else {
+            throw BootError("guest memory (\(memory.size >> 20) MiB) is too small for the kernel (needs \((kernelEnd + 0xFFFFF) >> 20) MiB)")
+        }
+        do {
+            // Kernel.
+            try memory.write(Array(kernel.protectedModeKernel), at: GuestAddress(kernelLoad))
+            // Command line.
+            try memory.write(cmd + [0], at: GuestAddress(commandLine))
+            // Zero page: setup header copied in, then our fields.
+            try memory.fill(at: GuestAddress(zeroPage), count: 4096)
+            try memory.write(Array(kernel.setupHeader), at: GuestAddress(zeroPage + UInt64(LinuxKernelImage.setupHeaderOffset)))
+            try memory.store(UInt8(0xFF), at: GuestAddress(zeroPage + 0x210)) // type_of_loader: undefined
+            let loadflags: UInt8 = try memory.load(at: GuestAddress(zeroPage + 0x211))
+            try memory.store(loadflags | 0x80, at: GuestAddress(zeroPage + 0x211)) // CAN_USE_HEAP
+            try memory.store(UInt16(0xFE00), at: GuestAddress(zeroPage + 0x224)) // heap_end_ptr
+            try memory.store(UInt32(commandLine), at: GuestAddress(zeroPage + 0x228)) // cmd_line_ptr
+            try memory.store(UInt32(0), at: GuestAddress(zeroPage + 0x0C8)) // ext_cmd_line_ptr
+            try memory.store(UInt32(cmd.count), at: GuestAddress(zeroPage + 0x238))
+            try memory.store(rsdp, at: GuestAddress(zeroPage + 0x070)) // acpi_rsdp_addr
+            // Initrd: as high as allowed, page aligned, clear of the kernel.
+            if let initrd, !initrd.isEmpty {
+                let top = min(kernel.initrdLimit, lowRAM)
+                let size = UInt64(initrd.count)
+                guard size <= top, (top - size) & ~0xFFF >= kernelEnd else {
+                    throw BootError("initrd (\(initrd.count) bytes) does not fit below the kernel's limit of 0x\(String(top, radix: 16)) (give the VM more memory)")
+                }
+                let address = (top - size) & ~0xFFF
+                try memory.write(initrd, at: GuestAddress(address))
+                try memory.store(UInt32(truncatingIfNeeded: address), at: GuestAddress(zeroPage + 0x218))
+                try memory.store(UInt32(truncatingIfNeeded: size), at: GuestAddress(zeroPage + 0x21C))
+                try memory.store(UInt32(truncatingIfNeeded: address >> 32), at: GuestAddress(zeroPage + 0x0C0))
+                try memory.store(UInt32(truncatingIfNeeded: size >> 32), at: GuestAddress(zeroPage + 0x0C4))
+            }
+            // e820.
+            let map = e820(for: memory)
+            try memory.store(UInt8(map.count), at: GuestAddress(zeroPage + 0x1E8))
+            for (i, e) in map.enumerated() {
+                let at = zeroPage + 0x2D0 + UInt64(i) * 20
+                try memory.store(e.address, at: GuestAddress(at))
+                try memory.store(e.size, at: GuestAddress(at + 8))
+                try memory.store(e.type, at: GuestAddress(at + 16))
+            }
+            // GDT: the 64-bit boot protocol wants __BOOT_CS = 0x10 and __BOOT_DS = 0x18.
+            try memory.store(UInt64(0), at: GuestAddress(gdtBase))
+            try memory.store(UInt64(0), at: GuestAddress(gdtBase + 8))
+            try memory.store(UInt64(0x00AF_9B00_0000_FFFF), at: GuestAddress(gdtBase + 0x10))
+            try memory.store(UInt64(0x00CF_9300_0000_FFFF), at: GuestAddress(gdtBase + 0x18))
+            // Identity map of the first 4 GiB with 2 MiB pages (the kernel builds its own soon after).
+            try memory.fill(at: GuestAddress(pml4), count: 0x6000)
+            try memory.store(pdpt | 3, at: GuestAddress(pml4))
+            for gb in UInt64(0)..<4 {
+                let pd = pageDirectories + gb * 0x1000
+                try memory.store(pd | 3, at: GuestAddress(pdpt + gb * 8))
+                for i in UInt64(0)..<512 {
+                    try memory.store(((gb << 30) + (i << 21)) | 0x83, at: GuestAddress(pd + i * 8))
+                }
+            }
+        } catch let error as GuestMemoryError {
+            throw BootError("cannot lay out guest memory: \(error)")
+        } catch let error as BootError {
+            throw error
+        } catch {
+            throw BootError("\(error)")
+        }
+        return BootState(entry: kernelLoad + 0x200, zeroPage: zeroPage, stackPointer: stackPointer)
+    }
+}
