@@ -7,7 +7,9 @@
 - timing a child process, simple statistics and table printing
 """
 
+import collections
 import os
+import resource
 import signal
 import shutil
 import subprocess
@@ -120,13 +122,15 @@ def guests(*names):
         stamp = os.path.join(outdir, ".stamp")
         # GUEST_CC (e.g. "gcc -mgeneral-regs-only") is passed to build.sh as CC.
         guest_cc = os.environ.get("GUEST_CC", "")
+        # What the build depends on besides the sources (build.sh reads HVT_SSE and HVT_CFLAGS).
+        key = "\n".join([guest_cc, os.environ.get("HVT_SSE", ""), os.environ.get("HVT_CFLAGS", "")])
         try:
             with open(stamp) as f:
                 stamp_cc = f.read()
         except OSError:
             stamp_cc = None
         missing = [n for n in names if not os.path.exists(os.path.join(outdir, n + ".hvt"))]
-        if (missing or stamp_cc != guest_cc
+        if (missing or stamp_cc != key
                 or _latest_mtime(GUEST_DIR) > os.path.getmtime(stamp)):
             os.makedirs(outdir, exist_ok=True)
             log(f"building guests: {'CC=' + repr(guest_cc) + ' ' if guest_cc else ''}"
@@ -140,7 +144,7 @@ def guests(*names):
             if r.returncode != 0:
                 raise BenchError(f"guests/hvt/build.sh failed (status {r.returncode}):\n{r.stdout}")
             with open(stamp, "w") as f:
-                f.write(guest_cc)
+                f.write(key)
     paths = {}
     for n in names:
         p = os.path.join(outdir, n + ".hvt")
@@ -195,10 +199,15 @@ def tenders(only=None):
     return out
 
 
+Run = collections.namedtuple("Run", "wall status err out utime stime")
+
+
 def run_timed(argv, timeout=None, capture=False):
-    """Spawn argv and wait for it. Returns (wall seconds from spawn to reap, exit status, stderr),
-    or with capture=True (wall, status, stderr, stdout). stdout goes to /dev/null otherwise."""
+    """Spawn argv and wait for it. Returns Run(wall seconds from spawn to reap, exit status,
+    stderr, stdout (captured only with capture=True, else sent to /dev/null), user and system CPU
+    seconds of the child (from RUSAGE_CHILDREN deltas; runs must not overlap))."""
     out = subprocess.PIPE if capture else subprocess.DEVNULL
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE)
     try:
@@ -208,13 +217,14 @@ def run_timed(argv, timeout=None, capture=False):
         p.communicate()
         raise BenchError(f"timed out after {timeout} s: {' '.join(argv)}")
     t1 = time.perf_counter()
-    res = (t1 - t0, p.returncode, err.decode(errors="replace"))
-    if capture:
-        res += ((so or b"").decode(errors="replace"),)
-    return res
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Run(t1 - t0, p.returncode, err.decode(errors="replace"),
+               (so or b"").decode(errors="replace"),
+               ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime)
 
 
-def expect_ok(argv, status, err, want=0):
+def expect_ok(argv, run, want=0):
+    status, err = run.status, run.err
     if status != want:
         why = f"signal {-status}" if status < 0 else f"status {status}"
         raise BenchError(f"{' '.join(argv)} exited with {why} (expected {want})\n{err.strip()}")
