@@ -4,11 +4,11 @@ import VMM
 import Glibc
 #endif
 
-/// The `swiftlet` command: one subcommand per product (hvt today; run, api and ctl to come).
+/// The `swiftlet` command: one subcommand per product.
 struct Swiftlet: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftlet",
-        abstract: "A lightweight VMM over KVM: Solo5 unikernels and microVMs.",
+        abstract: "A lightweight VMM over KVM: Linux microVMs and Solo5 unikernels.",
         subcommands: [HvtCommand.self]
     )
 }
@@ -19,4 +19,14 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.first == "hvt" {
     HvtCommand.runAndExit(Array(arguments.dropFirst()))
 }
-Swiftlet.main()
+do {
+    var command = try Swiftlet.parseAsRoot(arguments)
+    try command.run()
+} catch {
+    // Help and version go out as ArgumentParser formats them; a usage error is one line.
+    if Swiftlet.exitCode(for: error) == .success { Swiftlet.exit(withError: error) }
+    var message = Swiftlet.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+    if message.hasPrefix("Error: ") { message.removeFirst(7) }
+    printError("swiftlet: " + message)
+    Glibc.exit(Swiftlet.exitCode(for: error).rawValue)
+}
