@@ -69,25 +69,48 @@ public final class KVMSystem: @unchecked Sendable {
 
     /// The CPUID leaves this KVM can expose to guests (KVM_GET_SUPPORTED_CPUID).
     public func supportedCPUID() throws(KVMError) -> [CPUIDEntry] {
-        let capacity = UInt32(ckvm_KVM_MAX_CPUID_ENTRIES())
-        let size = Int(ckvm_cpuid2_size(capacity))
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
-        defer { raw.deallocate() }
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-        let cpuid = raw.assumingMemoryBound(to: kvm_cpuid2.self)
-        cpuid.pointee.nent = capacity
-        _ = try Syscall.ioctl(fd, ckvm_KVM_GET_SUPPORTED_CPUID(), raw, "KVM_GET_SUPPORTED_CPUID")
-        let entries = ckvm_cpuid2_entries(cpuid)!
-        return (0..<Int(cpuid.pointee.nent)).map { i in
-            let e = entries[i]
-            return CPUIDEntry(function: e.function, index: e.index, flags: e.flags,
-                              eax: e.eax, ebx: e.ebx, ecx: e.ecx, edx: e.edx)
-        }
+        let buffer = CPUIDBuffer(capacity: UInt32(ckvm_KVM_MAX_CPUID_ENTRIES()))
+        _ = try Syscall.ioctl(fd, ckvm_KVM_GET_SUPPORTED_CPUID(), buffer.raw, "KVM_GET_SUPPORTED_CPUID")
+        return buffer.entries
     }
 
     /// Creates an empty virtual machine (KVM_CREATE_VM).
     public func createVM() throws(KVMError) -> KVMVirtualMachine {
         let vmfd = try Syscall.ioctl(fd, ckvm_KVM_CREATE_VM(), value: 0, "KVM_CREATE_VM")
         return KVMVirtualMachine(fd: vmfd, system: self)
+    }
+}
+
+/// A zeroed `struct kvm_cpuid2` with room for `capacity` entries (a flexible array member),
+/// converting to and from `CPUIDEntry`. Freed on deinit.
+final class CPUIDBuffer {
+    let raw: UnsafeMutableRawPointer
+    private let cpuid: UnsafeMutablePointer<kvm_cpuid2>
+
+    init(capacity: UInt32) {
+        let size = Int(ckvm_cpuid2_size(capacity))
+        raw = .allocate(byteCount: size, alignment: 8)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        cpuid = raw.assumingMemoryBound(to: kvm_cpuid2.self)
+        cpuid.pointee.nent = capacity
+    }
+
+    convenience init(_ entries: [CPUIDEntry]) {
+        self.init(capacity: UInt32(entries.count))
+        let out = ckvm_cpuid2_entries(cpuid)!
+        for (i, e) in entries.enumerated() {
+            out[i].function = e.function; out[i].index = e.index; out[i].flags = e.flags
+            out[i].eax = e.eax; out[i].ebx = e.ebx; out[i].ecx = e.ecx; out[i].edx = e.edx
+        }
+    }
+
+    deinit { raw.deallocate() }
+
+    var entries: [CPUIDEntry] {
+        let e = ckvm_cpuid2_entries(cpuid)!
+        return (0..<Int(cpuid.pointee.nent)).map { i in
+            CPUIDEntry(function: e[i].function, index: e[i].index, flags: e[i].flags,
+                       eax: e[i].eax, ebx: e[i].ebx, ecx: e[i].ecx, edx: e[i].edx)
+        }
     }
 }

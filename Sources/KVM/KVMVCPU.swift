@@ -115,19 +115,8 @@ public final class KVMVCPU: @unchecked Sendable {
     }
 
     public func setCPUID(_ entries: [CPUIDEntry]) throws(KVMError) {
-        let count = UInt32(entries.count)
-        let size = Int(ckvm_cpuid2_size(count))
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
-        defer { raw.deallocate() }
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-        let cpuid = raw.assumingMemoryBound(to: kvm_cpuid2.self)
-        cpuid.pointee.nent = count
-        let out = ckvm_cpuid2_entries(cpuid)!
-        for (i, e) in entries.enumerated() {
-            out[i].function = e.function; out[i].index = e.index; out[i].flags = e.flags
-            out[i].eax = e.eax; out[i].ebx = e.ebx; out[i].ecx = e.ecx; out[i].edx = e.edx
-        }
-        _ = try Syscall.ioctl(fd, ckvm_KVM_SET_CPUID2(), raw, "KVM_SET_CPUID2")
+        let buffer = CPUIDBuffer(entries)
+        _ = try Syscall.ioctl(fd, ckvm_KVM_SET_CPUID2(), buffer.raw, "KVM_SET_CPUID2")
     }
 
     /// Writes model-specific registers; throws unless KVM accepted every one.

@@ -66,7 +66,7 @@ public enum HvtGuestLayout {
         }
         do {
             try loadSegments(of: image, into: memory)
-            try writeGDT(memory)
+            try FlatGDT.write(at: gdtBase, codeSelector: codeSelector, dataSelector: dataSelector, into: memory)
             try writePageTables(image: image, memory: memory)
             let mftBase = bootInfoBase + bootInfoSize
             try memory.store(memSize, at: GuestAddress(bootInfoBase))
@@ -102,14 +102,6 @@ public enum HvtGuestLayout {
                 try memory.fill(at: GuestAddress(s.guestAddress + s.fileSize), count: s.memorySize - s.fileSize)
             }
         }
-    }
-
-    static func writeGDT(_ memory: GuestMemory) throws {
-        try memory.store(UInt64(0), at: GuestAddress(gdtBase))
-        // 64-bit code: present, DPL0, S, type 0xB (exec/read, accessed), L=1, G=1, limit 0xFFFFF.
-        try memory.store(UInt64(0x00AF_9B00_0000_FFFF), at: GuestAddress(gdtBase + 8))
-        // Data: present, DPL0, S, type 0x3 (read/write, accessed), D/B=1, G=1, limit 0xFFFFF.
-        try memory.store(UInt64(0x00CF_9300_0000_FFFF), at: GuestAddress(gdtBase + 16))
     }
 
     /// Protection for the 4 KiB page at `address`: the union of the segments touching it, or

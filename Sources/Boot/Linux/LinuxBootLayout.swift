@@ -114,10 +114,7 @@ public enum LinuxBootLayout {
                 try memory.store(e.type, at: GuestAddress(at + 16))
             }
             // GDT: the 64-bit boot protocol wants __BOOT_CS = 0x10 and __BOOT_DS = 0x18.
-            try memory.store(UInt64(0), at: GuestAddress(gdtBase))
-            try memory.store(UInt64(0), at: GuestAddress(gdtBase + 8))
-            try memory.store(UInt64(0x00AF_9B00_0000_FFFF), at: GuestAddress(gdtBase + 0x10))
-            try memory.store(UInt64(0x00CF_9300_0000_FFFF), at: GuestAddress(gdtBase + 0x18))
+            try FlatGDT.write(at: gdtBase, codeSelector: codeSelector, dataSelector: dataSelector, into: memory)
             // Identity map of the first 4 GiB with 2 MiB pages (the kernel builds its own soon after).
             try memory.fill(at: GuestAddress(pml4), count: 0x6000)
             try memory.store(pdpt | 3, at: GuestAddress(pml4))
