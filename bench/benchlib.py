@@ -149,7 +149,8 @@ def guests(*names):
     for n in names:
         p = os.path.join(outdir, n + ".hvt")
         if not os.path.isfile(p):
-            raise BenchError(f"{p} not found (guests/hvt/build.sh did not produce {n}.hvt)")
+            why = "HVT_GUESTS" if env else "guests/hvt/build.sh did not produce it"
+            raise BenchError(f"{p} not found ({why})")
         paths[n] = p
     return paths
 
