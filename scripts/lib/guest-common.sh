@@ -1,0 +1,252 @@
+# Shared helpers for scripts/make-guest and scripts/nested-kvm (sourced, bash).
+#
+# Everything comes from Debian packages fetched with `apt-get download` into a download cache that
+# both scripts share:
+#   ${SWIFTLET_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/swiftlet-guest}
+#     debs/                  downloaded .deb files (reused; never deleted by these scripts)
+#     kernel-<ver>/          the cloud kernel package unpacked, with modules.dep made by depmod
+#     busybox-<debversion>/  busybox-static unpacked
+#     tools/swiftlet-exit    the debug-exit helper, built with gcc -static
+# The cache is locked with flock while it is written, so parallel runs are safe.
+
+# shellcheck shell=bash
+
+SWIFTLET_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SWIFTLET_REPO_DIR=$(cd "$SWIFTLET_SCRIPTS_DIR/.." && pwd)
+GUEST_CACHE=${SWIFTLET_GUEST_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/swiftlet-guest}
+# The Debian meta package whose dependency names the kernel we use.
+GUEST_KERNEL_META=${SWIFTLET_KERNEL_PACKAGE:-linux-image-cloud-amd64}
+
+# Progress and errors go to stderr, with the script's name in front.
+_prog=${_prog:-$(basename "$0")}
+say()  { printf '%s: %s\n' "$_prog" "$*" >&2; }
+die()  { printf '%s: error: %s\n' "$_prog" "$*" >&2; exit "${DIE_STATUS:-1}"; }
+
+_now_ms() { date +%s%3N; }
+
+# ensure_tools CMD:PACKAGE ... — install the Debian packages of the missing commands.
+_apt_updated=
+apt_update_once() {
+    [[ -n $_apt_updated ]] && return 0
+    say "apt-get update"
+    apt-get update -qq >&2 || say "warning: apt-get update failed; trying with the lists there are"
+    _apt_updated=1
+}
+ensure_tools() {
+    local pair cmd pkg missing=()
+    for pair in "$@"; do
+        cmd=${pair%%:*}; pkg=${pair#*:}
+        if [[ $cmd == /* ]]; then [[ -e $cmd ]] && continue
+        else command -v "$cmd" >/dev/null 2>&1 && continue; fi
+        missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
+    [[ $(id -u) == 0 ]] || die "missing packages (${missing[*]}); install them or run as root"
+    apt_update_once
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+        || die "apt-get install ${missing[*]} failed"
+}
+
+# The tools both scripts need on the host.
+ensure_host_tools() {
+    ensure_tools apt-get:apt dpkg-deb:dpkg cpio:cpio depmod:kmod gzip:gzip zstd:zstd flock:util-linux \
+                 gcc:gcc /usr/include/stdio.h:libc6-dev "$@"
+}
+
+# Make sure apt knows PACKAGE (runs apt-get update once when the lists are empty or stale).
+_apt_knows() { apt-cache show --no-all-versions "$1" >/dev/null 2>&1; }
+ensure_apt_knows() {
+    _apt_knows "$1" && return 0
+    apt_update_once
+    _apt_knows "$1"
+}
+
+# fetch_deb PACKAGE -> prints the path of its .deb in the cache (downloads it when not there).
+# Offline, falls back to the newest cached .deb of that package.
+fetch_deb() {
+    local pkg=$1 dir="$GUEST_CACHE/debs" uri file
+    mkdir -p "$dir"
+    if ensure_apt_knows "$pkg"; then
+        # 'URI' FILENAME SIZE HASH
+        uri=$(apt-get download --print-uris "$pkg" 2>/dev/null | head -n1)
+        file=$(awk '{print $2}' <<<"$uri")
+        if [[ -n $file && -s $dir/$file ]]; then
+            say "cached: $file"
+            printf '%s\n' "$dir/$file"; return 0
+        fi
+        say "downloading $pkg ($(awk '{printf "%.1f MB", $3/1e6}' <<<"$uri"))"
+        local tmp; tmp=$(mktemp -d "$dir/.dl.XXXXXX")
+        if (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2); then
+            local got; got=$(cd "$tmp" && ls -- *.deb | head -n1)
+            mv -f "$tmp/$got" "$dir/$got"; rm -rf "$tmp"
+            printf '%s\n' "$dir/$got"; return 0
+        fi
+        rm -rf "$tmp"
+        say "warning: apt-get download $pkg failed; looking in the cache"
+    fi
+    file=$(ls -t "$dir/${pkg}_"*.deb 2>/dev/null | head -n1)
+    [[ -n $file ]] || die "cannot get package $pkg (no network and nothing cached in $dir)"
+    say "using cached $(basename "$file")"
+    printf '%s\n' "$file"
+}
+
+# deb_depends_kernel -> the linux-image-<ver>-cloud-amd64 package the meta package depends on.
+kernel_package_name() {
+    local dep
+    if ensure_apt_knows "$GUEST_KERNEL_META"; then
+        dep=$(apt-cache show --no-all-versions "$GUEST_KERNEL_META" \
+              | sed -n 's/^Depends: *//p' | tr ',' '\n' | sed 's/ *(.*//; s/^ *//' \
+              | grep -E '^linux-image-[0-9]' | head -n1)
+    fi
+    if [[ -z ${dep:-} ]]; then
+        # Offline: the newest kernel package in the cache.
+        dep=$(ls -t "$GUEST_CACHE"/debs/linux-image-[0-9]*_*.deb 2>/dev/null | head -n1)
+        dep=$(basename "${dep%%_*}" 2>/dev/null)
+    fi
+    [[ -n $dep ]] || die "cannot find the kernel package that $GUEST_KERNEL_META depends on"
+    printf '%s\n' "$dep"
+}
+
+# with_cache_lock CMD... — run CMD holding the cache lock.
+with_cache_lock() {
+    mkdir -p "$GUEST_CACHE"
+    (
+        flock 9
+        "$@"
+    ) 9>"$GUEST_CACHE/.lock"
+}
+
+# prepare_kernel: sets KVER (kernel release) and KROOT (unpacked package root, with
+# KROOT/boot/vmlinuz-KVER and KROOT/lib/modules/KVER/modules.dep).
+_unpack_kernel() {
+    local deb=$1 dest=$2
+    [[ -f $dest/.done ]] && return 0
+    say "unpacking $(basename "$deb")"
+    rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+    dpkg-deb -x "$deb" "$dest.tmp"
+    local ver; ver=$(basename "$(ls -d "$dest.tmp"/lib/modules/*/ | head -n1)")
+    depmod -b "$dest.tmp" "$ver"
+    touch "$dest.tmp/.done"
+    rm -rf "$dest"; mv "$dest.tmp" "$dest"
+}
+prepare_kernel() {
+    local pkg deb
+    ensure_apt_knows "$GUEST_KERNEL_META" || true
+    pkg=$(kernel_package_name)
+    deb=$(fetch_deb "$pkg")
+    local base; base=$(basename "$deb" .deb)
+    KROOT="$GUEST_CACHE/kernel-$base"
+    with_cache_lock _unpack_kernel "$deb" "$KROOT"
+    KVER=$(basename "$(ls -d "$KROOT"/lib/modules/*/ | head -n1)")
+    [[ -f $KROOT/boot/vmlinuz-$KVER ]] || die "no vmlinuz-$KVER in $deb"
+    KVMLINUZ="$KROOT/boot/vmlinuz-$KVER"
+    KMODDIR="$KROOT/lib/modules/$KVER"
+}
+
+# prepare_busybox: sets BUSYBOX (path of the static busybox binary from busybox-static).
+_unpack_busybox() {
+    local deb=$1 dest=$2
+    [[ -f $dest/.done ]] && return 0
+    rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+    dpkg-deb -x "$deb" "$dest.tmp"
+    touch "$dest.tmp/.done"
+    rm -rf "$dest"; mv "$dest.tmp" "$dest"
+}
+prepare_busybox() {
+    ensure_apt_knows busybox-static || true
+    local deb; deb=$(fetch_deb busybox-static)
+    local dest="$GUEST_CACHE/$(basename "$deb" .deb)"
+    with_cache_lock _unpack_busybox "$deb" "$dest"
+    BUSYBOX="$dest/bin/busybox"
+    [[ -x $BUSYBOX ]] || die "no bin/busybox in $deb"
+}
+
+# prepare_exit_helper: sets EXIT_HELPER (static swiftlet-exit built from scripts/guest-init).
+_build_exit_helper() {
+    local src=$1 out=$2
+    if [[ -x $out && $out -nt $src ]]; then return 0; fi
+    say "building swiftlet-exit (gcc -static)"
+    mkdir -p "$(dirname "$out")"
+    gcc -static -Os -s -Wall -o "$out.tmp" "$src" || die "gcc -static failed for $src"
+    mv -f "$out.tmp" "$out"
+}
+prepare_exit_helper() {
+    local src="$SWIFTLET_SCRIPTS_DIR/guest-init/swiftlet-exit.c"
+    EXIT_HELPER="$GUEST_CACHE/tools/swiftlet-exit"
+    with_cache_lock _build_exit_helper "$src" "$EXIT_HELPER"
+}
+
+# module_load_order MODNAME... -> module paths (relative to KMODDIR), dependencies first, each once.
+# Names match with '-' and '_' alike (virtio_rng is virtio-rng.ko). Built-in and unknown modules are
+# skipped (a note for unknown ones).
+module_load_order() {
+    declare -A _seen=()
+    local _order=()
+    _mlo_visit() {
+        local path=$1 line deps d i
+        [[ -n ${_seen[$path]:-} ]] && return 0
+        _seen[$path]=1
+        line=$(grep -m1 -E "^${path//./\\.}:" "$KMODDIR/modules.dep") || return 0
+        read -r -a deps <<<"${line#*:}"
+        # modules.dep lists the dependency needed last first: load from the end.
+        for ((i=${#deps[@]}-1; i>=0; i--)); do _mlo_visit "${deps[i]}"; done
+        _order+=("$path")
+    }
+    local name re path
+    for name in "$@"; do
+        re=${name//[-_]/[-_]}
+        path=$(grep -m1 -oE "^[^:]*/${re}\.ko(\.[a-z]+)?:" "$KMODDIR/modules.dep" | tr -d :) || true
+        if [[ -z $path ]]; then
+            grep -qE "/${re}\.ko" "$KMODDIR/modules.builtin" \
+                || say "note: module $name is neither in modules.dep nor built in"
+            continue
+        fi
+        _mlo_visit "$path"
+    done
+    printf '%s\n' "${_order[@]}"
+}
+
+# copy_module_into ROOT RELPATH — copy one module to ROOT/lib/modules/KVER/RELPATH, uncompressed.
+copy_module_into() {
+    local root=$1 rel=$2 dst
+    dst="$root/lib/modules/$KVER/${rel%.xz}"; dst=${dst%.zst}; dst=${dst%.gz}
+    mkdir -p "$(dirname "$dst")"
+    case $rel in
+        *.ko.xz)  xz -dc "$KMODDIR/$rel" >"$dst" ;;
+        *.ko.zst) zstd -qdc "$KMODDIR/$rel" >"$dst" ;;
+        *.ko.gz)  gzip -dc "$KMODDIR/$rel" >"$dst" ;;
+        *)        cp "$KMODDIR/$rel" "$dst" ;;
+    esac
+    printf '%s\n' "${dst#"$root"}"
+}
+
+# make_base_root ROOT — the skeleton every initramfs here shares: busybox with /bin/sh, the dirs,
+# /dev/console (the kernel opens it for init's stdio before anything is mounted).
+make_base_root() {
+    local root=$1
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc,root,lib/modules}
+    chmod 1777 "$root/tmp"
+    cp "$BUSYBOX" "$root/bin/busybox"
+    ln -sf busybox "$root/bin/sh"
+    mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || die "mknod /dev/console failed (run as root)"
+    mknod -m 666 "$root/dev/null" c 1 3 2>/dev/null || true
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
+    printf 'root:x:0:\n' >"$root/etc/group"
+    printf 'swiftlet\n' >"$root/etc/hostname"
+}
+
+# make_cpio ROOT OUT COMPRESSOR — newc cpio of ROOT, owned by root, compressed with
+# COMPRESSOR (gzip | zstd | none).
+make_cpio() {
+    local root=$1 out=$2 comp=${3:-gzip}
+    local c
+    case $comp in
+        gzip) c=(gzip -n -6) ;;
+        zstd) c=(zstd -q -19 -T0 --stdout) ;;
+        none) c=(cat) ;;
+        *) die "unknown compressor $comp" ;;
+    esac
+    (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | "${c[@]}" >"$out.tmp"
+    mv -f "$out.tmp" "$out"
+}
