@@ -54,58 +54,75 @@ ensure_host_tools() {
                  gcc:gcc /usr/include/stdio.h:libc6-dev "$@"
 }
 
-# Make sure apt knows PACKAGE (runs apt-get update once when the lists are empty or stale).
-_apt_knows() { apt-cache show --no-all-versions "$1" >/dev/null 2>&1; }
-ensure_apt_knows() {
-    _apt_knows "$1" && return 0
-    apt_update_once
-    _apt_knows "$1"
+# resolve_packages: which .deb files make up the guest, with as few apt calls as possible (each
+# costs about a second here). Sets GUEST_KERNEL_PKG (the linux-image-<ver>-cloud-amd64 package
+# that GUEST_KERNEL_META depends on) and DEB_FILE[pkg] / DEB_SIZE[pkg] for it and busybox-static.
+# Memoized in $GUEST_CACHE/resolved until the apt lists change (apt-get update). Runs apt-get
+# update when the lists do not know the packages. Offline with empty lists, falls back to the
+# newest .debs in the cache.
+declare -A DEB_FILE=() DEB_SIZE=()
+GUEST_KERNEL_PKG=
+_resolve_from_apt() {
+    local dep uris
+    dep=$(apt-cache show --no-all-versions "$GUEST_KERNEL_META" 2>/dev/null \
+          | sed -n 's/^Depends: *//p' | tr ',' '\n' | sed 's/ *(.*//; s/^ *//' \
+          | grep -E '^linux-image-[0-9]' | head -n1) || return 1
+    [[ -n $dep ]] || return 1
+    # 'URI' FILENAME SIZE HASH, one line per package
+    uris=$(apt-get download --print-uris "$dep" busybox-static 2>/dev/null) || return 1
+    [[ $(wc -l <<<"$uris") -ge 2 ]] || return 1
+    {
+        printf 'meta %s\n' "$GUEST_KERNEL_META"
+        printf 'kernel %s\n' "$dep"
+        awk '{ f = $2; p = f; sub(/_.*/, "", p); print "deb", p, f, $3 }' <<<"$uris"
+    } >"$GUEST_CACHE/resolved.tmp"
+    mv -f "$GUEST_CACHE/resolved.tmp" "$GUEST_CACHE/resolved"
+}
+_load_resolved() {
+    local kind a b c
+    DEB_FILE=() DEB_SIZE=() GUEST_KERNEL_PKG=
+    [[ -s $1 ]] || return 1
+    grep -qx "meta $GUEST_KERNEL_META" "$1" || return 1
+    while read -r kind a b c; do
+        case $kind in
+            kernel) GUEST_KERNEL_PKG=$a ;;
+            deb) DEB_FILE[$a]=$b; DEB_SIZE[$a]=$c ;;
+        esac
+    done <"$1"
+    [[ -n $GUEST_KERNEL_PKG && -n ${DEB_FILE[$GUEST_KERNEL_PKG]:-} && -n ${DEB_FILE[busybox-static]:-} ]]
+}
+resolve_packages() {
+    local memo="$GUEST_CACHE/resolved" lists=/var/lib/apt/lists
+    mkdir -p "$GUEST_CACHE/debs"
+    if [[ $memo -nt $lists ]] && _load_resolved "$memo"; then return 0; fi
+    if _resolve_from_apt || { apt_update_once; _resolve_from_apt; }; then
+        _load_resolved "$memo" && return 0
+    fi
+    # Offline: the newest cached packages.
+    local k b
+    k=$(ls -t "$GUEST_CACHE"/debs/linux-image-[0-9]*_*.deb 2>/dev/null | head -n1)
+    b=$(ls -t "$GUEST_CACHE"/debs/busybox-static_*.deb 2>/dev/null | head -n1)
+    [[ -n $k && -n $b ]] || die "cannot resolve $GUEST_KERNEL_META / busybox-static with apt, and nothing is cached in $GUEST_CACHE/debs"
+    say "warning: apt cannot resolve the packages; using the newest cached ones"
+    GUEST_KERNEL_PKG=$(basename "${k%%_*}")
+    DEB_FILE=([$GUEST_KERNEL_PKG]=$(basename "$k") [busybox-static]=$(basename "$b"))
+    DEB_SIZE=([$GUEST_KERNEL_PKG]=0 [busybox-static]=0)
 }
 
-# fetch_deb PACKAGE -> prints the path of its .deb in the cache (downloads it when not there).
-# Offline, falls back to the newest cached .deb of that package.
+# fetch_deb PACKAGE -> sets DEB to the path of its .deb in the cache, downloading it when not there.
+# (Not a $(...) function: downloads show progress on stderr and errors must end the script.)
 fetch_deb() {
-    local pkg=$1 dir="$GUEST_CACHE/debs" uri file
-    mkdir -p "$dir"
-    if ensure_apt_knows "$pkg"; then
-        # 'URI' FILENAME SIZE HASH
-        uri=$(apt-get download --print-uris "$pkg" 2>/dev/null | head -n1)
-        file=$(awk '{print $2}' <<<"$uri")
-        if [[ -n $file && -s $dir/$file ]]; then
-            say "cached: $file"
-            printf '%s\n' "$dir/$file"; return 0
-        fi
-        say "downloading $pkg ($(awk '{printf "%.1f MB", $3/1e6}' <<<"$uri"))"
-        local tmp; tmp=$(mktemp -d "$dir/.dl.XXXXXX")
-        if (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2); then
-            local got; got=$(cd "$tmp" && ls -- *.deb | head -n1)
-            mv -f "$tmp/$got" "$dir/$got"; rm -rf "$tmp"
-            printf '%s\n' "$dir/$got"; return 0
-        fi
-        rm -rf "$tmp"
-        say "warning: apt-get download $pkg failed; looking in the cache"
+    local pkg=$1 dir="$GUEST_CACHE/debs" file=${DEB_FILE[$1]:-}
+    [[ -n $file ]] || die "internal: package $pkg not resolved"
+    DEB="$dir/$file"
+    if [[ -s $DEB ]]; then say "cached: $file"; return 0; fi
+    say "downloading $pkg ($(awk -v s="${DEB_SIZE[$pkg]}" 'BEGIN { printf "%.1f MB", s / 1e6 }'))"
+    local tmp; tmp=$(mktemp -d "$dir/.dl.XXXXXX")
+    if (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >&2) && [[ -s $tmp/$file ]]; then
+        mv -f "$tmp/$file" "$DEB"; rm -rf "$tmp"; return 0
     fi
-    file=$(ls -t "$dir/${pkg}_"*.deb 2>/dev/null | head -n1)
-    [[ -n $file ]] || die "cannot get package $pkg (no network and nothing cached in $dir)"
-    say "using cached $(basename "$file")"
-    printf '%s\n' "$file"
-}
-
-# deb_depends_kernel -> the linux-image-<ver>-cloud-amd64 package the meta package depends on.
-kernel_package_name() {
-    local dep
-    if ensure_apt_knows "$GUEST_KERNEL_META"; then
-        dep=$(apt-cache show --no-all-versions "$GUEST_KERNEL_META" \
-              | sed -n 's/^Depends: *//p' | tr ',' '\n' | sed 's/ *(.*//; s/^ *//' \
-              | grep -E '^linux-image-[0-9]' | head -n1)
-    fi
-    if [[ -z ${dep:-} ]]; then
-        # Offline: the newest kernel package in the cache.
-        dep=$(ls -t "$GUEST_CACHE"/debs/linux-image-[0-9]*_*.deb 2>/dev/null | head -n1)
-        dep=$(basename "${dep%%_*}" 2>/dev/null)
-    fi
-    [[ -n $dep ]] || die "cannot find the kernel package that $GUEST_KERNEL_META depends on"
-    printf '%s\n' "$dep"
+    rm -rf "$tmp"
+    die "apt-get download $pkg failed (wanted $file)"
 }
 
 # with_cache_lock CMD... — run CMD holding the cache lock.
@@ -131,10 +148,9 @@ _unpack_kernel() {
     rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 prepare_kernel() {
-    local pkg deb
-    ensure_apt_knows "$GUEST_KERNEL_META" || true
-    pkg=$(kernel_package_name)
-    deb=$(fetch_deb "$pkg")
+    local deb
+    [[ -n $GUEST_KERNEL_PKG ]] || resolve_packages
+    fetch_deb "$GUEST_KERNEL_PKG"; deb=$DEB
     local base; base=$(basename "$deb" .deb)
     KROOT="$GUEST_CACHE/kernel-$base"
     with_cache_lock _unpack_kernel "$deb" "$KROOT"
@@ -154,8 +170,8 @@ _unpack_busybox() {
     rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 prepare_busybox() {
-    ensure_apt_knows busybox-static || true
-    local deb; deb=$(fetch_deb busybox-static)
+    [[ -n $GUEST_KERNEL_PKG ]] || resolve_packages
+    local deb; fetch_deb busybox-static; deb=$DEB
     local dest="$GUEST_CACHE/$(basename "$deb" .deb)"
     with_cache_lock _unpack_busybox "$deb" "$dest"
     BUSYBOX="$dest/bin/busybox"
@@ -247,6 +263,9 @@ make_cpio() {
         none) c=(cat) ;;
         *) die "unknown compressor $comp" ;;
     esac
-    (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | "${c[@]}" >"$out.tmp"
+    # Reproducible: fixed mtimes (SOURCE_DATE_EPOCH or 0), sorted names, no inode/device numbers.
+    find "$root" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
+    (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) \
+        | "${c[@]}" >"$out.tmp"
     mv -f "$out.tmp" "$out"
 }
