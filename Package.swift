@@ -27,6 +27,8 @@ let package = Package(
         // Host OS interfaces for backends: owned fds, files, tap devices, epoll/timers.
         .target(name: "CHost"),
         .target(name: "Host", dependencies: ["CHost"], swiftSettings: strict),
+        // Port-I/O bus and legacy PC devices; they see only an interrupt-line protocol, never KVM.
+        .target(name: "Devices", dependencies: ["GuestMemory"], swiftSettings: strict),
         // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
         .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
         // Assembles and runs machines (the hvt tender today).
@@ -43,6 +45,7 @@ let package = Package(
         .testTarget(name: "HostTests", dependencies: ["Host"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).
         .testTarget(name: "IntegrationTests", dependencies: []),
     ]
