@@ -209,10 +209,10 @@ struct ACPIBlobReader {
         #expect(r.u8(m + 54) == 0 && r.u8(m + 55) == 15)
     }
 
-    /// The `\_S5_` package's elements, decoded from the DSDT's AML.
-    func s5Package(_ r: ACPIBlobReader) throws -> [UInt64] {
+    /// A root sleep package's elements (`\_S5_` by default), decoded from the DSDT's AML.
+    func s5Package(_ r: ACPIBlobReader, name state: String = "_S5_") throws -> [UInt64] {
         let aml = Array(r.table(r.dsdt).dropFirst(36))
-        let name: [UInt8] = [AML.nameOp, 0x5C] + Array("_S5_".utf8)
+        let name: [UInt8] = [AML.nameOp, 0x5C] + Array(state.utf8)
         let at = try #require((0...aml.count - name.count).first { Array(aml[$0..<$0 + name.count]) == name })
         var i = at + name.count
         #expect(aml[i] == AML.packageOp)
@@ -235,6 +235,7 @@ struct ACPIBlobReader {
     func dsdtHasS5Package(type: UInt8) throws {
         let r = try build(ACPIConfiguration(cpuCount: 2, s5SleepType: type))
         #expect(try s5Package(r) == [UInt64(type), UInt64(type), 0, 0])
+        #expect(try s5Package(r, name: "_S0_") == [0, 0, 0, 0])
     }
 
     @Test func dsdtListsTheLegacyDevices() throws {

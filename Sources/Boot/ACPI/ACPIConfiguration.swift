@@ -5,9 +5,11 @@
 public struct ACPIConfiguration: Sendable {
     /// vCPUs, 1...255: their local APIC ids are 0..<cpuCount (xAPIC id 0xFF is broadcast).
     public var cpuCount: Int
+    /// Guest-physical base of the I/O APIC (KVM's in-kernel IOAPIC: 0xFEC00000).
     public var ioapicAddress: UInt32
     /// Defaults to `cpuCount`, the first id after the local APICs.
     public var ioapicID: UInt8
+    /// Guest-physical base of every local APIC (the architectural 0xFEE00000).
     public var localAPICAddress: UInt32
     /// 4 I/O ports: PM1_STS (16 bits) then PM1_EN (16 bits).
     public var pm1aEventPort: UInt16
@@ -19,6 +21,7 @@ public struct ACPIConfiguration: Sendable {
     public var s5SleepType: UInt8
     /// FADT reset register: the guest writes `resetValue` to this I/O port to reboot.
     public var resetPort: UInt16
+    /// 0xFE on port 0x64 is the i8042 "pulse reset line" command.
     public var resetValue: UInt8
     /// An i8042 keyboard controller at 0x60/0x64, IRQ 1 (FADT 8042 flag and a PNP0303 device).
     public var hasI8042: Bool
@@ -35,6 +38,7 @@ public struct ACPIConfiguration: Sendable {
     /// PCI Express ECAM window for bus 0..<busCount (1...256, base 1 MiB aligned): emits an MCFG.
     public var pcieECAM: (base: UInt64, busCount: Int)?
 
+    /// Every parameter but `cpuCount` has the PC/KVM default; `ioapicID` defaults to `cpuCount`.
     public init(cpuCount: Int,
                 ioapicAddress: UInt32 = 0xFEC0_0000,
                 ioapicID: UInt8? = nil,

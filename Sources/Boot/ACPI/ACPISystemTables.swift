@@ -173,9 +173,14 @@ enum ACPISystemTables {
     /// Differentiated System Description Table: AML for the S5 sleep package and the ISA devices
     /// Linux would otherwise not find (it only probes PNP devices it sees in the namespace).
     static func dsdt(_ config: ACPIConfiguration) throws(BootError) -> [UInt8] {
-        let slp = AML.integer(UInt64(config.s5SleepType))
-        // \_S5: { SLP_TYPa, SLP_TYPb, reserved, reserved }; PM1b does not exist, same value.
-        var terms: [[UInt8]] = [try AML.name("\\_S5", try AML.package([slp, slp, AML.integer(0), AML.integer(0)]))]
+        // \_Sx: { SLP_TYPa, SLP_TYPb, reserved, reserved }; PM1b does not exist, same value.
+        func sleepPackage(_ type: UInt8) throws(BootError) -> [UInt8] {
+            try AML.package([AML.integer(UInt64(type)), AML.integer(UInt64(type)), AML.integer(0), AML.integer(0)])
+        }
+        // \_S0 (working, type 0) is what ACPICA restores on the way back from a sleep state; only
+        // S5 is offered, so the guest has nothing to suspend to.
+        var terms: [[UInt8]] = [try AML.name("\\_S0", try sleepPackage(0)),
+                                try AML.name("\\_S5", try sleepPackage(config.s5SleepType))]
         var devices: [[UInt8]] = []
         if config.hasCOM1 {
             devices.append(try AML.device("COM1", [

@@ -6,7 +6,7 @@
 /// ```
 /// +0     RSDP (36 bytes)  -> XSDT, RSDT
 /// FACS   64 bytes, all zero but the signature
-/// DSDT   AML: \_S5 and \_SB.COM1 / PS2K / RTC
+/// DSDT   AML: \_S0, \_S5 and \_SB.COM1 / PS2K / RTC
 /// FADT   -> FACS, DSDT; PM1a blocks, SCI, reset register
 /// MADT   local APICs 0..<cpuCount, IOAPIC, IRQ0 and SCI overrides, LINT1 NMI
 /// MCFG   only with `pcieECAM`
