@@ -200,6 +200,22 @@ import Testing
         #expect(got == [2, 3, 4, 7])
     }
 
+    @Test func consoleIsWokenWhenAFullQueueDrainsToHalf() {
+        let wakes = Recorder<Int>()
+        let small = Serial16550(interrupt: irq, inputCapacity: 8, onInputSpace: { wakes.record(1) }) { _ in }
+        small.enqueueInput([1, 2, 3, 4, 5, 6, 7])     // not full: nobody is owed a wake-up
+        for _ in 0..<7 { _ = small.read(offset: 0, size: 1) }
+        #expect(wakes.all.isEmpty)
+        small.enqueueInput(Array(repeating: 0, count: 10))
+        #expect(!small.wantsInput)
+        for _ in 0..<3 { _ = small.read(offset: 0, size: 1) }
+        #expect(wakes.all.isEmpty)                    // 5 left, above half
+        _ = small.read(offset: 0, size: 1)
+        #expect(wakes.all.count == 1)                 // 4 left: half
+        for _ in 0..<4 { _ = small.read(offset: 0, size: 1) }
+        #expect(wakes.all.count == 1)                 // once per full episode
+    }
+
     @Test func fifoClearKeepsQueuedInput() {
         uart.enqueueInput([9])
         outb(FCR, 0x07)

@@ -2,8 +2,8 @@ import Synchronization
 
 /// The part of an i8042 PS/2 keyboard controller a Linux guest touches with no keyboard attached:
 /// probing through the command byte, self-tests, and above all "pulse the reset line" (command
-/// 0xFE on port 0x64), which is how `reboot=k` (and the fallback of the other reboot methods)
-/// resets a PC.
+/// 0xFE on port 0x64). That is how a PC reboots: Linux's keyboard-controller method writes it,
+/// and the FADT reset register our ACPI tables advertise (port 0x64, value 0xFE) lands here too.
 ///
 /// Register it as one 5-port window at 0x60 (offset 0 = data port 0x60, offset 4 =
 /// status/command port 0x64), as Firecracker does. Offsets 1-3 are not the controller: port 0x61
@@ -13,8 +13,10 @@ import Synchronization
 /// With nothing to send, status reads 0: output buffer empty (so Linux's flush finishes) and
 /// input buffer empty (so the reboot path's wait for the controller never spins). Commands with
 /// a reply put one byte in the output buffer and set status bit 0 until the guest reads it.
-/// Keyboard/mouse traffic is ignored; a guest that probes for a keyboard times out, so prefer
-/// `i8042.noaux` or an ACPI FADT without the 8042 flag if boot time matters.
+/// Keyboard/mouse traffic is ignored: there is no IRQ 1/12 and no device behind the ports, so the
+/// guest's keyboard probe (asynchronous in Linux) times out and finds nothing. The mouse port is
+/// not modelled: Linux skips it when ACPI lists a keyboard (PNP0303) but no mouse; booted
+/// without ACPI, pass `i8042.noaux` or its AUX probe waits out its timeouts.
 public final class I8042: PortIODevice {
     /// Base of the 5-port window (data port) and its length.
     public static let basePort: UInt16 = 0x60

@@ -7,7 +7,8 @@ import Synchronization
 ///   always set and the THR-empty interrupt re-arms after every write.
 /// - Receive comes from `enqueueInput` (a console thread) into a bounded queue that stands in
 ///   for both the UART's FIFO and the host-side buffer; bytes beyond its capacity are dropped and
-///   counted. `wantsInput` lets the caller stop reading its input source instead.
+///   counted. `wantsInput` lets the caller stop reading its input source instead, and
+///   `onInputSpace` tells it when to start again.
 /// - FCR bit 0 turns on IIR bits 7:6 (0xC0), which is how Linux tells a 16550A from an 8250.
 /// - Loopback (MCR bit 4) mirrors RTS/DTR/OUT1/OUT2 into CTS/DSR/RI/DCD in the MSR and sends
 ///   transmitted bytes back to the receiver; Linux checks the MSR this way while probing.
@@ -68,6 +69,9 @@ public final class Serial16550: PortIODevice {
         var head = 0
         var count = 0
         var dropped = 0
+        /// The queue filled up; the console side is owed an `onInputSpace` call once the guest
+        /// has drained it to half (hysteresis, so a full queue does not wake it per byte).
+        var inputBlocked = false
 
         init(capacity: Int) { input = [UInt8](repeating: 0, count: capacity) }
 
@@ -121,16 +125,22 @@ public final class Serial16550: PortIODevice {
     private let state: Mutex<State>
     private let irq: any InterruptLine
     private let output: @Sendable (UInt8) -> Void
+    private let onInputSpace: (@Sendable () -> Void)?
 
     /// - Parameters:
     ///   - interrupt: the UART's IRQ (IRQ 4 for COM1).
     ///   - output: receives each transmitted byte, on the vCPU thread that wrote it and outside
     ///     the device's lock (it may block, e.g. on a full stdout pipe; that stalls only that vCPU).
     ///   - inputCapacity: bound of the receive queue, in bytes (at least 1).
+    ///   - onInputSpace: called after the queue was full and the guest has read it down to half,
+    ///     on the reading vCPU's thread and outside the lock; a console loop that stopped reading
+    ///     its source because `wantsInput` was false resumes then (e.g. re-arms epoll on stdin).
     public init(interrupt: any InterruptLine, inputCapacity: Int = Serial16550.defaultInputCapacity,
+                onInputSpace: (@Sendable () -> Void)? = nil,
                 output: @escaping @Sendable (UInt8) -> Void) {
         irq = interrupt
         self.output = output
+        self.onInputSpace = onInputSpace
         state = Mutex(State(capacity: max(1, inputCapacity)))
     }
 
@@ -144,6 +154,7 @@ public final class Serial16550: PortIODevice {
         state.withLock { s in
             let taken = s.push(bytes)
             s.dropped += bytes.count - taken
+            if s.count == s.input.count { s.inputBlocked = true }
             s.updateLine(irq)
             return taken
         }
@@ -162,14 +173,9 @@ public final class Serial16550: PortIODevice {
     // MARK: - Guest side
 
     public func read(offset: UInt16, size: Int) -> UInt32 {
-        UInt32(state.withLock { s -> UInt8 in
+        if offset == Self.rbrTHR { return UInt32(readReceiver()) }
+        return UInt32(state.withLock { s -> UInt8 in
             switch offset {
-            case Self.rbrTHR:
-                if s.lcr & Self.lcrDLAB != 0 { return s.dll }
-                // An empty receiver reads as 0 (the stale byte on real parts; nobody relies on it).
-                let byte = s.pop() ?? 0
-                s.updateLine(irq)
-                return byte
             case Self.ier:
                 return s.lcr & Self.lcrDLAB != 0 ? s.dlm : s.ier
             case Self.iirFCR:
@@ -199,6 +205,22 @@ public final class Serial16550: PortIODevice {
                 return 0xFF
             }
         })
+    }
+
+    /// RBR (or DLL under DLAB). Separate because it may owe the console side a wake-up, which
+    /// must run outside the lock.
+    private func readReceiver() -> UInt8 {
+        let (byte, wake) = state.withLock { s -> (UInt8, Bool) in
+            if s.lcr & Self.lcrDLAB != 0 { return (s.dll, false) }
+            // An empty receiver reads as 0 (the stale byte on real parts; nobody relies on it).
+            let byte = s.pop() ?? 0
+            s.updateLine(irq)
+            guard s.inputBlocked, s.count <= s.input.count / 2 else { return (byte, false) }
+            s.inputBlocked = false
+            return (byte, true)
+        }
+        if wake { onInputSpace?() }
+        return byte
     }
 
     public func write(offset: UInt16, size: Int, value: UInt32) {
