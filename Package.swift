@@ -32,7 +32,7 @@ let package = Package(
         // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
         .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
         // Assembles and runs machines (the hvt tender today).
-        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "GuestMemory", "Host"], swiftSettings: strict),
+        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "GuestMemory", "Host"], swiftSettings: strict),
         .executableTarget(
             name: "swiftlet",
             dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")],

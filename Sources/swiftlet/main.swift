@@ -9,7 +9,7 @@ struct Swiftlet: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftlet",
         abstract: "A lightweight VMM over KVM: Linux microVMs and Solo5 unikernels.",
-        subcommands: [HvtCommand.self]
+        subcommands: [RunCommand.self, HvtCommand.self]
     )
 }
 

@@ -1,0 +1,303 @@
+import Boot
+import Devices
+import GuestMemory
+import Host
+import Hypervisor
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a Linux VM run ended; `exitStatus` is what `swiftlet run` exits with.
+public enum LinuxVMOutcome: Equatable, Sendable {
+    /// The guest's /init reported its command's status on the debug-exit port (0xF4).
+    case guestStatus(UInt8)
+    /// ACPI S5 (poweroff) without a reported status.
+    case poweredOff
+    /// The guest asked for a reset (i8042 pulse, ACPI reset register).
+    case rebooted
+    /// SIGINT/SIGTERM/SIGHUP, or the console escape (Ctrl-A x).
+    case stopped(signal: Int32)
+    /// Triple fault or a hypervisor error; the message says which, with the last registers.
+    case failed(String)
+
+    /// guest status as given; poweroff and reboot 0; a signal 128+N; a failure 1.
+    public var exitStatus: Int32 {
+        switch self {
+        case .guestStatus(let s): Int32(s)
+        case .poweredOff, .rebooted: 0
+        case .stopped(let signal): 128 + signal
+        case .failed: 1
+        }
+    }
+}
+
+/// An in-kernel irqchip line, as a device sees it.
+struct KVMInterruptLine: InterruptLine {
+    let machine: Machine
+    let line: UInt32
+    func setLevel(_ high: Bool) { try? machine.setInterruptLine(line, high: high) }
+}
+
+/// A Linux microVM: boots a bzImage on 1..N vCPUs with ACPI, the in-kernel irqchip and PIT, and
+/// the legacy devices a PC kernel expects (COM1, i8042, CMOS RTC, ACPI PM, a debug-exit port).
+public final class LinuxVM: @unchecked Sendable {
+    public let config: LinuxConfig
+    let memory: GuestMemory
+    let machine: Machine
+    let vcpus: [VCPU]
+    let bus = IOBus()
+    let serial: Serial16550
+    let control = RunControl()
+    private let log: VMMLog
+
+    static let debugExitPort: UInt16 = 0xF4
+    static let acpiBase: UInt64 = LinuxBootLayout.biosStart
+    static let pm1EventPort: UInt16 = 0x600, pm1ControlPort: UInt16 = 0x604
+    static let s5SleepType = ACPIPM1ControlBlock.defaultS5SleepType
+
+    public init(config: LinuxConfig, logLevel: HvtConfig.LogLevel = .warn) throws(VMMError) {
+        self.config = config
+        log = VMMLog(level: logLevel)
+        guard config.cpus >= 1 else { throw VMMError(.configuration, "--cpus must be at least 1") }
+        guard config.memoryBytes >= LinuxConfig.minimumMemory else {
+            throw VMMError(.configuration, "--memory must be at least \(LinuxConfig.minimumMemory >> 20)M")
+        }
+        let hostMemory = Self.hostMemoryBytes()
+        guard hostMemory == 0 || config.memoryBytes <= hostMemory else {
+            throw VMMError(.configuration, "--memory \(config.memoryBytes >> 20)M is more than this host has (\(hostMemory >> 20)M)")
+        }
+
+        let kernel: LinuxKernelImage
+        let initrd: [UInt8]?
+        do {
+            kernel = try LinuxKernelImage(bytes: try Self.read(config.kernelPath, what: "kernel"), name: config.kernelPath)
+            initrd = try config.initrdPath.map { (path) throws(VMMError) in try Self.read(path, what: "initrd") }
+        } catch let error as BootError {
+            throw VMMError(.configuration, error.message)
+        } catch let error as VMMError {
+            throw error
+        } catch { throw VMMError(.configuration, "\(error)") }
+
+        do {
+            memory = try GuestMemory(regions: LinuxBootLayout.ramRegions(memorySize: config.memoryBytes).map { r throws(GuestMemoryError) in
+                try GuestMemoryRegion(base: GuestAddress(r.base), size: r.size)
+            })
+        } catch { throw VMMError(.host, "\(error)") }
+
+        do {
+            machine = try Machine(memory: memory, devicePath: config.kvmDevice)
+            guard config.cpus <= min(machine.limits.maximumVCPUs, 255) else {
+                throw VMMError(.configuration, "--cpus \(config.cpus) is more than KVM allows here (\(min(machine.limits.maximumVCPUs, 255)))")
+            }
+            try machine.createPlatformInterruptControllers()
+        } catch let error as HypervisorError {
+            throw VMMError(.hypervisor, error.message)
+        } catch let error as VMMError {
+            throw error
+        } catch { throw VMMError(.hypervisor, "\(error)") }
+
+        // Devices on the port-I/O bus.
+        let stdout = FileDescriptor(owning: dup(1))
+        serial = Serial16550(interrupt: KVMInterruptLine(machine: machine, line: 4)) { byte in
+            var b = byte
+            _ = withUnsafeBytes(of: &b) { try? stdout.writeAll($0) }
+        }
+        do {
+            try bus.register(serial, base: 0x3F8, length: 8)
+            try bus.register(I8042(onReset: { [control] in control.finish(.rebooted) }), base: I8042.basePort, length: 5)
+            try bus.register(CMOSRTC(), base: 0x70, length: 2)
+            try bus.register(DebugExitPort { [control] status in control.finish(.guestStatus(status)) }, base: Self.debugExitPort, length: 1)
+            try bus.register(ACPIPM1EventBlock(), base: Self.pm1EventPort, length: 4)
+            try bus.register(ACPIPM1ControlBlock(s5SleepType: Self.s5SleepType) { [control] in control.finish(.poweredOff) },
+                             base: Self.pm1ControlPort, length: ACPIPM1ControlBlock.portCount)
+        } catch { throw VMMError(.hypervisor, "device setup: \(error)") }
+
+        // Firmware tables and the boot protocol.
+        do {
+            var acpi = ACPIConfiguration(cpuCount: config.cpus)
+            acpi.pm1aEventPort = Self.pm1EventPort
+            acpi.pm1aControlPort = Self.pm1ControlPort
+            acpi.s5SleepType = Self.s5SleepType
+            let tables = try ACPITables.build(acpi, at: Self.acpiBase)
+            try memory.write(tables, at: GuestAddress(Self.acpiBase))
+            let boot = try LinuxBootLayout.build(kernel: kernel, initrd: initrd, commandLine: config.commandLine,
+                                                 rsdp: Self.acpiBase, into: memory)
+            var cpus: [VCPU] = []
+            let cpuid = try machine.supportedCPUID()
+            for index in 0..<config.cpus {
+                let vcpu = try machine.createVCPU(index: index)
+                try vcpu.setCPUID(LinuxCPUID.leaves(from: cpuid, vcpuIndex: index, vcpuCount: config.cpus,
+                                                    tscDeadline: machine.hasTSCDeadlineTimer))
+                try vcpu.setMSRs(LinuxCPUID.initialMSRs)
+                try vcpu.initializeFPU()
+                try vcpu.configureLocalInterrupts()
+                if index == 0 { try Self.setBootState(vcpu, boot) }
+                cpus.append(vcpu)
+            }
+            vcpus = cpus
+        } catch let error as BootError {
+            throw VMMError(.configuration, error.message)
+        } catch let error as HypervisorError {
+            throw VMMError(.hypervisor, error.message)
+        } catch let error as GuestMemoryError {
+            throw VMMError(.configuration, "\(error)")
+        } catch { throw VMMError(.hypervisor, "\(error)") }
+    }
+
+    static func read(_ path: String, what: String) throws(VMMError) -> [UInt8] {
+        do {
+            let bytes = try readWholeFile(path)
+            guard !bytes.isEmpty else { throw VMMError(.configuration, "\(path): \(what) is empty") }
+            return bytes
+        } catch let error as HostError {
+            throw VMMError(.configuration, "\(path): \(String(cString: strerror(error.errno)))")
+        } catch let error as VMMError {
+            throw error
+        } catch { throw VMMError(.configuration, "\(path): \(error)") }
+    }
+
+    /// MemTotal from /proc/meminfo, or 0 when unknown.
+    static func hostMemoryBytes() -> UInt64 {
+        guard let text = try? readWholeFile("/proc/meminfo") else { return 0 }
+        for line in String(decoding: text, as: UTF8.self).split(separator: "\n") where line.hasPrefix("MemTotal:") {
+            let kb = line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0
+            return kb << 10
+        }
+        return 0
+    }
+
+    static func setBootState(_ vcpu: VCPU, _ boot: LinuxBootLayout.BootState) throws(HypervisorError) {
+        var s = try vcpu.specialRegisters()
+        let code = Segment(selector: LinuxBootLayout.codeSelector, limit: 0xFFFF_FFFF, type: 0xB, l: true)
+        let data = Segment(selector: LinuxBootLayout.dataSelector, limit: 0xFFFF_FFFF, type: 0x3, db: true)
+        s.cs = code
+        s.ds = data; s.es = data; s.fs = data; s.gs = data; s.ss = data
+        s.gdt = DescriptorTable(base: LinuxBootLayout.gdtBase, limit: 0x1F)
+        s.idt = DescriptorTable(base: 0, limit: 0)
+        s.cr0 = LinuxBootLayout.cr0
+        s.cr3 = LinuxBootLayout.pml4
+        s.cr4 = LinuxBootLayout.cr4
+        s.efer = LinuxBootLayout.efer
+        try vcpu.setSpecialRegisters(s)
+        var r = Registers()
+        r.rip = boot.entry
+        r.rsi = boot.zeroPage
+        r.rsp = boot.stackPointer
+        r.rbp = boot.stackPointer
+        r.rflags = 0x2
+        try vcpu.setRegisters(r)
+    }
+
+    /// Runs the VM until it powers off, reboots, fails, or a signal arrives.
+    public func run() -> LinuxVMOutcome {
+        var waitSet = sigset_t()
+        sigemptyset(&waitSet)
+        for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&waitSet, s) }
+        pthread_sigmask(SIG_BLOCK, &waitSet, nil)
+        control.mainThread = pthread_self()
+
+        let console = ConsoleInput(serial: serial) { [control] in control.finish(.stopped(signal: SIGINT)) }
+        console.start()
+        defer { console.restoreTerminal() }
+
+        var threads: [VCPUThread] = []
+        for vcpu in vcpus {
+            do {
+                threads.append(try VCPUThread(name: "vcpu\(vcpu.index)") { [self] in
+                    vcpu.attachToCurrentThread()
+                    if let result = exitLoop(vcpu) { control.finish(result) }
+                })
+            } catch {
+                control.finish(.failed(error.message))
+                break
+            }
+        }
+        var signal: Int32 = 0
+        while control.outcome == nil {
+            if sigwait(&waitSet, &signal) != 0 { continue }
+            if signal != SIGUSR1 { control.finish(.stopped(signal: signal)) }
+        }
+        for vcpu in vcpus { vcpu.kick() }
+        for t in threads { t.join() }
+        let result = control.outcome ?? .failed("no outcome")
+        if case .failed(let message) = result { log.error(message) }
+        return result
+    }
+
+    private var stopping: Bool { control.outcome != nil }
+
+    /// One vCPU's exit loop. Returns an outcome to end the VM, or nil when told to stop.
+    func exitLoop(_ vcpu: VCPU) -> LinuxVMOutcome? {
+        while true {
+            let exit: VMExit
+            do { exit = try vcpu.run() } catch {
+                return .failed("vCPU \(vcpu.index): KVM: \(error.message)")
+            }
+            switch exit {
+            case .portIO(let io):
+                let data = vcpu.ioData
+                PortIOAssist.forEachItem(of: io, data: data) { _, item in
+                    if io.isWrite {
+                        _ = bus.write(port: io.port, size: io.size, value: PortIOAssist.value(of: item))
+                    } else {
+                        PortIOAssist.store(bus.read(port: io.port, size: io.size), into: item)
+                    }
+                }
+            case .mmio(let m):
+                // Nothing is mapped there: reads see all ones, writes are dropped (a bus error on a PC).
+                if !m.isWrite {
+                    let d = vcpu.mmioData
+                    for i in 0..<d.count { d[i] = 0xFF }
+                }
+            case .kicked:
+                if stopping { return nil }
+            case .halted:
+                continue
+            case .shutdown:
+                if stopping { return nil }
+                return .failed("guest triple fault (vCPU \(vcpu.index))" + Self.describe(vcpu))
+            case .systemEvent(let type):
+                // KVM_SYSTEM_EVENT_SHUTDOWN = 1, RESET = 2, CRASH = 3.
+                return type == 2 ? .rebooted : type == 1 ? .poweredOff : .failed("guest crashed (system event \(type))")
+            case .failedEntry(let reason):
+                return .failed("KVM: entry failure 0x\(String(reason, radix: 16)) on vCPU \(vcpu.index)" + Self.describe(vcpu))
+            case .internalError(let sub):
+                return .failed("KVM: internal error \(sub) on vCPU \(vcpu.index)" + (sub == 1 ? " (instruction emulation failed; a software KVM such as kvm_pvm cannot boot Linux)" : "") + Self.describe(vcpu))
+            case .debug:
+                continue
+            case .unknown(let reason):
+                return .failed("KVM: unhandled exit \(reason) on vCPU \(vcpu.index)" + Self.describe(vcpu))
+            }
+        }
+    }
+
+    static func describe(_ vcpu: VCPU) -> String {
+        guard let r = try? vcpu.registers() else { return "" }
+        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        var text = ": rip=\(hex(r.rip)) rsp=\(hex(r.rsp)) rax=\(hex(r.rax)) rbx=\(hex(r.rbx)) rcx=\(hex(r.rcx)) rdx=\(hex(r.rdx)) rsi=\(hex(r.rsi)) rdi=\(hex(r.rdi)) rflags=\(hex(r.rflags))"
+        if let s = try? vcpu.specialRegisters() {
+            text += " cr0=\(hex(s.cr0)) cr2=\(hex(s.cr2)) cr3=\(hex(s.cr3)) cr4=\(hex(s.cr4)) efer=\(hex(s.efer))"
+        }
+        return text
+    }
+}
+
+/// How a run ends, shared by devices, vCPU threads and the main thread: the first outcome wins,
+/// and recording it wakes the main thread (SIGUSR1), which stops the vCPUs.
+final class RunControl: @unchecked Sendable {
+    private let state = Mutex<LinuxVMOutcome?>(nil)
+    /// Set by `run()` before any vCPU starts.
+    var mainThread: pthread_t?
+
+    var outcome: LinuxVMOutcome? { state.withLock { $0 } }
+
+    func finish(_ result: LinuxVMOutcome) {
+        let first = state.withLock { current -> Bool in
+            guard current == nil else { return false }
+            current = result
+            return true
+        }
+        if first, let main = mainThread { pthread_kill(main, SIGUSR1) }
+    }
+}

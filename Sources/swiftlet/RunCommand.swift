@@ -1,0 +1,47 @@
+import ArgumentParser
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `swiftlet run`: boot a Linux kernel in the foreground, console on stdio.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Boot a Linux kernel (bzImage) in a microVM; console on stdio.",
+        discussion: """
+            Exit status: the guest command's status when the guest's /init reports it \
+            (debug-exit port 0xF4), 0 when the guest powers off or reboots, 128+N on signal N \
+            (Ctrl-A x on a terminal counts as SIGINT), 1 on an error (bad input, triple fault, \
+            KVM failure).
+            """
+    )
+
+    @Option(help: "Kernel image (bzImage, e.g. /boot/vmlinuz-*).") var kernel: String
+    @Option(help: "Initial ramdisk.") var initrd: String?
+    @Option(help: "Kernel command line.") var cmdline: String = LinuxConfig.defaultCommandLine
+    @Option(help: "Guest memory: 128M, 2G, … (a bare number is MiB).") var memory: String = "256M"
+    @Option(help: "Number of vCPUs.") var cpus: Int = 1
+    @Option(name: .customLong("log-level"), help: "quiet, error, warn, info or debug.") var logLevel: String = "warn"
+
+    func validate() throws {
+        guard LinuxConfig.parseMemory(memory) != nil else { throw ValidationError("--memory '\(memory)' is not a size (e.g. 256M, 2G)") }
+        guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
+    }
+
+    func run() throws {
+        var config = LinuxConfig(kernelPath: kernel)
+        config.initrdPath = initrd
+        config.commandLine = cmdline
+        config.memoryBytes = LinuxConfig.parseMemory(memory) ?? 0
+        config.cpus = cpus
+        let level: HvtConfig.LogLevel = ["quiet": .quiet, "error": .error, "info": .info, "debug": .debug][logLevel] ?? .warn
+        do {
+            let vm = try LinuxVM(config: config, logLevel: level)
+            Glibc.exit(vm.run().exitStatus)
+        } catch {
+            printError("swiftlet: \(error.message)")
+            Glibc.exit(1)
+        }
+    }
+}
