@@ -77,20 +77,26 @@ public final class FileDescriptor: @unchecked Sendable {
     }
 }
 
-/// Reads a whole file into memory; `what` names it in errors.
+/// Reads a whole file into memory. Files that report size 0 (procfs, pipes) are read to EOF.
 public func readWholeFile(_ path: String) throws(HostError) -> [UInt8] {
     let fd = try FileDescriptor.open(path, flags: O_RDONLY)
     let st = try fd.status()
     if st.isDirectory { throw HostError(path, errno: EISDIR) }
-    let size = Int(st.size)
-    var bytes = [UInt8](repeating: 0, count: size)
-    var n = 0
-    var failure: HostError?
-    bytes.withUnsafeMutableBytes { buffer in
-        do throws(HostError) { n = try fd.pread(into: buffer, at: 0) } catch { failure = error }
+    var bytes = [UInt8](repeating: 0, count: max(Int(st.size), 4096))
+    var filled = 0
+    while true {
+        if filled == bytes.count { bytes += [UInt8](repeating: 0, count: bytes.count) }
+        var n = 0
+        var failure: HostError?
+        bytes.withUnsafeMutableBytes { buffer in
+            let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[filled...])
+            do throws(HostError) { n = try fd.pread(into: rest, at: UInt64(filled)) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        filled += n
+        if filled < bytes.count { break } // short read: end of file
     }
-    if let failure { throw failure }
-    if n < size { bytes.removeLast(size - n) }
+    bytes.removeLast(bytes.count - filled)
     return bytes
 }
 

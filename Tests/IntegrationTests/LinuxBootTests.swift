@@ -1,0 +1,123 @@
+import Foundation
+import Testing
+
+/// Bad input to `swiftlet run` on this machine's /dev/kvm: one line, non-zero exit, no trap.
+@Suite(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
+struct LinuxRunBadInputTests {
+    func expectOneLineError(_ args: [String], contains text: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let r = Harness.run(Harness.swiftlet, ["run"] + args, timeout: 30)
+        #expect(r.status != 0, "status for \(args): \(r.output)", sourceLocation: sourceLocation)
+        #expect(r.output.split(separator: "\n").count == 1, "one line: \(r.output)", sourceLocation: sourceLocation)
+        #expect(r.output.contains(text), "'\(text)' in: \(r.output)", sourceLocation: sourceLocation)
+    }
+
+    static func file(_ name: String, _ bytes: [UInt8]) -> String {
+        let path = Harness.scratch.appendingPathComponent(name).path
+        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        return path
+    }
+
+    /// A bzImage-looking header cut short: passes the magic check, fails the size check.
+    static var truncatedKernel: [UInt8] {
+        var b = [UInt8](repeating: 0, count: 0x400)
+        b[0x1F1] = 4
+        b[0x201] = 0x6A
+        b.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+        b[0x206] = 0x0F; b[0x207] = 0x02
+        b[0x211] = 1
+        b[0x236] = 1
+        return b
+    }
+
+    /// A header-valid bzImage with a 4 KiB body: loads, but is not a real kernel.
+    static var parsableKernel: [UInt8] {
+        var b = truncatedKernel
+        b[0x1F1] = 1
+        b += [UInt8](repeating: 0, count: 1024 + 4096 - b.count)
+        b[0x1F4] = 0 ; b[0x1F5] = 1 // syssize: 256 paragraphs = 4 KiB
+        b[0x238] = 0; b[0x239] = 8 // cmdline_size 2048
+        b[0x22C] = 0xFF; b[0x22D] = 0xFF; b[0x22E] = 0xFF; b[0x22F] = 0x7F
+        return b
+    }
+
+    @Test func notAKernel() {
+        expectOneLineError(["--kernel", Self.file("notakernel", Array("hello".utf8))], contains: "not a Linux bzImage")
+        expectOneLineError(["--kernel", "/bin/true"], contains: "not a Linux bzImage")
+    }
+
+    @Test func truncatedKernel() {
+        expectOneLineError(["--kernel", Self.file("truncated", Self.truncatedKernel)], contains: "truncated kernel image")
+    }
+
+    @Test func missingFiles() {
+        expectOneLineError(["--kernel", "/nonexistent/vmlinuz"], contains: "No such file")
+        expectOneLineError(["--kernel", Self.file("k1", Self.parsableKernel), "--initrd", "/nonexistent/initrd"], contains: "No such file")
+    }
+
+    @Test func badMemoryAndCPUs() {
+        let k = Self.file("k2", Self.parsableKernel)
+        expectOneLineError(["--kernel", k, "--memory", "lots"], contains: "is not a size")
+        expectOneLineError(["--kernel", k, "--memory", "1M"], contains: "at least 32M")
+        expectOneLineError(["--kernel", k, "--memory", "100000G"], contains: "more than this host has")
+        expectOneLineError(["--kernel", k, "--cpus", "0"], contains: "--cpus must be at least 1")
+        expectOneLineError(["--kernel", k, "--cpus", "100000"], contains: "more than KVM allows")
+    }
+
+    @Test func initrdTooLargeForMemory() {
+        let big = Self.file("bigrd", [UInt8](repeating: 7, count: 40 << 20))
+        expectOneLineError(["--kernel", Self.file("k3", Self.parsableKernel), "--initrd", big, "--memory", "32M"], contains: "does not fit")
+    }
+
+    @Test func commandLineTooLong() {
+        expectOneLineError(["--kernel", Self.file("k4", Self.parsableKernel), "--cmdline", String(repeating: "x", count: 3000)],
+                           contains: "the kernel accepts 2048")
+    }
+
+    @Test func unknownFlag() {
+        expectOneLineError(["--kernel", "x", "--frobnicate"], contains: "Unknown option")
+    }
+}
+
+/// Boots Debian's stock cloud kernel (scripts/make-guest) under `swiftlet run` on a real KVM: an
+/// L1 VM under QEMU/TCG with nested SVM (scripts/nested-kvm), since this machine's KVM cannot boot
+/// Linux. Needs qemu-system-x86 (the script installs it as root) and network access to Debian's
+/// archive for the packages; set SWIFTLET_NESTED=0 to skip.
+@Suite(.enabled(if: Harness.isRoot && ProcessInfo.processInfo.environment["SWIFTLET_NESTED"] != "0",
+                "needs root (nested KVM via QEMU); SWIFTLET_NESTED=0 skips"),
+       .serialized)
+struct LinuxNestedBootTests {
+    static let guest: Result<URL, any Error> = {
+        let out = Harness.scratch.appendingPathComponent("linux-guest")
+        let r = Harness.run("/bin/bash", [Harness.root.appendingPathComponent("scripts/make-guest").path, out.path], timeout: 600)
+        guard r.status == 0 else { return .failure(HarnessError("make-guest failed: \(r.output)")) }
+        return .success(out)
+    }()
+
+    func nested(_ command: String, timeout: Int = 300) throws -> Harness.Outcome {
+        let guest = try Self.guest.get()
+        return Harness.run("/bin/bash", [Harness.root.appendingPathComponent("scripts/nested-kvm").path,
+                                         "--timeout", "\(timeout)", "--share", guest.path,
+                                         "--swiftlet", Harness.swiftlet, "--", command],
+                           timeout: Double(timeout + 120))
+    }
+
+    @Test func oneVCPUExitStatusAndConsole() throws {
+        let r = try nested("swiftlet run --kernel vmlinuz --initrd initrd.img --memory 128M --cmdline 'console=ttyS0 quiet -- echo hello-from-l2; exit 7'")
+        #expect(r.status == 7, "\(r.output)")
+        #expect(r.output.contains("hello-from-l2"), "\(r.output)")
+    }
+
+    @Test func twoVCPUsAndMemory() throws {
+        let r = try nested("swiftlet run --kernel vmlinuz --initrd initrd.img --cpus 2 --memory 512M --cmdline 'console=ttyS0 quiet -- echo cpus=$(nproc); free -m | grep Mem:'")
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("cpus=2"), "\(r.output)")
+        #expect(r.output.contains("Mem:"), "\(r.output)")
+    }
+
+    @Test func poweroffAndRebootEndTheVM() throws {
+        let off = try nested("swiftlet run --kernel vmlinuz --initrd initrd.img --cmdline 'console=ttyS0 quiet -- poweroff -f'; echo status=$?")
+        #expect(off.output.contains("status=0"), "\(off.output)")
+        let reboot = try nested("swiftlet run --kernel vmlinuz --initrd initrd.img --cmdline 'console=ttyS0 quiet -- reboot -f'; echo status=$?")
+        #expect(reboot.output.contains("status=0"), "\(reboot.output)")
+    }
+}
