@@ -96,6 +96,12 @@ public final class VCPU: @unchecked Sendable {
     /// Records the calling thread as this vCPU's runner, so `kick()` can interrupt KVM_RUN.
     public func attachToCurrentThread() {
         VCPUKick.installHandler()
+        // A parent process may have left the kick signal blocked; a blocked kick never interrupts
+        // KVM_RUN, so unblock it for this thread whatever mask we inherited.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, VCPUKick.signal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         threadLock.locked { thread = pthread_self() }
     }
 

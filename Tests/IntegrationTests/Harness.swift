@@ -31,6 +31,18 @@ enum Harness {
         return .success(out)
     }()
 
+    /// Builds the freestanding PVH guests (guests/pvh) once per process.
+    static let pvhGuests: Result<URL, any Error> = {
+        let out = scratch.appendingPathComponent("pvh")
+        let r = run("/bin/bash", [root.appendingPathComponent("guests/pvh/build.sh").path, out.path], timeout: 120)
+        guard r.status == 0 else { return .failure(HarnessError("PVH guest build failed: \(r.output)")) }
+        return .success(out)
+    }()
+
+    static func pvhGuest(_ name: String) throws -> String {
+        try pvhGuests.get().appendingPathComponent("\(name).elf").path
+    }
+
     static func guest(_ name: String) throws -> String {
         try guests.get().appendingPathComponent("\(name).hvt").path
     }

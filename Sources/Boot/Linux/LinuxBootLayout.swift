@@ -31,12 +31,23 @@ public enum LinuxBootLayout {
     public static let cr4: UInt64 = 0x20 // PAE
     public static let efer: UInt64 = 0x500 // LME LMA
 
-    /// What the vCPU needs to start: RIP (64-bit entry), RSI (zero page), RSP.
+    /// What the vCPU needs to start.
     public struct BootState: Equatable, Sendable {
+        /// 64-bit boot protocol (bzImage: RSI = zero page, paging on) or PVH (32-bit protected
+        /// mode, paging off, EBX = hvm_start_info).
+        public enum Mode: Equatable, Sendable { case longMode, pvh }
+        public var mode: Mode = .longMode
         public var entry: UInt64
+        /// Zero page (long mode) or hvm_start_info (PVH).
         public var zeroPage: UInt64
         public var stackPointer: UInt64
     }
+
+    /// hvm_start_info and its tables for PVH (xen/include/public/arch-x86/hvm/start_info.h).
+    public static let startInfo: UInt64 = 0x6000
+    static let startInfoMemmap: UInt64 = 0x6040
+    static let startInfoModules: UInt64 = 0x6F00
+    static let pvhMagic: UInt32 = 0x336E_C578
 
     /// One e820 entry (type 1 RAM, 2 reserved).
     public struct E820Entry: Equatable, Sendable {
@@ -60,6 +71,71 @@ public enum LinuxBootLayout {
             if r.end > start { map.append(E820Entry(address: start, size: r.end - start, type: 1)) }
         }
         return map
+    }
+
+    /// Copies `initrd` as high as possible below `top`, page aligned, not below `floor`.
+    static func placeInitrd(_ initrd: [UInt8], below top: UInt64, above floor: UInt64, into memory: GuestMemory) throws -> UInt64 {
+        let size = UInt64(initrd.count)
+        guard size <= top, (top - size) & ~0xFFF >= floor else {
+            throw BootError("initrd (\(initrd.count) bytes) does not fit below the kernel's limit of 0x\(String(top, radix: 16)) (give the VM more memory)")
+        }
+        let address = (top - size) & ~0xFFF
+        try memory.write(initrd, at: GuestAddress(address))
+        return address
+    }
+
+    /// Loads a PVH ELF kernel: segments, command line, initrd as module 0, memory map, and the
+    /// hvm_start_info the entry receives in EBX; a flat 32-bit GDT for the protected-mode entry.
+    public static func buildPVH(kernel: PVHImage, initrd: [UInt8]?, commandLine cmdline: String,
+                                rsdp: UInt64, into memory: GuestMemory) throws(BootError) -> BootState {
+        let cmd = Array(cmdline.utf8)
+        guard cmd.count < commandLineMax else { throw BootError("kernel command line is \(cmd.count) bytes, at most \(commandLineMax - 1) fit") }
+        guard !cmd.contains(0) else { throw BootError("kernel command line contains a NUL byte") }
+        let lowRAM = memory.regions.first.map { $0.end } ?? 0
+        guard kernel.end <= lowRAM else {
+            throw BootError("guest memory (\(memory.size >> 20) MiB) is too small for the kernel (ends at \(kernel.end) bytes)")
+        }
+        do {
+            for s in kernel.segments {
+                let file = kernel.elf.bytes[Int(s.fileOffset)..<Int(s.fileOffset + s.fileSize)]
+                try memory.write(Array(file), at: GuestAddress(s.address))
+                if s.memorySize > s.fileSize {
+                    try memory.fill(at: GuestAddress(s.address + s.fileSize), count: s.memorySize - s.fileSize)
+                }
+            }
+            try memory.write(cmd + [0], at: GuestAddress(commandLine))
+            try memory.fill(at: GuestAddress(startInfo), count: 0x1000)
+            var modules: UInt32 = 0
+            if let initrd, !initrd.isEmpty {
+                let address = try placeInitrd(initrd, below: min(lowRAM, 1 << 32), above: (kernel.end + 0xFFF) & ~0xFFF, into: memory)
+                try memory.store(address, at: GuestAddress(startInfoModules))
+                try memory.store(UInt64(initrd.count), at: GuestAddress(startInfoModules + 8))
+                modules = 1
+            }
+            let map = e820(for: memory)
+            for (i, e) in map.enumerated() {
+                let at = startInfoMemmap + UInt64(i) * 24
+                try memory.store(e.address, at: GuestAddress(at))
+                try memory.store(e.size, at: GuestAddress(at + 8))
+                try memory.store(e.type, at: GuestAddress(at + 16))
+            }
+            try memory.store(pvhMagic, at: GuestAddress(startInfo))
+            try memory.store(UInt32(1), at: GuestAddress(startInfo + 4)) // version 1: has the memmap
+            try memory.store(modules, at: GuestAddress(startInfo + 12))
+            try memory.store(modules > 0 ? startInfoModules : 0, at: GuestAddress(startInfo + 16))
+            try memory.store(commandLine, at: GuestAddress(startInfo + 24))
+            try memory.store(rsdp, at: GuestAddress(startInfo + 32))
+            try memory.store(startInfoMemmap, at: GuestAddress(startInfo + 40))
+            try memory.store(UInt32(map.count), at: GuestAddress(startInfo + 48))
+            try FlatGDT.write(at: gdtBase, codeSelector: codeSelector, dataSelector: dataSelector, code: FlatGDT.code32, into: memory)
+        } catch let error as GuestMemoryError {
+            throw BootError("cannot lay out guest memory: \(error)")
+        } catch let error as BootError {
+            throw error
+        } catch {
+            throw BootError("\(error)")
+        }
+        return BootState(mode: .pvh, entry: UInt64(kernel.entry), zeroPage: startInfo, stackPointer: 0)
     }
 
     /// Writes everything; `rsdp` is the ACPI RSDP address for boot_params.acpi_rsdp_addr (0 = none).
@@ -92,13 +168,8 @@ public enum LinuxBootLayout {
             try memory.store(rsdp, at: GuestAddress(zeroPage + 0x070)) // acpi_rsdp_addr
             // Initrd: as high as allowed, page aligned, clear of the kernel.
             if let initrd, !initrd.isEmpty {
-                let top = min(kernel.initrdLimit, lowRAM)
+                let address = try placeInitrd(initrd, below: min(kernel.initrdLimit, lowRAM), above: kernelEnd, into: memory)
                 let size = UInt64(initrd.count)
-                guard size <= top, (top - size) & ~0xFFF >= kernelEnd else {
-                    throw BootError("initrd (\(initrd.count) bytes) does not fit below the kernel's limit of 0x\(String(top, radix: 16)) (give the VM more memory)")
-                }
-                let address = (top - size) & ~0xFFF
-                try memory.write(initrd, at: GuestAddress(address))
                 try memory.store(UInt32(truncatingIfNeeded: address), at: GuestAddress(zeroPage + 0x218))
                 try memory.store(UInt32(truncatingIfNeeded: size), at: GuestAddress(zeroPage + 0x21C))
                 try memory.store(UInt32(truncatingIfNeeded: address >> 32), at: GuestAddress(zeroPage + 0x0C0))
@@ -132,6 +203,6 @@ public enum LinuxBootLayout {
         } catch {
             throw BootError("\(error)")
         }
-        return BootState(entry: kernelLoad + 0x200, zeroPage: zeroPage, stackPointer: stackPointer)
+        return BootState(mode: .longMode, entry: kernelLoad + 0x200, zeroPage: zeroPage, stackPointer: stackPointer)
     }
 }

@@ -128,10 +128,7 @@ public final class HvtTender: @unchecked Sendable {
     public func run() -> Int32 {
         // Signals are taken synchronously by this thread; the vCPU thread inherits the mask, so
         // only our kick signal ever interrupts it.
-        var waitSet = sigset_t()
-        sigemptyset(&waitSet)
-        for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&waitSet, s) }
-        pthread_sigmask(SIG_BLOCK, &waitSet, nil)
+        var signals = StopSignals()
 
         let main = pthread_self()
         let status = Atomic<Int32>(1)
@@ -140,15 +137,14 @@ public final class HvtTender: @unchecked Sendable {
             thread = try VCPUThread(name: "vcpu0") { [self] in
                 vcpu.attachToCurrentThread()
                 status.store(exitLoop(), ordering: .sequentiallyConsistent)
-                pthread_kill(main, SIGUSR1)
+                pthread_kill(main, StopSignals.finished)
             }
         } catch {
             log.error(error.message)
             return 1
         }
-        var signal: Int32 = 0
-        while sigwait(&waitSet, &signal) != 0 {}
-        if signal != SIGUSR1 {
+        let signal = signals.wait()
+        if signal != StopSignals.finished {
             log.error("exiting on signal \(signal)")
             stopRequested.store(true, ordering: .sequentiallyConsistent)
             vcpu.kick()

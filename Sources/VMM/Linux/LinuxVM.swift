@@ -68,10 +68,16 @@ public final class LinuxVM: @unchecked Sendable {
             throw VMMError(.configuration, "--memory \(config.memoryBytes >> 20)M is more than this host has (\(hostMemory >> 20)M)")
         }
 
-        let kernel: LinuxKernelImage
+        let kernel: KernelImage
         let initrd: [UInt8]?
         do {
-            kernel = try LinuxKernelImage(bytes: try Self.read(config.kernelPath, what: "kernel"), name: config.kernelPath)
+            let bytes = try Self.read(config.kernelPath, what: "kernel")
+            // An ELF file is a PVH kernel (vmlinux or a freestanding guest); anything else a bzImage.
+            if bytes.starts(with: [0x7F, 0x45, 0x4C, 0x46]) {
+                kernel = .pvh(try PVHImage(bytes: bytes, name: config.kernelPath))
+            } else {
+                kernel = .bzImage(try LinuxKernelImage(bytes: bytes, name: config.kernelPath))
+            }
             initrd = try config.initrdPath.map { (path) throws(VMMError) in try Self.read(path, what: "initrd") }
         } catch let error as BootError {
             throw VMMError(.configuration, error.message)
@@ -121,8 +127,15 @@ public final class LinuxVM: @unchecked Sendable {
             acpi.s5SleepType = Self.s5SleepType
             let tables = try ACPITables.build(acpi, at: Self.acpiBase)
             try memory.write(tables, at: GuestAddress(Self.acpiBase))
-            let boot = try LinuxBootLayout.build(kernel: kernel, initrd: initrd, commandLine: config.commandLine,
+            let boot: LinuxBootLayout.BootState
+            switch kernel {
+            case .bzImage(let image):
+                boot = try LinuxBootLayout.build(kernel: image, initrd: initrd, commandLine: config.commandLine,
                                                  rsdp: Self.acpiBase, into: memory)
+            case .pvh(let image):
+                boot = try LinuxBootLayout.buildPVH(kernel: image, initrd: initrd, commandLine: config.commandLine,
+                                                    rsdp: Self.acpiBase, into: memory)
+            }
             var cpus: [VCPU] = []
             let cpuid = try machine.supportedCPUID()
             for index in 0..<config.cpus {
@@ -167,34 +180,48 @@ public final class LinuxVM: @unchecked Sendable {
         return 0
     }
 
+    /// The two kernel formats `swiftlet run` boots.
+    enum KernelImage {
+        case bzImage(LinuxKernelImage)
+        case pvh(PVHImage)
+    }
+
     static func setBootState(_ vcpu: VCPU, _ boot: LinuxBootLayout.BootState) throws(HypervisorError) {
         var s = try vcpu.specialRegisters()
-        let code = Segment(selector: LinuxBootLayout.codeSelector, limit: 0xFFFF_FFFF, type: 0xB, l: true)
+        let longMode = boot.mode == .longMode
+        let code = Segment(selector: LinuxBootLayout.codeSelector, limit: 0xFFFF_FFFF, type: 0xB, db: !longMode, l: longMode)
         let data = Segment(selector: LinuxBootLayout.dataSelector, limit: 0xFFFF_FFFF, type: 0x3, db: true)
         s.cs = code
         s.ds = data; s.es = data; s.fs = data; s.gs = data; s.ss = data
+        s.tr = Segment(selector: 0, limit: 0x67, type: 0xB, s: false, g: false)
         s.gdt = DescriptorTable(base: LinuxBootLayout.gdtBase, limit: 0x1F)
         s.idt = DescriptorTable(base: 0, limit: 0)
-        s.cr0 = LinuxBootLayout.cr0
-        s.cr3 = LinuxBootLayout.pml4
-        s.cr4 = LinuxBootLayout.cr4
-        s.efer = LinuxBootLayout.efer
-        try vcpu.setSpecialRegisters(s)
         var r = Registers()
         r.rip = boot.entry
-        r.rsi = boot.zeroPage
-        r.rsp = boot.stackPointer
-        r.rbp = boot.stackPointer
         r.rflags = 0x2
+        if longMode {
+            s.cr0 = LinuxBootLayout.cr0
+            s.cr3 = LinuxBootLayout.pml4
+            s.cr4 = LinuxBootLayout.cr4
+            s.efer = LinuxBootLayout.efer
+            r.rsi = boot.zeroPage
+            r.rsp = boot.stackPointer
+            r.rbp = boot.stackPointer
+        } else {
+            // PVH: protected mode, paging off (PE | ET), EBX = hvm_start_info.
+            s.cr0 = 0x11
+            s.cr3 = 0
+            s.cr4 = 0
+            s.efer = 0
+            r.rbx = boot.zeroPage
+        }
+        try vcpu.setSpecialRegisters(s)
         try vcpu.setRegisters(r)
     }
 
     /// Runs the VM until it powers off, reboots, fails, or a signal arrives.
     public func run() -> LinuxVMOutcome {
-        var waitSet = sigset_t()
-        sigemptyset(&waitSet)
-        for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&waitSet, s) }
-        pthread_sigmask(SIG_BLOCK, &waitSet, nil)
+        var signals = StopSignals()
         control.mainThread = pthread_self()
 
         let console = ConsoleInput(serial: serial) { [control] in control.finish(.stopped(signal: SIGINT)) }
@@ -213,10 +240,9 @@ public final class LinuxVM: @unchecked Sendable {
                 break
             }
         }
-        var signal: Int32 = 0
         while control.outcome == nil {
-            if sigwait(&waitSet, &signal) != 0 { continue }
-            if signal != SIGUSR1 { control.finish(.stopped(signal: signal)) }
+            let signal = signals.wait()
+            if signal != StopSignals.finished { control.finish(.stopped(signal: signal)) }
         }
         for vcpu in vcpus { vcpu.kick() }
         for t in threads { t.join() }
@@ -298,6 +324,6 @@ final class RunControl: @unchecked Sendable {
             current = result
             return true
         }
-        if first, let main = mainThread { pthread_kill(main, SIGUSR1) }
+        if first, let main = mainThread { pthread_kill(main, StopSignals.finished) }
     }
 }
