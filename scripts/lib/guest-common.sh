@@ -50,8 +50,7 @@ ensure_tools() {
 
 # The tools both scripts need on the host.
 ensure_host_tools() {
-    ensure_tools apt-get:apt dpkg-deb:dpkg cpio:cpio depmod:kmod gzip:gzip zstd:zstd flock:util-linux \
-                 gcc:gcc /usr/include/stdio.h:libc6-dev "$@"
+    ensure_tools apt-get:apt dpkg-deb:dpkg cpio:cpio depmod:kmod gzip:gzip zstd:zstd flock:util-linux "$@"
 }
 
 # resolve_packages: which .deb files make up the guest, with as few apt calls as possible (each
@@ -100,8 +99,8 @@ resolve_packages() {
     fi
     # Offline: the newest cached packages.
     local k b
-    k=$(ls -t "$GUEST_CACHE"/debs/linux-image-[0-9]*_*.deb 2>/dev/null | head -n1)
-    b=$(ls -t "$GUEST_CACHE"/debs/busybox-static_*.deb 2>/dev/null | head -n1)
+    k=$(ls -t "$GUEST_CACHE"/debs/linux-image-[0-9]*_*.deb 2>/dev/null | head -n1) || true
+    b=$(ls -t "$GUEST_CACHE"/debs/busybox-static_*.deb 2>/dev/null | head -n1) || true
     [[ -n $k && -n $b ]] || die "cannot resolve $GUEST_KERNEL_META / busybox-static with apt, and nothing is cached in $GUEST_CACHE/debs"
     say "warning: apt cannot resolve the packages; using the newest cached ones"
     GUEST_KERNEL_PKG=$(basename "${k%%_*}")
