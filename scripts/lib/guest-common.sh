@@ -171,7 +171,7 @@ _unpack_busybox() {
 prepare_busybox() {
     [[ -n $GUEST_KERNEL_PKG ]] || resolve_packages
     local deb; fetch_deb busybox-static; deb=$DEB
-    local dest="$GUEST_CACHE/$(basename "$deb" .deb)"
+    local dest; dest="$GUEST_CACHE/$(basename "$deb" .deb)"
     with_cache_lock _unpack_busybox "$deb" "$dest"
     BUSYBOX="$dest/bin/busybox"
     [[ -x $BUSYBOX ]] || die "no bin/busybox in $deb"
