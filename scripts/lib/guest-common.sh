@@ -244,11 +244,27 @@ make_base_root() {
     chmod 1777 "$root/tmp"
     cp "$BUSYBOX" "$root/bin/busybox"
     ln -sf busybox "$root/bin/sh"
-    mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || die "mknod /dev/console failed (run as root)"
-    mknod -m 666 "$root/dev/null" c 1 3 2>/dev/null || true
+    # /dev/console and /dev/null are added by make_cpio as cpio entries (no mknod, so no root).
     printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
     printf 'root:x:0:\n' >"$root/etc/group"
     printf 'swiftlet\n' >"$root/etc/hostname"
+}
+
+# _cpio_chardev NAME MODE MAJOR MINOR — one newc entry for a character device (then the trailer), so
+# device nodes need neither mknod nor root. The kernel unpacks concatenated archives in order.
+_cpio_chardev() {
+    local name=$1 mode=$(( 0020000 | $2 )) major=$3 minor=$4 namesize=$(( ${#1} + 1 ))
+    _cpio_entry() { # name mode rdevmajor rdevminor namesize
+        printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X' \
+            0 "$2" 0 0 1 "${SOURCE_DATE_EPOCH:-0}" 0 0 0 "$3" "$4" "$5" 0
+        printf '%s\0' "$1"
+        # header (110 bytes) + name padded to a multiple of 4
+        local pad=$(( (4 - (110 + $5) % 4) % 4 ))
+        ((pad)) && head -c "$pad" /dev/zero
+        return 0
+    }
+    _cpio_entry "$name" "$mode" "$major" "$minor" "$namesize"
+    _cpio_entry TRAILER!!! 0 0 0 11
 }
 
 # make_cpio ROOT OUT COMPRESSOR — newc cpio of ROOT, owned by root, compressed with
@@ -264,7 +280,10 @@ make_cpio() {
     esac
     # Reproducible: fixed mtimes (SOURCE_DATE_EPOCH or 0), sorted names, no inode/device numbers.
     find "$root" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
-    (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) \
-        | "${c[@]}" >"$out.tmp"
+    {
+        (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet)
+        _cpio_chardev dev/console 0600 5 1
+        _cpio_chardev dev/null 0666 1 3
+    } | "${c[@]}" >"$out.tmp"
     mv -f "$out.tmp" "$out"
 }
