@@ -8,6 +8,18 @@ public final class KVMSystem: @unchecked Sendable {
     /// Kernel capabilities Swiftlet relies on; checked once at open so failures name what is missing.
     public enum Capability: Sendable, CaseIterable {
         case userMemory, immediateExit, tscKHz, nrVCPUs, maxVCPUs, nrMemslots, tscDeadlineTimer, irqchip
+        /// KVM_SET_GSI_ROUTING; the value is the number of GSIs a routing table may name.
+        case irqRouting
+        /// KVM_IRQFD: an eventfd write raises a GSI without a trip through user space.
+        case irqfd
+        /// KVM_IRQFD_FLAG_RESAMPLE: level-triggered irqfds with an EOI notification eventfd.
+        case irqfdResample
+        /// KVM_IOEVENTFD: a guest write to an address signals an eventfd instead of exiting.
+        case ioeventfd
+        /// KVM_IOEVENTFD with length 0 (match the address whatever the access size).
+        case ioeventfdAnyLength
+        /// KVM_SIGNAL_MSI: inject one MSI message directly.
+        case signalMSI
 
         var number: Int32 {
             switch self {
@@ -19,6 +31,12 @@ public final class KVMSystem: @unchecked Sendable {
             case .nrMemslots: ckvm_KVM_CAP_NR_MEMSLOTS()
             case .tscDeadlineTimer: ckvm_KVM_CAP_TSC_DEADLINE_TIMER()
             case .irqchip: ckvm_KVM_CAP_IRQCHIP()
+            case .irqRouting: ckvm_KVM_CAP_IRQ_ROUTING()
+            case .irqfd: ckvm_KVM_CAP_IRQFD()
+            case .irqfdResample: ckvm_KVM_CAP_IRQFD_RESAMPLE()
+            case .ioeventfd: ckvm_KVM_CAP_IOEVENTFD()
+            case .ioeventfdAnyLength: ckvm_KVM_CAP_IOEVENTFD_ANY_LENGTH()
+            case .signalMSI: ckvm_KVM_CAP_SIGNAL_MSI()
             }
         }
     }

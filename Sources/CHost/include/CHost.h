@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/timerfd.h>
@@ -52,6 +53,29 @@ static inline int chost_timerfd_arm(int fd, uint64_t ns) {
     spec.it_value.tv_sec = (time_t)(ns / 1000000000ull);
     spec.it_value.tv_nsec = (long)(ns % 1000000000ull);
     return timerfd_settime(fd, 0, &spec, NULL);
+}
+
+// eventfd: created close-on-exec and non-blocking; counter reads/writes as whole 8-byte values.
+// They return the new fd (create) or 0 (add/take) on success, -errno on failure; EINTR is retried.
+static inline int chost_eventfd_create(unsigned int initval, int semaphore) {
+    int fd = eventfd(initval, EFD_CLOEXEC | EFD_NONBLOCK | (semaphore ? EFD_SEMAPHORE : 0));
+    return fd < 0 ? -errno : fd;
+}
+static inline int chost_eventfd_add(int fd, uint64_t value) {
+    for (;;) {
+        ssize_t n = write(fd, &value, sizeof value);
+        if (n == (ssize_t)sizeof value) return 0;
+        if (n >= 0) return -EIO;
+        if (errno != EINTR) return -errno;
+    }
+}
+static inline int chost_eventfd_take(int fd, uint64_t *value) {
+    for (;;) {
+        ssize_t n = read(fd, value, sizeof *value);
+        if (n == (ssize_t)sizeof *value) return 0;
+        if (n >= 0) return -EIO;
+        if (errno != EINTR) return -errno;
+    }
 }
 
 #endif

@@ -8,6 +8,7 @@
 #include <linux/kvm.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h> // KVM_IRQFD and KVM_IOEVENTFD take eventfds (Swift's Glibc lacks this header)
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 
@@ -44,6 +45,10 @@ static inline unsigned long ckvm_KVM_SET_MSRS(void) { return KVM_SET_MSRS; }
 static inline unsigned long ckvm_KVM_GET_LAPIC(void) { return KVM_GET_LAPIC; }
 static inline unsigned long ckvm_KVM_GET_FPU(void) { return KVM_GET_FPU; }
 static inline unsigned long ckvm_KVM_SET_FPU(void) { return KVM_SET_FPU; }
+static inline unsigned long ckvm_KVM_IRQFD(void) { return KVM_IRQFD; }
+static inline unsigned long ckvm_KVM_IOEVENTFD(void) { return KVM_IOEVENTFD; }
+static inline unsigned long ckvm_KVM_SIGNAL_MSI(void) { return KVM_SIGNAL_MSI; }
+static inline unsigned long ckvm_KVM_SET_GSI_ROUTING(void) { return KVM_SET_GSI_ROUTING; }
 
 // MARK: capabilities and constants
 
@@ -56,8 +61,27 @@ static inline int ckvm_KVM_CAP_MAX_VCPUS(void) { return KVM_CAP_MAX_VCPUS; }
 static inline int ckvm_KVM_CAP_NR_MEMSLOTS(void) { return KVM_CAP_NR_MEMSLOTS; }
 static inline int ckvm_KVM_CAP_TSC_DEADLINE_TIMER(void) { return KVM_CAP_TSC_DEADLINE_TIMER; }
 static inline int ckvm_KVM_CAP_IRQCHIP(void) { return KVM_CAP_IRQCHIP; }
+static inline int ckvm_KVM_CAP_IRQ_ROUTING(void) { return KVM_CAP_IRQ_ROUTING; }
+static inline int ckvm_KVM_CAP_IRQFD(void) { return KVM_CAP_IRQFD; }
+static inline int ckvm_KVM_CAP_IOEVENTFD(void) { return KVM_CAP_IOEVENTFD; }
+static inline int ckvm_KVM_CAP_SIGNAL_MSI(void) { return KVM_CAP_SIGNAL_MSI; }
+static inline int ckvm_KVM_CAP_IRQFD_RESAMPLE(void) { return KVM_CAP_IRQFD_RESAMPLE; }
+static inline int ckvm_KVM_CAP_IOEVENTFD_ANY_LENGTH(void) { return KVM_CAP_IOEVENTFD_ANY_LENGTH; }
 static inline unsigned int ckvm_KVM_MEM_READONLY(void) { return KVM_MEM_READONLY; }
 static inline int ckvm_KVM_MAX_CPUID_ENTRIES(void) { return 256; }
+// The flag macros below expand to enum shifts, which Swift cannot import.
+static inline uint32_t ckvm_KVM_IRQFD_FLAG_DEASSIGN(void) { return KVM_IRQFD_FLAG_DEASSIGN; }
+static inline uint32_t ckvm_KVM_IRQFD_FLAG_RESAMPLE(void) { return KVM_IRQFD_FLAG_RESAMPLE; }
+static inline uint32_t ckvm_KVM_IOEVENTFD_FLAG_DATAMATCH(void) { return KVM_IOEVENTFD_FLAG_DATAMATCH; }
+static inline uint32_t ckvm_KVM_IOEVENTFD_FLAG_PIO(void) { return KVM_IOEVENTFD_FLAG_PIO; }
+static inline uint32_t ckvm_KVM_IOEVENTFD_FLAG_DEASSIGN(void) { return KVM_IOEVENTFD_FLAG_DEASSIGN; }
+static inline uint32_t ckvm_KVM_IRQ_ROUTING_IRQCHIP(void) { return KVM_IRQ_ROUTING_IRQCHIP; }
+static inline uint32_t ckvm_KVM_IRQ_ROUTING_MSI(void) { return KVM_IRQ_ROUTING_MSI; }
+static inline uint32_t ckvm_KVM_IRQCHIP_PIC_MASTER(void) { return KVM_IRQCHIP_PIC_MASTER; }
+static inline uint32_t ckvm_KVM_IRQCHIP_PIC_SLAVE(void) { return KVM_IRQCHIP_PIC_SLAVE; }
+static inline uint32_t ckvm_KVM_IRQCHIP_IOAPIC(void) { return KVM_IRQCHIP_IOAPIC; }
+// Swiftlet's own bound on one KVM_SET_GSI_ROUTING table (KVM itself accepts up to KVM_MAX_IRQ_ROUTES).
+static inline uint32_t ckvm_MAX_GSI_ROUTES(void) { return 1024; }
 
 // MARK: exit reasons
 
@@ -151,5 +175,55 @@ static inline unsigned long ckvm_cpuid2_size(uint32_t entries) {
     return sizeof(struct kvm_cpuid2) + entries * sizeof(struct kvm_cpuid_entry2);
 }
 static inline struct kvm_cpuid_entry2 *ckvm_cpuid2_entries(struct kvm_cpuid2 *c) { return c->entries; }
+
+// MARK: struct kvm_irq_routing (flexible array member of unions)
+
+// Bytes needed for a routing table of `entries` entries.
+static inline unsigned long ckvm_irq_routing_size(uint32_t entries) {
+    return sizeof(struct kvm_irq_routing) + entries * sizeof(struct kvm_irq_routing_entry);
+}
+
+// Fills the zeroed buffer `r` (at least ckvm_irq_routing_size(n) bytes) from parallel arrays: entry i
+// routes GSI gsis[i] either to pin pins[i] of irqchip chips[i] (types[i] == KVM_IRQ_ROUTING_IRQCHIP) or
+// to the MSI message (addresses[i], datas[i]) (types[i] == KVM_IRQ_ROUTING_MSI); the arrays a type does
+// not use are ignored at that index. Returns 0, or -1 (nothing to send) for too many entries or an
+// unknown type.
+static inline int ckvm_irq_routing_fill(struct kvm_irq_routing *r, uint32_t n, const uint32_t *gsis,
+                                        const uint32_t *types, const uint32_t *chips, const uint32_t *pins,
+                                        const uint64_t *addresses, const uint32_t *datas) {
+    if (n > ckvm_MAX_GSI_ROUTES()) return -1;
+    r->nr = n;
+    r->flags = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct kvm_irq_routing_entry *e = &r->entries[i];
+        memset(e, 0, sizeof *e);
+        e->gsi = gsis[i];
+        e->type = types[i];
+        if (types[i] == KVM_IRQ_ROUTING_IRQCHIP) {
+            e->u.irqchip.irqchip = chips[i];
+            e->u.irqchip.pin = pins[i];
+        } else if (types[i] == KVM_IRQ_ROUTING_MSI) {
+            e->u.msi.address_lo = (uint32_t)addresses[i];
+            e->u.msi.address_hi = (uint32_t)(addresses[i] >> 32);
+            e->u.msi.data = datas[i];
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// Reads back entry `i` of a filled table (for tests): type, gsi, and the irqchip or MSI fields.
+static inline void ckvm_irq_routing_entry_at(const struct kvm_irq_routing *r, uint32_t i, uint32_t *gsi,
+                                             uint32_t *type, uint32_t *chip, uint32_t *pin,
+                                             uint64_t *address, uint32_t *data) {
+    const struct kvm_irq_routing_entry *e = &r->entries[i];
+    *gsi = e->gsi;
+    *type = e->type;
+    *chip = e->u.irqchip.irqchip;
+    *pin = e->u.irqchip.pin;
+    *address = ((uint64_t)e->u.msi.address_hi << 32) | e->u.msi.address_lo;
+    *data = e->u.msi.data;
+}
 
 #endif
