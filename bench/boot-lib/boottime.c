@@ -5,10 +5,12 @@
  *
  * Reads CLOCK_MONOTONIC, forks and execs CMD with stdout and stderr on a pipe (stdin /dev/null),
  * and watches the pipe and a pidfd of the child with poll(2). It records
- *   init_ms  when a line that is exactly MARKER (a trailing \r or blanks ignored) is read
+ *   init_ms  when a line that is MARKER, or MARKER, a blank and a word, is read (a trailing \r or
+ *            blanks ignored)
  *   exit_ms  when the child has exited (its pidfd becomes readable)
  * both in ms since the clock was read before fork, and prints one line on stdout:
- *   T NAME INIT_MS EXIT_MS STATUS         (STATUS: exit status, or 128+N on signal N)
+ *   T NAME INIT_MS EXIT_MS STATUS WORD     (STATUS: exit status, or 128+N on signal N; WORD: the
+ *                                           word after the marker, - if none)
  * When the marker did not appear, STATUS differs from WANT_STATUS (-e, default 0) or the run timed
  * out (-t, default 120 s; the child is killed with SIGKILL), the line starts with F instead of T
  * (INIT_MS is - without a marker) and the child's output follows between
@@ -62,11 +64,22 @@ static size_t keep(const char *buf, size_t n)
     return at;
 }
 
-/* Is out[start, end) (one line without its \n) the marker, ignoring trailing \r and blanks? */
+static char word[64] = "-";
+
+/* Is out[start, end) (one line without its \n) the marker, alone or followed by a blank and a word
+ * (kept in `word`)? Trailing \r and blanks are ignored. */
 static int is_marker(size_t start, size_t end, const char *marker, size_t mlen)
 {
     while (end > start && (out[end - 1] == '\r' || out[end - 1] == ' ' || out[end - 1] == '\t')) end--;
-    return end - start == mlen && memcmp(out + start, marker, mlen) == 0;
+    if (end - start < mlen || memcmp(out + start, marker, mlen) != 0) return 0;
+    size_t w = start + mlen;
+    if (w == end) return 1;
+    if (out[w] != ' ' && out[w] != '\t') return 0;
+    while (w < end && (out[w] == ' ' || out[w] == '\t')) w++;
+    size_t n = 0;
+    while (w < end && out[w] != ' ' && out[w] != '\t' && n < sizeof word - 1) word[n++] = out[w++];
+    if (n) word[n] = 0;
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -155,7 +168,7 @@ int main(int argc, char **argv)
     char init_s[32];
     if (t_init >= 0) snprintf(init_s, sizeof init_s, "%.3f", t_init - t0);
     else snprintf(init_s, sizeof init_s, "-");
-    printf("%c %s %s %.3f %d%s\n", ok ? 'T' : 'F', name, init_s, t_exit - t0, status,
+    printf("%c %s %s %.3f %d %s%s\n", ok ? 'T' : 'F', name, init_s, t_exit - t0, status, word,
            timed_out ? " timeout" : "");
     if (!ok) {
         printf("--- output of %s ---\n", name);

@@ -1,20 +1,24 @@
 #!/bin/sh
-# l1-run.sh RUNS WARMUP TIMEOUT_S — bench/boot's runs, inside the L1 VM of scripts/nested-kvm
+# l1-run.sh RUNS WARMUP TIMEOUT_S [MACHINE] — bench/boot's runs, inside the L1 VM of scripts/nested-kvm
 # (busybox sh, in /share). Boots the guest (vmlinuz, initrd.img) WARMUP times uncounted, then RUNS
 # times, under Swiftlet (/usr/bin/swiftlet) and QEMU microvm (/share/qemu/...), alternating (the
 # order flips every round so neither VMM always goes first), 1 vCPU / 128 MiB each, one VM at a
-# time. Each run goes through ./boottime, which prints `T|F NAME INIT_MS EXIT_MS STATUS`; warm-up
-# runs are named swiftlet-warmup / qemu-warmup. The guest command prints the marker line first
-# thing. Exit status: 0 when every run was fine, 1 otherwise.
-runs=${1:-10} warmup=${2:-1} timeout=${3:-120}
+# time. Each run goes through ./boottime, which prints `T|F NAME INIT_MS EXIT_MS STATUS UPTIME`;
+# warm-up runs are named swiftlet-warmup / qemu-warmup. MACHINE is QEMU's -M value (default microvm). Exit status: 0 when every run was fine, 1 otherwise.
+runs=${1:-10} warmup=${2:-1} timeout=${3:-120} machine=${4:-microvm}
 marker=BOOT-MARKER
-cmdline="console=ttyS0 quiet -- echo $marker"
+# The guest command prints the marker and the guest's uptime (s since its kernel's clock started)
+# with shell builtins only, so it is the first thing /init's command does.
+cmdline="console=ttyS0 quiet -- read up _ </proc/uptime; echo $marker \$up"
 Q=/share/qemu
 status=0
 
 echo "L1: $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPU, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 echo "L1 kvm_amd: nested=$(cat /sys/module/kvm_amd/parameters/nested 2>/dev/null) npt=$(cat /sys/module/kvm_amd/parameters/npt 2>/dev/null)"
 echo "qemu: $($Q/ld-linux-x86-64.so.2 --library-path $Q/lib $Q/qemu-system-x86_64 --version | head -n1)"
+
+echo "cmd swiftlet: swiftlet run --kernel vmlinuz --initrd initrd.img --memory 128M --cpus 1 --cmdline '$cmdline'"
+echo "cmd qemu: $Q/ld-linux-x86-64.so.2 --library-path $Q/lib $Q/qemu-system-x86_64 -L $Q/share -M $machine -accel kvm -cpu host -m 128M -smp 1 -nodefaults -no-user-config -nographic -no-reboot -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=1 -kernel vmlinuz -initrd initrd.img -append '$cmdline'"
 
 # swiftlet exits with the guest command's status (0); QEMU with (0 << 1) | 1 = 1 through
 # isa-debug-exit.
@@ -26,7 +30,7 @@ run_swiftlet() {
 run_qemu() {
     ./boottime -t "$timeout" -e 1 "$1" "$marker" -- \
         $Q/ld-linux-x86-64.so.2 --library-path $Q/lib $Q/qemu-system-x86_64 -L $Q/share \
-        -M microvm -accel kvm -cpu host -m 128M -smp 1 \
+        -M "$machine" -accel kvm -cpu host -m 128M -smp 1 \
         -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
         -device isa-debug-exit,iobase=0xf4,iosize=1 \
         -kernel vmlinuz -initrd initrd.img -append "$cmdline" || status=1
