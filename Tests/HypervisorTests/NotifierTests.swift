@@ -34,6 +34,15 @@ struct NotifierTests {
         try m.detachInterruptNotifier(efd, gsi: 5)
     }
 
+    @Test func levelTriggeredInterruptNotifierWithResample() throws {
+        let m = try Self.machine()
+        try #require(m.notifierSupport.levelTriggeredInterruptNotifiers, "KVM_CAP_IRQFD_RESAMPLE absent")
+        let trigger = Self.eventFD(), resample = Self.eventFD()
+        defer { close(trigger); close(resample) }
+        try m.attachInterruptNotifier(trigger, gsi: 10, resampleFD: resample)
+        try m.detachInterruptNotifier(trigger, gsi: 10)
+    }
+
     @Test func interruptNotifierNeedsTheIrqchip() throws {
         let m = try Self.machine(irqchip: false)
         let efd = Self.eventFD()
@@ -54,6 +63,15 @@ struct NotifierTests {
             try m.detachIONotifier(pio, address: 0x510, length: 2, space: .pio)
         }
         #expect(gone?.code == .invalidArgument)
+    }
+
+    @Test func anyLengthIONotifier() throws {
+        let m = try Self.machine()
+        try #require(m.notifierSupport.anyLengthIONotifiers, "KVM_CAP_IOEVENTFD_ANY_LENGTH absent")
+        let efd = Self.eventFD()
+        defer { close(efd) }
+        try m.attachIONotifier(efd, address: 0xD000_1000, length: 0, space: .mmio)
+        try m.detachIONotifier(efd, address: 0xD000_1000, length: 0, space: .mmio)
     }
 
     @Test func ioNotifierArgumentsAreChecked() throws {
