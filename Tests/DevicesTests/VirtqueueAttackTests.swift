@@ -11,8 +11,8 @@ import Testing
     static let indirect = L.descriptorFlagIndirect
 
     /// Publishes head 0 after `build` wrote the descriptors, and returns the walk's error.
-    func chainError(size: UInt16 = 4, _ build: (TestDriver) throws -> Void) throws -> VirtqueueError? {
-        let driver = try TestDriver(size: size)
+    func chainError(size: UInt16 = 4, _ build: (VirtqueueTestDriver) throws -> Void) throws -> VirtqueueError? {
+        let driver = try VirtqueueTestDriver(size: size)
         let queue = try driver.makeQueue()
         try build(driver)
         try driver.publish(head: 0)
@@ -82,7 +82,7 @@ import Testing
     }
 
     @Test func headIndexBeyondQueueSize() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()
         try driver.publish(head: 9)
         try driver.post([.init(address: 0x80000, length: 1)])
@@ -178,7 +178,7 @@ import Testing
     // MARK: The available ring
 
     @Test func availableIndexJumpingPastQueueSizeBreaksTheQueue() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()
         try driver.post([.init(address: 0x80000, length: 1)])
         let chain = try #require(try queue.nextChain())
@@ -196,7 +196,7 @@ import Testing
 
     /// Moving avail.idx backwards looks like 65535 new chains: also refused.
     @Test func availableIndexMovingBackwards() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue()
         try driver.post([.init(address: 0x80000, length: 1)])
         _ = try queue.nextChain()
@@ -205,7 +205,7 @@ import Testing
     }
 
     @Test func deviceReturningABadHead() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()
         #expect(throws: VirtqueueError.usedHeadOutOfRange(head: 4, size: 4)) { try queue.addUsed(head: 4, length: 0) }
         #expect(try driver.usedIndex == 0)
@@ -213,7 +213,7 @@ import Testing
 
     /// copyOut/copyIn stop at the first bad descriptor instead of touching it.
     @Test func helpersRefuseBadChains() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()
         try driver.writeDescriptor(index: 0, address: 0x80000, length: 2, flags: Self.next, next: 1)
         try driver.writeDescriptor(index: 1, address: 0xFFFF_0000, length: 4, flags: Self.write)

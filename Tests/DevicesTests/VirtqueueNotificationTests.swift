@@ -38,7 +38,7 @@ import Testing
     }
 
     /// Drives `count` chains through the queue.
-    func complete(_ count: Int, _ driver: TestDriver, _ queue: SplitVirtqueue) throws {
+    func complete(_ count: Int, _ driver: VirtqueueTestDriver, _ queue: SplitVirtqueue) throws {
         for _ in 0..<count { try driver.post([.init(address: 0x80000, length: 1, writable: true)]) }
         for _ in 0..<count {
             let chain = try #require(try queue.nextChain())
@@ -47,7 +47,7 @@ import Testing
     }
 
     @Test func eventIndexHonoursUsedEvent() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue(eventIndex: true)
         try driver.setUsedEvent(2)  // "interrupt me once used.idx passes 2"
         try complete(1, driver, queue)  // used 0 -> 1
@@ -65,7 +65,7 @@ import Testing
     }
 
     @Test func eventIndexIgnoresNoInterruptFlag() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue(eventIndex: true)
         try driver.setAvailableFlags(L.availableFlagNoInterrupt)
         try driver.setUsedEvent(0)
@@ -74,7 +74,7 @@ import Testing
     }
 
     @Test func withoutEventIndexTheFlagDecides() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue()
         #expect(!queue.needsNotification())  // nothing used yet
         try complete(1, driver, queue)
@@ -89,7 +89,7 @@ import Testing
     }
 
     @Test func usedBufferNotificationAcrossTheWrap() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue(eventIndex: true)
         for _ in 0..<(65534 / 2) {
             try complete(2, driver, queue)
@@ -106,7 +106,7 @@ import Testing
     // MARK: Device side: available-buffer notifications (2.7.10)
 
     @Test func flagsModeDisableAndEnable() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue()
         #expect(try driver.usedFlags == 0)
         queue.disableNotifications()
@@ -123,7 +123,7 @@ import Testing
     }
 
     @Test func eventModeArmsAvailEventWhenIdle() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue(eventIndex: true)
         try complete(3, driver, queue)
         #expect(try queue.nextChain() == nil)
@@ -149,7 +149,7 @@ import Testing
 
     /// The batching loop a device runs, end to end.
     @Test func deviceBatchingLoop() throws {
-        let driver = try TestDriver(size: 16)
+        let driver = try VirtqueueTestDriver(size: 16)
         for eventIndex in [false, true] {
             let queue = try SplitVirtqueue(memory: driver.memory, configuration: driver.configuration(eventIndex: eventIndex))
             driver.availableIndex = 0

@@ -5,7 +5,7 @@ import Testing
 /// Plays the guest's driver for a split virtqueue: lays the rings out in guest RAM, writes
 /// descriptors and publishes chains the way Linux's virtio_ring does (VIRTIO 1.2 2.7.13), and
 /// reads back what the device returned.
-final class TestDriver {
+final class VirtqueueTestDriver {
     typealias L = SplitVirtqueueLayout
     /// One buffer of a chain the driver posts.
     struct Buffer {
@@ -122,7 +122,7 @@ final class TestDriver {
 }
 
 /// Walks a chain to the end, collecting (address, length, writable).
-func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
+func walkChain(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
     var chain = chain
     var out: [(UInt64, UInt32, Bool)] = []
     while let d = try chain.next() {
@@ -134,21 +134,21 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
 
 @Suite struct VirtqueueTests {
     @Test func emptyQueueHasNoChain() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue()
         #expect(try queue.nextChain() == nil)
         #expect(queue.lastAvailableIndex == 0)
     }
 
     @Test func singleReadableDescriptor() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue()
         try driver.fill(0x80000, Array("hello".utf8))
         let head = try driver.post([.init(address: 0x80000, length: 5)])
 
         let chain = try #require(try queue.nextChain())
         #expect(chain.head == head)
-        let descriptors = try walk(chain)
+        let descriptors = try walkChain(chain)
         #expect(descriptors.count == 1)
         #expect(descriptors[0] == (0x80000, 5, false))
         #expect(try chain.lengths() == (5, 0))
@@ -166,7 +166,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
     /// A virtio-blk style request: 16-byte header (readable), data split over two writable
     /// buffers, then a 1-byte status (writable).
     @Test func multiDescriptorChainCopiesAcrossBuffers() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue()
         try driver.fill(0x80000, Array(0..<16))
         try driver.post([
@@ -200,7 +200,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
     }
 
     @Test func indirectChain() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()
         try driver.fill(0x80000, [1, 2, 3])
         let head = try driver.postIndirect([
@@ -210,7 +210,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
         ], table: 0x90000)
         let chain = try #require(try queue.nextChain())
         #expect(chain.head == head)
-        let descriptors = try walk(chain)
+        let descriptors = try walkChain(chain)
         #expect(descriptors.count == 3)
         #expect(descriptors[0] == (0x80000, 3, false))
         #expect(descriptors[1] == (0x81000, 0x200, true))
@@ -221,7 +221,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
     /// 2.7.5.3.1 only forbids NEXT on the indirect descriptor itself, so direct buffers may
     /// precede it; and its own WRITE flag is ignored.
     @Test func directBuffersThenIndirectTable() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()
         try driver.writeDescriptor(table: GuestAddress(0x90000), index: 0, address: 0x81000, length: 8,
                                    flags: SplitVirtqueueLayout.descriptorFlagWrite)
@@ -231,7 +231,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
                                    flags: SplitVirtqueueLayout.descriptorFlagIndirect | SplitVirtqueueLayout.descriptorFlagWrite)
         try driver.publish(head: 0)
         let chain = try #require(try queue.nextChain())
-        let descriptors = try walk(chain)
+        let descriptors = try walkChain(chain)
         #expect(descriptors.count == 2)
         #expect(descriptors[0] == (0x80000, 4, false))
         #expect(descriptors[1] == (0x81000, 8, true))
@@ -239,7 +239,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
 
     /// Zero-length buffers are legal; their address is never looked up, even when it is garbage.
     @Test func zeroLengthDescriptorsAreTolerated() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()
         try driver.post([
             .init(address: 0xFFFF_FFFF_FFFF_FFF0, length: 0),
@@ -247,7 +247,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
             .init(address: 0xDEAD_0000_0000, length: 0, writable: true),
         ])
         let chain = try #require(try queue.nextChain())
-        let descriptors = try walk(chain)
+        let descriptors = try walkChain(chain)
         #expect(descriptors.count == 3)
         #expect(try chain.lengths() == (2, 0))
         let data: [UInt8] = [1]
@@ -257,7 +257,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
     }
 
     @Test func rewindRestartsTheWalk() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()
         try driver.post([.init(address: 0x80000, length: 1), .init(address: 0x80010, length: 2)])
         var chain = try #require(try queue.nextChain())
@@ -273,7 +273,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
 
     /// The 16-bit free-running indices wrap after 65536 requests (2.7.6, 2.7.8).
     @Test func indicesWrapAfter65536Requests() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()
         let total = 65536 + 70
         for request in 0..<total {
@@ -292,7 +292,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
 
     /// A full ring (exactly Queue Size outstanding) is legal and drains, also across the wrap.
     @Test func fullRingsAcrossTheWrap() throws {
-        let driver = try TestDriver(size: 8)
+        let driver = try VirtqueueTestDriver(size: 8)
         let queue = try driver.makeQueue()
         for _ in 0..<8193 {  // 65544 requests, each batch fills the ring
             for _ in 0..<8 { try driver.post([.init(address: 0x80000, length: 1)]) }
@@ -308,7 +308,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
     }
 
     @Test func notReadyQueueHandsOutNothing() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let queue = try SplitVirtqueue(memory: driver.memory, configuration: driver.configuration(ready: false))
         try driver.post([.init(address: 0x80000, length: 1)])
         #expect(try queue.nextChain() == nil)
@@ -322,14 +322,14 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
 
     @Test(arguments: [UInt16(1), 2, 4, 256, 1024, 32768])
     func validQueueSizes(size: UInt16) throws {
-        let driver = try TestDriver(size: size, memorySize: 4 << 20)
+        let driver = try VirtqueueTestDriver(size: size, memorySize: 4 << 20)
         let queue = try driver.makeQueue()
         #expect(queue.size == size)
     }
 
     @Test(arguments: [UInt16(0), 3, 6, 100, 32769, 40000, 65535])
     func invalidQueueSizes(size: UInt16) throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         var config = driver.configuration()
         config.size = size
         #expect(throws: VirtqueueError.invalidQueueSize(size)) {
@@ -338,7 +338,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
     }
 
     @Test func misalignedRingsAreRefused() throws {
-        let driver = try TestDriver(size: 4)
+        let driver = try VirtqueueTestDriver(size: 4)
         let memory = driver.memory
         var config = driver.configuration()
         config.descriptorTable = GuestAddress(0x1008)
@@ -358,7 +358,7 @@ func walk(_ chain: DescriptorChain) throws -> [(UInt64, UInt32, Bool)] {
     }
 
     @Test func ringsOutsideMemoryAreRefused() throws {
-        let driver = try TestDriver(size: 4)  // 1 MiB of RAM
+        let driver = try VirtqueueTestDriver(size: 4)  // 1 MiB of RAM
         let memory = driver.memory
         var config = driver.configuration()
         config.descriptorTable = GuestAddress((1 << 20) - 48)  // 64-byte table, 48 bytes left
