@@ -106,4 +106,46 @@ public struct ELFFile: Sendable {
     }
 
     static func align4(_ v: UInt64) -> UInt64 { (v + 3) & ~3 }
+
+    /// A PT_LOAD segment checked against the file and the loader's address limits.
+    public struct LoadSegment: Equatable, Sendable {
+        public var guestAddress: UInt64, fileOffset: UInt64, fileSize: UInt64, memorySize: UInt64
+        public var writable: Bool, executable: Bool
+        public var end: UInt64 { guestAddress + memorySize }
+
+        /// The segment's bytes in `file`, to copy to `guestAddress` (the rest up to memorySize is zero).
+        public func contents(in file: [UInt8]) -> ArraySlice<UInt8> {
+            file[Int(fileOffset)..<Int(fileOffset + fileSize)]
+        }
+    }
+
+    /// The non-empty PT_LOAD segments, each inside the file, at or above `minimumAddress`, ending
+    /// at or below `maximumEnd`, power-of-two aligned and not overlapping another; and the highest
+    /// end. Addresses are the physical ones (p_paddr), as both hvt and PVH load by them.
+    public func loadSegments(name: String, minimumAddress: UInt64, maximumEnd: UInt64) throws(BootError) -> (segments: [LoadSegment], end: UInt64) {
+        var segments: [LoadSegment] = []
+        var end: UInt64 = 0
+        for ph in programHeaders where ph.type == ProgramHeader.load && ph.memorySize > 0 {
+            guard ph.fileSize <= ph.memorySize else { throw BootError("\(name): segment file size exceeds memory size") }
+            let (fileEnd, o1) = ph.offset.addingReportingOverflow(ph.fileSize)
+            guard !o1, fileEnd <= UInt64(bytes.count) else { throw BootError("\(name): segment extends past the end of the file") }
+            guard ph.physicalAddress >= minimumAddress else {
+                let limit = minimumAddress % (1 << 20) == 0 ? "\(minimumAddress >> 20) MiB" : "0x" + String(minimumAddress, radix: 16)
+                throw BootError("\(name): segment at 0x\(String(ph.physicalAddress, radix: 16)) is below \(limit)")
+            }
+            let (segEnd, o2) = ph.physicalAddress.addingReportingOverflow(ph.memorySize)
+            guard !o2, segEnd <= maximumEnd else { throw BootError("\(name): segment address overflows (above 0x\(String(maximumEnd, radix: 16)))") }
+            guard ph.alignment == 0 || ph.alignment & (ph.alignment - 1) == 0 else {
+                throw BootError("\(name): segment alignment \(ph.alignment) is not a power of two")
+            }
+            for other in segments where ph.physicalAddress < other.end && other.guestAddress < segEnd {
+                throw BootError("\(name): loadable segments overlap at 0x\(String(max(ph.physicalAddress, other.guestAddress), radix: 16))")
+            }
+            segments.append(LoadSegment(guestAddress: ph.physicalAddress, fileOffset: ph.offset, fileSize: ph.fileSize,
+                                        memorySize: ph.memorySize, writable: ph.isWritable, executable: ph.isExecutable))
+            end = max(end, segEnd)
+        }
+        guard !segments.isEmpty else { throw BootError("\(name): no loadable segments") }
+        return (segments, end)
+    }
 }

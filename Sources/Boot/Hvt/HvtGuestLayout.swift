@@ -64,8 +64,8 @@ public enum HvtGuestLayout {
         guard cmdline.utf8.count < cmdlineSize else {
             throw BootError("guest command line too long (max=\(cmdlineSize - 1) characters)")
         }
-        do {
-            try loadSegments(of: image, into: memory)
+        try BootError.layingOut {
+            try loadSegments(image.segments, from: image.elf.bytes, into: memory)
             try FlatGDT.write(at: gdtBase, codeSelector: codeSelector, dataSelector: dataSelector, into: memory)
             try writePageTables(image: image, memory: memory)
             let mftBase = bootInfoBase + bootInfoSize
@@ -77,24 +77,18 @@ public enum HvtGuestLayout {
             guard mftBase + UInt64(manifest.raw.count) <= cmdlineBase else { throw BootError("manifest too large") }
             try memory.write(manifest.raw, at: GuestAddress(mftBase))
             try memory.write(Array(cmdline.utf8) + [0], at: GuestAddress(cmdlineBase))
-        } catch let error as GuestMemoryError {
-            throw BootError("cannot lay out guest memory: \(error)")
-        } catch let error as BootError {
-            throw error
-        } catch {
-            throw BootError("\(error)")
         }
         return BootState(entry: image.entry, stackPointer: memSize - 8, bootInfo: bootInfoBase)
     }
 
-    static func loadSegments(of image: HvtImage, into memory: GuestMemory) throws -> Void {
-        for s in image.segments {
+    /// Copies ELF load segments into guest memory and zeroes their .bss tails.
+    static func loadSegments(_ segments: [ELFFile.LoadSegment], from file: [UInt8], into memory: GuestMemory) throws {
+        for s in segments {
             guard memory.contains(GuestAddress(s.guestAddress), count: s.memorySize) else {
                 throw BootError("image segment at 0x\(String(s.guestAddress, radix: 16)) does not fit in guest memory")
             }
-            let file = image.elf.bytes[Int(s.fileOffset)..<Int(s.fileOffset + s.fileSize)]
             let dest = try memory.bytes(at: GuestAddress(s.guestAddress), count: s.memorySize)
-            file.withUnsafeBytes { src in
+            s.contents(in: file).withUnsafeBytes { src in
                 if src.count > 0 { dest.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: src.count) }
             }
             // Memory arrives zeroed from mmap, but say so: .bss must be zero whatever the allocator.

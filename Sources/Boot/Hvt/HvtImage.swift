@@ -11,14 +11,7 @@ public struct HvtImage: Sendable {
     public static let minimumLoadAddress: UInt64 = 0x10_0000
 
     /// A loadable segment after validation.
-    public struct Segment: Equatable, Sendable {
-        public var guestAddress: UInt64
-        public var fileOffset: UInt64
-        public var fileSize: UInt64
-        public var memorySize: UInt64
-        public var writable: Bool
-        public var executable: Bool
-    }
+    public typealias Segment = ELFFile.LoadSegment
 
     public let elf: ELFFile
     public let segments: [Segment]
@@ -61,28 +54,7 @@ public struct HvtImage: Sendable {
         }
         do { manifest = try HvtManifest(mft: mftBytes) } catch { throw BootError("\(name): \(error.message)") }
 
-        var segments: [Segment] = []
-        var end: UInt64 = 0
-        for ph in elf.programHeaders where ph.type == ELFFile.ProgramHeader.load && ph.memorySize > 0 {
-            guard ph.fileSize <= ph.memorySize else { throw BootError("\(name): segment file size exceeds memory size") }
-            let (fileEnd, o1) = ph.offset.addingReportingOverflow(ph.fileSize)
-            guard !o1, fileEnd <= UInt64(bytes.count) else { throw BootError("\(name): segment extends past the end of the file") }
-            guard ph.physicalAddress >= Self.minimumLoadAddress else {
-                throw BootError("\(name): segment at 0x\(String(ph.physicalAddress, radix: 16)) is below 1 MiB")
-            }
-            let (segEnd, o2) = ph.physicalAddress.addingReportingOverflow(ph.memorySize)
-            guard !o2, segEnd <= 1 << 46 else { throw BootError("\(name): segment address overflows") }
-            guard ph.alignment == 0 || ph.alignment & (ph.alignment - 1) == 0 else {
-                throw BootError("\(name): segment alignment \(ph.alignment) is not a power of two")
-            }
-            for other in segments where ph.physicalAddress < other.guestAddress + other.memorySize && other.guestAddress < segEnd {
-                throw BootError("\(name): loadable segments overlap at 0x\(String(max(ph.physicalAddress, other.guestAddress), radix: 16))")
-            }
-            segments.append(Segment(guestAddress: ph.physicalAddress, fileOffset: ph.offset, fileSize: ph.fileSize,
-                                    memorySize: ph.memorySize, writable: ph.isWritable, executable: ph.isExecutable))
-            end = max(end, segEnd)
-        }
-        guard !segments.isEmpty else { throw BootError("\(name): no loadable segments") }
+        let (segments, end) = try elf.loadSegments(name: name, minimumAddress: Self.minimumLoadAddress, maximumEnd: 1 << 46)
         guard segments.contains(where: { $0.executable && elf.entry >= $0.guestAddress && elf.entry < $0.guestAddress + $0.memorySize }) else {
             throw BootError("\(name): entry point 0x\(String(elf.entry, radix: 16)) is not in an executable segment")
         }

@@ -95,14 +95,8 @@ public enum LinuxBootLayout {
         guard kernel.end <= lowRAM else {
             throw BootError("guest memory (\(memory.size >> 20) MiB) is too small for the kernel (ends at \(kernel.end) bytes)")
         }
-        do {
-            for s in kernel.segments {
-                let file = kernel.elf.bytes[Int(s.fileOffset)..<Int(s.fileOffset + s.fileSize)]
-                try memory.write(Array(file), at: GuestAddress(s.address))
-                if s.memorySize > s.fileSize {
-                    try memory.fill(at: GuestAddress(s.address + s.fileSize), count: s.memorySize - s.fileSize)
-                }
-            }
+        try BootError.layingOut {
+            try HvtGuestLayout.loadSegments(kernel.segments, from: kernel.elf.bytes, into: memory)
             try memory.write(cmd + [0], at: GuestAddress(commandLine))
             try memory.fill(at: GuestAddress(startInfo), count: 0x1000)
             var modules: UInt32 = 0
@@ -128,12 +122,6 @@ public enum LinuxBootLayout {
             try memory.store(startInfoMemmap, at: GuestAddress(startInfo + 40))
             try memory.store(UInt32(map.count), at: GuestAddress(startInfo + 48))
             try FlatGDT.write(at: gdtBase, codeSelector: codeSelector, dataSelector: dataSelector, code: FlatGDT.code32, into: memory)
-        } catch let error as GuestMemoryError {
-            throw BootError("cannot lay out guest memory: \(error)")
-        } catch let error as BootError {
-            throw error
-        } catch {
-            throw BootError("\(error)")
         }
         return BootState(mode: .pvh, entry: UInt64(kernel.entry), zeroPage: startInfo, stackPointer: 0)
     }
@@ -150,7 +138,7 @@ public enum LinuxBootLayout {
         guard kernelEnd <= lowRAM else {
             throw BootError("guest memory (\(memory.size >> 20) MiB) is too small for the kernel (needs \((kernelEnd + 0xFFFFF) >> 20) MiB)")
         }
-        do {
+        try BootError.layingOut {
             // Kernel.
             try memory.write(Array(kernel.protectedModeKernel), at: GuestAddress(kernelLoad))
             // Command line.
@@ -196,12 +184,6 @@ public enum LinuxBootLayout {
                     try memory.store(((gb << 30) + (i << 21)) | 0x83, at: GuestAddress(pd + i * 8))
                 }
             }
-        } catch let error as GuestMemoryError {
-            throw BootError("cannot lay out guest memory: \(error)")
-        } catch let error as BootError {
-            throw error
-        } catch {
-            throw BootError("\(error)")
         }
         return BootState(mode: .longMode, entry: kernelLoad + 0x200, zeroPage: zeroPage, stackPointer: stackPointer)
     }
