@@ -4,7 +4,7 @@ import Testing
 
 /// An MMIO device that answers reads with its tag in the top byte and the offset below, and
 /// remembers the last write (offset and bytes).
-final class ProbeMMIODevice: MMIODevice {
+final class MMIOProbe: MMIODevice {
     let tag: UInt8
     private let last = Mutex<(offset: UInt64, bytes: [UInt8])?>(nil)
     private let readCount = Atomic<Int>(0)
@@ -25,28 +25,28 @@ final class ProbeMMIODevice: MMIODevice {
 }
 
 /// Little-endian helpers for poking MMIO devices in tests.
-func mmioRead(_ read: (UInt64, UnsafeMutableRawBufferPointer) -> Void, _ offset: UInt64, size: Int) -> UInt64 {
+func mmioTestRead(_ read: (UInt64, UnsafeMutableRawBufferPointer) -> Void, _ offset: UInt64, size: Int) -> UInt64 {
     var bytes = [UInt8](repeating: 0, count: size)
     bytes.withUnsafeMutableBytes { read(offset, $0) }
     return bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
 }
 
-func mmioWrite(_ write: (UInt64, UnsafeRawBufferPointer) -> Void, _ offset: UInt64, size: Int, value: UInt64) {
+func mmioTestWrite(_ write: (UInt64, UnsafeRawBufferPointer) -> Void, _ offset: UInt64, size: Int, value: UInt64) {
     let bytes = (0..<size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
     bytes.withUnsafeBytes { write(offset, $0) }
 }
 
 extension MMIOBus {
-    func read(_ address: UInt64, size: Int) -> (claimed: Bool, value: UInt64) {
+    func probe(_ address: UInt64, size: Int) -> (claimed: Bool, value: UInt64) {
         var claimed = false
-        let value = mmioRead({ claimed = self.read(address: $0, into: $1) }, address, size: size)
+        let value = mmioTestRead({ claimed = self.read(address: $0, into: $1) }, address, size: size)
         return (claimed, value)
     }
 
     @discardableResult
-    func write(_ address: UInt64, size: Int, value: UInt64) -> Bool {
+    func poke(_ address: UInt64, size: Int, value: UInt64) -> Bool {
         var claimed = false
-        mmioWrite({ claimed = self.write(address: $0, data: $1) }, address, size: size, value: value)
+        mmioTestWrite({ claimed = self.write(address: $0, data: $1) }, address, size: size, value: value)
         return claimed
     }
 }
@@ -63,7 +63,7 @@ extension MMIOBus {
     func invalidRangesAreRefused(base: UInt64, length: UInt64) {
         let bus = MMIOBus()
         do {
-            try bus.register(ProbeMMIODevice(tag: 1), base: base, length: length)
+            try bus.register(MMIOProbe(tag: 1), base: base, length: length)
             Issue.record("accepted 0x\(String(base, radix: 16))+0x\(String(length, radix: 16))")
         } catch {
             #expect(error.code == .invalidRange)
@@ -80,7 +80,7 @@ extension MMIOBus {
     ])
     func rangesUpToTheLastByteAreAccepted(base: UInt64, length: UInt64) throws {
         let bus = MMIOBus()
-        try bus.register(ProbeMMIODevice(tag: 1), base: base, length: length)
+        try bus.register(MMIOProbe(tag: 1), base: base, length: length)
         let last = base + (length - 1)
         #expect(bus.device(at: base)?.offset == 0)
         #expect(bus.device(at: last)?.offset == length - 1)
@@ -101,9 +101,9 @@ extension MMIOBus {
     ])
     func overlapsAreRefusedAndAdjacencyIsFine(base: UInt64, length: UInt64, accepted: Bool) throws {
         let bus = MMIOBus()
-        try bus.register(ProbeMMIODevice(tag: 1), base: 0x1000, length: 0x1000)
+        try bus.register(MMIOProbe(tag: 1), base: 0x1000, length: 0x1000)
         do {
-            try bus.register(ProbeMMIODevice(tag: 2), base: base, length: length)
+            try bus.register(MMIOProbe(tag: 2), base: base, length: length)
             #expect(accepted)
             #expect(bus.ranges.count == 2)
         } catch {
@@ -116,7 +116,7 @@ extension MMIOBus {
 
     @Test func dispatchFindsTheRightDeviceAndOffset() throws {
         let bus = MMIOBus()
-        let devices = (0..<5).map { ProbeMMIODevice(tag: UInt8($0 + 1)) }
+        let devices = (0..<5).map { MMIOProbe(tag: UInt8($0 + 1)) }
         // Out of order on purpose: the bus keeps them sorted.
         for i in [3, 0, 4, 1, 2] {
             try bus.register(devices[i], base: 0xC000_0000 + UInt64(i) * 0x10_0000, length: 0x1000)
@@ -124,10 +124,10 @@ extension MMIOBus {
         #expect(bus.ranges.map(\.base) == (0..<5).map { 0xC000_0000 + UInt64($0) * 0x10_0000 })
         for i in 0..<5 {
             let base = 0xC000_0000 + UInt64(i) * 0x10_0000
-            let r = bus.read(base + 0x10, size: 8)
+            let r = bus.probe(base + 0x10, size: 8)
             #expect(r.claimed)
             #expect(r.value == UInt64(i + 1) << 56 | 0x10)
-            #expect(bus.write(base + 0xFF8, size: 8, value: 0x1122_3344_5566_7788))
+            #expect(bus.poke(base + 0xFF8, size: 8, value: 0x1122_3344_5566_7788))
             #expect(devices[i].lastWrite?.offset == 0xFF8)
             #expect(devices[i].lastWrite?.bytes == [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11])
         }
@@ -135,25 +135,25 @@ extension MMIOBus {
 
     @Test func unclaimedAndStraddlingAccessesAreRefused() throws {
         let bus = MMIOBus()
-        let device = ProbeMMIODevice(tag: 7)
+        let device = MMIOProbe(tag: 7)
         try bus.register(device, base: 0x1000, length: 0x10)
         // Below, above, and across either end: all ones, not claimed, device untouched.
         for (address, size) in [(UInt64(0xFF8), 4), (0x1010, 4), (0xFFE, 4), (0x100E, 4), (0x100C, 8)] {
-            let r = bus.read(address, size: size)
+            let r = bus.probe(address, size: size)
             #expect(!r.claimed)
             #expect(r.value == (size == 8 ? UInt64.max : (1 << (8 * UInt64(size))) - 1))
-            #expect(!bus.write(address, size: size, value: 0))
+            #expect(!bus.poke(address, size: size, value: 0))
         }
         #expect(device.reads == 0)
         #expect(device.lastWrite == nil)
         // The last bytes of the range are fine.
-        #expect(bus.read(0x100C, size: 4).claimed)
-        #expect(bus.read(0x1008, size: 8).claimed)
+        #expect(bus.probe(0x100C, size: 4).claimed)
+        #expect(bus.probe(0x1008, size: 8).claimed)
     }
 
     @Test func unregisterAndMove() throws {
         let bus = MMIOBus()
-        let a = ProbeMMIODevice(tag: 1), b = ProbeMMIODevice(tag: 2)
+        let a = MMIOProbe(tag: 1), b = MMIOProbe(tag: 2)
         try bus.register(a, base: 0x1000, length: 0x100)
         try bus.register(b, base: 0x3000, length: 0x100)
 
@@ -173,7 +173,7 @@ extension MMIOBus {
 
         #expect(bus.unregister(base: 0x3001) == nil)
         #expect(bus.unregister(base: 0x3000) === b)
-        #expect(!bus.read(0x3000, size: 4).claimed)
+        #expect(!bus.probe(0x3000, size: 4).claimed)
         #expect(bus.ranges.map(\.base) == [0x5080])
     }
 
@@ -185,20 +185,20 @@ extension MMIOBus {
             init(bus: MMIOBus) { self.bus = bus }
             func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {}
             func write(offset: UInt64, data: UnsafeRawBufferPointer) {
-                try? bus.register(ProbeMMIODevice(tag: 9), base: 0x9000, length: 0x10)
+                try? bus.register(MMIOProbe(tag: 9), base: 0x9000, length: 0x10)
             }
         }
         let bus = MMIOBus()
         try bus.register(Mover(bus: bus), base: 0x1000, length: 4)
-        #expect(bus.write(0x1000, size: 4, value: 1))
-        #expect(bus.read(0x9000, size: 4).claimed)
+        #expect(bus.poke(0x1000, size: 4, value: 1))
+        #expect(bus.probe(0x9000, size: 4).claimed)
     }
 
     @Test func concurrentReadsWhileRangesMove() async throws {
         let bus = MMIOBus()
-        let device = ProbeMMIODevice(tag: 3)
+        let device = MMIOProbe(tag: 3)
         try bus.register(device, base: 0x10_0000, length: 0x1000)
-        try bus.register(ProbeMMIODevice(tag: 4), base: 0x40_0000, length: 0x1000)
+        try bus.register(MMIOProbe(tag: 4), base: 0x40_0000, length: 0x1000)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 var base: UInt64 = 0x10_0000
@@ -211,9 +211,9 @@ extension MMIOBus {
             for _ in 0..<3 {
                 group.addTask {
                     for _ in 0..<5000 {
-                        let r = bus.read(0x40_0010, size: 4)
+                        let r = bus.probe(0x40_0010, size: 4)
                         precondition(r.claimed && r.value == 0x10)
-                        _ = bus.read(0x10_0000, size: 4)
+                        _ = bus.probe(0x10_0000, size: 4)
                     }
                 }
             }

@@ -3,7 +3,7 @@ import Testing
 @testable import Devices
 
 /// Records the MSIs a capability sends.
-final class MSIRecorder: MSIDelivery {
+final class PCITestMSIRecorder: MSIDelivery {
     struct Message: Equatable { var address: UInt64, data: UInt32 }
     private let messages = Mutex<[Message]>([])
     func deliver(address: UInt64, data: UInt32) { messages.withLock { $0.append(Message(address: address, data: data)) } }
@@ -11,12 +11,12 @@ final class MSIRecorder: MSIDelivery {
 }
 
 /// A device with MSI-X in BAR 1: table at 0, PBA at 0x800 (QEMU's virtio-pci layout).
-final class MSIXTestDevice: PCIDevice {
+final class PCITestMSIXDevice: PCIDevice {
     let configuration = PCIConfigurationSpace(vendorID: 0x1AF4, deviceID: 0x1041, classCode: 0x02_0000)
     let msix: MSIXCapability
     let capabilityOffset: Int
 
-    init(vectors: Int = 3, delivery: MSIRecorder) throws {
+    init(vectors: Int = 3, delivery: PCITestMSIRecorder) throws {
         try configuration.setBAR(1, .memory32(size: 0x1000))
         msix = try MSIXCapability(vectorCount: vectors, tableBAR: 1, tableOffset: 0, pbaBAR: 1, pbaOffset: 0x800, delivery: delivery)
         capabilityOffset = try msix.install(in: configuration)
@@ -27,16 +27,18 @@ final class MSIXTestDevice: PCIDevice {
 
 @Suite struct PCIMSIXTests {
     /// A bus with one MSI-X device attached; returns the MMIO bus, the device and its BAR 1.
-    static func setUp(vectors: Int = 3) throws -> (mmio: MMIOBus, device: MSIXTestDevice, bar: UInt64, msis: MSIRecorder, bus: PCIBus) {
+    static func setUp(vectors: Int = 3) throws -> (mmio: MMIOBus, device: PCITestMSIXDevice, bar: UInt64, msis: PCITestMSIRecorder, bus: PCIBus) {
         let mmio = MMIOBus()
         let bus = try PCIBus(mmioBus: mmio)
-        let msis = MSIRecorder()
-        let device = try MSIXTestDevice(vectors: vectors, delivery: msis)
+        let msis = PCITestMSIRecorder()
+        let device = try PCITestMSIXDevice(vectors: vectors, delivery: msis)
         try bus.attach(device)
+        // What Linux's pci_set_master does before a driver enables MSI-X.
+        device.configuration.write(offset: 4, size: 2, value: UInt32(device.configuration.command | 0x4))
         return (mmio, device, try #require(device.configuration.decodedAddress(ofBAR: 1)), msis, bus)
     }
 
-    static func setMessageControl(_ device: MSIXTestDevice, _ value: UInt16) {
+    static func setMessageControl(_ device: PCITestMSIXDevice, _ value: UInt16) {
         device.configuration.write(offset: device.capabilityOffset + 2, size: 2, value: UInt32(value))
     }
 
@@ -59,7 +61,7 @@ final class MSIXTestDevice: PCIDevice {
     }
 
     @Test func badLayoutsAreRefused() throws {
-        let msis = MSIRecorder()
+        let msis = PCITestMSIRecorder()
         #expect(throws: DeviceError.self) { try MSIXCapability(vectorCount: 0, tableBAR: 0, tableOffset: 0, pbaBAR: 0, pbaOffset: 0x800, delivery: msis) }
         #expect(throws: DeviceError.self) { try MSIXCapability(vectorCount: 2049, tableBAR: 0, tableOffset: 0, pbaBAR: 0, pbaOffset: 0x800, delivery: msis) }
         #expect(throws: DeviceError.self) { try MSIXCapability(vectorCount: 4, tableBAR: 0, tableOffset: 4, pbaBAR: 0, pbaOffset: 0x800, delivery: msis) }
@@ -77,36 +79,36 @@ final class MSIXTestDevice: PCIDevice {
         // Reset state: address and data zero, every vector masked.
         for v in 0..<3 {
             let entry = bar + UInt64(v) * 16
-            #expect(mmio.read(entry, size: 8).value == 0)
-            #expect(mmio.read(entry + 8, size: 4).value == 0)
-            #expect(mmio.read(entry + 12, size: 4).value == 1)
+            #expect(mmio.probe(entry, size: 8).value == 0)
+            #expect(mmio.probe(entry + 8, size: 4).value == 0)
+            #expect(mmio.probe(entry + 12, size: 4).value == 1)
         }
         // Linux writes address low/high and data as dwords; others use qwords.
         let e1 = bar + 16
-        mmio.write(e1, size: 4, value: 0xFEE0_1000)
-        mmio.write(e1 + 4, size: 4, value: 0)
-        mmio.write(e1 + 8, size: 4, value: 0x4041)
-        #expect(mmio.read(e1, size: 8).value == 0x0000_0000_FEE0_1000)
+        mmio.poke(e1, size: 4, value: 0xFEE0_1000)
+        mmio.poke(e1 + 4, size: 4, value: 0)
+        mmio.poke(e1 + 8, size: 4, value: 0x4041)
+        #expect(mmio.probe(e1, size: 8).value == 0x0000_0000_FEE0_1000)
         #expect(device.msix.message(vector: 1)! == (0xFEE0_1000, 0x4041))
-        mmio.write(e1, size: 8, value: 0x0000_0001_FEE0_2000)
-        mmio.write(e1 + 8, size: 8, value: 0x0000_0001_0000_4042)   // data and vector control together
-        #expect(mmio.read(e1 + 4, size: 4).value == 1)
-        #expect(mmio.read(e1 + 8, size: 8).value == 0x0000_0001_0000_4042)
+        mmio.poke(e1, size: 8, value: 0x0000_0001_FEE0_2000)
+        mmio.poke(e1 + 8, size: 8, value: 0x0000_0001_0000_4042)   // data and vector control together
+        #expect(mmio.probe(e1 + 4, size: 4).value == 1)
+        #expect(mmio.probe(e1 + 8, size: 8).value == 0x0000_0001_0000_4042)
         #expect(device.msix.message(vector: 1)! == (0x1_FEE0_2000, 0x4042))
         // Vector control: only the mask bit exists.
-        mmio.write(e1 + 12, size: 4, value: 0xFFFF_FFFE)
-        #expect(mmio.read(e1 + 12, size: 4).value == 0)
+        mmio.poke(e1 + 12, size: 4, value: 0xFFFF_FFFE)
+        #expect(mmio.probe(e1 + 12, size: 4).value == 0)
         #expect(!device.msix.isMasked(vector: 1))
         #expect(device.msix.isMasked(vector: 0))
         // A byte write merges into its dword.
-        mmio.write(e1 + 9, size: 1, value: 0x55)
-        #expect(mmio.read(e1 + 8, size: 4).value == 0x5542)
+        mmio.poke(e1 + 9, size: 1, value: 0x55)
+        #expect(mmio.probe(e1 + 8, size: 4).value == 0x5542)
         // The PBA is read-only and starts clear.
-        #expect(mmio.read(bar + 0x800, size: 8).value == 0)
-        mmio.write(bar + 0x800, size: 8, value: UInt64.max)
-        #expect(mmio.read(bar + 0x800, size: 8).value == 0)
+        #expect(mmio.probe(bar + 0x800, size: 8).value == 0)
+        mmio.poke(bar + 0x800, size: 8, value: UInt64.max)
+        #expect(mmio.probe(bar + 0x800, size: 8).value == 0)
         // Between table and PBA nothing answers (the BAR has no handler there).
-        #expect(!mmio.read(bar + 0x400, size: 4).claimed)
+        #expect(!mmio.probe(bar + 0x400, size: 4).claimed)
     }
 
     @Test func maskedVectorsGoPendingAndDeliverOnUnmask() throws {
@@ -117,32 +119,32 @@ final class MSIXTestDevice: PCIDevice {
         Self.setMessageControl(device, 0x8000)
         #expect(msix.isEnabled)
 
-        mmio.write(bar, size: 4, value: 0xFEE0_0000)
-        mmio.write(bar + 8, size: 4, value: 0x30)
+        mmio.poke(bar, size: 4, value: 0xFEE0_0000)
+        mmio.poke(bar + 8, size: 4, value: 0x30)
         // Vector 0 is still masked from reset: pending, visible in the PBA.
         #expect(msix.signal(vector: 0) == .pending)
         #expect(msix.signal(vector: 0) == .pending)   // a second one coalesces
         #expect(msix.isPending(vector: 0))
-        #expect(mmio.read(bar + 0x800, size: 8).value == 0x1)
+        #expect(mmio.probe(bar + 0x800, size: 8).value == 0x1)
         #expect(msis.all.isEmpty)
 
         // Unmasking delivers it once and clears the bit.
-        mmio.write(bar + 12, size: 4, value: 0)
+        mmio.poke(bar + 12, size: 4, value: 0)
         #expect(msis.all == [.init(address: 0xFEE0_0000, data: 0x30)])
         #expect(!msix.isPending(vector: 0))
-        #expect(mmio.read(bar + 0x800, size: 8).value == 0)
+        #expect(mmio.probe(bar + 0x800, size: 8).value == 0)
 
         // Unmasked: straight through.
         #expect(msix.signal(vector: 0) == .delivered)
         #expect(msis.all.count == 2)
         // Masking again holds the next one back.
-        mmio.write(bar + 12, size: 4, value: 1)
+        mmio.poke(bar + 12, size: 4, value: 1)
         #expect(msix.signal(vector: 0) == .pending)
         #expect(msis.all.count == 2)
         // Re-writing the mask bit set does not deliver.
-        mmio.write(bar + 12, size: 4, value: 1)
+        mmio.poke(bar + 12, size: 4, value: 1)
         #expect(msis.all.count == 2)
-        mmio.write(bar + 8, size: 8, value: 0x31)   // qword: data 0x31, vector control 0
+        mmio.poke(bar + 8, size: 8, value: 0x31)   // qword: data 0x31, vector control 0
         #expect(msis.all.last == .init(address: 0xFEE0_0000, data: 0x31))
         #expect(msis.all.count == 3)
     }
@@ -152,22 +154,22 @@ final class MSIXTestDevice: PCIDevice {
         let msix = device.msix
         for v in 0..<3 {
             let entry = bar + UInt64(v) * 16
-            mmio.write(entry, size: 8, value: 0xFEE0_0000)
-            mmio.write(entry + 8, size: 8, value: UInt64(0x40 + v))   // unmasked
+            mmio.poke(entry, size: 8, value: 0xFEE0_0000)
+            mmio.poke(entry + 8, size: 8, value: UInt64(0x40 + v))   // unmasked
         }
         // Linux enables with the function masked, programs, then clears the function mask.
         Self.setMessageControl(device, 0xC000)
         #expect(msix.signal(vector: 2) == .pending)
         #expect(msix.signal(vector: 0) == .pending)
-        #expect(mmio.read(bar + 0x800, size: 4).value == 0b101)
+        #expect(mmio.probe(bar + 0x800, size: 4).value == 0b101)
         // Vector 2 also masked individually: it stays pending when the function mask clears.
-        mmio.write(bar + 2 * 16 + 12, size: 4, value: 1)
+        mmio.poke(bar + 2 * 16 + 12, size: 4, value: 1)
         Self.setMessageControl(device, 0x8000)
         #expect(msis.all == [.init(address: 0xFEE0_0000, data: 0x40)])
         #expect(msix.isPending(vector: 2))
-        mmio.write(bar + 2 * 16 + 12, size: 4, value: 0)
+        mmio.poke(bar + 2 * 16 + 12, size: 4, value: 0)
         #expect(msis.all.last == .init(address: 0xFEE0_0000, data: 0x42))
-        #expect(mmio.read(bar + 0x800, size: 8).value == 0)
+        #expect(mmio.probe(bar + 0x800, size: 8).value == 0)
 
         // Disabling MSI-X drops signals instead of queueing them.
         Self.setMessageControl(device, 0x0000)
@@ -180,8 +182,8 @@ final class MSIXTestDevice: PCIDevice {
 
     @Test func enablingDeliversWhatWasPendingUnderTheFunctionMask() throws {
         let (mmio, device, bar, msis, _) = try Self.setUp()
-        mmio.write(bar, size: 8, value: 0xFEE0_0000)
-        mmio.write(bar + 8, size: 8, value: 0x50)
+        mmio.poke(bar, size: 8, value: 0xFEE0_0000)
+        mmio.poke(bar + 8, size: 8, value: 0x50)
         Self.setMessageControl(device, 0xC000)
         #expect(device.msix.signal(vector: 0) == .pending)
         // As a byte write to the high half of message control.
@@ -189,8 +191,30 @@ final class MSIXTestDevice: PCIDevice {
         #expect(msis.all == [.init(address: 0xFEE0_0000, data: 0x50)])
     }
 
+    @Test func busMasterGatesMessages() throws {
+        let (mmio, device, bar, msis, _) = try Self.setUp()
+        mmio.poke(bar, size: 8, value: 0xFEE0_0000)
+        mmio.poke(bar + 8, size: 8, value: 0x70)
+        Self.setMessageControl(device, 0x8000)
+        #expect(device.msix.signal(vector: 0) == .delivered)
+        device.configuration.write(offset: 4, size: 2, value: 0x2)   // bus master off
+        #expect(device.msix.signal(vector: 0) == .blocked)
+        // A pending vector cannot go out either when unmasked without bus mastering.
+        mmio.poke(bar + 12, size: 4, value: 1)
+        #expect(device.msix.signal(vector: 0) == .pending)
+        mmio.poke(bar + 12, size: 4, value: 0)
+        #expect(device.msix.isPending(vector: 0))
+        #expect(msis.all.count == 1)
+        // Turning it back on sends what waited.
+        device.configuration.write(offset: 4, size: 2, value: 0x6)
+        #expect(msis.all.count == 2)
+        #expect(!device.msix.isPending(vector: 0))
+        #expect(device.msix.signal(vector: 0) == .delivered)
+        #expect(msis.all.count == 3)
+    }
+
     @Test func largeTablesAndPBAWords() throws {
-        let msis = MSIRecorder()
+        let msis = PCITestMSIRecorder()
         let space = PCIConfigurationSpace(vendorID: 1, deviceID: 1, classCode: 0)
         try space.setBAR(0, .memory32(size: 0x1000))
         try space.setBAR(2, .memory64(size: 0x1000))
@@ -200,17 +224,18 @@ final class MSIXTestDevice: PCIDevice {
         #expect(msix.regions.map(\.barIndex) == [0, 2])
         #expect(msix.regions.map(\.length) == [1600, 16])
         space.write(offset: 0x42, size: 2, value: 0x8000)
+        space.write(offset: 4, size: 2, value: 0x6)
         #expect(msix.signal(vector: 99) == .pending)
         #expect(msix.signal(vector: 64) == .pending)
-        #expect(mmioRead(msix.pendingBitArray.read, 8, size: 8) == 1 << 35 | 1)
-        #expect(mmioRead(msix.pendingBitArray.read, 12, size: 4) == 1 << 3)
-        #expect(mmioRead(msix.table.read, 99 * 16 + 12, size: 4) == 1)
+        #expect(mmioTestRead(msix.pendingBitArray.read, 8, size: 8) == 1 << 35 | 1)
+        #expect(mmioTestRead(msix.pendingBitArray.read, 12, size: 4) == 1 << 3)
+        #expect(mmioTestRead(msix.table.read, 99 * 16 + 12, size: 4) == 1)
     }
 
     @Test func concurrentSignalsAndMaskToggles() async throws {
         let (mmio, device, bar, msis, _) = try Self.setUp()
-        mmio.write(bar, size: 8, value: 0xFEE0_0000)
-        mmio.write(bar + 8, size: 8, value: 0x60)
+        mmio.poke(bar, size: 8, value: 0xFEE0_0000)
+        mmio.poke(bar + 8, size: 8, value: 0x60)
         Self.setMessageControl(device, 0x8000)
         let outcomes = Recorder<MSIXSignalResult>()
         await withTaskGroup(of: Void.self) { group in
@@ -222,10 +247,10 @@ final class MSIXTestDevice: PCIDevice {
                 }
             }
             group.addTask {
-                for i in 0..<2000 { mmio.write(bar + 12, size: 4, value: UInt64(i & 1)) }
+                for i in 0..<2000 { mmio.poke(bar + 12, size: 4, value: UInt64(i & 1)) }
             }
         }
-        mmio.write(bar + 12, size: 4, value: 0)
+        mmio.poke(bar + 12, size: 4, value: 0)
         let delivered = outcomes.all.filter { $0 == .delivered }.count
         let pending = outcomes.all.filter { $0 == .pending }.count
         #expect(delivered + pending == 6000)

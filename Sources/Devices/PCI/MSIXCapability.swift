@@ -18,6 +18,10 @@ public enum MSIXSignalResult: Sendable, Equatable {
     /// MSI-X is off (or the vector does not exist): nothing happened, and a device that has an
     /// INTx pin should use it instead.
     case disabled
+    /// Bus mastering is off (command bit 2): an MSI is a memory write the function may not
+    /// issue, so the message is lost, as on hardware (PCIe base spec §7.5.1.1.3). Guests clear
+    /// the bit to silence a device, for instance before kexec.
+    case blocked
 }
 
 /// An MSI-X capability (PCI Local Bus 3.0 §6.8.2): the capability in config space, the vector
@@ -31,6 +35,7 @@ public enum MSIXSignalResult: Sendable, Equatable {
 /// - PBA: one bit per vector, read-only to the guest.
 /// - `signal(vector:)` delivers unless the vector or function is masked; then it sets the
 ///   pending bit, and clearing the mask later delivers the message and clears the bit.
+/// - Messages need bus mastering (command bit 2), which `install(in:)` watches too.
 ///
 /// Thread-safe: vCPU threads write the table and the message control while device threads
 /// signal. One lock covers everything and delivery happens under it, so once the guest's mask
@@ -117,6 +122,10 @@ public final class MSIXCapability: Sendable {
         let engine = self.engine
         configuration.observeWrites(offset: offset + 2, size: 2) { value in
             engine.messageControlWritten(UInt16(truncatingIfNeeded: value))
+        }
+        engine.setBusMaster(configuration.isBusMasterEnabled)
+        configuration.observeWrites(offset: PCIConfigurationSpace.commandOffset, size: 2) { value in
+            engine.setBusMaster(UInt16(truncatingIfNeeded: value) & PCIConfigurationSpace.commandBusMaster != 0)
         }
         return offset
     }
@@ -205,6 +214,8 @@ final class MSIXEngine: Sendable {
         var pending: [UInt64]
         var enabled = false
         var functionMasked = false
+        /// Command register bit 2, mirrored by a config write observer.
+        var busMaster = false
 
         init(vectors: Int) {
             entries = Array(repeating: 0, count: 4 * vectors)
@@ -240,6 +251,9 @@ final class MSIXEngine: Sendable {
                 s.setPending(vector, true)
                 return .pending
             }
+            guard s.busMaster else { return .blocked }
+            // One message covers an event still pending from before (bus mastering was off).
+            s.setPending(vector, false)
             let m = s.message(vector)
             delivery.deliver(address: m.address, data: m.data)
             return .delivered
@@ -250,18 +264,32 @@ final class MSIXEngine: Sendable {
         state.withLock { s in
             s.enabled = control & Self.enableBit != 0
             s.functionMasked = control & Self.functionMaskBit != 0
-            guard s.enabled, !s.functionMasked else { return }
-            for word in s.pending.indices where s.pending[word] != 0 {
-                for bit in 0..<64 where s.pending[word] & (1 << UInt64(bit)) != 0 {
-                    let v = word * 64 + bit
-                    if !s.isVectorMasked(v) { deliverPending(v, &s) }
-                }
+            deliverUnmaskedPending(&s)
+        }
+    }
+
+    func setBusMaster(_ on: Bool) {
+        state.withLock { s in
+            s.busMaster = on
+            deliverUnmaskedPending(&s)
+        }
+    }
+
+    /// Sends every pending vector that nothing masks any longer.
+    private func deliverUnmaskedPending(_ s: inout State) {
+        guard s.enabled, !s.functionMasked, s.busMaster else { return }
+        for word in s.pending.indices where s.pending[word] != 0 {
+            for bit in 0..<64 where s.pending[word] & (1 << UInt64(bit)) != 0 {
+                let v = word * 64 + bit
+                if !s.isVectorMasked(v) { deliverPending(v, &s) }
             }
         }
     }
 
-    /// Sends a pending vector's message now that nothing masks it (PCI 3.0 §6.8.2.9).
+    /// Sends a pending vector's message now that nothing masks it (PCI 3.0 §6.8.2.9). With bus
+    /// mastering off the message cannot go out; it stays pending until the next unmask.
     private func deliverPending(_ v: Int, _ s: inout State) {
+        guard s.busMaster else { return }
         s.setPending(v, false)
         let m = s.message(v)
         delivery.deliver(address: m.address, data: m.data)

@@ -35,8 +35,16 @@ public struct PCIBusConfiguration: Sendable, Equatable {
         self.ecamBase = ecamBase
     }
 
+    /// Buses the ECAM window covers (ACPI MCFG's end bus is `busCount - 1`).
+    public static let busCount = 1
+
     /// Bytes of the ECAM window (one bus).
-    public var ecamSize: UInt64 { PCIECAM.bytesPerBus }
+    public var ecamSize: UInt64 { PCIECAM.bytesPerBus * UInt64(Self.busCount) }
+
+    /// What the e820 map must mark reserved (type 2): the ECAM window, which Linux uses only
+    /// when firmware reserves it. The BAR windows must stay out of e820 altogether (neither RAM
+    /// nor reserved): Linux drops reserved ranges from the windows it assigns BARs in.
+    public var e820Reserved: [Window] { [Window(base: ecamBase, size: ecamSize)] }
 }
 
 /// What the bus did when a BAR of one of its devices started or stopped decoding or moved.
