@@ -88,7 +88,7 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
         state = Mutex(State(queues: Array(repeating: QueueRegisters(size: device.maximumQueueSize), count: device.queueCount)))
         // Capabilities (4.1.4): cfg_type, bar, id, padding[2], offset, length (+ multiplier).
         func capability(_ type: UInt8, _ offset: UInt64, _ length: UInt64, extra: [UInt8] = []) -> [UInt8] {
-            var body: [UInt8] = [UInt8(16 + extra.count), type, 0, 0, 0, 0]
+            var body: [UInt8] = [type, 0, 0, 0, 0] // the config space fills in cap_len itself
             for v in [UInt32(offset), UInt32(length)] { for i in 0..<4 { body.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
             return body + extra
         }
@@ -308,8 +308,9 @@ final class VirtioPCIRegion: MMIODevice, @unchecked Sendable {
         guard let t = transport, !data.isEmpty else { return }
         switch kind {
         case .common:
-            // Registers are at most 4 bytes wide; 64-bit fields are read as two dwords.
-            let value = t.readCommon(offset: offset & ~3, size: data.count) >> (8 * UInt32(offset & 3))
+            // Each register is read at its own offset with its own width (64-bit fields as two
+            // dwords, 4.1.3.1); anything else reads as zero.
+            let value = t.readCommon(offset: offset, size: data.count)
             for i in 0..<data.count { data[i] = i < 4 ? UInt8(truncatingIfNeeded: value >> (8 * UInt32(i))) : 0 }
         case .isr:
             let value = offset == 0 ? t.readISR() : 0
