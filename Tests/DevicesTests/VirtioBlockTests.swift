@@ -188,6 +188,29 @@ private func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         #expect(try h.driver.read(BlockHarness.data, 512) == h.image.read(512, 512))
     }
 
+    @Test func segmentLimit() throws {
+        // seg_max (254) data buffers plus header and status: the most a request may have.
+        let h = try BlockHarness(sectors: 300)
+        for (segments, expected) in [(254, Spec.statusOK), (255, Spec.statusIOError)] {
+            try h.writeHeader(type: Spec.requestIn, sector: 1)
+            try h.driver.memory.store(UInt8(0xEE), at: GuestAddress(BlockHarness.status))
+            let data = (0..<segments).map { i in
+                VirtqueueTestDriver.Buffer(address: 0x80000 + UInt64(i) * 512, length: 512, writable: true)
+            }
+            let before = try h.driver.usedIndex
+            try h.driver.postIndirect([.init(address: BlockHarness.header, length: 16)] + data
+                                      + [.init(address: BlockHarness.status, length: 1, writable: true)],
+                                      table: 0x70000)
+            h.device.queueNotified(0)
+            #expect(try h.status == expected)
+            let used = try h.driver.usedElement(before).length
+            #expect(used == (expected == Spec.statusOK ? UInt32(segments * 512 + 1) : 1))
+            if expected == Spec.statusOK {
+                #expect(try h.driver.read(0x80000, segments * 512) == h.image.read(512, segments * 512))
+            }
+        }
+    }
+
     @Test func flush() throws {
         let h = try BlockHarness()
         let result = try h.request(type: Spec.requestFlush, sector: 0)

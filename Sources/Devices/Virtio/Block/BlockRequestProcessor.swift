@@ -151,7 +151,8 @@ final class BlockRequestProcessor {
             return (complete ? Spec.statusOK : Spec.statusIOError, 0)
 
         case Spec.requestFlush:
-            // The sector field is ignored (5.2.6.1 asks the driver to set it to 0).
+            // The sector field is ignored: it is "unused and set to 0 for commands other than read or
+            // write" (5.2.6).
             return (file.flush() ? Spec.statusOK : Spec.statusIOError, 0)
 
         case Spec.requestGetID:
