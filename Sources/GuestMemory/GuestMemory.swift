@@ -11,17 +11,35 @@ public final class GuestMemoryRegion: @unchecked Sendable {
     private let ownsMapping: Bool
 
     /// Allocates an anonymous, lazily-populated mapping: untouched guest pages cost no host RAM.
-    public init(base: GuestAddress, size: UInt64) throws(GuestMemoryError) {
-        guard size > 0, size <= UInt64(Int.max), base.adding(size) != nil else {
+    /// With `hugePages`, the mapping is 2 MiB aligned and asks for transparent huge pages
+    /// (MADV_HUGEPAGE): far fewer EPT/NPT faults and TLB misses for a big guest such as Linux;
+    /// tiny guests (a 2 MiB unikernel) leave it off, since one touched byte would then cost 2 MiB.
+    public init(base: GuestAddress, size: UInt64, hugePages: Bool = false) throws(GuestMemoryError) {
+        guard size > 0, size <= UInt64(Int.max) - Self.hugePageSize, base.adding(size) != nil else {
             throw .invalidLayout("region at \(base) of size \(size)")
         }
-        let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        let slack = hugePages ? Int(Self.hugePageSize) : 0
+        let p = mmap(nil, Int(size) + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let p, p != MAP_FAILED else { throw .allocationFailed(size: size, errno: errno) }
+        var start = p
+        if hugePages {
+            // Trim the mapping to a 2 MiB-aligned start so guest and host huge pages line up.
+            let address = UInt(bitPattern: p)
+            let aligned = (address + UInt(slack) - 1) & ~(UInt(slack) - 1)
+            let head = Int(aligned - address)
+            if head > 0 { munmap(p, head) }
+            if slack - head > 0 { munmap(p + head + Int(size), slack - head) }
+            start = p + head
+            _ = madvise(start, Int(size), MADV_HUGEPAGE)
+        }
         self.base = base
         self.size = size
-        self.host = p
+        self.host = start
         self.ownsMapping = true
     }
+
+    /// The x86-64 large-page size.
+    public static let hugePageSize: UInt64 = 2 << 20
 
     /// Wraps host memory the caller owns and keeps alive (used by tests and by file-backed memory).
     public init(base: GuestAddress, size: UInt64, borrowing host: UnsafeMutableRawPointer) {

@@ -57,6 +57,14 @@ import Testing
         #expect(throws: GuestMemoryError.self) { try GuestMemoryRegion(base: GuestAddress(UInt64.max - 10), size: 4096) }
     }
 
+    @Test func hugePageRegionsAreAlignedAndUsable() throws {
+        let r = try GuestMemoryRegion(base: GuestAddress(0), size: 6 << 20, hugePages: true)
+        #expect(UInt(bitPattern: r.host) % UInt(GuestMemoryRegion.hugePageSize) == 0)
+        let m = try GuestMemory(regions: [r])
+        try m.store(UInt64(42), at: GuestAddress((6 << 20) - 8))
+        #expect(try m.load(UInt64.self, at: GuestAddress((6 << 20) - 8)) == 42)
+    }
+
     @Test func addressArithmeticReportsOverflow() {
         #expect(GuestAddress(UInt64.max).adding(1) == nil)
         #expect(GuestAddress(1).adding(1) == GuestAddress(2))

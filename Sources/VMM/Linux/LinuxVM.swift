@@ -87,7 +87,7 @@ public final class LinuxVM: @unchecked Sendable {
 
         do {
             memory = try GuestMemory(regions: LinuxBootLayout.ramRegions(memorySize: config.memoryBytes).map { r throws(GuestMemoryError) in
-                try GuestMemoryRegion(base: GuestAddress(r.base), size: r.size)
+                try GuestMemoryRegion(base: GuestAddress(r.base), size: r.size, hugePages: true)
             })
         } catch { throw VMMError(.host, "\(error)") }
 
