@@ -22,11 +22,16 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Kernel command line.") var cmdline: String = LinuxConfig.defaultCommandLine
     @Option(help: "Guest memory: 128M, 2G, … (a bare number is MiB).") var memory: String = "256M"
     @Option(help: "Number of vCPUs.") var cpus: Int = 1
+    @Option(name: .customLong("disk"), help: "A virtio-blk disk: PATH[,readonly] (repeat for vdb, vdc, …).") var disks: [String] = []
+    @Flag(inversion: .prefixedNo, help: "A virtio-rng device fed from the host's getrandom.") var rng = true
     @Option(name: .customLong("log-level"), help: "quiet, error, warn, info or debug.") var logLevel: String = "warn"
 
     func validate() throws {
         guard LinuxConfig.parseMemory(memory) != nil else { throw ValidationError("--memory '\(memory)' is not a size (e.g. 256M, 2G)") }
         guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
+        for d in disks where LinuxConfig.Disk.parse(d) == nil {
+            throw ValidationError("--disk '\(d)' is not PATH[,readonly]")
+        }
     }
 
     func run() throws {
@@ -35,6 +40,8 @@ struct RunCommand: ParsableCommand {
         config.commandLine = cmdline
         config.memoryBytes = LinuxConfig.parseMemory(memory) ?? 0
         config.cpus = cpus
+        config.disks = disks.compactMap(LinuxConfig.Disk.parse)
+        config.entropy = rng
         let level: HvtConfig.LogLevel = ["quiet": .quiet, "error": .error, "info": .info, "debug": .debug][logLevel] ?? .warn
         do {
             let vm = try LinuxVM(config: config, logLevel: level)

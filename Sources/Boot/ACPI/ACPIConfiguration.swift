@@ -37,6 +37,10 @@ public struct ACPIConfiguration: Sendable {
     public var oemID: String
     /// PCI Express ECAM window for bus 0..<busCount (1...256, base 1 MiB aligned): emits an MCFG.
     public var pcieECAM: (base: UInt64, busCount: Int)?
+    /// A PCI host bridge (PNP0A08) for bus 0 in the DSDT, decoding config ports 0xCF8-0xCFF,
+    /// the other I/O ports, and this 32-bit MMIO window for BARs; nil: no PCI in the namespace
+    /// (Linux with ACPI then never scans bus 0).
+    public var pciHostBridgeWindow: (base: UInt32, size: UInt32)? = nil
 
     /// Every parameter but `cpuCount` has the PC/KVM default; `ioapicID` defaults to `cpuCount`.
     public init(cpuCount: Int,

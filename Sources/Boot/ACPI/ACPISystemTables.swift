@@ -189,6 +189,24 @@ enum ACPISystemTables {
                 try AML.name("_CRS", try AML.resourceTemplate([AML.io(0x3F8, length: 8), AML.irqNoFlags([4])])),
             ]))
         }
+        if let window = config.pciHostBridgeWindow {
+            // Bus 0 behind one host bridge: config ports, the rest of the I/O space, and the
+            // BAR window. Devices use MSI-X, so there is no _PRT for INTx.
+            devices.append(try AML.device("PCI0", [
+                try AML.name("_HID", try AML.eisaID("PNP0A08")),
+                try AML.name("_CID", try AML.eisaID("PNP0A03")),
+                try AML.name("_SEG", AML.integer(0)),
+                try AML.name("_BBN", AML.integer(0)),
+                try AML.name("_UID", AML.integer(0)),
+                try AML.name("_CRS", try AML.resourceTemplate([
+                    AML.wordAddressSpace(type: 2, typeFlags: 0, minimum: 0, maximum: 0),
+                    AML.io(0xCF8, length: 8),
+                    AML.wordAddressSpace(type: 1, typeFlags: 3, minimum: 0x0000, maximum: 0x0CF7),
+                    AML.wordAddressSpace(type: 1, typeFlags: 3, minimum: 0x0D00, maximum: 0xFFFF),
+                    AML.dwordMemory(minimum: window.base, maximum: window.base &+ (window.size - 1)),
+                ])),
+            ]))
+        }
         if config.hasI8042 {
             // Two 1-byte ranges: Linux's i8042 PNP probe takes data and command ports this way.
             devices.append(try AML.device("PS2K", [

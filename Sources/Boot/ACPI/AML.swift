@@ -143,6 +143,23 @@ enum AML {
         return [0x22] + littleEndian(UInt64(mask), bytes: 2)
     }
 
+    /// Word Address Space Descriptor (ACPI 6.4, 6.4.3.5.3): a producer range with fixed min
+    /// and max. `type` 1 = I/O, 2 = bus number; type-specific flags as given.
+    static func wordAddressSpace(type: UInt8, typeFlags: UInt8, minimum: UInt16, maximum: UInt16) -> [UInt8] {
+        let length = UInt64(maximum) - UInt64(minimum) + 1
+        return [0x88, 0x0D, 0x00, type, 0x0C, typeFlags]
+            + littleEndian(0, bytes: 2) + littleEndian(UInt64(minimum), bytes: 2) + littleEndian(UInt64(maximum), bytes: 2)
+            + littleEndian(0, bytes: 2) + littleEndian(length, bytes: 2)
+    }
+
+    /// DWord Address Space Descriptor (6.4.3.5.2) for a read/write, non-cacheable memory window.
+    static func dwordMemory(minimum: UInt32, maximum: UInt32) -> [UInt8] {
+        let length = UInt64(maximum) - UInt64(minimum) + 1
+        return [0x87, 0x17, 0x00, 0x00, 0x0C, 0x01]
+            + littleEndian(0, bytes: 4) + littleEndian(UInt64(minimum), bytes: 4) + littleEndian(UInt64(maximum), bytes: 4)
+            + littleEndian(0, bytes: 4) + littleEndian(length, bytes: 4)
+    }
+
     static func littleEndian(_ value: UInt64, bytes: Int) -> [UInt8] {
         (0..<bytes).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
     }

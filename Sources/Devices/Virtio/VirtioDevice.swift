@@ -51,6 +51,13 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func queueNotified(_ index: Int)
     /// The driver reset the device: drop queues and in-flight state.
     func reset()
+    /// True once the device stopped processing because the driver broke a queue (a bad avail
+    /// index, say); the transport then sets DEVICE_NEEDS_RESET. `reset()` clears it.
+    var needsReset: Bool { get }
+}
+
+extension VirtioDevice {
+    public var needsReset: Bool { false }
 }
 
 /// A device that cannot operate any more (bad guest input on a queue, a backend failure): one

@@ -6,6 +6,32 @@ public struct LinuxConfig: Sendable, Equatable {
     public var commandLine = LinuxConfig.defaultCommandLine
     public var memoryBytes: UInt64 = 256 << 20
     public var cpus = 1
+    /// Disk images, in order: /dev/vda, /dev/vdb, …
+    public var disks: [Disk] = []
+    /// A virtio-rng device fed from the host's getrandom (on by default).
+    public var entropy = true
+
+    /// A virtio-blk disk backed by a file.
+    public struct Disk: Sendable, Equatable {
+        public var path: String
+        public var readOnly: Bool
+        public init(path: String, readOnly: Bool = false) { self.path = path; self.readOnly = readOnly }
+
+        /// Parses `PATH[,readonly]` (also `ro`).
+        public static func parse(_ text: String) -> Disk? {
+            var parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            guard let path = parts.first, !path.isEmpty else { return nil }
+            parts.removeFirst()
+            var disk = Disk(path: path)
+            for option in parts {
+                switch option {
+                case "readonly", "ro": disk.readOnly = true
+                default: return nil
+                }
+            }
+            return disk
+        }
+    }
     public var kvmDevice = "/dev/kvm"
 
     public static let defaultCommandLine = "console=ttyS0 reboot=k panic=-1"

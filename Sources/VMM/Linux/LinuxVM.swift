@@ -47,7 +47,9 @@ public final class LinuxVM: @unchecked Sendable {
     let machine: Machine
     let vcpus: [VCPU]
     let bus = IOBus()
+    let mmio = MMIOBus()
     let serial: Serial16550
+    let virtio: VirtioHub
     let control = RunControl()
     private let log: VMMLog
 
@@ -119,12 +121,32 @@ public final class LinuxVM: @unchecked Sendable {
                              base: Self.pm1ControlPort, length: ACPIPM1ControlBlock.portCount)
         } catch { throw VMMError(.hypervisor, "device setup: \(error)") }
 
+        // PCI: host bridge, config ports, virtio devices (disks in order, then entropy).
+        virtio = try VirtioHub(machine: machine, log: log)
+        let hub = virtio
+        do {
+            let pci = try PCIBus(mmioBus: mmio, onBARMove: { _ in hub.refreshNotifiers() })
+            try bus.register(pci.configurationPorts, base: PCIConfigurationPorts.basePort, length: PCIConfigurationPorts.portCount)
+            for disk in config.disks {
+                let device: VirtioBlock
+                do { device = try VirtioBlock(path: disk.path, readOnly: disk.readOnly) } catch {
+                    throw VMMError(.configuration, "--disk \(disk.path): \(error.message)")
+                }
+                try virtio.attach(device, to: pci, memory: memory)
+            }
+            if config.entropy { try virtio.attach(VirtioEntropy(), to: pci, memory: memory) }
+        } catch let error as VMMError {
+            throw error
+        } catch { throw VMMError(.hypervisor, "PCI setup: \(error)") }
+
         // Firmware tables and the boot protocol.
         do {
             var acpi = ACPIConfiguration(cpuCount: config.cpus)
             acpi.pm1aEventPort = Self.pm1EventPort
             acpi.pm1aControlPort = Self.pm1ControlPort
             acpi.s5SleepType = Self.s5SleepType
+            let window = PCIBusConfiguration().mmio32
+            acpi.pciHostBridgeWindow = (UInt32(window.base), UInt32(window.size))
             let tables = try ACPITables.build(acpi, at: Self.acpiBase)
             try memory.write(tables, at: GuestAddress(Self.acpiBase))
             let boot: LinuxBootLayout.BootState
@@ -228,6 +250,9 @@ public final class LinuxVM: @unchecked Sendable {
         console.start()
         defer { console.restoreTerminal() }
 
+        do { try virtio.start() } catch {
+            control.finish(.failed(error.message))
+        }
         var threads: [VCPUThread] = []
         for vcpu in vcpus {
             do {
@@ -271,10 +296,12 @@ public final class LinuxVM: @unchecked Sendable {
                     }
                 }
             case .mmio(let m):
-                // Nothing is mapped there: reads see all ones, writes are dropped (a bus error on a PC).
-                if !m.isWrite {
-                    let d = vcpu.mmioData
-                    for i in 0..<d.count { d[i] = 0xFF }
+                // Unclaimed addresses read as all ones and drop writes, as a PC's bus does.
+                let d = vcpu.mmioData
+                if m.isWrite {
+                    _ = mmio.write(address: m.address, data: UnsafeRawBufferPointer(d))
+                } else {
+                    _ = mmio.read(address: m.address, into: d)
                 }
             case .kicked:
                 if stopping { return nil }

@@ -140,8 +140,14 @@ public final class VirtioPCIDevice: PCIDevice, @unchecked Sendable {
         if vector != Self.noVector { _ = msix.signal(vector: Int(vector)) }
     }
 
-    private func enterNeedsReset(_ reason: String) {
-        state.withLock { $0.status |= Self.needsReset }
+    /// Marks the device as needing a reset (2.1.2): sets the status bit, reports `reason` once,
+    /// and raises the configuration-change interrupt so the driver notices.
+    public func enterNeedsReset(_ reason: String) {
+        let first = state.withLock { s -> Bool in
+            defer { s.status |= Self.needsReset }
+            return s.status & Self.needsReset == 0
+        }
+        guard first else { return }
         onError(reason)
         signalConfigurationChange()
     }
