@@ -56,8 +56,17 @@ public protocol VirtioDevice: AnyObject, Sendable {
     var needsReset: Bool { get }
 }
 
+    /// Host descriptors the device waits on besides its doorbells (a tap's fd for received
+    /// frames, a listening socket); the event loop polls them for input.
+    var eventSources: [Int32] { get }
+    /// `eventSources[index]` is readable; called on the event-loop thread.
+    func eventSourceReady(_ index: Int)
+}
+
 extension VirtioDevice {
     public var needsReset: Bool { false }
+    public var eventSources: [Int32] { [] }
+    public func eventSourceReady(_ index: Int) {}
 }
 
 /// A device that cannot operate any more (bad guest input on a queue, a backend failure): one

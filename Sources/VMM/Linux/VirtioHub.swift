@@ -27,6 +27,9 @@ final class VirtioHub: @unchecked Sendable {
 
     let machine: Machine
     private(set) var queues: [Queue] = []
+    /// Extra input sources (device, index into its eventSources), polled with tokens after the queues'.
+    private var sources: [(device: any VirtioDevice, index: Int, transport: VirtioPCIDevice)] = []
+    private static let sourceTokenBase: UInt64 = 1 << 32
     private let poller: Poller
     private let log: VMMLog
     private var thread: VCPUThread?
@@ -56,6 +59,10 @@ final class VirtioHub: @unchecked Sendable {
         for (i, event) in events.enumerated() {
             queues.append(Queue(device: device, index: i, eventFD: event, transport: transport))
             do { try poller.add(event.fd, token: UInt64(first + i)) } catch { throw VMMError(.host, "\(error)") }
+        }
+        for (index, fd) in device.eventSources.enumerated() {
+            do { try poller.add(fd, token: Self.sourceTokenBase + UInt64(sources.count)) } catch { throw VMMError(.host, "\(error)") }
+            sources.append((device, index, transport))
         }
         refreshNotifiers()
     }
@@ -88,9 +95,15 @@ final class VirtioHub: @unchecked Sendable {
     }
 
     private func run() {
-        let queues = self.queues
+        let queues = self.queues, sources = self.sources
         while true {
             _ = poller.wait(timeoutNanoseconds: nil) { token in
+                if token >= Self.sourceTokenBase {
+                    let i = Int(token - Self.sourceTokenBase)
+                    guard i < sources.count, sources[i].transport.isActive else { return }
+                    sources[i].device.eventSourceReady(sources[i].index)
+                    return
+                }
                 guard token < UInt64(queues.count) else { return }
                 let q = queues[Int(token)]
                 _ = q.eventFD.drain()
