@@ -54,8 +54,6 @@ public protocol VirtioDevice: AnyObject, Sendable {
     /// True once the device stopped processing because the driver broke a queue (a bad avail
     /// index, say); the transport then sets DEVICE_NEEDS_RESET. `reset()` clears it.
     var needsReset: Bool { get }
-}
-
     /// Host descriptors the device waits on besides its doorbells (a tap's fd for received
     /// frames, a listening socket); the event loop polls them for input.
     var eventSources: [Int32] { get }
