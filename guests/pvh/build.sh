@@ -9,6 +9,9 @@ flags=(-O2 -ffreestanding -nostdlib -fno-pie -no-pie -static -fno-stack-protecto
        -Wl,-T,"$here/guest.lds" -Wl,-z,noexecstack)
 for src in "$here"/*.c; do
     name=$(basename "$src" .c)
-    gcc "${flags[@]}" -o "$out/$name.elf.tmp" "$here/start.S" "$src"
+    extra=()
+    # Guests using the virtio driver library (guests/pvh/virtio) link its sources too.
+    if grep -q '#include "virtio/' "$src"; then extra=("$here"/virtio/*.c); fi
+    gcc "${flags[@]}" -o "$out/$name.elf.tmp" "$here/start.S" "$src" ${extra[@]+"${extra[@]}"}
     mv "$out/$name.elf.tmp" "$out/$name.elf"
 done
