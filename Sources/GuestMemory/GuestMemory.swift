@@ -63,12 +63,20 @@ public final class GuestMemoryRegion: @unchecked Sendable {
 public final class GuestMemory: @unchecked Sendable {
     public let regions: [GuestMemoryRegion]
 
+    /// The first region's bounds as plain values, so the common single-region lookup does no
+    /// array iteration and no reference counting (it runs on every hypercall and every queue
+    /// descriptor).
+    private let firstBase: UInt64, firstSize: UInt64, firstHost: UnsafeMutableRawPointer?
+
     public init(regions: [GuestMemoryRegion]) throws(GuestMemoryError) {
         let sorted = regions.sorted { $0.base < $1.base }
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.end > b.base.rawValue {
             throw .invalidLayout("regions at \(a.base) and \(b.base) overlap")
         }
         self.regions = sorted
+        firstBase = sorted.first?.base.rawValue ?? 0
+        firstSize = sorted.first?.size ?? 0
+        firstHost = sorted.first?.host
     }
 
     /// One anonymous region of `size` bytes at guest-physical 0.
@@ -82,6 +90,18 @@ public final class GuestMemory: @unchecked Sendable {
     /// Host bytes for [address, address+count). The hot path: one region lookup and two compares.
     @inline(__always)
     public func bytes(at address: GuestAddress, count: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
+        let a = address.rawValue
+        if a >= firstBase, let host = firstHost {
+            let offset = a - firstBase
+            if offset <= firstSize, count <= firstSize - offset, offset < firstSize || count == 0 {
+                return UnsafeMutableRawBufferPointer(start: host + Int(offset), count: Int(count))
+            }
+        }
+        return try slowBytes(at: address, count: count)
+    }
+
+    /// The lookup over every region (memory split around the PCI hole).
+    private func slowBytes(at address: GuestAddress, count: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
         for region in regions {
             let a = address.rawValue
             guard a >= region.base.rawValue else { break }
