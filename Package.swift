@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "CHost"),
         .target(name: "Host", dependencies: ["CHost"], swiftSettings: strict),
         // Port-I/O bus and legacy PC devices; they see only an interrupt-line protocol, never KVM.
-        .target(name: "Devices", dependencies: ["GuestMemory"], swiftSettings: strict),
+        .target(name: "Devices", dependencies: ["GuestMemory", "Host"], swiftSettings: strict),
         // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
         .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
         // Assembles and runs machines (the hvt tender today).

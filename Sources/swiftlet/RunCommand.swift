@@ -23,6 +23,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Guest memory: 128M, 2G, … (a bare number is MiB).") var memory: String = "256M"
     @Option(help: "Number of vCPUs.") var cpus: Int = 1
     @Option(name: .customLong("disk"), help: "A virtio-blk disk: PATH[,readonly] (repeat for vdb, vdc, …).") var disks: [String] = []
+    @Option(name: .customLong("net"), help: "A virtio-net device on a tap: tap=NAME[,mac=02:xx:xx:xx:xx:xx] (repeat for eth1, …; a missing tap is created when root).") var nets: [String] = []
     @Flag(inversion: .prefixedNo, help: "A virtio-rng device fed from the host's getrandom.") var rng = true
     @Option(name: .customLong("log-level"), help: "quiet, error, warn, info or debug.") var logLevel: String = "warn"
 
@@ -31,6 +32,9 @@ struct RunCommand: ParsableCommand {
         guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
         for d in disks where LinuxConfig.Disk.parse(d) == nil {
             throw ValidationError("--disk '\(d)' is not PATH[,readonly]")
+        }
+        for n in nets where LinuxConfig.Net.parse(n) == nil {
+            throw ValidationError("--net '\(n)' is not tap=NAME[,mac=XX:XX:XX:XX:XX:XX] (a unicast MAC)")
         }
     }
 
@@ -41,6 +45,7 @@ struct RunCommand: ParsableCommand {
         config.memoryBytes = LinuxConfig.parseMemory(memory) ?? 0
         config.cpus = cpus
         config.disks = disks.compactMap(LinuxConfig.Disk.parse)
+        config.nets = nets.compactMap(LinuxConfig.Net.parse)
         config.entropy = rng
         let level: HvtConfig.LogLevel = ["quiet": .quiet, "error": .error, "info": .info, "debug": .debug][logLevel] ?? .warn
         do {

@@ -20,6 +20,15 @@
 // clashes with glibc's <net/if.h> that Swift's Glibc module already brings in.)
 int chost_tap_open(const char *name);
 
+// Opens tap `name` for a virtio-net backend (VIRTIO 1.2 5.1.6): IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+// non-blocking, close-on-exec, with TUNSETVNETHDRSZ = `vnet_header_size` so every frame read or
+// written carries that many header bytes first. With `create`, IFF_TUN_EXCL makes TUNSETIFF fail
+// (EBUSY) rather than attach to an interface that appeared meanwhile, and TUNSETPERSIST 0 makes
+// sure the new interface goes away when the fd closes. Returns the fd or -errno.
+int chost_tap_open_vnet(const char *name, int create, int vnet_header_size);
+// TUNSETOFFLOAD: which offloads (TUN_F_*) the reader of this tap accepts. 0 or -errno.
+int chost_tap_set_offload(int fd, unsigned int flags);
+
 static inline long chost_getrandom(void *buf, unsigned long n) { return getrandom(buf, n, 0); }
 
 static inline int chost_set_nonblocking(int fd) {
@@ -45,6 +54,12 @@ static inline int chost_epoll_wait_tokens(int ep, uint64_t *tokens, int max, int
     if (n < 0) return -errno;
     for (int i = 0; i < n; i++) tokens[i] = evs[i].data.u64;
     return n;
+}
+// Turns input events of `fd` in `ep` on or off (EPOLL_CTL_MOD; off leaves it registered but never
+// reported, so a level-triggered fd with unread data stops waking the waiter).
+static inline int chost_epoll_set_input(int ep, int fd, uint64_t token, int enabled) {
+    struct epoll_event ev = { .events = enabled ? EPOLLIN : 0, .data.u64 = token };
+    return epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
 }
 static inline int chost_timerfd_create(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK); }
 // Arms the timer to fire once after `ns` nanoseconds; 0 disarms it.

@@ -10,6 +10,8 @@ public struct LinuxConfig: Sendable, Equatable {
     public var disks: [Disk] = []
     /// A virtio-rng device fed from the host's getrandom (on by default).
     public var entropy = true
+    /// virtio-net devices on tap interfaces, in order: eth0, eth1, … (after the disks on the bus).
+    public var nets: [Net] = []
 
     /// A virtio-blk disk backed by a file.
     public struct Disk: Sendable, Equatable {
@@ -30,6 +32,42 @@ public struct LinuxConfig: Sendable, Equatable {
                 }
             }
             return disk
+        }
+    }
+
+    /// A virtio-net device on a host tap interface.
+    public struct Net: Sendable, Equatable {
+        /// The tap's name; it is created (and removed on exit) when it does not exist and we are root.
+        public var tap: String
+        /// The guest's MAC address (6 bytes); nil picks a random locally administered one.
+        public var mac: [UInt8]?
+        public init(tap: String, mac: [UInt8]? = nil) { self.tap = tap; self.mac = mac }
+
+        /// Parses `tap=NAME[,mac=02:00:00:00:00:01]`.
+        public static func parse(_ text: String) -> Net? {
+            var tap: String?
+            var mac: [UInt8]?
+            for option in text.split(separator: ",", omittingEmptySubsequences: false) {
+                let pair = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                guard pair.count == 2, !pair[1].isEmpty else { return nil }
+                switch pair[0] {
+                case "tap" where tap == nil: tap = String(pair[1])
+                case "mac" where mac == nil:
+                    let bytes = pair[1].split(separator: ":", omittingEmptySubsequences: false)
+                    guard bytes.count == 6 else { return nil }
+                    var parsed: [UInt8] = []
+                    for byte in bytes {
+                        guard (1...2).contains(byte.count), let value = UInt8(byte, radix: 16) else { return nil }
+                        parsed.append(value)
+                    }
+                    // A multicast address cannot be a station's.
+                    guard parsed[0] & 1 == 0 else { return nil }
+                    mac = parsed
+                default: return nil
+                }
+            }
+            guard let tap else { return nil }
+            return Net(tap: tap, mac: mac)
         }
     }
     public var kvmDevice = "/dev/kvm"

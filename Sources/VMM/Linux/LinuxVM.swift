@@ -121,7 +121,7 @@ public final class LinuxVM: @unchecked Sendable {
                              base: Self.pm1ControlPort, length: ACPIPM1ControlBlock.portCount)
         } catch { throw VMMError(.hypervisor, "device setup: \(error)") }
 
-        // PCI: host bridge, config ports, virtio devices (disks in order, then entropy).
+        // PCI: host bridge, config ports, virtio devices (disks in order, network devices, then entropy).
         virtio = try VirtioHub(machine: machine, log: log)
         let hub = virtio
         do {
@@ -131,6 +131,13 @@ public final class LinuxVM: @unchecked Sendable {
                 let device: VirtioBlock
                 do { device = try VirtioBlock(path: disk.path, readOnly: disk.readOnly) } catch {
                     throw VMMError(.configuration, "--disk \(disk.path): \(error.message)")
+                }
+                try virtio.attach(device, to: pci, memory: memory)
+            }
+            for net in config.nets {
+                let device: VirtioNet
+                do { device = try VirtioNet(tap: net.tap, mac: net.mac) } catch {
+                    throw VMMError(.configuration, "--net tap=\(net.tap): \(error.message)")
                 }
                 try virtio.attach(device, to: pci, memory: memory)
             }
