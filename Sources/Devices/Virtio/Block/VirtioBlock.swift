@@ -122,10 +122,7 @@ public final class VirtioBlock: VirtioDevice {
 
     public func activate(features: UInt64, memory: GuestMemory, queues: [SplitVirtqueue?],
                          interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
-        // The transport hands the queue over for good on DRIVER_OK and does not touch it again
-        // (the VirtioDevice contract), so moving it into the lock is a real transfer; the protocol
-        // just cannot spell its parameter `sending`.
-        let handover = Handover(queue: queues.first ?? nil)
+        let handover = QueueHandover(queue: queues.first ?? nil)
         state.withLock { state in
             state.queue = handover.take()
             state.interrupt = interrupt
@@ -140,27 +137,9 @@ public final class VirtioBlock: VirtioDevice {
         guard index == 0 else { return }
         let interrupt: (any VirtioInterrupt)? = state.withLock { state in
             guard !state.needsReset, let queue = state.queue, let interrupt = state.interrupt else { return nil }
-            var broken = false
-            repeat {
-                queue.disableNotifications()
-                while true {
-                    let chain: DescriptorChain?
-                    do { chain = try queue.nextChain() } catch {
-                        // A bad head consumes its ring entry and leaves the queue usable; a
-                        // broken queue stops the device.
-                        if queue.isBroken { broken = true; break }
-                        continue
-                    }
-                    guard let chain else { break }
-                    let length = state.processor.process(chain)
-                    do { try queue.addUsed(head: chain.head, length: length) } catch {
-                        broken = true
-                        break
-                    }
-                }
-            } while !broken && queue.enableNotifications()
-            if broken { state.needsReset = true }
-            return queue.needsNotification() ? interrupt : nil
+            let result = queue.drain { chain in state.processor.process(chain) }
+            if result.broken { state.needsReset = true }
+            return result.needsNotification ? interrupt : nil
         }
         interrupt?.signalUsedBuffers(queue: 0)
     }
@@ -173,10 +152,4 @@ public final class VirtioBlock: VirtioDevice {
             state.needsReset = false
         }
     }
-}
-
-/// Carries the queue the transport hands over on DRIVER_OK into the device's lock (see `activate`).
-private struct Handover: @unchecked Sendable {
-    let queue: SplitVirtqueue?
-    func take() -> SplitVirtqueue? { queue }
 }
