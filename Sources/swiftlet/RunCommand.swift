@@ -25,6 +25,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("disk"), help: "A virtio-blk disk: PATH[,readonly] (repeat for vdb, vdc, …).") var disks: [String] = []
     @Option(name: .customLong("net"), help: "A virtio-net device on a tap: tap=NAME[,mac=02:xx:xx:xx:xx:xx] (repeat for eth1, …; a missing tap is created when root).") var nets: [String] = []
     @Flag(inversion: .prefixedNo, help: "A virtio-rng device fed from the host's getrandom.") var rng = true
+    @Option(name: .customLong("vsock"), help: "A virtio-vsock device: cid=N,uds=PATH (host programs connect to PATH and write CONNECT <port>; guest connections to CID 2 port P go to PATH_P).") var vsock: String?
     @Option(name: .customLong("log-level"), help: "quiet, error, warn, info or debug.") var logLevel: String = "warn"
 
     func validate() throws {
@@ -35,6 +36,9 @@ struct RunCommand: ParsableCommand {
         }
         for n in nets where LinuxConfig.Net.parse(n) == nil {
             throw ValidationError("--net '\(n)' is not tap=NAME[,mac=XX:XX:XX:XX:XX:XX] (a unicast MAC)")
+        }
+        if let vsock, LinuxConfig.Vsock.parse(vsock) == nil {
+            throw ValidationError("--vsock '\(vsock)' is not cid=N,uds=PATH (N in 3...4294967294)")
         }
     }
 
@@ -47,6 +51,7 @@ struct RunCommand: ParsableCommand {
         config.disks = disks.compactMap(LinuxConfig.Disk.parse)
         config.nets = nets.compactMap(LinuxConfig.Net.parse)
         config.entropy = rng
+        config.vsock = vsock.flatMap(LinuxConfig.Vsock.parse)
         let level: HvtConfig.LogLevel = ["quiet": .quiet, "error": .error, "info": .info, "debug": .debug][logLevel] ?? .warn
         do {
             let vm = try LinuxVM(config: config, logLevel: level)

@@ -12,6 +12,8 @@ public struct LinuxConfig: Sendable, Equatable {
     public var entropy = true
     /// virtio-net devices on tap interfaces, in order: eth0, eth1, … (after the disks on the bus).
     public var nets: [Net] = []
+    /// A virtio-vsock device with a Firecracker-style Unix-socket backend (attached last).
+    public var vsock: Vsock?
 
     /// A virtio-blk disk backed by a file.
     public struct Disk: Sendable, Equatable {
@@ -68,6 +70,33 @@ public struct LinuxConfig: Sendable, Equatable {
             }
             guard let tap else { return nil }
             return Net(tap: tap, mac: mac)
+        }
+    }
+
+    /// A virtio-vsock device: the guest's CID and the host Unix socket (`CONNECT <port>` on it
+    /// reaches guest port <port>; guest connections to CID 2 port P go to `<uds>_<P>`).
+    public struct Vsock: Sendable, Equatable {
+        public var cid: UInt64
+        public var uds: String
+        public init(cid: UInt64, uds: String) { self.cid = cid; self.uds = uds }
+
+        /// Parses `cid=N,uds=PATH` (N in 3...4294967294).
+        public static func parse(_ text: String) -> Vsock? {
+            var cid: UInt64?
+            var uds: String?
+            for option in text.split(separator: ",", omittingEmptySubsequences: false) {
+                let pair = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                guard pair.count == 2, !pair[1].isEmpty else { return nil }
+                switch pair[0] {
+                case "cid" where cid == nil:
+                    guard let value = UInt64(pair[1]), value >= 3, value < 0xFFFF_FFFF else { return nil }
+                    cid = value
+                case "uds" where uds == nil: uds = String(pair[1])
+                default: return nil
+                }
+            }
+            guard let cid, let uds else { return nil }
+            return Vsock(cid: cid, uds: uds)
         }
     }
     public var kvmDevice = "/dev/kvm"

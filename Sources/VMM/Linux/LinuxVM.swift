@@ -142,6 +142,13 @@ public final class LinuxVM: @unchecked Sendable {
                 try virtio.attach(device, to: pci, memory: memory)
             }
             if config.entropy { try virtio.attach(VirtioEntropy(), to: pci, memory: memory) }
+            if let vsock = config.vsock {
+                let device: VirtioVsock
+                do { device = try VirtioVsock(guestCID: vsock.cid, udsPath: vsock.uds) } catch {
+                    throw VMMError(.configuration, "--vsock cid=\(vsock.cid),uds=\(vsock.uds): \(error.message)")
+                }
+                try virtio.attach(device, to: pci, memory: memory)
+            }
         } catch let error as VMMError {
             throw error
         } catch { throw VMMError(.hypervisor, "PCI setup: \(error)") }

@@ -134,6 +134,7 @@ public final class VirtioVsock: VirtioDevice {
         epoll = poll
         scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: VsockHeader.size + Self.maximumPayload, alignment: 16)
         state = Mutex(State())
+        VsockSocketFiles.register(udsPath)
     }
 
     deinit {
@@ -143,6 +144,7 @@ public final class VirtioVsock: VirtioDevice {
         }
         close(listener)
         unlink(udsPath)
+        VsockSocketFiles.unregister(udsPath)
         close(epoll)
         scratch.deallocate()
     }
@@ -593,4 +595,25 @@ public final class VirtioVsock: VirtioDevice {
 private struct VsockHandover: @unchecked Sendable {
     let queues: [SplitVirtqueue?]
     func take() -> [SplitVirtqueue?] { queues }
+}
+
+/// Listening socket files to remove when the process exits (the VMM ends with exit(3), so device
+/// deinitialisers do not run).
+enum VsockSocketFiles {
+    private static let paths = Mutex<(registered: Bool, paths: Set<String>)>((false, []))
+
+    static func register(_ path: String) {
+        let first = paths.withLock { state -> Bool in
+            state.paths.insert(path)
+            defer { state.registered = true }
+            return !state.registered
+        }
+        if first { atexit { VsockSocketFiles.removeAll() } }
+    }
+
+    static func unregister(_ path: String) { paths.withLock { _ = $0.paths.remove(path) } }
+
+    static func removeAll() {
+        for path in paths.withLock({ $0.paths }) { unlink(path) }
+    }
 }
