@@ -355,8 +355,32 @@ private func atEOF(_ fd: Int32) -> Bool {
         let data = try #require(try rig.next())
         #expect(data.text == "bye")
         let shutdown = try #require(try rig.next())
-        #expect(shutdown.header.op == Spec.opShutdown && shutdown.header.flags == 3)
-        try rig.send(rig.guestHeader(op: Spec.opReset, src: 800, dst: 6000))
+        #expect(shutdown.header.op == Spec.opShutdown && shutdown.header.flags == Spec.shutdownSend)
+        // The guest writes to the closed host end: RST.
+        try rig.send(rig.guestHeader(op: Spec.opReadWrite, src: 800, dst: 6000), Array("late".utf8))
+        #expect(try rig.next()?.header.op == Spec.opReset)
+        #expect(rig.device.connectionCount == 0)
+    }
+
+    @Test func hostHalfCloseStillReceives() throws {
+        let rig = try Rig(tag: "half")
+        let client = try connectUnix(rig.path)
+        defer { close(client) }
+        writeAll(client, "CONNECT 42\nquestion")
+        let request = try #require(try rig.next())
+        let local = request.header.sourcePort
+        try rig.send(rig.guestHeader(op: Spec.opResponse, src: 42, dst: local))
+        #expect(readText(client, "OK \(local)\n".utf8.count) == "OK \(local)\n")
+        shutdown(client, Int32(SHUT_WR))
+        let data = try #require(try rig.next())
+        #expect(data.text == "question")
+        let eof = try #require(try rig.next())
+        #expect(eof.header.op == Spec.opShutdown && eof.header.flags == Spec.shutdownSend)
+        try rig.send(rig.guestHeader(op: Spec.opReadWrite, src: 42, dst: local), Array("answer".utf8))
+        #expect(readText(client, 6) == "answer")
+        try rig.send(rig.guestHeader(op: Spec.opShutdown, src: 42, dst: local, flags: 3))
+        #expect(try rig.next()?.header.op == Spec.opReset)
+        #expect(atEOF(client))
         #expect(rig.device.connectionCount == 0)
     }
 

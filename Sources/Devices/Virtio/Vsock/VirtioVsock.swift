@@ -427,13 +427,14 @@ public final class VirtioVsock: VirtioDevice {
                     c.readable = false
                     s.connections[token] = c
                 } else {
-                    // EOF or an error: tell the guest this end will neither send nor receive; it
-                    // answers with RST, which removes the connection.
+                    // EOF (or a read error): the host sends no more (it may still read, after a
+                    // half-close). The guest sees end of stream; once it shuts down or closes too,
+                    // the connection ends with RST. Writes to a host end that is gone fail with
+                    // EPIPE, which resets the connection.
                     c.hostClosed = true
                     c.readable = false
                     s.connections[token] = c
-                    var h = header(op: Spec.opShutdown, ports: c.ports,
-                                   flags: Spec.shutdownReceive | Spec.shutdownSend)
+                    var h = header(op: Spec.opShutdown, ports: c.ports, flags: Spec.shutdownSend)
                     h.forwardCount = c.forwardCount
                     deliver(&s, chain, h, payload: 0)
                     progress = true
