@@ -16,6 +16,10 @@ struct LinuxNestedVsockTests {
 //   guest-client PORT MSG      (L2) connect to CID 2 PORT, send MSG, print the reply
 //   uds-server PATH            (L1) accept one Unix connection, reply "host-echo:"+data
 //   uds-connect PATH PORT MSG  (L1) CONNECT PORT over PATH (retrying), send MSG, print the reply
+//   guest-sink PORT            (L2) accept one vsock connection, read to EOF, reply "count=N hash=H"
+//   uds-sink PATH              (L1) the same on a Unix socket
+//   guest-bulk PORT BYTES      (L2) connect to CID 2 PORT, send BYTES of a pattern, half-close, print the reply
+//   uds-bulk PATH PORT BYTES   (L1) the same through CONNECT PORT over PATH (retrying)
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +50,67 @@ static int reply(int fd, const char *msg) {
     buf[got] = 0;
     printf("reply:%s\n", buf);
     return got ? 0 : 1;
+}
+
+static unsigned pattern(size_t i) { return (unsigned char)(i * 7 + 13 + (i >> 12)); }
+
+static int sink(int fd) {
+    static unsigned char buf[65536];
+    unsigned long long count = 0, hash = 1469598103934665603ull;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < n; i++) { hash = (hash ^ buf[i]) * 1099511628211ull; count++; }
+    char out[128];
+    int len = snprintf(out, sizeof out, "count=%llu hash=%llx", count, hash);
+    printf("sink:%s\n", out);
+    return write(fd, out, len) == len ? 0 : 1;
+}
+
+static int bulk(int fd, size_t bytes) {
+    static unsigned char buf[65536];
+    unsigned long long hash = 1469598103934665603ull;
+    for (size_t done = 0; done < bytes;) {
+        size_t chunk = bytes - done < sizeof buf ? bytes - done : sizeof buf;
+        for (size_t i = 0; i < chunk; i++) { buf[i] = pattern(done + i); hash = (hash ^ buf[i]) * 1099511628211ull; }
+        for (size_t off = 0; off < chunk;) {
+            ssize_t n = write(fd, buf + off, chunk - off);
+            if (n <= 0) { perror("bulk write"); return 1; }
+            off += n;
+        }
+        done += chunk;
+    }
+    printf("expect:count=%zu hash=%llx\n", bytes, hash);
+    shutdown(fd, SHUT_WR);
+    char reply[200];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(fd, reply + got, sizeof reply - 1 - got)) > 0) got += n;
+    reply[got] = 0;
+    printf("bulk-reply:%s\n", reply);
+    return 0;
+}
+
+static int unix_connect_port(const char *path, const char *port) {
+    for (int attempt = 0; attempt < 240; attempt++, usleep(500000)) {
+        int s = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a;
+        memset(&a, 0, sizeof a);
+        a.sun_family = AF_UNIX;
+        strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+        if (connect(s, (void *)&a, sizeof a)) { close(s); continue; }
+        char line[64];
+        snprintf(line, sizeof line, "CONNECT %s\n", port);
+        if (write(s, line, strlen(line)) < 0) { close(s); continue; }
+        char ok[64];
+        size_t got = 0;
+        while (got < sizeof ok - 1 && read(s, ok + got, 1) == 1 && ok[got] != '\n') got++;
+        ok[got] = 0;
+        if (strncmp(ok, "OK ", 3)) { close(s); continue; }
+        printf("connected:%s\n", ok);
+        return s;
+    }
+    fprintf(stderr, "uds-connect: gave up\n");
+    return -1;
 }
 
 static int unix_addr(struct sockaddr_un *a, const char *path) {
@@ -106,6 +171,36 @@ int main(int argc, char **argv) {
         }
         fprintf(stderr, "uds-connect: gave up\n");
         return 1;
+    }
+    if (argc == 3 && !strcmp(argv[1], "guest-sink")) {
+        int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+        struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_port = atoi(argv[2]), .svm_cid = VMADDR_CID_ANY};
+        if (s < 0 || bind(s, (void *)&a, sizeof a) || listen(s, 1)) { perror("vsock listen"); return 1; }
+        int c = accept(s, NULL, NULL);
+        int r = c < 0 ? 1 : sink(c);
+        close(c);
+        return r;
+    }
+    if (argc == 3 && !strcmp(argv[1], "uds-sink")) {
+        int s = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a;
+        unix_addr(&a, argv[2]);
+        unlink(argv[2]);
+        if (bind(s, (void *)&a, sizeof a) || listen(s, 1)) { perror("unix listen"); return 1; }
+        int c = accept(s, NULL, NULL);
+        int r = c < 0 ? 1 : sink(c);
+        close(c);
+        return r;
+    }
+    if (argc == 4 && !strcmp(argv[1], "guest-bulk")) {
+        int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+        struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_port = atoi(argv[2]), .svm_cid = 2};
+        if (s < 0 || connect(s, (void *)&a, sizeof a)) { perror("vsock connect"); return 1; }
+        return bulk(s, strtoul(argv[3], NULL, 0));
+    }
+    if (argc == 5 && !strcmp(argv[1], "uds-bulk")) {
+        int s = unix_connect_port(argv[2], argv[3]);
+        return s < 0 ? 1 : bulk(s, strtoul(argv[4], NULL, 0));
     }
     fprintf(stderr, "usage: see source\n");
     return 2;
@@ -169,5 +264,24 @@ int main(int argc, char **argv) {
         #expect(r.output.contains("connect-status=0"), "\(r.output)")
         #expect(r.output.contains("vm-status=0"), "\(r.output)")
         #expect(r.output.contains("socket-file-removed"), "\(r.output)")
+    }
+
+    @Test func bulkBothWaysWithHalfClose() throws {
+        // 4 MiB each way (far more than either side's credit window): the guest sends to a Unix
+        // sink on v.sock_6001 and half-closes; the sink answers with count and FNV-1a hash.
+        // Then L1 CONNECTs to a guest sink on port 5001, sends 4 MiB, half-closes, reads the answer.
+        let r = try nested("""
+            ./vsock-helper uds-sink /share/v.sock_6001 > sink.log 2>&1 &
+            swiftlet run --kernel vmlinuz --initrd initrd.img --memory 256M --vsock cid=3,uds=/share/v.sock \\
+              --cmdline 'console=ttyS0 quiet -- /bin/vsock-helper guest-bulk 6001 4194304; /bin/vsock-helper guest-sink 5001' > vm.log 2>&1 &
+            vm=$!
+            ./vsock-helper uds-bulk /share/v.sock 5001 4194304; echo bulk-status=$?
+            wait $vm; echo vm-status=$?
+            echo "--- vm"; cat vm.log; echo "--- sink"; cat sink.log
+            """)
+        let expected = "count=4194304 hash=ceccae3103fd0383"
+        #expect(r.output.components(separatedBy: "bulk-reply:\(expected)").count - 1 == 2,
+                "both directions delivered every byte in order: \(r.output)")
+        #expect(r.output.contains("bulk-status=0") && r.output.contains("vm-status=0"), "\(r.output)")
     }
 }
