@@ -30,7 +30,11 @@ private final class SocketPairBackend: VirtioNetBackend {
     }
     deinit { close(descriptor); close(peer) }
 
+    /// When set, `receive` fails with this errno (EAGAIN excepted).
+    let receiveError = Mutex<Int32?>(nil)
+
     func receive(_ vectors: UnsafeMutablePointer<iovec>, count: Int) -> Int {
+        if let error = receiveError.withLock({ $0 }) { return -Int(error) }
         // MSG_TRUNC: the datagram's real length, like a tap's read, even when it did not fit.
         var message = msghdr()
         message.msg_iov = vectors
@@ -436,6 +440,24 @@ private func frame(_ count: Int, seed: UInt8 = 0) -> [UInt8] {
         rig.device.eventSourceReady(0)
         rig.device.queueNotified(VirtioNet.transmitQueue)
         #expect(try rig.rx.usedIndex == 0)
+    }
+
+    @Test func failingBackendStopsBeingWatched() throws {
+        let rig = try Rig(features: 0)
+        try rig.rx.post([.init(address: 0x100000, length: 1530, writable: true)])
+        rig.backend.inject(sampleHeader + frame(60))
+        rig.backend.receiveError.withLock { $0 = EBADFD }  // what a deleted tap answers
+        #expect(rig.sourceReadable)
+        rig.device.eventSourceReady(0)
+        #expect(!rig.sourceReadable, "no busy loop on a backend that keeps failing")
+        rig.device.queueNotified(VirtioNet.receiveQueue)
+        #expect(!rig.sourceReadable)
+        #expect(try rig.rx.usedIndex == 0)
+        // Transmit still works.
+        try rig.write(sampleHeader + frame(60), at: 0x110000)
+        try rig.tx.post([.init(address: 0x110000, length: 72)])
+        rig.device.queueNotified(VirtioNet.transmitQueue)
+        #expect(rig.device.txFrames == 1)
     }
 
     @Test func brokenQueueNeedsReset() throws {

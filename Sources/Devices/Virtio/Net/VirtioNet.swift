@@ -51,6 +51,9 @@ public final class VirtioNet: VirtioDevice {
         var needsReset = false
         /// Whether the tap's input is switched on in `inputPoll`.
         var inputEnabled = false
+        /// The backend failed a read with something other than EAGAIN (the tap was deleted under
+        /// us: its fd then polls as an error forever). Input stays off for good.
+        var backendFailed = false
         let receiveBuffers: NetReceiveBuffers
         let transmitVectors: NetTransmitVectors
     }
@@ -243,6 +246,7 @@ public final class VirtioNet: VirtioDevice {
     // MARK: Receive (5.1.6.3, 5.1.6.4)
 
     private func setInput(_ enabled: Bool, _ state: inout State) {
+        let enabled = enabled && !state.backendFailed
         guard state.inputEnabled != enabled else { return }
         _ = chost_epoll_set_input(inputPoll, backend.descriptor, 0, enabled ? 1 : 0)
         state.inputEnabled = enabled
@@ -298,7 +302,14 @@ public final class VirtioNet: VirtioDevice {
             let vectorCount = mergeable ? buffers.vectorCount : buffers.vectors(0)
             let capacity = mergeable ? buffers.byteCount : buffers.bytes(0)
             let length = backend.receive(buffers.vectors, count: vectorCount)
-            if length < 0 { break }  // -EAGAIN: no frame waiting (other errors: try again on the next event)
+            if length == -Int(EAGAIN) { break }  // no frame waiting
+            if length <= 0 {
+                // A level-triggered error would wake the loop again at once, forever: stop
+                // reading from this backend. Transmit keeps trying (and counts its drops).
+                state.backendFailed = true
+                setInput(false, &state)
+                break
+            }
             reads += 1
             guard length > Spec.headerSize, length <= capacity else {
                 // A runt, or a frame larger than the buffers (truncated): drop it. The buffers
