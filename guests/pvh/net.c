@@ -6,7 +6,8 @@
  * `tx N [dst=a.b.c.d] [dmac=xx:xx:xx:xx:xx:xx] [len=BYTES]`: sends N UDP frames (to port 9,
  * from port 4242; `len` is the Ethernet frame length without FCS, 60 by default, at most 1514)
  * to dst (default 10.99.1.1) as fast as the queue takes them. Without dmac the destination's MAC
- * is resolved with ARP first. Reports "tx: frames=N bytes=B tsc=T tsc_per_ms=F pps=P" and exits 0.
+ * is resolved with ARP first. Reports "tx: frames=N bytes=B tsc=T tsc_per_ms=F tsc_source=S pps=P"
+ * and exits 0. The TSC rate comes from `tsc_khz=K` when given, else KVM's pvclock, else CPUID.
  *
  * Features: VERSION_1 and MAC only (no MRG_RXBUF), so every receive chain holds a whole frame
  * plus the 12-byte virtio_net_hdr_v1: 2 KiB buffers, enough for a 1514-byte frame. */
@@ -105,6 +106,51 @@ static void put_mac(const uint8_t m[6])
         serial_putc("0123456789abcdef"[m[i] & 15]);
         if (i < 5) serial_putc(':');
     }
+}
+
+/* ---- TSC rate ---- */
+
+/* TSC ticks per ms: `tsc_khz=` from the command line, else KVM's paravirtual clock (its
+ * tsc_to_system_mul is exact), else the driver's CPUID guess (1 GHz when CPUID has no leaf 0x15). */
+static uint64_t tsc_ms;
+static const char *tsc_source = "cpuid";
+
+struct pvclock { uint32_t version, pad0; uint64_t tsc_timestamp, system_time; uint32_t mul; int8_t shift; uint8_t flags, pad[2]; };
+static volatile struct pvclock pvclock __attribute__((aligned(64)));
+
+static void cpuid2(uint32_t leaf, uint32_t r[4])
+{
+    __asm__ volatile("cpuid" : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3]) : "a"(leaf), "c"(0));
+}
+
+static uint64_t kvmclock_tsc_per_ms(void)
+{
+    uint32_t r[4];
+    cpuid2(0x40000000, r);
+    /* "KVMKVMKVM\0\0\0" in ebx, ecx, edx; leaf 0x40000001 eax bit 3: KVM_FEATURE_CLOCKSOURCE2. */
+    if (r[1] != 0x4b4d564b || r[2] != 0x564b4d56 || r[3] != 0x4d || r[0] < 0x40000001) return 0;
+    cpuid2(0x40000001, r);
+    if (!(r[0] & (1u << 3))) return 0;
+    uint64_t pa = (uintptr_t)&pvclock | 1;
+    __asm__ volatile("wrmsr" :: "c"(0x4b564d01u), "a"((uint32_t)pa), "d"((uint32_t)(pa >> 32)) : "memory");
+    uint64_t end = rdtsc() + 100 * tsc_per_ms();
+    while (pvclock.mul == 0 && rdtsc() < end) { }
+    uint32_t mul = pvclock.mul;
+    int shift = pvclock.shift;
+    __asm__ volatile("wrmsr" :: "c"(0x4b564d01u), "a"(0u), "d"(0u) : "memory");   /* off again */
+    if (!mul) return 0;
+    /* ns = ((ticks << shift) * mul) >> 32 (shift may be negative). */
+    uint64_t t = (1000000ull << 32) / mul;
+    return shift >= 0 ? t >> shift : t << -shift;
+}
+
+static uint64_t tsc_rate(void)
+{
+    if (!tsc_ms) {
+        tsc_ms = kvmclock_tsc_per_ms();
+        if (tsc_ms) tsc_source = "kvmclock"; else tsc_ms = tsc_per_ms();
+    }
+    return tsc_ms;
 }
 
 /* ---- queues ---- */
@@ -346,7 +392,7 @@ static int transmit(uint64_t n, uint32_t len)
     while (tx_free < tx_slots && rdtsc() < end) tx_reclaim();
     uint64_t ticks = rdtsc() - start;
     if (tx_free < tx_slots) return fail("transmit did not complete", tx_slots - tx_free);
-    uint64_t f = tsc_per_ms();
+    uint64_t f = tsc_rate();
     serial_puts("tx: frames=");
     serial_putu(n);
     serial_puts(" bytes=");
@@ -355,6 +401,8 @@ static int transmit(uint64_t n, uint32_t len)
     serial_putu(ticks);
     serial_puts(" tsc_per_ms=");
     serial_putu(f);
+    serial_puts(" tsc_source=");
+    serial_puts(tsc_source);
     serial_puts(" pps=");
     serial_putu(ticks ? n * f * 1000 / ticks : 0);
     serial_puts("\n");
@@ -381,6 +429,9 @@ int guest_main(struct hvm_start_info *si)
         } else if (w[0] == 'd' && w[1] == 'm' && w[2] == 'a' && w[3] == 'c' && w[4] == '=') {
             if (parse_mac(w + 5, dst_mac)) return fail("bad dmac=", 0);
             dst_mac_known = 1;
+        } else if (w[0] == 't' && w[1] == 's' && w[2] == 'c' && w[3] == '_' && w[4] == 'k' && w[5] == 'h' && w[6] == 'z' && w[7] == '=') {
+            tsc_ms = parse_size(w + 8);
+            tsc_source = "tsc_khz=";
         } else if (w[0] == 'l' && w[1] == 'e' && w[2] == 'n' && w[3] == '=') {
             frame_len = (uint32_t)parse_size(w + 4);
             if (frame_len < 60 || frame_len > 1514) return fail("len= must be 60..1514", frame_len);
@@ -411,13 +462,17 @@ int guest_main(struct hvm_start_info *si)
     put_ip(my_ip);
     serial_puts(" features=");
     serial_puthex(feat);
-    serial_puts("\n");
+    serial_puts(" tsc_per_ms=");
+    serial_putu(tsc_rate());
+    serial_puts(" (");
+    serial_puts(tsc_source);
+    serial_puts(")\n");
     serial_puts("net: ready\n");
 
     if (tx_mode) return transmit(tx_count, frame_len);
 
     int answered = 0;
-    uint64_t end = rdtsc() + (uint64_t)TIMEOUT_MS * tsc_per_ms();
+    uint64_t end = rdtsc() + (uint64_t)TIMEOUT_MS * tsc_rate();
     while (rdtsc() < end) {
         answered += rx_poll(responder);
         tx_reclaim();
