@@ -61,8 +61,9 @@ public enum LinuxBootLayout {
         return [(0, holeStart), (4 << 30, memorySize - holeStart)]
     }
 
-    /// The e820 map for `memory` (regions as from `ramRegions`).
-    public static func e820(for memory: GuestMemory) -> [E820Entry] {
+    /// The e820 map for `memory` (regions as from `ramRegions`), plus `reserved` ranges outside
+    /// RAM that firmware must announce (the PCIe ECAM window, for Linux to trust ACPI's MCFG).
+    public static func e820(for memory: GuestMemory, reserved: [(base: UInt64, size: UInt64)] = []) -> [E820Entry] {
         var map: [E820Entry] = [E820Entry(address: 0, size: ebdaStart, type: 1),
                                 E820Entry(address: ebdaStart, size: 0xA_0000 - ebdaStart, type: 2),
                                 E820Entry(address: biosStart, size: kernelLoad - biosStart, type: 2)]
@@ -70,7 +71,8 @@ public enum LinuxBootLayout {
             let start = max(r.base.rawValue, kernelLoad)
             if r.end > start { map.append(E820Entry(address: start, size: r.end - start, type: 1)) }
         }
-        return map
+        for r in reserved { map.append(E820Entry(address: r.base, size: r.size, type: 2)) }
+        return map.sorted { $0.address < $1.address }
     }
 
     /// Copies `initrd` as high as possible below `top`, page aligned, not below `floor`.
@@ -87,7 +89,8 @@ public enum LinuxBootLayout {
     /// Loads a PVH ELF kernel: segments, command line, initrd as module 0, memory map, and the
     /// hvm_start_info the entry receives in EBX; a flat 32-bit GDT for the protected-mode entry.
     public static func buildPVH(kernel: PVHImage, initrd: [UInt8]?, commandLine cmdline: String,
-                                rsdp: UInt64, into memory: GuestMemory) throws(BootError) -> BootState {
+                                rsdp: UInt64, reserved: [(base: UInt64, size: UInt64)] = [],
+                                into memory: GuestMemory) throws(BootError) -> BootState {
         let cmd = Array(cmdline.utf8)
         guard cmd.count < commandLineMax else { throw BootError("kernel command line is \(cmd.count) bytes, at most \(commandLineMax - 1) fit") }
         guard !cmd.contains(0) else { throw BootError("kernel command line contains a NUL byte") }
@@ -106,7 +109,7 @@ public enum LinuxBootLayout {
                 try memory.store(UInt64(initrd.count), at: GuestAddress(startInfoModules + 8))
                 modules = 1
             }
-            let map = e820(for: memory)
+            let map = e820(for: memory, reserved: reserved)
             for (i, e) in map.enumerated() {
                 let at = startInfoMemmap + UInt64(i) * 24
                 try memory.store(e.address, at: GuestAddress(at))
@@ -128,7 +131,8 @@ public enum LinuxBootLayout {
 
     /// Writes everything; `rsdp` is the ACPI RSDP address for boot_params.acpi_rsdp_addr (0 = none).
     public static func build(kernel: LinuxKernelImage, initrd: [UInt8]?, commandLine cmdline: String,
-                             rsdp: UInt64, into memory: GuestMemory) throws(BootError) -> BootState {
+                             rsdp: UInt64, reserved: [(base: UInt64, size: UInt64)] = [],
+                             into memory: GuestMemory) throws(BootError) -> BootState {
         let cmd = Array(cmdline.utf8)
         let limit = min(kernel.commandLineLimit, commandLineMax - 1)
         guard cmd.count <= limit else { throw BootError("kernel command line is \(cmd.count) bytes, the kernel accepts \(limit)") }
@@ -164,7 +168,7 @@ public enum LinuxBootLayout {
                 try memory.store(UInt32(truncatingIfNeeded: size >> 32), at: GuestAddress(zeroPage + 0x0C4))
             }
             // e820.
-            let map = e820(for: memory)
+            let map = e820(for: memory, reserved: reserved)
             try memory.store(UInt8(map.count), at: GuestAddress(zeroPage + 0x1E8))
             for (i, e) in map.enumerated() {
                 let at = zeroPage + 0x2D0 + UInt64(i) * 20

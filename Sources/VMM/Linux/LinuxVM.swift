@@ -126,6 +126,7 @@ public final class LinuxVM: @unchecked Sendable {
         let hub = virtio
         do {
             let pci = try PCIBus(mmioBus: mmio, onBARMove: { _ in hub.refreshNotifiers() })
+            try pci.registerECAM(on: mmio)
             try bus.register(pci.configurationPorts, base: PCIConfigurationPorts.basePort, length: PCIConfigurationPorts.portCount)
             for disk in config.disks {
                 let device: VirtioBlock
@@ -159,18 +160,20 @@ public final class LinuxVM: @unchecked Sendable {
             acpi.pm1aEventPort = Self.pm1EventPort
             acpi.pm1aControlPort = Self.pm1ControlPort
             acpi.s5SleepType = Self.s5SleepType
-            let window = PCIBusConfiguration().mmio32
-            acpi.pciHostBridgeWindow = (UInt32(window.base), UInt32(window.size))
+            let pciLayout = PCIBusConfiguration()
+            acpi.pciHostBridgeWindow = (UInt32(pciLayout.mmio32.base), UInt32(pciLayout.mmio32.size))
+            acpi.pcieECAM = (base: pciLayout.ecamBase, busCount: PCIBusConfiguration.busCount)
+            let reserved = pciLayout.e820Reserved.map { (base: $0.base, size: $0.size) }
             let tables = try ACPITables.build(acpi, at: Self.acpiBase)
             try memory.write(tables, at: GuestAddress(Self.acpiBase))
             let boot: LinuxBootLayout.BootState
             switch kernel {
             case .bzImage(let image):
                 boot = try LinuxBootLayout.build(kernel: image, initrd: initrd, commandLine: config.commandLine,
-                                                 rsdp: Self.acpiBase, into: memory)
+                                                 rsdp: Self.acpiBase, reserved: reserved, into: memory)
             case .pvh(let image):
                 boot = try LinuxBootLayout.buildPVH(kernel: image, initrd: initrd, commandLine: config.commandLine,
-                                                    rsdp: Self.acpiBase, into: memory)
+                                                    rsdp: Self.acpiBase, reserved: reserved, into: memory)
             }
             var cpus: [VCPU] = []
             let cpuid = try machine.supportedCPUID()
