@@ -61,6 +61,15 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func eventSourceReady(_ index: Int)
 }
 
+/// Serves configuration reads from a fixed byte image of the device's configuration structure:
+/// bytes past its end read as zero.
+public func copyConfiguration(_ image: some RandomAccessCollection<UInt8>, offset: Int, into data: UnsafeMutableRawBufferPointer) {
+    for i in 0..<data.count {
+        let index = offset + i
+        data[i] = index >= 0 && index < image.count ? image[image.index(image.startIndex, offsetBy: index)] : 0
+    }
+}
+
 extension VirtioDevice {
     public var needsReset: Bool { false }
     public var eventSources: [Int32] { [] }

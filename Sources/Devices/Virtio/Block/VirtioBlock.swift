@@ -111,10 +111,7 @@ public final class VirtioBlock: VirtioDevice {
     // MARK: VirtioDevice
 
     public func readConfiguration(offset: Int, into data: UnsafeMutableRawBufferPointer) {
-        for i in 0..<data.count {
-            let index = offset + i
-            data[i] = index >= 0 && index < configuration.count ? configuration[index] : 0
-        }
+        copyConfiguration(configuration, offset: offset, into: data)
     }
 
     /// The configuration is read-only for this device (writeback needs CONFIG_WCE, not offered).

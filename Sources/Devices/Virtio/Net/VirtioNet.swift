@@ -172,10 +172,7 @@ public final class VirtioNet: VirtioDevice {
     // MARK: VirtioDevice
 
     public func readConfiguration(offset: Int, into data: UnsafeMutableRawBufferPointer) {
-        for i in 0..<data.count {
-            let index = offset + i
-            data[i] = index >= 0 && index < configuration.count ? configuration[index] : 0
-        }
+        copyConfiguration(configuration, offset: offset, into: data)
     }
 
     /// With VIRTIO_F_VERSION_1 the driver does not write the network configuration (the MAC is

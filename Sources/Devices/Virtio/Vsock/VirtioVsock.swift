@@ -153,9 +153,7 @@ public final class VirtioVsock: VirtioDevice {
     public var connectionCount: Int { state.withLock { $0.connections.count } }
 
     public func readConfiguration(offset: Int, into data: UnsafeMutableRawBufferPointer) {
-        withUnsafeBytes(of: guestCID.littleEndian) { config in
-            for i in 0..<data.count { data[i] = offset + i < config.count ? config[offset + i] : 0 }
-        }
+        withUnsafeBytes(of: guestCID.littleEndian) { copyConfiguration($0, offset: offset, into: data) }
     }
 
     public func writeConfiguration(offset: Int, data: UnsafeRawBufferPointer) {}
