@@ -17,7 +17,8 @@ struct RunCommand: ParsableCommand {
             """
     )
 
-    @Option(help: "Kernel image (bzImage, e.g. /boot/vmlinuz-*).") var kernel: String
+    @Option(help: "Kernel image (bzImage, e.g. /boot/vmlinuz-*); required unless --config-file is given.") var kernel: String?
+    @Option(name: .customLong("config-file"), help: "A Firecracker JSON config file (boot-source, machine-config, drives, network-interfaces, vsock); it replaces --kernel, --initrd, --cmdline, --memory, --cpus, --disk, --net and --vsock.") var configFile: String?
     @Option(help: "Initial ramdisk.") var initrd: String?
     @Option(help: "Kernel command line.") var cmdline: String = LinuxConfig.defaultCommandLine
     @Option(help: "Guest memory: 128M, 2G, … (a bare number is MiB).") var memory: String = "256M"
@@ -29,6 +30,13 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "quiet, error, warn, info or debug.") var logLevel: String = "warn"
 
     func validate() throws {
+        if configFile != nil {
+            guard kernel == nil, initrd == nil, disks.isEmpty, nets.isEmpty, vsock == nil else {
+                throw ValidationError("--config-file cannot be combined with --kernel, --initrd, --disk, --net or --vsock")
+            }
+        } else if kernel == nil {
+            throw ValidationError("--kernel is required (or --config-file)")
+        }
         guard LinuxConfig.parseMemory(memory) != nil else { throw ValidationError("--memory '\(memory)' is not a size (e.g. 256M, 2G)") }
         guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
         for d in disks where LinuxConfig.Disk.parse(d) == nil {
@@ -43,15 +51,24 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        var config = LinuxConfig(kernelPath: kernel)
-        config.initrdPath = initrd
-        config.commandLine = cmdline
-        config.memoryBytes = LinuxConfig.parseMemory(memory) ?? 0
-        config.cpus = cpus
-        config.disks = disks.compactMap(LinuxConfig.Disk.parse)
-        config.nets = nets.compactMap(LinuxConfig.Net.parse)
+        var config = LinuxConfig(kernelPath: kernel ?? "")
+        if let configFile {
+            do {
+                config = try FirecrackerConfig.load(path: configFile).linuxConfig()
+            } catch {
+                printError("swiftlet: \(error.message)")
+                Glibc.exit(1)
+            }
+        } else {
+            config.initrdPath = initrd
+            config.commandLine = cmdline
+            config.memoryBytes = LinuxConfig.parseMemory(memory) ?? 0
+            config.cpus = cpus
+            config.disks = disks.compactMap(LinuxConfig.Disk.parse)
+            config.nets = nets.compactMap(LinuxConfig.Net.parse)
+            config.vsock = vsock.flatMap(LinuxConfig.Vsock.parse)
+        }
         config.entropy = rng
-        config.vsock = vsock.flatMap(LinuxConfig.Vsock.parse)
         let level: HvtConfig.LogLevel = ["quiet": .quiet, "error": .error, "info": .info, "debug": .debug][logLevel] ?? .warn
         do {
             let vm = try LinuxVM(config: config, logLevel: level)

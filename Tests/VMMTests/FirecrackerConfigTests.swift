@@ -1,0 +1,102 @@
+import Foundation
+import Testing
+@testable import VMM
+
+@Suite struct FirecrackerConfigTests {
+    func parse(_ json: String) throws(VMMError) -> LinuxConfig {
+        try FirecrackerConfig.parse(Data(json.utf8)).linuxConfig()
+    }
+
+    func failure(_ json: String) -> String {
+        do { _ = try parse(json); return "" } catch { return error.message }
+    }
+
+    static let full = """
+        {
+          "boot-source": {
+            "kernel_image_path": "vmlinux.bin",
+            "initrd_path": "initrd.img",
+            "boot_args": "console=ttyS0 reboot=k panic=1 pci=off"
+          },
+          "drives": [
+            { "drive_id": "scratch", "path_on_host": "scratch.ext4", "is_root_device": false,
+              "is_read_only": false, "cache_type": "Writeback", "io_engine": "Sync" },
+            { "drive_id": "rootfs", "path_on_host": "bionic.rootfs.ext4", "is_root_device": true,
+              "partuuid": null, "is_read_only": true }
+          ],
+          "machine-config": { "vcpu_count": 2, "mem_size_mib": 1024, "smt": false, "track_dirty_pages": false },
+          "network-interfaces": [
+            { "iface_id": "eth0", "guest_mac": "AA:FC:00:00:00:01", "host_dev_name": "tap0" }
+          ],
+          "vsock": { "guest_cid": 3, "uds_path": "./v.sock", "vsock_id": "vsock0" },
+          "logger": { "log_path": "fc.log", "level": "Debug" },
+          "metrics": { "metrics_path": "m.fifo" },
+          "balloon": { "amount_mib": 0, "deflate_on_oom": false },
+          "mmds-config": { "network_interfaces": ["eth0"] }
+        }
+        """
+
+    @Test func fullExampleMaps() throws {
+        let c = try parse(Self.full)
+        #expect(c.kernelPath == "vmlinux.bin")
+        #expect(c.initrdPath == "initrd.img")
+        #expect(c.commandLine == "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda ro")
+        #expect(c.cpus == 2)
+        #expect(c.memoryBytes == 1024 << 20)
+        #expect(c.disks == [.init(path: "bionic.rootfs.ext4", readOnly: true), .init(path: "scratch.ext4", readOnly: false)])
+        #expect(c.nets == [.init(tap: "tap0", mac: [0xAA, 0xFC, 0, 0, 0, 1])])
+        #expect(c.vsock == .init(cid: 3, uds: "./v.sock"))
+    }
+
+    @Test func defaults() throws {
+        let c = try parse(#"{"boot-source": {"kernel_image_path": "k"}}"#)
+        #expect(c.commandLine == LinuxConfig.defaultCommandLine)
+        #expect(c.disks.isEmpty && c.nets.isEmpty && c.vsock == nil)
+        #expect(c.cpus == 1)
+        #expect(c.memoryBytes == 128 << 20)
+    }
+
+    @Test func rootArgumentKeptAndWritableRoot() throws {
+        let base = #"{"boot-source": {"kernel_image_path": "k", "boot_args": "%ARGS%"}, "drives": [{"drive_id": "r", "path_on_host": "r.img", "is_root_device": true, "is_read_only": false}]}"#
+        #expect(try parse(base.replacingOccurrences(of: "%ARGS%", with: "console=ttyS0 root=/dev/vdb")).commandLine == "console=ttyS0 root=/dev/vdb")
+        #expect(try parse(base.replacingOccurrences(of: "%ARGS%", with: "console=ttyS0")).commandLine == "console=ttyS0 root=/dev/vda")
+    }
+
+    @Test func unknownKeysRejected() {
+        #expect(failure(#"{"boot-source": {"kernel_image_path": "k"}, "cpu-config": {}}"#) == "top level: unknown key 'cpu-config'")
+        #expect(failure(#"{"boot-source": {"kernel_image_path": "k", "bootargs": "x"}}"#) == "boot-source: unknown key 'bootargs'")
+        #expect(failure(#"{"boot-source": {"kernel_image_path": "k"}, "drives": [{"drive_id": "a", "path_on_host": "p", "is_root_device": false, "rate_limiter": {}}]}"#) == "drives[0]: unknown key 'rate_limiter'")
+    }
+
+    @Test func typeAndMissingErrors() {
+        #expect(failure(#"{"boot-source": {"initrd_path": "i"}}"#) == "boot-source.kernel_image_path: missing")
+        #expect(failure(#"{}"#) == "boot-source: missing")
+        #expect(failure(#"{"boot-source": {"kernel_image_path": 5}}"#) == "boot-source.kernel_image_path: expected a string")
+        #expect(failure(#"{"boot-source": {"kernel_image_path": "k"}, "machine-config": {"vcpu_count": "2", "mem_size_mib": 64}}"#) == "machine-config.vcpu_count: expected an unsigned integer")
+        #expect(failure(#"{"boot-source": {"kernel_image_path": "k"}, "drives": [{"drive_id": "a", "path_on_host": "p", "is_root_device": "yes"}]}"#) == "drives[0].is_root_device: expected true or false")
+    }
+
+    @Test func valueErrors() {
+        let boot = #""boot-source": {"kernel_image_path": "k"}"#
+        #expect(failure("{\(boot), \"machine-config\": {\"vcpu_count\": 0, \"mem_size_mib\": 64}}") == "machine-config.vcpu_count: must be in 1...255")
+        #expect(failure("{\(boot), \"machine-config\": {\"vcpu_count\": 256, \"mem_size_mib\": 64}}") == "machine-config.vcpu_count: must be in 1...255")
+        #expect(failure("{\(boot), \"machine-config\": {\"vcpu_count\": 1, \"mem_size_mib\": 16}}") == "machine-config.mem_size_mib: must be at least 32 (MiB)")
+        #expect(failure("{\(boot), \"network-interfaces\": [{\"iface_id\": \"e\", \"host_dev_name\": \"t\", \"guest_mac\": \"01:00:00:00:00:01\"}]}") == "network-interfaces[0].guest_mac: '01:00:00:00:00:01' is not a unicast MAC (XX:XX:XX:XX:XX:XX)")
+        #expect(failure("{\(boot), \"network-interfaces\": [{\"iface_id\": \"e\", \"host_dev_name\": \"t\", \"guest_mac\": \"zz:00:00:00:00:01\"}]}").hasSuffix("is not a unicast MAC (XX:XX:XX:XX:XX:XX)"))
+    }
+
+    @Test func duplicatesAndRoots() {
+        let boot = #""boot-source": {"kernel_image_path": "k"}"#
+        let drive = { (id: String, root: Bool) in "{\"drive_id\": \"\(id)\", \"path_on_host\": \"p\", \"is_root_device\": \(root), \"is_read_only\": false}" }
+        #expect(failure("{\(boot), \"drives\": [\(drive("a", false)), \(drive("a", false))]}") == "drives[1].drive_id: duplicate 'a'")
+        #expect(failure("{\(boot), \"drives\": [\(drive("a", true)), \(drive("b", true))]}") == "drives[1]: more than one root device (is_root_device)")
+        let net = #"{"iface_id": "eth0", "host_dev_name": "tap0"}"#
+        #expect(failure("{\(boot), \"network-interfaces\": [\(net), \(net)]}") == "network-interfaces[1].iface_id: duplicate 'eth0'")
+    }
+
+    @Test func syntaxErrorsNameTheLine() {
+        #expect(failure("{\n  \"boot-source\": {\n    \"kernel_image_path\": \"k\"\n    \"initrd_path\": \"i\"\n  }\n}").hasPrefix("line 4: invalid JSON"))
+        #expect(failure("{\n\"boot-source\": x\n}").hasPrefix("line 2: invalid JSON"))
+        #expect(failure("").hasPrefix("line 1: invalid JSON") || failure("") == "invalid JSON")
+    }
+}
