@@ -10,10 +10,14 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "swiftlet", targets: ["swiftlet"]),
+        .executable(name: "swiftletd", targets: ["swiftletd"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
         // <linux/kvm.h> and static inline accessors for ioctl numbers and kvm_run fields.
@@ -33,9 +37,29 @@ let package = Package(
         .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
         // Assembles and runs machines (the hvt tender today).
         .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "GuestMemory", "Host"], swiftSettings: strict),
+        // HTTP/1.1 over Unix sockets (SwiftNIO's parser and encoder): the server and client every
+        // control-plane piece uses.
+        .target(name: "HTTPUnix", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], swiftSettings: strict),
+        // The Firecracker-compatible REST API of one VM process (`swiftlet api`).
+        .target(name: "API", dependencies: ["VMM", "HTTPUnix", "Host", .product(name: "Logging", package: "swift-log")],
+                swiftSettings: strict),
+        // swiftletd: supervises named VMs, one `swiftlet api` process each; its API, metrics and
+        // the client `swiftlet ctl` uses. It never opens /dev/kvm itself.
+        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", .product(name: "Logging", package: "swift-log"),
+                                               .product(name: "Yams", package: "Yams")],
+                swiftSettings: strict),
         .executableTarget(
             name: "swiftlet",
-            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VMM", "API", "Daemon", "Host", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "swiftletd",
+            dependencies: ["Daemon", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
 
@@ -46,6 +70,9 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
+        .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix"]),
+        .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix"]),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).
         .testTarget(name: "IntegrationTests", dependencies: []),
     ]

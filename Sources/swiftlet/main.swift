@@ -9,7 +9,7 @@ struct Swiftlet: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftlet",
         abstract: "A lightweight VMM over KVM: Linux microVMs and Solo5 unikernels.",
-        subcommands: [RunCommand.self, HvtCommand.self]
+        subcommands: [RunCommand.self, HvtCommand.self, ApiCommand.self, CtlCommand.self, SeccompCheckCommand.self]
     )
 }
 

@@ -1,0 +1,124 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking HTTP/1.1 client over a Unix socket (SwiftNIO's codec underneath): `swiftlet ctl`
+/// talking to the daemon, the daemon talking to each VM's API, and the tests.
+public enum UnixHTTPClient {
+    /// Sends one request and waits for the whole response.
+    /// - Throws: ``UnixSocketError`` when the socket cannot be reached or the peer misbehaves.
+    public static func request(socketPath: String, method: String, path: String, body: [UInt8]? = nil,
+                               contentType: String = "application/json", timeoutSeconds: Int64 = 30) throws(UnixSocketError) -> HTTPResponse {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let promise = group.next().makePromise(of: HTTPResponse.self)
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+                }
+            }
+        // NIO's own connect error for a refused/absent socket is wordy; check it plainly first.
+        do {
+            let fd = try UnixStream.connect(path: socketPath)
+            close(fd)
+        } catch { throw error }
+        let channel: any Channel
+        do { channel = try bootstrap.connect(unixDomainSocketPath: socketPath).wait() } catch {
+            promise.fail(error)
+            throw UnixSocketError("\(socketPath): \(error)")
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: "localhost")
+        headers.add(name: "Accept", value: "application/json")
+        headers.add(name: "Connection", value: "close")
+        if let body {
+            headers.add(name: "Content-Type", value: contentType)
+            headers.add(name: "Content-Length", value: String(body.count))
+        }
+        let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path, headers: headers)
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if let body, !body.isEmpty {
+            var buffer = channel.allocator.buffer(capacity: body.count)
+            buffer.writeBytes(body)
+            channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+        }
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        let timeout = channel.eventLoop.scheduleTask(in: .seconds(timeoutSeconds)) {
+            promise.fail(UnixSocketError("\(socketPath): no answer within \(timeoutSeconds) s"))
+        }
+        defer { timeout.cancel(); channel.close(promise: nil) }
+        do { return try promise.futureResult.wait() } catch let error as UnixSocketError {
+            throw error
+        } catch {
+            throw UnixSocketError("\(socketPath): \(error)")
+        }
+    }
+
+    /// `request` with a JSON text body.
+    public static func request(socketPath: String, method: String, path: String, json: String) throws(UnixSocketError) -> HTTPResponse {
+        try request(socketPath: socketPath, method: method, path: path, body: Array(json.utf8))
+    }
+}
+
+/// Gathers one response into an ``HTTPResponse`` and completes the promise.
+private final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    let promise: EventLoopPromise<HTTPResponse>
+    private var response = HTTPResponse(status: 0)
+
+    init(promise: EventLoopPromise<HTTPResponse>) { self.promise = promise }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            response.status = Int(head.status.code)
+            response.contentType = head.headers.first(name: "Content-Type")
+        case .body(var buffer):
+            response.body += buffer.readBytes(length: buffer.readableBytes) ?? []
+        case .end:
+            promise.succeed(response)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(UnixSocketError("bad HTTP response: \(error)"))
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(UnixSocketError("connection closed before a whole response arrived"))
+    }
+}
+
+/// Plain stream connections to a Unix socket (console attach, liveness checks).
+public enum UnixStream {
+    /// Connects and returns the fd (close-on-exec, blocking).
+    public static func connect(path: String) throws(UnixSocketError) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw UnixSocketError("\(path): not a usable socket path")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw UnixSocketError("socket: \(String(cString: strerror(errno)))") }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if result != 0 {
+            let e = errno
+            close(fd)
+            throw UnixSocketError("\(path): \(String(cString: strerror(e)))")
+        }
+        return fd
+    }
+}

@@ -1,0 +1,197 @@
+import Dispatch
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors from setting up a Unix-socket listener; `message` is one line for the user.
+public struct UnixSocketError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// An HTTP/1.1 server on a Unix socket. SwiftNIO parses and encodes HTTP; `handler` sees whole
+/// requests and runs on one serial queue, so a handler never races itself (Firecracker's API is
+/// serialized the same way) and a slow handler never stalls the event loop.
+public final class UnixHTTPServer: @unchecked Sendable {
+    /// Called for each request; return the response.
+    public typealias Handler = @Sendable (HTTPRequest) -> HTTPResponse
+
+    public let socketPath: String
+    /// Larger bodies get 400 (Firecracker's limit is 51,200 bytes).
+    public let maximumBodyBytes: Int
+    private let handler: Handler
+    private let queue: DispatchQueue
+    private let group: MultiThreadedEventLoopGroup
+    private var channel: (any Channel)?
+
+    /// - Parameter concurrent: run handlers on a concurrent queue (the daemon) instead of one serial queue.
+    public init(socketPath: String, maximumBodyBytes: Int = 51_200, concurrent: Bool = false, handler: @escaping Handler) {
+        self.socketPath = socketPath
+        self.maximumBodyBytes = maximumBodyBytes
+        self.handler = handler
+        queue = DispatchQueue(label: "http-handler", attributes: concurrent ? [.concurrent] : [])
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    }
+
+    /// Binds the socket (mode 0600: only its owner, normally root, may connect; a stale socket file
+    /// is replaced, a live one is an error) and starts serving. Returns once clients can connect.
+    public func start() throws(UnixSocketError) {
+        let fd = try Self.bindListener(path: socketPath)
+        let limit = maximumBodyBytes
+        let handler = handler
+        let queue = queue
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 128)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        RequestHandler(maximumBodyBytes: limit, queue: queue, handler: handler))
+                }
+            }
+        do {
+            channel = try bootstrap.withBoundSocket(fd).wait()
+        } catch {
+            close(fd)
+            throw UnixSocketError("\(socketPath): \(error)")
+        }
+    }
+
+    /// Stops accepting, closes the listener and removes the socket file.
+    public func stop() {
+        try? channel?.close().wait()
+        channel = nil
+        unlink(socketPath)
+        try? group.syncShutdownGracefully()
+    }
+
+    /// socket + bind + listen by hand (before NIO starts) so the socket is connectable at once,
+    /// with a umask that leaves it 0600.
+    static func bindListener(path: String) throws(UnixSocketError) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw UnixSocketError("\(path): not a usable socket path (1 to 107 bytes)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        if isLiveSocket(path) { throw UnixSocketError("\(path): another process is listening on it") }
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard st.st_mode & S_IFMT == S_IFSOCK else { throw UnixSocketError("\(path): exists and is not a socket") }
+            unlink(path)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw UnixSocketError("\(path): socket: \(String(cString: strerror(errno)))") }
+        let old = umask(0o177)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        let bindErrno = errno
+        umask(old)
+        guard bound == 0 else {
+            close(fd)
+            throw UnixSocketError("\(path): bind: \(String(cString: strerror(bindErrno)))")
+        }
+        guard listen(fd, 128) == 0 else {
+            let e = errno
+            close(fd)
+            throw UnixSocketError("\(path): listen: \(String(cString: strerror(e)))")
+        }
+        return fd
+    }
+
+    /// Whether something accepts connections on `path` now.
+    public static func isLiveSocket(_ path: String) -> Bool {
+        guard let fd = try? UnixStream.connect(path: path) else { return false }
+        close(fd)
+        return true
+    }
+}
+
+/// Collects one request, hands it to the handler queue, writes the answer back on the loop.
+private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let maximumBodyBytes: Int
+    let queue: DispatchQueue
+    let handler: UnixHTTPServer.Handler
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var tooLarge = false
+
+    init(maximumBodyBytes: Int, queue: DispatchQueue, handler: @escaping UnixHTTPServer.Handler) {
+        self.maximumBodyBytes = maximumBodyBytes
+        self.queue = queue
+        self.handler = handler
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body = []
+            tooLarge = false
+        case .body(var buffer):
+            if body.count + buffer.readableBytes > maximumBodyBytes {
+                tooLarge = true
+                body = []
+            } else if !tooLarge, let bytes = buffer.readBytes(length: buffer.readableBytes) {
+                body += bytes
+            }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let keepAlive = head.isKeepAlive
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((self, context), eventLoop: loop)
+            if tooLarge {
+                let response = HTTPResponse.json(400, #"{"fault_message": "Request payload is larger than the limit of \#(maximumBodyBytes) bytes."}"#)
+                write(response, keepAlive: false, version: head.version, context: context)
+                return
+            }
+            let target = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+            let request = HTTPRequest(method: head.method.rawValue, path: String(target.first ?? ""),
+                                      query: target.count > 1 ? String(target[1]) : nil,
+                                      headers: head.headers.map { ($0.name, $0.value) }, body: body)
+            body = []
+            let handler = handler
+            let version = head.version
+            queue.async {
+                let response = handler(request)
+                loop.execute {
+                    let (me, context) = bound.value
+                    me.write(response, keepAlive: keepAlive, version: version, context: context)
+                }
+            }
+        }
+    }
+
+    func write(_ response: HTTPResponse, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Server", value: "Swiftlet")
+        if let type = response.contentType { headers.add(name: "Content-Type", value: type) }
+        headers.add(name: "Content-Length", value: String(response.body.count))
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if !response.body.isEmpty {
+            var buffer = context.channel.allocator.buffer(capacity: response.body.count)
+            buffer.writeBytes(response.body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
