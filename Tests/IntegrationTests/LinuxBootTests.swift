@@ -56,7 +56,7 @@ struct LinuxRunBadInputTests {
     @Test func badMemoryAndCPUs() {
         let k = Self.file("k2", Self.parsableKernel)
         expectOneLineError(["--kernel", k, "--memory", "lots"], contains: "is not a size")
-        expectOneLineError(["--kernel", k, "--memory", "1M"], contains: "at least 32M")
+        expectOneLineError(["--kernel", k, "--memory", "1M"], contains: "at least 32 MiB")
         expectOneLineError(["--kernel", k, "--memory", "100000G"], contains: "more than this host has")
         expectOneLineError(["--kernel", k, "--cpus", "0"], contains: "--cpus must be at least 1")
         expectOneLineError(["--kernel", k, "--cpus", "100000"], contains: "more than KVM allows")

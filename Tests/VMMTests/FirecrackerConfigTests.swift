@@ -80,7 +80,8 @@ import Testing
         let boot = #""boot-source": {"kernel_image_path": "k"}"#
         #expect(failure("{\(boot), \"machine-config\": {\"vcpu_count\": 0, \"mem_size_mib\": 64}}") == "machine-config.vcpu_count: must be in 1...255")
         #expect(failure("{\(boot), \"machine-config\": {\"vcpu_count\": 256, \"mem_size_mib\": 64}}") == "machine-config.vcpu_count: must be in 1...255")
-        #expect(failure("{\(boot), \"machine-config\": {\"vcpu_count\": 1, \"mem_size_mib\": 16}}") == "machine-config.mem_size_mib: must be at least 32 (MiB)")
+        #expect(failure("{\(boot), \"machine-config\": {\"vcpu_count\": 1, \"mem_size_mib\": 0}}") == "machine-config.mem_size_mib: must be in 1...1048576 (MiB)")
+        #expect(failure("{\(boot), \"machine-config\": {\"vcpu_count\": 1, \"mem_size_mib\": 2000000}}") == "machine-config.mem_size_mib: must be in 1...1048576 (MiB)")
         #expect(failure("{\(boot), \"network-interfaces\": [{\"iface_id\": \"e\", \"host_dev_name\": \"t\", \"guest_mac\": \"01:00:00:00:00:01\"}]}") == "network-interfaces[0].guest_mac: '01:00:00:00:00:01' is not a unicast MAC (XX:XX:XX:XX:XX:XX)")
         #expect(failure("{\(boot), \"network-interfaces\": [{\"iface_id\": \"e\", \"host_dev_name\": \"t\", \"guest_mac\": \"zz:00:00:00:00:01\"}]}").hasSuffix("is not a unicast MAC (XX:XX:XX:XX:XX:XX)"))
     }

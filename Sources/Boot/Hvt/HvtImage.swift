@@ -20,6 +20,13 @@ public struct HvtImage: Sendable {
     public let kernelEnd: UInt64
     public let manifest: HvtManifest
 
+    /// Whether `bytes` is an ELF file carrying a Solo5 ABI note (of any target): what tells a
+    /// unikernel from a PVH kernel, which is ELF too.
+    public static func isSolo5(_ bytes: [UInt8]) -> Bool {
+        guard let elf = try? ELFFile(bytes: bytes, name: ""), let notes = try? elf.notes() else { return false }
+        return notes.contains { $0.name == noteName && $0.type == abiNoteType }
+    }
+
     public init(bytes: [UInt8], name: String) throws(BootError) {
         let elf = try ELFFile(bytes: bytes, name: name)
         guard elf.type == ELFFile.typeExecutable else { throw BootError("\(name): not an executable ELF file") }

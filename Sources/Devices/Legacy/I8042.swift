@@ -11,12 +11,16 @@ import Synchronization
 /// us; here those offsets read as 0xFF and ignore writes.
 ///
 /// With nothing to send, status reads 0: output buffer empty (so Linux's flush finishes) and
-/// input buffer empty (so the reboot path's wait for the controller never spins). Commands with
-/// a reply put one byte in the output buffer and set status bit 0 until the guest reads it.
-/// Keyboard/mouse traffic is ignored: there is no IRQ 1/12 and no device behind the ports, so the
-/// guest's keyboard probe (asynchronous in Linux) times out and finds nothing. The mouse port is
-/// not modelled: Linux skips it when ACPI lists a keyboard (PNP0303) but no mouse; booted
-/// without ACPI, pass `i8042.noaux` or its AUX probe waits out its timeouts.
+/// input buffer empty (so the reboot path's wait for the controller never spins). Replies queue
+/// in the output buffer; status bit 0 stays set until the guest has read them all.
+///
+/// Behind the data port sits a minimal PS/2 keyboard, enough for Linux's atkbd to find it: every
+/// command is acknowledged (0xFA), reset answers "self-test passed" (0xAA), get-ID answers an MF2
+/// keyboard (0xAB 0x83). Its only keys are the ones `pressCtrlAltDel()` sends (Firecracker's
+/// SendCtrlAltDel): a Linux guest reboots on them, which ends a microVM. Keyboard bytes raise
+/// IRQ 1 while the command byte enables it. The mouse port is not modelled: Linux skips it when
+/// ACPI lists a keyboard (PNP0303) but no mouse; booted without ACPI, pass `i8042.noaux` or its
+/// AUX probe waits out its timeouts.
 public final class I8042: PortIODevice {
     /// Base of the 5-port window (data port) and its length.
     public static let basePort: UInt16 = 0x60
@@ -42,31 +46,65 @@ public final class I8042: PortIODevice {
         /// Power-on command byte: keyboard interrupt on, system flag, translation on.
         var commandByte: UInt8 = 0x45
         var outputPort: UInt8 = I8042.outputPortDefault
-        /// A reply waiting at the data port.
-        var output: UInt8?
+        /// Bytes waiting at the data port, oldest first (at most a few: replies and 8 key codes).
+        var output: [UInt8] = []
+        /// Whether the bytes came from the keyboard (they raise IRQ 1) rather than the controller.
+        var outputFromKeyboard = false
         /// The command whose parameter the next data-port write supplies.
         var pendingCommand: UInt8?
+        /// The keyboard command whose parameter byte comes next (set LEDs, typematic, scan set).
+        var pendingKeyboardCommand: UInt8?
     }
 
     private let state = Mutex(State())
     private let onReset: @Sendable () -> Void
+    private let keyboardInterrupt: (any InterruptLine)?
+    /// Beyond this many waiting bytes, new keyboard output is dropped (a guest that never reads).
+    static let outputLimit = 64
+    // Command-byte bits: keyboard interrupt enable, scan-code translation to set 1.
+    static let ctrKeyboardInterrupt: UInt8 = 0x01, ctrTranslate: UInt8 = 0x40
 
     /// `onReset` runs when the guest pulses the reset line, on that vCPU's thread and outside the
     /// device's lock; the VMM stops the machine there (a reset of a microVM ends it).
-    public init(onReset: @escaping @Sendable () -> Void) {
+    /// `keyboardInterrupt` is ISA IRQ 1 (nil: the keyboard never interrupts).
+    public init(keyboardInterrupt: (any InterruptLine)? = nil, onReset: @escaping @Sendable () -> Void) {
+        self.keyboardInterrupt = keyboardInterrupt
         self.onReset = onReset
+    }
+
+    /// Presses and releases Ctrl, Alt and Delete, in the scan-code set the guest reads: set 1 when
+    /// the controller translates (Linux's default), set 2 otherwise.
+    public func pressCtrlAltDel() {
+        let raise = state.withLock { s -> Bool in
+            let codes: [UInt8] = s.commandByte & Self.ctrTranslate != 0
+                ? [0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D]
+                : [0x14, 0x11, 0xE0, 0x71, 0xE0, 0xF0, 0x71, 0xF0, 0x11, 0xF0, 0x14]
+            guard s.output.count + codes.count <= Self.outputLimit else { return false }
+            s.output += codes
+            s.outputFromKeyboard = true
+            return s.commandByte & Self.ctrKeyboardInterrupt != 0
+        }
+        if raise { pulseKeyboardInterrupt() }
+    }
+
+    private func pulseKeyboardInterrupt() {
+        keyboardInterrupt?.setLevel(true)
+        keyboardInterrupt?.setLevel(false)
     }
 
     public func read(offset: UInt16, size: Int) -> UInt32 {
         switch offset {
         case Self.dataOffset:
-            // The reply, once; an empty buffer reads 0.
-            return UInt32(state.withLock { s in
-                defer { s.output = nil }
-                return s.output ?? 0
-            })
+            // The oldest byte, once; an empty buffer reads 0. More keyboard bytes: IRQ 1 again.
+            let (byte, more) = state.withLock { s -> (UInt8, Bool) in
+                guard !s.output.isEmpty else { return (0, false) }
+                let byte = s.output.removeFirst()
+                return (byte, !s.output.isEmpty && s.outputFromKeyboard && s.commandByte & Self.ctrKeyboardInterrupt != 0)
+            }
+            if more { pulseKeyboardInterrupt() }
+            return UInt32(byte)
         case Self.commandOffset:
-            return UInt32(state.withLock { $0.output == nil ? 0 : Self.statusOutputFull })
+            return UInt32(state.withLock { $0.output.isEmpty ? 0 : Self.statusOutputFull })
         default:
             return 0xFF
         }
@@ -77,8 +115,12 @@ public final class I8042: PortIODevice {
         let reset: Bool
         switch offset {
         case Self.dataOffset:
+            var interrupt = false
             reset = state.withLock { s in
-                guard let command = s.pendingCommand else { return false } // keyboard traffic
+                guard let command = s.pendingCommand else {
+                    interrupt = s.keyboardCommand(byte)
+                    return false
+                }
                 s.pendingCommand = nil
                 switch command {
                 case Self.writeCommandByte:
@@ -92,6 +134,7 @@ public final class I8042: PortIODevice {
                     return false
                 }
             }
+            if interrupt { pulseKeyboardInterrupt() }
         case Self.commandOffset:
             reset = state.withLock { s in s.command(byte) }
         default:
@@ -106,16 +149,17 @@ extension I8042.State {
     mutating func command(_ command: UInt8) -> Bool {
         // A new command cancels a parameter that never arrived.
         pendingCommand = nil
+        func reply(_ byte: UInt8) { output = [byte]; outputFromKeyboard = false }
         switch command {
-        case I8042.readCommandByte: output = commandByte
+        case I8042.readCommandByte: reply(commandByte)
         case I8042.writeCommandByte, I8042.writeOutputPort: pendingCommand = command
         case I8042.disableAux: commandByte |= I8042.ctrAuxDisabled
         case I8042.enableAux: commandByte &= ~I8042.ctrAuxDisabled
         case I8042.disableKeyboard: commandByte |= I8042.ctrKeyboardDisabled
         case I8042.enableKeyboard: commandByte &= ~I8042.ctrKeyboardDisabled
-        case I8042.selfTest: output = 0x55          // "controller OK"
-        case I8042.keyboardInterfaceTest: output = 0x00 // "no error"
-        case I8042.readOutputPort: output = outputPort
+        case I8042.selfTest: reply(0x55)          // "controller OK"
+        case I8042.keyboardInterfaceTest: reply(0x00) // "no error"
+        case I8042.readOutputPort: reply(outputPort)
         case 0xF0...0xFF:
             // "Pulse output lines": a 0 in bit 0 of the low nibble pulses reset (0xFE is the
             // usual form).
@@ -124,5 +168,31 @@ extension I8042.State {
             break
         }
         return false
+    }
+}
+
+extension I8042.State {
+    /// A byte the guest sent to the keyboard: queues its answer. Returns whether to raise IRQ 1.
+    mutating func keyboardCommand(_ byte: UInt8) -> Bool {
+        let ack: UInt8 = 0xFA
+        var answer: [UInt8]
+        if pendingKeyboardCommand != nil {
+            // The parameter of set-LEDs, typematic rate or scan-code set; 0 asks for the set in use.
+            answer = pendingKeyboardCommand == 0xF0 && byte == 0 ? [ack, 0x02] : [ack]
+            pendingKeyboardCommand = nil
+        } else {
+            switch byte {
+            case 0xFF: answer = [ack, 0xAA]            // reset: self-test passed
+            case 0xF2: answer = [ack, 0xAB, 0x83]      // identify: MF2 keyboard
+            case 0xEE: answer = [0xEE]                 // echo
+            case 0xED, 0xF3, 0xF0:                     // set LEDs, typematic, scan set: a parameter follows
+                pendingKeyboardCommand = byte
+                answer = [ack]
+            default: answer = [ack]                    // enable, disable, defaults, …
+            }
+        }
+        output = answer
+        outputFromKeyboard = true
+        return commandByte & I8042.ctrKeyboardInterrupt != 0
     }
 }

@@ -25,11 +25,14 @@ final class HvtHypercalls {
     let memory: GuestMemory
     let devices: [HvtDevice?]
     let poller: Poller
-    let console: FileDescriptor
+    let console: any ConsoleSink
+    /// Per manifest entry (nil for unattached entries), for metrics.
+    let counters: [DeviceCounters]
     /// Bit i set when net device i has input; filled by the poller callback.
     private var readySet: UInt64 = 0
 
-    init(memory: GuestMemory, devices: [HvtDevice?], console: FileDescriptor) throws(VMMError) {
+    init(memory: GuestMemory, devices: [HvtDevice?], console: any ConsoleSink) throws(VMMError) {
+        counters = devices.map { _ in DeviceCounters() }
         self.memory = memory
         self.devices = devices
         self.console = console
@@ -71,7 +74,7 @@ final class HvtHypercalls {
             let data = a.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
             let length = a.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
             let text = try buffer(data, length, "PUTS")
-            try? console.writeAll(UnsafeRawBufferPointer(text))
+            console.write(UnsafeRawBufferPointer(text))
 
         case .poll:
             let a = try argument(address, 24, "POLL")
@@ -107,6 +110,7 @@ final class HvtHypercalls {
                 result = Self.unspecified
             }
             a.storeBytes(of: result, toByteOffset: 32, as: Int32.self)
+            if result == Self.ok { counters[Int(handle)].record(intoGuest: isWrite ? 0 : length, fromGuest: isWrite ? length : 0) }
 
         case .netWrite:
             let a = try argument(address, 32, "NET_WRITE")
@@ -120,6 +124,7 @@ final class HvtHypercalls {
             }
             let frame = try buffer(data, length, "NET_WRITE")
             let result: Int32 = (try? nic.tap.write(UnsafeRawBufferPointer(frame))) != nil ? Self.ok : Self.unspecified
+            if result == Self.ok { counters[Int(handle)].record(fromGuest: length) }
             a.storeBytes(of: result, toByteOffset: 24, as: Int32.self)
 
         case .netRead:
@@ -136,6 +141,7 @@ final class HvtHypercalls {
             do {
                 if let n = try nic.tap.read(into: frame) {
                     a.storeBytes(of: UInt64(n), toByteOffset: 16, as: UInt64.self)
+                    counters[Int(handle)].record(intoGuest: UInt64(n))
                 } else {
                     result = Self.again
                 }

@@ -17,10 +17,18 @@ public final class HvtTender: @unchecked Sendable {
     let machine: Machine
     let vcpu: VCPU
     let hypercalls: HvtHypercalls
+    private let deviceNames: [(index: Int, name: String, kind: String)]
     private let stopRequested = Atomic<Bool>(false)
+    /// The signal `requestStop` was given (0: none), so `run` can report it.
+    private let stopSignal = Atomic<Int32>(0)
+    private let runner = Mutex<pthread_t?>(nil)
+    let pauseGate = PauseGate()
+    /// vCPU exits by reason (each hypercall is a port-I/O exit), for metrics.
+    public let exitCounters = ExitCounters()
     private let log: VMMLog
 
-    public init(config: HvtConfig) throws(VMMError) {
+    /// - Parameter console: where the unikernel's console output goes (stdout by default).
+    public init(config: HvtConfig, console: VMConsole = .stdio) throws(VMMError) {
         self.config = config
         log = VMMLog(level: config.logLevel)
 
@@ -94,7 +102,14 @@ public final class HvtTender: @unchecked Sendable {
         } catch {
             throw VMMError(.hypervisor, "\(error)")
         }
-        hypercalls = try HvtHypercalls(memory: memory, devices: devices, console: FileDescriptor(owning: dup(1)))
+        hypercalls = try HvtHypercalls(memory: memory, devices: devices, console: console.sink)
+        deviceNames = manifest.entries.enumerated().compactMap { index, entry in
+            switch devices[index] {
+            case .block?: (index, entry.name, "block")
+            case .net?: (index, entry.name, "net")
+            case nil: nil
+            }
+        }
         log.info("\(config.kernelPath): \(memBytes >> 20) MiB, entry 0x\(String(image.entry, radix: 16)), \(devices.compactMap { $0 }.count) device(s)")
     }
 
@@ -131,6 +146,7 @@ public final class HvtTender: @unchecked Sendable {
         var signals = StopSignals()
 
         let main = pthread_self()
+        runner.withLock { $0 = main }
         let status = Atomic<Int32>(1)
         let thread: VCPUThread
         do {
@@ -147,12 +163,42 @@ public final class HvtTender: @unchecked Sendable {
         if signal != StopSignals.finished {
             log.error("exiting on signal \(signal)")
             stopRequested.store(true, ordering: .sequentiallyConsistent)
+            pauseGate.release()
             vcpu.kick()
             thread.join()
             return 1
         }
         thread.join()
         return status.load(ordering: .sequentiallyConsistent)
+    }
+
+    /// Ends the run from another thread as signal `signal` would (`run` returns 1, like
+    /// solo5-hvt on a signal; `stopSignal` tells which).
+    public func requestStop(signal: Int32) {
+        stopSignal.store(signal, ordering: .sequentiallyConsistent)
+        pauseGate.release()
+        runner.withLock { thread in if let thread { pthread_kill(thread, signal) } }
+    }
+
+    /// The signal a stop was requested with, or nil.
+    public var requestedStopSignal: Int32? {
+        let s = stopSignal.load(ordering: .sequentiallyConsistent)
+        return s == 0 ? nil : s
+    }
+
+    /// Parks the vCPU outside the guest; returns once it runs no guest code.
+    public func pause() throws(VMMError) {
+        pauseGate.requestPause()
+        vcpu.kick()
+        guard pauseGate.waitUntilParked(count: 1) else { throw VMMError(.configuration, "the VM stopped while pausing") }
+    }
+
+    /// Lets the vCPU run again.
+    public func resume() { pauseGate.resume() }
+
+    /// Per-device counters, in manifest order.
+    public var deviceStatistics: [DeviceStatistics] {
+        deviceNames.map { hypercalls.counters[$0.index].statistics(id: $0.name, kind: $0.kind) }
     }
 
     /// The vCPU exit loop: the hot path. It allocates nothing per exit.
@@ -168,6 +214,7 @@ public final class HvtTender: @unchecked Sendable {
                       let number = HvtHypercalls.Number(rawValue: io.port &- HvtHypercalls.portBase) else {
                     return fatal("invalid guest port access: port=0x\(String(io.port, radix: 16))", registers: true)
                 }
+                exitCounters.portIO.add(1, ordering: .relaxed)
                 let address = UInt64(PortIOAssist.value(of: vcpu.ioData))
                 do {
                     if number == .halt { return try hypercalls.haltStatus(argument: address) }
@@ -176,7 +223,13 @@ public final class HvtTender: @unchecked Sendable {
                     return fatal(error.message, registers: false)
                 }
             case .kicked:
+                exitCounters.kick.add(1, ordering: .relaxed)
                 if stopRequested.load(ordering: .sequentiallyConsistent) { return 1 }
+                if pauseGate.isPauseRequested {
+                    pauseGate.parkWhilePaused()
+                    if stopRequested.load(ordering: .sequentiallyConsistent) { return 1 }
+                }
+                vcpu.clearKick()
             case .shutdown:
                 return fatal("guest triple fault (CPU reset)", registers: true)
             case .halted:

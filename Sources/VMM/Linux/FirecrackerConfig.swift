@@ -29,6 +29,9 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey, CaseIterable {
             case kernelImagePath = "kernel_image_path", initrdPath = "initrd_path", bootArgs = "boot_args"
         }
+        public init(kernelImagePath: String, initrdPath: String? = nil, bootArgs: String? = nil) {
+            self.kernelImagePath = kernelImagePath; self.initrdPath = initrdPath; self.bootArgs = bootArgs
+        }
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
             kernelImagePath = try c.decode(String.self, forKey: .kernelImagePath)
@@ -45,6 +48,11 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         enum CodingKeys: String, CodingKey, CaseIterable {
             case vcpuCount = "vcpu_count", memSizeMib = "mem_size_mib", smt, trackDirtyPages = "track_dirty_pages"
         }
+        /// 1 TiB.
+        public static let maximumMemoryMiB: UInt64 = 1 << 20
+        public init(vcpuCount: Int = 1, memSizeMib: UInt64 = 128) {
+            self.vcpuCount = vcpuCount; self.memSizeMib = memSizeMib
+        }
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
             vcpuCount = try c.decode(Int.self, forKey: .vcpuCount)
@@ -54,8 +62,9 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
             guard (1...255).contains(vcpuCount) else {
                 throw DecodingError.dataCorruptedError(forKey: .vcpuCount, in: c, debugDescription: "must be in 1...255")
             }
-            guard memSizeMib >= 32, memSizeMib <= 1 << 30 else {
-                throw DecodingError.dataCorruptedError(forKey: .memSizeMib, in: c, debugDescription: "must be at least 32 (MiB)")
+            // Linux guests need 32 MiB or more (checked when the VM is built); unikernels need less.
+            guard memSizeMib >= 1, memSizeMib <= Self.maximumMemoryMiB else {
+                throw DecodingError.dataCorruptedError(forKey: .memSizeMib, in: c, debugDescription: "must be in 1...\(Self.maximumMemoryMiB) (MiB)")
             }
         }
     }
@@ -129,6 +138,15 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         }
     }
 
+    public init(bootSource: BootSource, machineConfig: MachineConfig? = nil, drives: [Drive] = [],
+                networkInterfaces: [NetworkInterface] = [], vsock: Vsock? = nil) {
+        self.bootSource = bootSource
+        self.machineConfig = machineConfig
+        self.drives = drives
+        self.networkInterfaces = networkInterfaces
+        self.vsock = vsock
+    }
+
     public init(from decoder: any Decoder) throws {
         let c = try strictContainer(decoder, CodingKeys.self)
         bootSource = try c.decode(BootSource.self, forKey: .bootSource)
@@ -160,16 +178,20 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
 
     /// Parses the JSON text; errors are one line (`line N: invalid JSON …`, `drives[1].path_on_host: missing`, …).
     public static func parse(_ data: Data) throws(VMMError) -> FirecrackerConfig {
-        let config: FirecrackerConfig
+        let config = try decode(FirecrackerConfig.self, from: data)
+        try config.checkUnique()
+        return config
+    }
+
+    /// Decodes one of these types (or an API request body) with the same one-line errors.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(VMMError) -> T {
         do {
-            config = try JSONDecoder().decode(FirecrackerConfig.self, from: data)
+            return try JSONDecoder().decode(T.self, from: data)
         } catch let error as DecodingError {
             throw VMMError(.configuration, describe(error, data: data))
         } catch {
             throw VMMError(.configuration, "invalid JSON")
         }
-        try config.checkUnique()
-        return config
     }
 
     func checkUnique() throws(VMMError) {
@@ -197,7 +219,7 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         config.cpus = machineConfig?.vcpuCount ?? 1
         config.memoryBytes = (machineConfig?.memSizeMib ?? 128) << 20
         let ordered = drives.filter(\.isRootDevice) + drives.filter { !$0.isRootDevice }
-        config.disks = ordered.map { LinuxConfig.Disk(path: $0.pathOnHost, readOnly: $0.isReadOnly) }
+        config.disks = ordered.map { LinuxConfig.Disk(path: $0.pathOnHost, readOnly: $0.isReadOnly, id: $0.driveId) }
         var args = bootSource.bootArgs ?? LinuxConfig.defaultCommandLine
         if let root = drives.first(where: \.isRootDevice),
            !args.split(whereSeparator: \.isWhitespace).contains(where: { $0.hasPrefix("root=") }) {
@@ -205,8 +227,24 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
             args += (args.isEmpty ? "" : " ") + "root=\(device)" + (root.isReadOnly ? " ro" : "")
         }
         config.commandLine = args
-        config.nets = networkInterfaces.map { LinuxConfig.Net(tap: $0.hostDevName, mac: $0.guestMac) }
+        config.nets = networkInterfaces.map { LinuxConfig.Net(tap: $0.hostDevName, mac: $0.guestMac, id: $0.ifaceId) }
         config.vsock = vsock.map { LinuxConfig.Vsock(cid: $0.guestCid, uds: $0.udsPath) }
+        return config
+    }
+
+    /// The same file read for a Solo5 hvt unikernel: drives are manifest block devices named by
+    /// drive_id, network interfaces manifest net devices named by iface_id, boot_args the
+    /// unikernel's arguments. One vCPU, no initrd, no vsock.
+    public func hvtConfig() throws(VMMError) -> HvtConfig {
+        try checkUnique()
+        guard (machineConfig?.vcpuCount ?? 1) == 1 else { throw VMMError(.configuration, "machine-config.vcpu_count: a Solo5 unikernel has exactly 1 vCPU") }
+        guard bootSource.initrdPath == nil else { throw VMMError(.configuration, "boot-source.initrd_path: a Solo5 unikernel takes no initrd") }
+        guard vsock == nil else { throw VMMError(.configuration, "vsock: a Solo5 unikernel has no vsock device") }
+        var config = HvtConfig(kernelPath: bootSource.kernelImagePath)
+        config.memoryMiB = machineConfig?.memSizeMib ?? 128
+        config.blocks = drives.map { HvtConfig.Block(name: $0.driveId, path: $0.pathOnHost) }
+        config.nets = networkInterfaces.map { HvtConfig.Net(name: $0.ifaceId, interface: $0.hostDevName, mac: $0.guestMac) }
+        config.arguments = (bootSource.bootArgs ?? "").split(whereSeparator: \.isWhitespace).map(String.init)
         return config
     }
 
@@ -284,7 +322,7 @@ private struct AnyKey: CodingKey {
 }
 
 /// A keyed container that first rejects any key not in `Keys` (Firecracker rejects unknown fields).
-private func strictContainer<Keys: CodingKey & CaseIterable>(_ decoder: any Decoder, _: Keys.Type) throws -> KeyedDecodingContainer<Keys> {
+public func strictContainer<Keys: CodingKey & CaseIterable>(_ decoder: any Decoder, _: Keys.Type) throws -> KeyedDecodingContainer<Keys> {
     let any = try decoder.container(keyedBy: AnyKey.self)
     let allowed = Set(Keys.allCases.map(\.stringValue))
     for key in any.allKeys.sorted(by: { $0.stringValue < $1.stringValue }) where !allowed.contains(key.stringValue) {

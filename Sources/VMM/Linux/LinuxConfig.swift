@@ -19,7 +19,9 @@ public struct LinuxConfig: Sendable, Equatable {
     public struct Disk: Sendable, Equatable {
         public var path: String
         public var readOnly: Bool
-        public init(path: String, readOnly: Bool = false) { self.path = path; self.readOnly = readOnly }
+        /// A name for metrics (Firecracker's drive_id); nil: vda, vdb, …
+        public var id: String?
+        public init(path: String, readOnly: Bool = false, id: String? = nil) { self.path = path; self.readOnly = readOnly; self.id = id }
 
         /// Parses `PATH[,readonly]` (also `ro`).
         public static func parse(_ text: String) -> Disk? {
@@ -43,7 +45,9 @@ public struct LinuxConfig: Sendable, Equatable {
         public var tap: String
         /// The guest's MAC address (6 bytes); nil picks a random locally administered one.
         public var mac: [UInt8]?
-        public init(tap: String, mac: [UInt8]? = nil) { self.tap = tap; self.mac = mac }
+        /// A name for metrics (Firecracker's iface_id); nil: eth0, eth1, …
+        public var id: String?
+        public init(tap: String, mac: [UInt8]? = nil, id: String? = nil) { self.tap = tap; self.mac = mac; self.id = id }
 
         /// Parses `tap=NAME[,mac=02:00:00:00:00:01]`.
         public static func parse(_ text: String) -> Net? {

@@ -51,6 +51,12 @@ public final class LinuxVM: @unchecked Sendable {
     let serial: Serial16550
     let virtio: VirtioHub
     let control = RunControl()
+    let pauseGate = PauseGate()
+    let i8042: I8042
+    /// vCPU exits by reason, for metrics.
+    public let exitCounters = ExitCounters()
+    private let console: VMConsole
+    private var devices: [(id: String, device: any VirtioDevice)] = []
     private let log: VMMLog
 
     static let debugExitPort: UInt16 = 0xF4
@@ -58,12 +64,14 @@ public final class LinuxVM: @unchecked Sendable {
     static let pm1EventPort: UInt16 = 0x600, pm1ControlPort: UInt16 = 0x604
     static let s5SleepType = ACPIPM1ControlBlock.defaultS5SleepType
 
-    public init(config: LinuxConfig, logLevel: HvtConfig.LogLevel = .warn) throws(VMMError) {
+    /// - Parameter console: where the serial console goes (stdio, or a socket for `swiftlet api`).
+    public init(config: LinuxConfig, logLevel: HvtConfig.LogLevel = .warn, console: VMConsole = .stdio) throws(VMMError) {
         self.config = config
+        self.console = console
         log = VMMLog(level: logLevel)
         guard config.cpus >= 1 else { throw VMMError(.configuration, "--cpus must be at least 1") }
         guard config.memoryBytes >= LinuxConfig.minimumMemory else {
-            throw VMMError(.configuration, "--memory must be at least \(LinuxConfig.minimumMemory >> 20)M")
+            throw VMMError(.configuration, "guest memory must be at least \(LinuxConfig.minimumMemory >> 20) MiB for a Linux guest")
         }
         let hostMemory = Self.hostMemoryBytes()
         guard hostMemory == 0 || config.memoryBytes <= hostMemory else {
@@ -106,14 +114,15 @@ public final class LinuxVM: @unchecked Sendable {
         } catch { throw VMMError(.hypervisor, "\(error)") }
 
         // Devices on the port-I/O bus.
-        let stdout = FileDescriptor(owning: dup(1))
+        let sink = console.sink
         serial = Serial16550(interrupt: KVMInterruptLine(machine: machine, line: 4)) { byte in
             var b = byte
-            _ = withUnsafeBytes(of: &b) { try? stdout.writeAll($0) }
+            withUnsafeBytes(of: &b) { sink.write($0) }
         }
+        i8042 = I8042(keyboardInterrupt: KVMInterruptLine(machine: machine, line: 1), onReset: { [control] in control.finish(.rebooted) })
         do {
             try bus.register(serial, base: 0x3F8, length: 8)
-            try bus.register(I8042(onReset: { [control] in control.finish(.rebooted) }), base: I8042.basePort, length: 5)
+            try bus.register(i8042, base: I8042.basePort, length: 5)
             try bus.register(CMOSRTC(), base: 0x70, length: 2)
             try bus.register(DebugExitPort { [control] status in control.finish(.guestStatus(status)) }, base: Self.debugExitPort, length: 1)
             try bus.register(ACPIPM1EventBlock(), base: Self.pm1EventPort, length: 4)
@@ -128,27 +137,34 @@ public final class LinuxVM: @unchecked Sendable {
             let pci = try PCIBus(mmioBus: mmio, onBARMove: { _ in hub.refreshNotifiers() })
             try pci.registerECAM(on: mmio)
             try bus.register(pci.configurationPorts, base: PCIConfigurationPorts.basePort, length: PCIConfigurationPorts.portCount)
-            for disk in config.disks {
+            for (index, disk) in config.disks.enumerated() {
                 let device: VirtioBlock
                 do { device = try VirtioBlock(path: disk.path, readOnly: disk.readOnly) } catch {
                     throw VMMError(.configuration, "--disk \(disk.path): \(error.message)")
                 }
                 try virtio.attach(device, to: pci, memory: memory)
+                devices.append((disk.id ?? "vd" + String(UnicodeScalar(UInt8(ascii: "a") &+ UInt8(truncatingIfNeeded: index))), device))
             }
-            for net in config.nets {
+            for (index, net) in config.nets.enumerated() {
                 let device: VirtioNet
                 do { device = try VirtioNet(tap: net.tap, mac: net.mac) } catch {
                     throw VMMError(.configuration, "--net tap=\(net.tap): \(error.message)")
                 }
                 try virtio.attach(device, to: pci, memory: memory)
+                devices.append((net.id ?? "eth\(index)", device))
             }
-            if config.entropy { try virtio.attach(VirtioEntropy(), to: pci, memory: memory) }
+            if config.entropy {
+                let device = VirtioEntropy()
+                try virtio.attach(device, to: pci, memory: memory)
+                devices.append(("rng0", device))
+            }
             if let vsock = config.vsock {
                 let device: VirtioVsock
                 do { device = try VirtioVsock(guestCID: vsock.cid, udsPath: vsock.uds) } catch {
                     throw VMMError(.configuration, "--vsock cid=\(vsock.cid),uds=\(vsock.uds): \(error.message)")
                 }
                 try virtio.attach(device, to: pci, memory: memory)
+                devices.append(("vsock0", device))
             }
         } catch let error as VMMError {
             throw error
@@ -263,9 +279,20 @@ public final class LinuxVM: @unchecked Sendable {
         var signals = StopSignals()
         control.mainThread = pthread_self()
 
-        let console = ConsoleInput(serial: serial) { [control] in control.finish(.stopped(signal: SIGINT)) }
-        console.start()
-        defer { console.restoreTerminal() }
+        let input: ConsoleInput?
+        switch console {
+        case .stdio:
+            input = ConsoleInput(serial: serial) { [control] in control.finish(.stopped(signal: SIGINT)) }
+            input?.start()
+        case .socket(let socket):
+            input = nil
+            let serial = self.serial
+            socket.startInput { bytes in
+                while !serial.wantsInput { usleep(1000) }
+                serial.enqueueInput(bytes)
+            }
+        }
+        defer { input?.restoreTerminal() }
 
         do { try virtio.start() } catch {
             control.finish(.failed(error.message))
@@ -286,6 +313,7 @@ public final class LinuxVM: @unchecked Sendable {
             let signal = signals.wait()
             if signal != StopSignals.finished { control.finish(.stopped(signal: signal)) }
         }
+        pauseGate.release()
         for vcpu in vcpus { vcpu.kick() }
         for t in threads { t.join() }
         let result = control.outcome ?? .failed("no outcome")
@@ -294,6 +322,45 @@ public final class LinuxVM: @unchecked Sendable {
     }
 
     private var stopping: Bool { control.outcome != nil }
+
+    // MARK: Control from another thread (the API)
+
+    /// Ends the run as if signal `signal` had arrived; `run()` returns `.stopped(signal:)`.
+    public func requestStop(signal: Int32) {
+        control.finish(.stopped(signal: signal))
+        pauseGate.release()
+    }
+
+    /// Parks every vCPU outside the guest; returns once none runs guest code. Devices keep
+    /// their host-side I/O going (as in Firecracker); the guest sees time jump on resume.
+    public func pause() throws(VMMError) {
+        guard control.outcome == nil else { throw VMMError(.configuration, "the VM is not running") }
+        pauseGate.requestPause()
+        for vcpu in vcpus { vcpu.kick() }
+        guard pauseGate.waitUntilParked(count: vcpus.count) else { throw VMMError(.configuration, "the VM stopped while pausing") }
+    }
+
+    /// Lets the vCPUs run again.
+    public func resume() { pauseGate.resume() }
+
+    /// Presses Ctrl+Alt+Del on the i8042 keyboard: a Linux guest reboots (and the VM ends).
+    public func sendCtrlAltDel() { i8042.pressCtrlAltDel() }
+
+    /// Per-device counters, in bus order.
+    public var deviceStatistics: [DeviceStatistics] {
+        devices.map { entry in
+            switch entry.device {
+            case let blk as VirtioBlock:
+                DeviceStatistics(id: entry.id, kind: "block", requests: blk.requests, bytesIn: blk.bytesRead, bytesOut: blk.bytesWritten)
+            case let net as VirtioNet:
+                DeviceStatistics(id: entry.id, kind: "net", requests: net.rxFrames + net.txFrames, bytesIn: net.rxBytes, bytesOut: net.txBytes)
+            case let rng as VirtioEntropy:
+                DeviceStatistics(id: entry.id, kind: "rng", requests: rng.requests, bytesIn: rng.bytesProvided, bytesOut: 0)
+            default:
+                DeviceStatistics(id: entry.id, kind: "vsock", requests: 0, bytesIn: 0, bytesOut: 0)
+            }
+        }
+    }
 
     /// One vCPU's exit loop. Returns an outcome to end the VM, or nil when told to stop.
     func exitLoop(_ vcpu: VCPU) -> LinuxVMOutcome? {
@@ -304,6 +371,7 @@ public final class LinuxVM: @unchecked Sendable {
             }
             switch exit {
             case .portIO(let io):
+                exitCounters.portIO.add(1, ordering: .relaxed)
                 let data = vcpu.ioData
                 PortIOAssist.forEachItem(of: io, data: data) { _, item in
                     if io.isWrite {
@@ -314,6 +382,7 @@ public final class LinuxVM: @unchecked Sendable {
                 }
             case .mmio(let m):
                 // Unclaimed addresses read as all ones and drop writes, as a PC's bus does.
+                exitCounters.mmio.add(1, ordering: .relaxed)
                 let d = vcpu.mmioData
                 if m.isWrite {
                     _ = mmio.write(address: m.address, data: UnsafeRawBufferPointer(d))
@@ -321,8 +390,16 @@ public final class LinuxVM: @unchecked Sendable {
                     _ = mmio.read(address: m.address, into: d)
                 }
             case .kicked:
+                exitCounters.kick.add(1, ordering: .relaxed)
                 if stopping { return nil }
+                if pauseGate.isPauseRequested {
+                    pauseGate.parkWhilePaused()
+                    if stopping { return nil }
+                }
+                // A kick that found the vCPU outside KVM_RUN left immediate_exit set.
+                vcpu.clearKick()
             case .halted:
+                exitCounters.halt.add(1, ordering: .relaxed)
                 continue
             case .shutdown:
                 if stopping { return nil }
@@ -335,6 +412,7 @@ public final class LinuxVM: @unchecked Sendable {
             case .internalError(let sub):
                 return .failed("KVM: internal error \(sub) on vCPU \(vcpu.index)" + (sub == 1 ? " (instruction emulation failed; a software KVM such as kvm_pvm cannot boot Linux)" : "") + Self.describe(vcpu))
             case .debug:
+                exitCounters.other.add(1, ordering: .relaxed)
                 continue
             case .unknown(let reason):
                 return .failed("KVM: unhandled exit \(reason) on vCPU \(vcpu.index)" + Self.describe(vcpu))

@@ -1,0 +1,350 @@
+import Foundation
+import HTTPUnix
+import Host
+import Logging
+import VMM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The Firecracker-compatible API of one VM process: the configuration gathered by PUT requests
+/// before boot, `InstanceStart`, and the running VM's controls (pause, resume, Ctrl+Alt+Del,
+/// metrics). Requests arrive one at a time (the server's serial queue), like Firecracker's.
+///
+/// States: Not started → (InstanceStart) → Running ⇄ Paused → the process exits with the VM.
+/// Configuration requests after boot and VM requests before it get 400, as in Firecracker.
+public final class VMController: @unchecked Sendable {
+    /// What the process was started with besides the API.
+    public struct Options: Sendable {
+        public var id = "anonymous-instance"
+        /// Guest console on a Unix socket (with a log file) instead of stdio.
+        public var consoleSocket: String?
+        public var consoleLog: String?
+        /// Drop to this uid/gid once the VM's files and devices are open.
+        public var dropTo: (uid: UInt32, gid: UInt32)?
+        /// Install the seccomp filter at InstanceStart.
+        public var seccomp = true
+        public var logLevel: HvtConfig.LogLevel = .warn
+        public init() {}
+    }
+
+    public enum State: String, Sendable { case notStarted = "Not started", running = "Running", paused = "Paused" }
+
+    public static let version = "0.4.0"
+
+    public let options: Options
+    /// Called on the VM's thread when the VM has ended, with the process exit status.
+    private let onExit: @Sendable (Int32) -> Void
+    /// Installs the sandbox at InstanceStart (the seccomp filter and privilege drop live in Host).
+    private let sandbox: @Sendable (Options) throws(APIError) -> Void
+    private let log = Logger(label: "api")
+
+    // Configuration before boot.
+    private(set) var bootSource: FirecrackerConfig.BootSource?
+    private(set) var machineConfig = FirecrackerConfig.MachineConfig()
+    private(set) var drives: [FirecrackerConfig.Drive] = []
+    private(set) var networkInterfaces: [FirecrackerConfig.NetworkInterface] = []
+    private(set) var vsock: FirecrackerConfig.Vsock?
+    private var metricsFD: Int32 = -1
+
+    // After boot.
+    public private(set) var state = State.notStarted
+    private var vm: MicroVM?
+    private var startedAt = timespec()
+
+    public init(options: Options, sandbox: @escaping @Sendable (Options) throws(APIError) -> Void,
+                onExit: @escaping @Sendable (Int32) -> Void) {
+        self.options = options
+        self.sandbox = sandbox
+        self.onExit = onExit
+    }
+
+    /// Applies a whole Firecracker config file (`--config-file`) as the PUTs would.
+    public func apply(_ config: FirecrackerConfig) {
+        bootSource = config.bootSource
+        if let m = config.machineConfig { machineConfig = m }
+        drives = config.drives
+        networkInterfaces = config.networkInterfaces
+        vsock = config.vsock
+    }
+
+    /// The configuration so far, as a Firecracker config file would say it.
+    public var configuration: FirecrackerConfig? {
+        bootSource.map { FirecrackerConfig(bootSource: $0, machineConfig: machineConfig, drives: drives,
+                                           networkInterfaces: networkInterfaces, vsock: vsock) }
+    }
+
+    // MARK: Routing
+
+    /// Answers one request. Never throws or traps: every failure is a 400 with a fault message.
+    public func handle(_ request: HTTPRequest) -> HTTPResponse {
+        let response: HTTPResponse
+        do {
+            response = try route(request)
+        } catch {
+            response = .json(400, JSONText.fault(error.message))
+        }
+        log.info("\(request.method) \(request.path) \(response.status)")
+        return response
+    }
+
+    static let pathPrefixes = ["/drives/", "/network-interfaces/"]
+
+    func route(_ r: HTTPRequest) throws(APIError) -> HTTPResponse {
+        switch (r.method, r.path) {
+        case ("GET", "/"): return .json(200, instanceInfo())
+        case ("GET", "/version"):
+            var j = JSONText(); j.add("firecracker_version", Self.version); return .json(200, j.text)
+        case ("GET", "/machine-config"): return .json(200, machineConfigJSON())
+        case ("PUT", "/machine-config"):
+            try requireNotStarted()
+            machineConfig = try decode(FirecrackerConfig.MachineConfig.self, r)
+            return .noContent
+        case ("PATCH", "/machine-config"):
+            try requireNotStarted()
+            try patchMachineConfig(r)
+            return .noContent
+        case ("PUT", "/boot-source"):
+            try requireNotStarted()
+            let source = try decode(FirecrackerConfig.BootSource.self, r)
+            guard !source.kernelImagePath.isEmpty else { throw APIError("kernel_image_path: must not be empty") }
+            bootSource = source
+            return .noContent
+        case ("PUT", "/vsock"):
+            try requireNotStarted()
+            vsock = try decode(FirecrackerConfig.Vsock.self, r)
+            return .noContent
+        case ("PUT", "/logger"):
+            try requireNotStarted()
+            try APILogSink.shared.configure(try decode(APIRequests.Logger.self, r))
+            return .noContent
+        case ("PUT", "/metrics"):
+            try requireNotStarted()
+            try openMetrics(try decode(APIRequests.Metrics.self, r))
+            return .noContent
+        case ("PUT", "/actions"):
+            return try act(try decode(APIRequests.Action.self, r))
+        case ("PATCH", "/vm"):
+            return try changeState(try decode(APIRequests.VMState.self, r))
+        case ("GET", "/vm/config"): return .json(200, fullConfigJSON())
+        case ("GET", "/swiftlet/metrics"): return .json(200, metricsJSON())
+        default:
+            break
+        }
+        if r.method == "PUT", let id = Self.identifier(r.path, prefix: "/drives/") {
+            try requireNotStarted()
+            let drive = try decode(FirecrackerConfig.Drive.self, r)
+            guard drive.driveId == id else { throw APIError("The id from the path does not match the id from the body!") }
+            if drive.isRootDevice, let other = drives.first(where: { $0.isRootDevice && $0.driveId != id }) {
+                throw APIError("A root block device already exists (drive '\(other.driveId)')")
+            }
+            if let i = drives.firstIndex(where: { $0.driveId == id }) { drives[i] = drive } else { drives.append(drive) }
+            return .noContent
+        }
+        if r.method == "PUT", let id = Self.identifier(r.path, prefix: "/network-interfaces/") {
+            try requireNotStarted()
+            let nic = try decode(FirecrackerConfig.NetworkInterface.self, r)
+            guard nic.ifaceId == id else { throw APIError("The id from the path does not match the id from the body!") }
+            if let other = networkInterfaces.first(where: { $0.hostDevName == nic.hostDevName && $0.ifaceId != id }) {
+                throw APIError("The host device name \(nic.hostDevName) is already in use by interface '\(other.ifaceId)'")
+            }
+            if let i = networkInterfaces.firstIndex(where: { $0.ifaceId == id }) { networkInterfaces[i] = nic } else { networkInterfaces.append(nic) }
+            return .noContent
+        }
+        throw APIError("Invalid request method and/or path: \(r.method) \(r.path).")
+    }
+
+    /// `/drives/ID` → ID when ID is a valid Firecracker id (alphanumeric and `_`, 1–64 chars).
+    static func identifier(_ path: String, prefix: String) -> String? {
+        guard path.hasPrefix(prefix) else { return nil }
+        let id = String(path.dropFirst(prefix.count))
+        guard (1...64).contains(id.utf8.count), id.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || $0 == 0x5F || $0 == 0x2D }) else { return nil }
+        return id
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, _ r: HTTPRequest) throws(APIError) -> T {
+        guard !r.body.isEmpty else { throw APIError("Missing request body (JSON).") }
+        do { return try FirecrackerConfig.decode(T.self, from: Data(r.body)) } catch {
+            throw APIError("An error occurred when deserializing the json body of a request: \(error.message)")
+        }
+    }
+
+    func requireNotStarted() throws(APIError) {
+        guard state == .notStarted else { throw APIError("The requested operation is not supported after starting the microVM.") }
+    }
+
+    func requireStarted() throws(APIError) -> MicroVM {
+        guard state != .notStarted, let vm else { throw APIError("The requested operation is not supported before starting the microVM.") }
+        return vm
+    }
+
+    func patchMachineConfig(_ r: HTTPRequest) throws(APIError) {
+        // A partial machine-config: decode over the current values.
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(r.body))) as? [String: Any] else {
+            throw APIError("An error occurred when deserializing the json body of a request: expected an object")
+        }
+        var merged: [String: Any] = ["vcpu_count": machineConfig.vcpuCount, "mem_size_mib": machineConfig.memSizeMib]
+        for (k, v) in object { merged[k] = v }
+        guard let data = try? JSONSerialization.data(withJSONObject: merged) else { throw APIError("invalid machine-config") }
+        do { machineConfig = try FirecrackerConfig.decode(FirecrackerConfig.MachineConfig.self, from: data) } catch {
+            throw APIError("An error occurred when deserializing the json body of a request: \(error.message)")
+        }
+    }
+
+    // MARK: Actions and state
+
+    func act(_ action: APIRequests.Action) throws(APIError) -> HTTPResponse {
+        switch action.actionType {
+        case .instanceStart:
+            try start()
+        case .sendCtrlAltDel:
+            let vm = try requireStarted()
+            do { try vm.sendCtrlAltDel() } catch { throw APIError(error.message) }
+        case .flushMetrics:
+            guard metricsFD >= 0 else { throw APIError("Metrics system not initialized (PUT /metrics first).") }
+            flushMetrics()
+        }
+        return .noContent
+    }
+
+    /// Builds the VM (every file and device opened), closes the sandbox, and runs it.
+    public func start() throws(APIError) {
+        try requireNotStarted()
+        guard let config = configuration else { throw APIError("Cannot start microvm without kernel configuration (PUT /boot-source).") }
+        let console: VMConsole
+        if let path = options.consoleSocket {
+            do { console = .socket(try SocketConsole(socketPath: path, logPath: options.consoleLog)) } catch {
+                throw APIError(error.message)
+            }
+        } else {
+            console = .stdio
+        }
+        let vm: MicroVM
+        do { vm = try MicroVM(config, console: console, logLevel: options.logLevel) } catch {
+            throw APIError("Start microvm error: \(error.message)")
+        }
+        try sandbox(options)
+        self.vm = vm
+        clock_gettime(CLOCK_MONOTONIC, &startedAt)
+        state = .running
+        log.info("instance started", metadata: ["kernel": "\(config.bootSource.kernelImagePath)", "vcpus": "\(vm.vcpuCount)", "memory_mib": "\(vm.memoryMiB)"])
+        do {
+            try vm.start { [self] status in
+                log.info("instance exited", metadata: ["status": "\(status)"])
+                if metricsFD >= 0 { flushMetrics() }
+                onExit(status)
+            }
+        } catch { throw APIError("cannot start the VM: \(error.message)") }
+    }
+
+    /// Stops the VM as signal `signal` would (SIGTERM to the process does this).
+    public func stop(signal: Int32) { vm?.requestStop(signal: signal) }
+
+    func changeState(_ patch: APIRequests.VMState) throws(APIError) -> HTTPResponse {
+        let vm = try requireStarted()
+        switch patch.state {
+        case .paused:
+            if state == .running {
+                do { try vm.pause() } catch { throw APIError(error.message) }
+                state = .paused
+            }
+        case .resumed:
+            if state == .paused {
+                vm.resume()
+                state = .running
+            }
+        }
+        return .noContent
+    }
+
+    // MARK: Answers
+
+    func instanceInfo() -> String {
+        var j = JSONText()
+        j.add("id", options.id)
+        j.add("state", state.rawValue)
+        j.add("vmm_version", Self.version)
+        j.add("app_name", "Swiftlet")
+        return j.text
+    }
+
+    func machineConfigJSON() -> String {
+        var j = JSONText()
+        j.add("vcpu_count", machineConfig.vcpuCount)
+        j.add("mem_size_mib", machineConfig.memSizeMib)
+        j.add("smt", machineConfig.smt ?? false)
+        j.add("track_dirty_pages", machineConfig.trackDirtyPages ?? false)
+        j.add("huge_pages", "None")
+        return j.text
+    }
+
+    func fullConfigJSON() -> String {
+        var j = JSONText()
+        if let b = bootSource {
+            var s = JSONText()
+            s.add("kernel_image_path", b.kernelImagePath)
+            if let i = b.initrdPath { s.add("initrd_path", i) }
+            if let a = b.bootArgs { s.add("boot_args", a) }
+            j.add("boot-source", raw: s.text)
+        }
+        j.add("machine-config", raw: machineConfigJSON())
+        j.add("drives", raw: "[" + drives.map { d in
+            var s = JSONText()
+            s.add("drive_id", d.driveId); s.add("path_on_host", d.pathOnHost)
+            s.add("is_root_device", d.isRootDevice); s.add("is_read_only", d.isReadOnly)
+            if let p = d.partuuid { s.add("partuuid", p) }
+            return s.text
+        }.joined(separator: ", ") + "]")
+        j.add("network-interfaces", raw: "[" + networkInterfaces.map { n in
+            var s = JSONText()
+            s.add("iface_id", n.ifaceId); s.add("host_dev_name", n.hostDevName)
+            if let mac = n.guestMac { s.add("guest_mac", mac.map { b in let h = String(b, radix: 16); return h.count == 1 ? "0" + h : h }.joined(separator: ":")) }
+            return s.text
+        }.joined(separator: ", ") + "]")
+        if let v = vsock {
+            var s = JSONText()
+            s.add("guest_cid", v.guestCid); s.add("uds_path", v.udsPath)
+            j.add("vsock", raw: s.text)
+        }
+        return j.text
+    }
+
+    /// The counters `swiftletd` turns into Prometheus series (and `PUT /metrics` writes as lines).
+    func metricsJSON() -> String {
+        var j = JSONText()
+        j.add("id", options.id)
+        j.add("state", state.rawValue)
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let uptime = vm == nil ? 0 : Double(now.tv_sec - startedAt.tv_sec) + Double(now.tv_nsec - startedAt.tv_nsec) / 1e9
+        j.add("uptime_seconds", (uptime * 1000).rounded() / 1000)
+        j.add("vcpus", vm?.vcpuCount ?? machineConfig.vcpuCount)
+        j.add("memory_mib", vm?.memoryMiB ?? machineConfig.memSizeMib)
+        var exits = JSONText()
+        for (reason, count) in vm?.exitCounters.snapshot ?? [] { exits.add(reason, count) }
+        j.add("exits", raw: exits.text)
+        j.add("devices", raw: "[" + (vm?.deviceStatistics ?? []).map { d in
+            var s = JSONText()
+            s.add("id", d.id); s.add("kind", d.kind); s.add("requests", d.requests)
+            s.add("bytes_in", d.bytesIn); s.add("bytes_out", d.bytesOut)
+            return s.text
+        }.joined(separator: ", ") + "]")
+        return j.text
+    }
+
+    // MARK: Metrics file (Firecracker's PUT /metrics: one JSON line per flush)
+
+    func openMetrics(_ request: APIRequests.Metrics) throws(APIError) {
+        let fd = open(request.metricsPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o600)
+        guard fd >= 0 else { throw APIError("metrics_path \(request.metricsPath): \(String(cString: strerror(errno)))") }
+        if metricsFD >= 0 { close(metricsFD) }
+        metricsFD = fd
+    }
+
+    func flushMetrics() {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let line = String(metricsJSON().dropLast()) + ", \"utc_timestamp_ms\": \(Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000)}\n"
+        _ = line.withCString { write(metricsFD, $0, strlen($0)) }
+    }
+}

@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Unix stream sockets for the control plane: API sockets, console sockets, liveness checks.
+public enum UnixSocket {
+    /// Errors of `listen`/`connect` that are not a system call's: one line for the user.
+    public struct PathError: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    /// A listening socket at `path`, mode 0600 (only its owner, normally root, may connect), made
+    /// by hand so it accepts connections as soon as this returns. A stale socket file is replaced;
+    /// a socket something still listens on, or a file that is not a socket, is an error.
+    /// Returns the fd (close-on-exec, blocking).
+    public static func listen(path: String, backlog: Int32 = 128) throws(PathError) -> Int32 {
+        var address = try self.address(path)
+        if let fd = try? connect(path: path) {
+            close(fd)
+            throw PathError(description: "\(path): another process is listening on it")
+        }
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard st.st_mode & S_IFMT == S_IFSOCK else { throw PathError(description: "\(path): exists and is not a socket") }
+            unlink(path)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw PathError(description: "\(path): socket: \(String(cString: strerror(errno)))") }
+        // The umask makes bind create the file 0600, with no window where others could connect.
+        let old = umask(0o177)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        let bindErrno = errno
+        umask(old)
+        guard bound == 0 else {
+            close(fd)
+            throw PathError(description: "\(path): \(String(cString: strerror(bindErrno)))")
+        }
+        guard Glibc.listen(fd, backlog) == 0 else {
+            let e = errno
+            close(fd)
+            throw PathError(description: "\(path): listen: \(String(cString: strerror(e)))")
+        }
+        return fd
+    }
+
+    /// Connects to `path`; returns the fd (close-on-exec, blocking).
+    public static func connect(path: String) throws(PathError) -> Int32 {
+        var address = try self.address(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw PathError(description: "socket: \(String(cString: strerror(errno)))") }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if result != 0 {
+            let e = errno
+            close(fd)
+            throw PathError(description: "\(path): \(String(cString: strerror(e)))")
+        }
+        return fd
+    }
+
+    /// Whether something accepts connections on `path` now.
+    public static func isListening(_ path: String) -> Bool {
+        guard let fd = try? connect(path: path) else { return false }
+        close(fd)
+        return true
+    }
+
+    static func address(_ path: String) throws(PathError) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path), !bytes.contains(0) else {
+            throw PathError(description: "\(path.isEmpty ? "''" : path): not a usable socket path (1 to 107 bytes)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return address
+    }
+}

@@ -1,0 +1,76 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Parks vCPU threads for `PATCH /vm {"state": "Paused"}`. The API thread asks for a pause and
+/// kicks every vCPU; each vCPU thread, back from KVM_RUN with `.kicked`, parks here until resumed
+/// or released (the VM is stopping). `pause` returns once all vCPUs are parked, so a paused VM
+/// really runs no guest code. A pthread mutex and condition: the waits are long and blocking.
+final class PauseGate: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+    private var pauseRequested = false
+    private var released = false
+    private var parked = 0
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        condition = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        condition.deallocate()
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+
+    /// Whether a pause is asked for (checked by a vCPU after a kick; cheap enough for that path).
+    var isPauseRequested: Bool { locked { pauseRequested && !released } }
+
+    /// Asks vCPUs to park; the caller kicks them, then calls `waitUntilParked`.
+    func requestPause() { locked { pauseRequested = true } }
+
+    /// Waits until `count` vCPUs are parked or the gate is released. Returns whether all parked.
+    func waitUntilParked(count: Int) -> Bool {
+        locked {
+            while parked < count && !released { pthread_cond_wait(condition, mutex) }
+            return parked >= count
+        }
+    }
+
+    /// Lets parked vCPUs go back to the guest.
+    func resume() {
+        locked {
+            pauseRequested = false
+            pthread_cond_broadcast(condition)
+        }
+    }
+
+    /// Ends every wait for good: the VM is stopping.
+    func release() {
+        locked {
+            released = true
+            pthread_cond_broadcast(condition)
+        }
+    }
+
+    /// Called by a vCPU thread after a kick: parks while a pause is requested.
+    func parkWhilePaused() {
+        locked {
+            guard pauseRequested && !released else { return }
+            parked += 1
+            pthread_cond_broadcast(condition)
+            while pauseRequested && !released { pthread_cond_wait(condition, mutex) }
+            parked -= 1
+        }
+    }
+}
