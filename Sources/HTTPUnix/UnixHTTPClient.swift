@@ -13,6 +13,11 @@ public enum UnixHTTPClient {
     /// - Throws: ``UnixSocketError`` when the socket cannot be reached or the peer misbehaves.
     public static func request(socketPath: String, method: String, path: String, body: [UInt8]? = nil,
                                contentType: String = "application/json", timeoutSeconds: Int64 = 30) throws(UnixSocketError) -> HTTPResponse {
+        // NIO's own connect error for a refused/absent socket is wordy; check it plainly first.
+        do {
+            let fd = try UnixSocket.connect(path: socketPath)
+            close(fd)
+        } catch { throw UnixSocketError("\(error)") }
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: HTTPResponse.self)
         let bootstrap = ClientBootstrap(group: group)
@@ -23,11 +28,6 @@ public enum UnixHTTPClient {
                     try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
                 }
             }
-        // NIO's own connect error for a refused/absent socket is wordy; check it plainly first.
-        do {
-            let fd = try UnixSocket.connect(path: socketPath)
-            close(fd)
-        } catch { throw UnixSocketError("\(error)") }
         let channel: any Channel
         do { channel = try bootstrap.connect(unixDomainSocketPath: socketPath).wait() } catch {
             promise.fail(error)

@@ -43,8 +43,8 @@ import Testing
         #expect(c.commandLine == "console=ttyS0 reboot=k panic=1 pci=off root=/dev/vda ro")
         #expect(c.cpus == 2)
         #expect(c.memoryBytes == 1024 << 20)
-        #expect(c.disks == [.init(path: "bionic.rootfs.ext4", readOnly: true), .init(path: "scratch.ext4", readOnly: false)])
-        #expect(c.nets == [.init(tap: "tap0", mac: [0xAA, 0xFC, 0, 0, 0, 1])])
+        #expect(c.disks == [.init(path: "bionic.rootfs.ext4", readOnly: true, id: "rootfs"), .init(path: "scratch.ext4", readOnly: false, id: "scratch")])
+        #expect(c.nets == [.init(tap: "tap0", mac: [0xAA, 0xFC, 0, 0, 0, 1], id: "eth0")])
         #expect(c.vsock == .init(cid: 3, uds: "./v.sock"))
     }
 

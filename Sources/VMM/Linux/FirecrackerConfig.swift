@@ -269,6 +269,11 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
             return "\(at(context.codingPath)): expected \(typeName(type)), found null"
         case .dataCorrupted(let context):
             if context.codingPath.isEmpty, !(context.underlyingError is UnknownKey) {
+                // Valid JSON that does not fit (a negative or huge number for an unsigned field):
+                // JSONDecoder reports it at the top level; say what it said.
+                if (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil {
+                    return "value out of range (\(context.debugDescription))"
+                }
                 return syntaxError(data, underlying: context.underlyingError)
             }
             return "\(at(context.codingPath)): \(context.debugDescription)"

@@ -10,10 +10,10 @@ public protocol ConsoleSink: Sendable {
     func write(_ bytes: UnsafeRawBufferPointer)
 }
 
-/// The process's stdout (the default for `swiftlet run` and `swiftlet hvt`).
-struct StdoutConsole: ConsoleSink {
-    let fd = FileDescriptor(owning: dup(1))
-    func write(_ bytes: UnsafeRawBufferPointer) { try? fd.writeAll(bytes) }
+/// A file or terminal as console: stdout for `swiftlet run` and `swiftlet hvt`. A write error
+/// (a closed terminal) loses the output, never the VM.
+extension FileDescriptor: ConsoleSink {
+    public func write(_ bytes: UnsafeRawBufferPointer) { try? writeAll(bytes) }
 }
 
 /// A console on a Unix socket, as vmd gives each VM a tty for `vmctl console`: output is appended
@@ -102,7 +102,7 @@ public enum VMConsole: Sendable {
 
     var sink: any ConsoleSink {
         switch self {
-        case .stdio: StdoutConsole()
+        case .stdio: FileDescriptor(owning: dup(1))
         case .socket(let socket): socket
         }
     }

@@ -1,0 +1,110 @@
+@testable import API
+import HTTPUnix
+import Testing
+import VMM
+
+/// The API's routing, validation and state rules, without a VM (no InstanceStart succeeds here:
+/// the kernels named do not exist, which is itself a case worth checking).
+@Suite struct VMControllerTests {
+    func controller() -> VMController {
+        var options = VMController.Options()
+        options.id = "unit"
+        return VMController(options: options, sandbox: { _ throws(APIError) in }, onExit: { _ in })
+    }
+
+    func send(_ c: VMController, _ method: String, _ path: String, _ body: String? = nil) -> HTTPResponse {
+        c.handle(HTTPRequest(method: method, path: path, body: body.map { Array($0.utf8) } ?? []))
+    }
+
+    @Test func instanceInfoBeforeBoot() {
+        let r = send(controller(), "GET", "/")
+        #expect(r.status == 200)
+        #expect(r.bodyText == #"{"id": "unit", "state": "Not started", "vmm_version": "\#(VMController.version)", "app_name": "Swiftlet"}"#)
+    }
+
+    @Test func configurationIsStored() {
+        let c = controller()
+        #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}"#).status == 204)
+        #expect(send(c, "PUT", "/machine-config", #"{"vcpu_count": 2, "mem_size_mib": 256}"#).status == 204)
+        #expect(send(c, "PATCH", "/machine-config", #"{"mem_size_mib": 512}"#).status == 204)
+        #expect(send(c, "PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/r.img", "is_root_device": true, "is_read_only": false}"#).status == 204)
+        #expect(send(c, "PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "02:00:00:00:00:01"}"#).status == 204)
+        #expect(send(c, "PUT", "/vsock", #"{"guest_cid": 3, "uds_path": "/tmp/v.sock"}"#).status == 204)
+        let m = send(c, "GET", "/machine-config")
+        #expect(m.bodyText == #"{"vcpu_count": 2, "mem_size_mib": 512, "smt": false, "track_dirty_pages": false, "huge_pages": "None"}"#)
+        let config = c.configuration
+        #expect(config?.drives.map(\.driveId) == ["rootfs"])
+        #expect(config?.machineConfig?.vcpuCount == 2)
+        #expect(config?.networkInterfaces.first?.guestMac == [2, 0, 0, 0, 0, 1])
+        let full = send(c, "GET", "/vm/config").bodyText
+        #expect(full.contains(#""path_on_host": "/r.img""#) && full.contains(#""guest_mac": "02:00:00:00:00:01""#))
+        // A second PUT of the same id replaces it.
+        #expect(send(c, "PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/s.img", "is_root_device": true}"#).status == 204)
+        #expect(c.configuration?.drives.map(\.pathOnHost) == ["/s.img"])
+    }
+
+    @Test(arguments: [
+        ("PUT", "/boot-source", "", "Missing request body"),
+        ("PUT", "/boot-source", "{", "invalid JSON"),
+        ("PUT", "/boot-source", #"{"kernel_image_path": 5}"#, "kernel_image_path: expected a string"),
+        ("PUT", "/boot-source", #"{"kernel_image_path": ""}"#, "must not be empty"),
+        ("PUT", "/boot-source", #"{"kernel_image_path": "/k", "extra": 1}"#, "unknown key 'extra'"),
+        ("PUT", "/machine-config", #"{"vcpu_count": 0, "mem_size_mib": 128}"#, "vcpu_count: must be in 1...255"),
+        ("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": -1}"#, "out of range"),
+        ("PUT", "/machine-config", #"{"vcpu_count": 1}"#, "mem_size_mib: missing"),
+        ("PATCH", "/machine-config", #"{"vcpu_count": "x"}"#, "vcpu_count"),
+        ("PUT", "/drives/a", #"{"drive_id": "b", "path_on_host": "/x", "is_root_device": false}"#, "does not match"),
+        ("PUT", "/drives/bad%20id", #"{"drive_id": "bad id", "path_on_host": "/x", "is_root_device": false}"#, "Invalid request method and/or path"),
+        ("PUT", "/network-interfaces/e", #"{"iface_id": "e", "host_dev_name": "t", "guest_mac": "ff:ff:ff:ff:ff:ff"}"#, "not a unicast MAC"),
+        ("PUT", "/vsock", #"{"guest_cid": 2, "uds_path": "/v"}"#, "guest_cid: must be in 3...4294967294"),
+        ("PUT", "/actions", #"{"action_type": "Explode"}"#, "is not one of InstanceStart"),
+        ("PUT", "/actions", #"{"action_type": "InstanceStart"}"#, "without kernel configuration"),
+        ("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#, "before starting the microVM"),
+        ("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#, "Metrics system not initialized"),
+        ("PATCH", "/vm", #"{"state": "Paused"}"#, "before starting the microVM"),
+        ("PATCH", "/vm", #"{"state": "Sleeping"}"#, "is not Paused or Resumed"),
+        ("PUT", "/logger", #"{"level": "Loud"}"#, "is not one of Off"),
+        ("PUT", "/logger", #"{"log_path": "/nonexistent-dir/x.log"}"#, "No such file or directory"),
+        ("PUT", "/metrics", #"{}"#, "metrics_path: missing"),
+        ("GET", "/nope", nil, "Invalid request method and/or path: GET /nope."),
+        ("DELETE", "/", nil, "Invalid request method and/or path: DELETE /."),
+        ("POST", "/boot-source", #"{"kernel_image_path": "/k"}"#, "Invalid request method and/or path"),
+    ] as [(String, String, String?, String)])
+    func badRequestsGet400(method: String, path: String, body: String?, fault: String) {
+        let r = send(controller(), method, path, body)
+        #expect(r.status == 400)
+        #expect(r.contentType == "application/json")
+        #expect(r.bodyText.hasPrefix(#"{"fault_message": ""#))
+        #expect(r.bodyText.contains(fault), "\(r.bodyText)")
+    }
+
+    @Test func secondRootDeviceIsRefused() {
+        let c = controller()
+        #expect(send(c, "PUT", "/drives/a", #"{"drive_id": "a", "path_on_host": "/a", "is_root_device": true}"#).status == 204)
+        let r = send(c, "PUT", "/drives/b", #"{"drive_id": "b", "path_on_host": "/b", "is_root_device": true}"#)
+        #expect(r.status == 400 && r.bodyText.contains("root block device already exists"))
+    }
+
+    @Test func failedStartLeavesTheVMConfigurable() {
+        let c = controller()
+        #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/nonexistent/kernel"}"#).status == 204)
+        let r = send(c, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+        #expect(r.status == 400)
+        #expect(r.bodyText.contains("Start microvm error") && r.bodyText.contains("/nonexistent/kernel"))
+        #expect(c.state == .notStarted)
+        #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/other"}"#).status == 204)
+    }
+
+    @Test func identifiers() {
+        #expect(VMController.identifier("/drives/rootfs", prefix: "/drives/") == "rootfs")
+        #expect(VMController.identifier("/drives/a_b-1", prefix: "/drives/") == "a_b-1")
+        #expect(VMController.identifier("/drives/", prefix: "/drives/") == nil)
+        #expect(VMController.identifier("/drives/a/b", prefix: "/drives/") == nil)
+        #expect(VMController.identifier("/drives/" + String(repeating: "x", count: 65), prefix: "/drives/") == nil)
+    }
+
+    @Test func jsonQuoting() {
+        #expect(JSONText.quote("a\"b\\c\nd\u{01}é") == #""a\"b\\c\nd\u0001é""#)
+        #expect(JSONText.fault("x") == #"{"fault_message": "x"}"#)
+    }
+}
