@@ -63,8 +63,9 @@ import Testing
         #expect(data() == 0x00)
     }
 
-    @Test func keyboardTrafficAndOtherPortsAreIgnored() {
-        send(0xFF)                         // a keyboard reset command with no keyboard
+    @Test func otherPortsAreIgnored() {
+        send(0xFF)                         // a keyboard reset: the keyboard answers, nothing resets
+        #expect(data() == 0xFA && data() == 0xAA)
         #expect(status() == 0)
         #expect(controller.read(offset: 1, size: 1) == 0xFF)
         controller.write(offset: 1, size: 1, value: 0xFE)
@@ -77,5 +78,53 @@ import Testing
         #expect(bus.read(port: 0x64, size: 1) == 0)
         bus.write(port: 0x64, size: 1, value: 0xFE)
         #expect(resets.all.count == 1)
+    }
+}
+
+/// The keyboard behind the controller: enough for Linux's atkbd, and Ctrl+Alt+Del injection.
+@Suite struct I8042KeyboardTests {
+    final class Line: InterruptLine, @unchecked Sendable {
+        var pulses = 0
+        func setLevel(_ high: Bool) { if high { pulses += 1 } }
+    }
+    let irq = Line()
+    let controller: I8042
+    init() { controller = I8042(keyboardInterrupt: irq) {} }
+
+    func drain() -> [UInt8] {
+        var out: [UInt8] = []
+        while controller.read(offset: 4, size: 1) & 1 == 1 { out.append(UInt8(controller.read(offset: 0, size: 1))) }
+        return out
+    }
+    func send(_ d: UInt8) { controller.write(offset: 0, size: 1, value: UInt32(d)) }
+
+    @Test func keyboardCommandsAreAnswered() {
+        send(0xFF); #expect(drain() == [0xFA, 0xAA])
+        send(0xF2); #expect(drain() == [0xFA, 0xAB, 0x83])
+        send(0xED); #expect(drain() == [0xFA])
+        send(0x07); #expect(drain() == [0xFA])         // the LED parameter
+        send(0xF0); send(0x00); #expect(drain() == [0xFA, 0x02])
+        send(0xF4); #expect(drain() == [0xFA])
+        #expect(irq.pulses > 0)
+    }
+
+    @Test func ctrlAltDelInTranslatedSet1() {
+        controller.pressCtrlAltDel()
+        #expect(irq.pulses == 1)
+        #expect(drain() == [0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D])
+        #expect(irq.pulses == 8)                        // one per byte, as the guest reads them
+    }
+
+    @Test func ctrlAltDelInSet2WithoutTranslationOrInterrupts() {
+        controller.write(offset: 4, size: 1, value: 0x60)
+        send(0x04)                                       // command byte: no translation, no IRQ 1
+        controller.pressCtrlAltDel()
+        #expect(irq.pulses == 0)
+        #expect(drain() == [0x14, 0x11, 0xE0, 0x71, 0xE0, 0xF0, 0x71, 0xF0, 0x11, 0xF0, 0x14])
+    }
+
+    @Test func aGuestThatNeverReadsCannotGrowTheBuffer() {
+        for _ in 0..<100 { controller.pressCtrlAltDel() }
+        #expect(drain().count <= I8042.outputLimit)
     }
 }
