@@ -47,6 +47,7 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         public var trackDirtyPages: Bool?
         enum CodingKeys: String, CodingKey, CaseIterable {
             case vcpuCount = "vcpu_count", memSizeMib = "mem_size_mib", smt, trackDirtyPages = "track_dirty_pages"
+            case hugePages = "huge_pages", cpuTemplate = "cpu_template"
         }
         /// 1 TiB.
         public static let maximumMemoryMiB: UInt64 = 1 << 20
@@ -59,6 +60,14 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
             memSizeMib = try c.decode(UInt64.self, forKey: .memSizeMib)
             smt = try c.decodeIfPresent(Bool.self, forKey: .smt)
             trackDirtyPages = try c.decodeIfPresent(Bool.self, forKey: .trackDirtyPages)
+            // Accepted for Firecracker clients that always send them: guest RAM already asks for
+            // transparent huge pages, and no CPU template is applied.
+            if let pages = try c.decodeIfPresent(String.self, forKey: .hugePages), !["None", "2M"].contains(pages) {
+                throw DecodingError.dataCorruptedError(forKey: .hugePages, in: c, debugDescription: "must be None or 2M")
+            }
+            if let template = try c.decodeIfPresent(String.self, forKey: .cpuTemplate), !["None", ""].contains(template) {
+                throw DecodingError.dataCorruptedError(forKey: .cpuTemplate, in: c, debugDescription: "CPU templates are not supported (use None)")
+            }
             guard (1...255).contains(vcpuCount) else {
                 throw DecodingError.dataCorruptedError(forKey: .vcpuCount, in: c, debugDescription: "must be in 1...255")
             }
