@@ -1,6 +1,312 @@
 import ArgumentParser
+import Daemon
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// `swiftlet ctl`: talks to swiftletd (placeholder until the daemon lands).
+/// `swiftlet ctl`: drives swiftletd over its API socket (as vmctl drives vmd).
 struct CtlCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ctl", abstract: "Control VMs run by swiftletd.")
+    static let configuration = CommandConfiguration(
+        commandName: "ctl",
+        abstract: "Control VMs run by swiftletd.",
+        subcommands: [Start.self, Stop.self, Status.self, Console.self, Pause.self, Resume.self, Logs.self, Metrics.self, Remove.self]
+    )
+
+    @Option(help: "swiftletd's API socket.") var socket: String = DaemonClient.defaultSocket
+
+    var client: DaemonClient { DaemonClient(socketPath: socket) }
+
+    /// Prints `swiftlet ctl: MESSAGE` and exits 1 (the one-line error convention).
+    static func fail(_ message: String) -> Never {
+        printError("swiftlet ctl: \(message)")
+        Glibc.exit(1)
+    }
+
+    /// Runs a client call, turning its failure into the one-line exit.
+    static func call<T>(_ body: () throws(DaemonClient.Failure) -> T) -> T {
+        do { return try body() } catch { fail(error.message) }
+    }
+
+    struct Start: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a configured VM, or an ad-hoc one with --kernel.",
+            discussion: "Returns once the VM runs (its API answered InstanceStart).")
+        @ParentCommand var ctl: CtlCommand
+        @Argument(help: "The VM's name.") var name: String
+        @Option(help: "Kernel: a Linux bzImage, a PVH ELF or a Solo5 hvt unikernel (makes an ad-hoc VM).") var kernel: String?
+        @Option(help: "Initial ramdisk.") var initrd: String?
+        @Option(help: "Kernel command line (for a unikernel: its arguments).") var cmdline: String?
+        @Option(help: "Guest memory: 128M, 2G, … (a bare number is MiB).") var memory: String?
+        @Option(help: "Number of vCPUs (1 to 255).") var cpus: Int?
+        @Option(name: .customLong("disk"), help: "PATH[,readonly][,root][,id=NAME] (repeatable).") var disks: [String] = []
+        @Option(name: .customLong("net"), help: "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,id=NAME] (repeatable).") var nets: [String] = []
+        @Option(help: "cid=N,uds=PATH.") var vsock: String?
+
+        func validate() throws {
+            guard isValidName(name) else { throw ValidationError("'\(name)' is not a VM name (1 to 64 of A-Z a-z 0-9 . _ -)") }
+            if kernel == nil && (initrd != nil || cmdline != nil || memory != nil || cpus != nil || !disks.isEmpty || !nets.isEmpty || vsock != nil) {
+                throw ValidationError("--initrd, --cmdline, --memory, --cpus, --disk, --net and --vsock need --kernel (an ad-hoc VM)")
+            }
+        }
+
+        func run() throws {
+            var definition: VMDefinition?
+            if let kernel {
+                // Relative paths mean the caller's directory, not the daemon's.
+                func absolute(_ p: String) -> String {
+                    p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+                }
+                var object: [String: Any] = ["kernel": absolute(kernel)]
+                if let initrd { object["initrd"] = absolute(initrd) }
+                if let cmdline { object["cmdline"] = cmdline }
+                if let memory { object["memory"] = memory }
+                if let cpus { object["cpus"] = cpus }
+                if !disks.isEmpty {
+                    object["disks"] = disks.map { d -> String in
+                        var parts = d.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+                        parts[0] = absolute(parts[0])
+                        return parts.joined(separator: ",")
+                    }
+                }
+                if !nets.isEmpty { object["networks"] = nets }
+                if let vsock { object["vsock"] = vsock }
+                // Validated here with the daemon's own decoder, so a typo gets the same one-line
+                // message without a round trip.
+                do {
+                    let data = try JSONSerialization.data(withJSONObject: object)
+                    definition = try JSONDecoder().decode(VMDefinition.self, from: data)
+                } catch let error as DecodingError {
+                    CtlCommand.fail(CtlCommand.describe(error))
+                }
+            }
+            let status = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.start(name, definition: definition) }
+            print("\(status.name): \(status.stateText) (pid \(status.pid.map(String.init) ?? "-"))")
+        }
+    }
+
+    struct Stop: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop a VM: SIGTERM to its process (a clean stop), or SIGKILL with --force.")
+        @ParentCommand var ctl: CtlCommand
+        @Argument(help: "The VM's name.") var name: String
+        @Flag(help: "Kill the VM process (SIGKILL) instead of stopping it cleanly.") var force = false
+        @Flag(help: "Return only after the VM process has exited.") var wait = false
+
+        func run() throws {
+            let status = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.stop(name, force: force, wait: wait) }
+            print("\(status.name): \(status.stateText)")
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A table of VMs: NAME STATE VCPUS MEMORY UPTIME PID.")
+        @ParentCommand var ctl: CtlCommand
+        @Argument(help: "Only this VM.") var name: String?
+        @Flag(help: "Print the daemon's JSON instead of a table.") var json = false
+
+        func run() throws {
+            let client = ctl.client
+            let vms: [VMStatus]
+            if let name {
+                vms = [CtlCommand.call { () throws(DaemonClient.Failure) in try client.status(name) }]
+            } else {
+                vms = CtlCommand.call { () throws(DaemonClient.Failure) in try client.list() }
+            }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: (try? encoder.encode(VMList(vms: vms))) ?? Data(), as: UTF8.self))
+                return
+            }
+            print(CtlCommand.table(vms), terminator: "")
+        }
+    }
+
+    struct Console: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Attach to a VM's serial console (detach with Ctrl-]).",
+            discussion: """
+                On a terminal, the terminal is put in raw mode and Ctrl-] detaches. When stdin is not a \
+                terminal, stdin is copied to the guest until its end and the guest's output is printed \
+                until the VM ends (or --timeout seconds pass).
+                """)
+        @ParentCommand var ctl: CtlCommand
+        @Argument(help: "The VM's name.") var name: String
+        @Option(help: "Stop after this many seconds (0: no limit).") var timeout: Double = 0
+
+        func run() throws {
+            let client = ctl.client
+            let path = CtlCommand.call { () throws(DaemonClient.Failure) in try client.consoleSocket(name) }
+            do { try ConsoleSession.run(socketPath: path, timeout: timeout > 0 ? timeout : nil) } catch {
+                CtlCommand.fail("console of \(name): \(error)")
+            }
+        }
+    }
+
+    struct Pause: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Pause a running VM.")
+        @ParentCommand var ctl: CtlCommand
+        @Argument(help: "The VM's name.") var name: String
+        func run() throws {
+            let status = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.pause(name) }
+            print("\(status.name): \(status.stateText)")
+        }
+    }
+
+    struct Resume: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Resume a paused VM.")
+        @ParentCommand var ctl: CtlCommand
+        @Argument(help: "The VM's name.") var name: String
+        func run() throws {
+            let status = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.resume(name) }
+            print("\(status.name): \(status.stateText)")
+        }
+    }
+
+    struct Logs: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a VM's console log.")
+        @ParentCommand var ctl: CtlCommand
+        @Argument(help: "The VM's name.") var name: String
+        @Option(help: "Only the last N bytes.") var tail: Int?
+        func validate() throws {
+            if let tail, tail < 0 { throw ValidationError("--tail must be 0 or more") }
+        }
+        func run() throws {
+            let bytes = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.logs(name, tail: tail) }
+            FileHandle.standardOutput.write(Data(bytes))
+        }
+    }
+
+    struct Metrics: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the daemon's metrics (Prometheus text format).")
+        @ParentCommand var ctl: CtlCommand
+        func run() throws {
+            print(CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.metrics() }, terminator: "")
+        }
+    }
+
+    struct Remove: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rm", abstract: "Forget a stopped ad-hoc VM and its logs.")
+        @ParentCommand var ctl: CtlCommand
+        @Argument(help: "The VM's name.") var name: String
+        func run() throws {
+            CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.remove(name) }
+        }
+    }
+
+    /// The `status` table; columns sized to their widest cell.
+    static func table(_ vms: [VMStatus]) -> String {
+        var rows = [["NAME", "STATE", "VCPUS", "MEMORY", "UPTIME", "PID"]]
+        for vm in vms {
+            rows.append([vm.name, vm.stateText, String(vm.vcpus), memoryText(vm.memoryMiB),
+                         vm.uptimeSeconds.map(uptimeText) ?? "-", vm.pid.map(String.init) ?? "-"])
+        }
+        var widths = [Int](repeating: 0, count: rows[0].count)
+        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        return rows.map { row in
+            row.enumerated().map { i, cell in
+                i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n") + "\n"
+    }
+
+    static func memoryText(_ mib: Int) -> String {
+        mib >= 1024 && mib % 1024 == 0 ? "\(mib / 1024)G" : "\(mib)M"
+    }
+
+    static func uptimeText(_ seconds: Double) -> String {
+        let s = Int(seconds)
+        if s < 60 { return "\(s)s" }
+        if s < 3600 { return "\(s / 60)m\(String(format: "%02d", s % 60))s" }
+        if s < 86400 { return "\(s / 3600)h\(String(format: "%02d", (s % 3600) / 60))m" }
+        return "\(s / 86400)d\(String(format: "%02d", (s % 86400) / 3600))h"
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .dataCorrupted(let c):
+            let key = c.codingPath.map(\.stringValue).first ?? ""
+            return key.isEmpty ? c.debugDescription : "--\(key == "networks" ? "net" : key == "disks" ? "disk" : key) \(c.debugDescription)"
+        default:
+            return "\(error)"
+        }
+    }
+}
+
+/// The console attach loop: socket ⇄ stdin/stdout.
+enum ConsoleSession {
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    /// Ctrl-]: detaches, like telnet's escape.
+    static let detachByte: UInt8 = 0x1d
+
+    static func run(socketPath: String, timeout: Double?) throws {
+        let fd: Int32
+        do { fd = try DaemonClient.connectStream(path: socketPath) } catch { throw Failure(description: error.message) }
+        defer { close(fd) }
+        let interactive = isatty(0) == 1
+        var saved = termios()
+        if interactive {
+            tcgetattr(0, &saved)
+            var raw = saved
+            cfmakeraw(&raw)
+            tcsetattr(0, TCSANOW, &raw)
+            printError("[attached to the console; Ctrl-] detaches]\r")
+        }
+        defer {
+            if interactive {
+                var restore = saved
+                tcsetattr(0, TCSANOW, &restore)
+                printError("\n[detached]")
+            }
+        }
+        let deadline = timeout.map { Date().addingTimeInterval($0) }
+        var stdinOpen = true
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
+            if stdinOpen { fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
+            var wait: Int32 = -1
+            if let deadline {
+                let left = deadline.timeIntervalSinceNow
+                if left <= 0 { return }
+                wait = Int32(min(left * 1000, 1000)) + 1
+            }
+            let n = poll(&fds, nfds_t(fds.count), wait)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure(description: "poll: \(String(cString: strerror(errno)))")
+            }
+            if fds[0].revents != 0 {
+                let got = read(fd, &buffer, buffer.count)
+                if got <= 0 { return }  // the VM (its process) ended: the console closed
+                try writeAll(1, buffer, count: got)
+            }
+            if stdinOpen, fds[1].revents != 0 {
+                let got = read(0, &buffer, buffer.count)
+                if got <= 0 {
+                    // End of input: keep showing output until the VM ends or the timeout.
+                    stdinOpen = false
+                    continue
+                }
+                if interactive, let i = buffer[0..<got].firstIndex(of: detachByte) {
+                    if i > 0 { try writeAll(fd, buffer, count: i) }
+                    return
+                }
+                try writeAll(fd, buffer, count: got)
+            }
+        }
+    }
+
+    static func writeAll(_ fd: Int32, _ buffer: [UInt8], count: Int) throws {
+        var done = 0
+        while done < count {
+            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + done, count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw Failure(description: "write: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
 }

@@ -1,1 +1,119 @@
-print("swiftletd")
+import ArgumentParser
+import Daemon
+import Foundation
+import HTTPUnix
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `swiftletd`: supervises the VMs of a config file (and ad-hoc ones), one `swiftlet api`
+/// process each, and serves its API on a Unix socket. Runs in the foreground.
+struct SwiftletD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftletd",
+        abstract: "Supervise many VMs, one `swiftlet api` process each; control them with `swiftlet ctl`.",
+        discussion: """
+            SIGTERM or SIGINT stops the daemon but not the VMs: a daemon started later finds them \
+            again in the state directory. SIGHUP re-reads the config file (as POST /reload does).
+            """
+    )
+
+    @Option(help: "The config file (YAML). Default: /etc/swiftlet/swiftletd.yaml when it exists.") var config: String?
+    @Option(help: "The daemon's API socket.") var socket: String = DaemonClient.defaultSocket
+    @Option(name: .customLong("state-dir"), help: "Sockets, logs and state of the VMs (default: the config's state_dir, else /run/swiftlet).")
+    var stateDir: String?
+    @Option(help: "The swiftlet binary that runs each VM (default: the one beside swiftletd).") var swiftlet: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String = "info"
+    @Option(name: .customLong("vm-arg"), help: .hidden) var vmArguments: [String] = []
+
+    func validate() throws {
+        guard LineLogHandler.level(logLevel) != nil else { throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical") }
+        if let stateDir, !stateDir.hasPrefix("/") { throw ValidationError("--state-dir must be an absolute path") }
+    }
+
+    func run() throws {
+        let level = LineLogHandler.level(logLevel) ?? .info
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
+        let logger = Logger(label: "swiftletd")
+
+        let configPath = config ?? (FileManager.default.fileExists(atPath: "/etc/swiftlet/swiftletd.yaml") ? "/etc/swiftlet/swiftletd.yaml" : nil)
+        var daemonConfig = DaemonConfig()
+        if let configPath {
+            do { daemonConfig = try DaemonConfig.load(path: configPath) } catch { fail(error.message) }
+        }
+        let stateDirectory = stateDir ?? daemonConfig.stateDir ?? "/run/swiftlet"
+        guard let swiftletPath = swiftlet ?? ProcessTools.besideExecutable("swiftlet") else { fail("cannot find the swiftlet binary; give --swiftlet PATH") }
+        guard access(swiftletPath, X_OK) == 0 else { fail("\(swiftletPath): not an executable file (give --swiftlet PATH)") }
+        if Supervisor.isListening(socket) { fail("\(socket): another swiftletd is listening on it") }
+
+        // Only the signal-waiting loop below sees these; every thread created later inherits the
+        // mask. VM processes get a clean mask and default dispositions from the spawn attributes.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+        signal(SIGPIPE, SIG_IGN)
+
+        var options = Supervisor.Options(stateDirectory: stateDirectory, swiftletPath: swiftletPath, uid: daemonConfig.uid, gid: daemonConfig.gid)
+        options.extraArguments = vmArguments
+        let lock: Int32
+        do { lock = try DaemonLock.acquire(stateDirectory: stateDirectory) } catch { fail(error.message) }
+        defer { close(lock) }
+        let supervisor: Supervisor
+        do { supervisor = try Supervisor(options: options, config: daemonConfig, logger: logger) } catch { fail(error.message) }
+        var reload: (@Sendable () -> Result<DaemonConfig, ConfigError>)?
+        if let configPath {
+            reload = { Result { () throws(ConfigError) -> DaemonConfig in try DaemonConfig.load(path: configPath) } }
+        }
+        let api = DaemonAPI(supervisor: supervisor, logger: logger, reloadConfig: reload)
+        let server = UnixHTTPServer(socketPath: socket, maximumBodyBytes: 64 << 10, concurrent: true) { api.handle($0) }
+        do { try server.start() } catch {
+            supervisor.shutdown()
+            fail(error.message)
+        }
+        logger.info("swiftletd started", metadata: ["socket": "\(socket)", "state_dir": "\(stateDirectory)", "swiftlet": "\(swiftletPath)",
+                                                    "config": "\(configPath ?? "none")", "vms": "\(supervisor.list().count)"])
+        let autostart = supervisor.autostartCandidates()
+        if !autostart.isEmpty {
+            DispatchQueue.global().async { supervisor.startAll(autostart) }
+        }
+
+        while true {
+            var received: Int32 = 0
+            guard sigwait(&signals, &received) == 0 else { continue }
+            if received == SIGHUP {
+                guard let reload else { logger.warning("SIGHUP ignored: no config file"); continue }
+                switch reload() {
+                case .success(let config):
+                    let added = supervisor.reload(config: config)
+                    if !added.isEmpty { DispatchQueue.global().async { supervisor.startAll(added) } }
+                case .failure(let error):
+                    logger.error("config reload failed", metadata: ["error": "\(error.message)"])
+                }
+                continue
+            }
+            logger.info("swiftletd stopping; VMs keep running", metadata: ["signal": "\(received)"])
+            break
+        }
+        server.stop()
+        supervisor.shutdown()
+    }
+
+    func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("swiftletd: \(message)\n".utf8))
+        Glibc.exit(1)
+    }
+}
+
+do {
+    var command = try SwiftletD.parseAsRoot(Array(CommandLine.arguments.dropFirst()))
+    try command.run()
+} catch {
+    // Help goes out as ArgumentParser formats it; a usage error is one line.
+    if SwiftletD.exitCode(for: error) == .success { SwiftletD.exit(withError: error) }
+    var message = SwiftletD.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+    if message.hasPrefix("Error: ") { message.removeFirst(7) }
+    FileHandle.standardError.write(Data("swiftletd: \(message)\n".utf8))
+    Glibc.exit(SwiftletD.exitCode(for: error).rawValue)
+}

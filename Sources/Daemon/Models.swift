@@ -1,0 +1,126 @@
+import Foundation
+
+/// One VM as `GET /vms` and `GET /vms/NAME` report it (and `swiftlet ctl status` prints it).
+public struct VMStatus: Codable, Sendable, Equatable {
+    public var name: String
+    public var state: VMState
+    public var pid: Int32?
+    public var vcpus: Int
+    public var memoryMiB: Int
+    public var uptimeSeconds: Double?
+    /// The VM process's exit status (stopped VMs).
+    public var exitStatus: Int32?
+    /// The signal that ended the VM process, when known (crashed VMs; 9 after a force stop).
+    public var signal: Int32?
+    /// How many times this VM crashed since the daemon (first) started it.
+    public var crashes: Int
+    public var kernel: String
+    public var autostart: Bool
+    /// Defined by `ctl start NAME --kernel …` rather than the config file.
+    public var adHoc: Bool
+    /// Why the last start failed, or the VM process's last error line.
+    public var lastError: String?
+
+    public init(name: String, state: VMState, pid: Int32? = nil, vcpus: Int, memoryMiB: Int, uptimeSeconds: Double? = nil,
+                exitStatus: Int32? = nil, signal: Int32? = nil, crashes: Int = 0, kernel: String, autostart: Bool = false,
+                adHoc: Bool = false, lastError: String? = nil) {
+        self.name = name; self.state = state; self.pid = pid; self.vcpus = vcpus; self.memoryMiB = memoryMiB
+        self.uptimeSeconds = uptimeSeconds; self.exitStatus = exitStatus; self.signal = signal; self.crashes = crashes
+        self.kernel = kernel; self.autostart = autostart; self.adHoc = adHoc; self.lastError = lastError
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, state, pid, vcpus, memoryMiB = "memory_mib", uptimeSeconds = "uptime_seconds", exitStatus = "exit_status"
+        case signal, crashes, kernel, autostart, adHoc = "ad_hoc", lastError = "last_error"
+    }
+
+    /// `running`, `stopped (exit 0)`, `crashed (signal 9)`: the STATE column of `ctl status`.
+    public var stateText: String {
+        switch state {
+        case .stopped, .crashed:
+            if let signal { return "\(state.rawValue) (signal \(signal))" }
+            if let exitStatus { return "\(state.rawValue) (exit \(exitStatus))" }
+            return state.rawValue
+        default:
+            return state.rawValue
+        }
+    }
+}
+
+/// `GET /vms`.
+public struct VMList: Codable, Sendable {
+    public var vms: [VMStatus]
+    public init(vms: [VMStatus]) { self.vms = vms }
+}
+
+/// `GET /vms/NAME/console`.
+public struct ConsoleInfo: Codable, Sendable {
+    public var consoleSocket: String
+    public init(consoleSocket: String) { self.consoleSocket = consoleSocket }
+    enum CodingKeys: String, CodingKey { case consoleSocket = "console_socket" }
+}
+
+/// A VM process's `GET /swiftlet/metrics` answer. Decoded leniently: the VM side may add fields
+/// and exit reasons, which simply show up as more series.
+public struct VMProcessMetrics: Decodable, Sendable, Equatable {
+    public var exits: [String: UInt64]
+    public var devices: [Device]
+
+    public struct Device: Decodable, Sendable, Equatable {
+        public var id: String
+        public var kind: String
+        public var requests: UInt64
+        public var bytesIn: UInt64
+        public var bytesOut: UInt64
+
+        public init(id: String, kind: String, requests: UInt64, bytesIn: UInt64, bytesOut: UInt64) {
+            self.id = id; self.kind = kind; self.requests = requests; self.bytesIn = bytesIn; self.bytesOut = bytesOut
+        }
+
+        enum CodingKeys: String, CodingKey { case id, kind, requests, bytesIn = "bytes_in", bytesOut = "bytes_out" }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(String.self, forKey: .id)
+            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "unknown"
+            requests = try c.decodeIfPresent(UInt64.self, forKey: .requests) ?? 0
+            bytesIn = try c.decodeIfPresent(UInt64.self, forKey: .bytesIn) ?? 0
+            bytesOut = try c.decodeIfPresent(UInt64.self, forKey: .bytesOut) ?? 0
+        }
+    }
+
+    public init(exits: [String: UInt64] = [:], devices: [Device] = []) { self.exits = exits; self.devices = devices }
+
+    enum CodingKeys: String, CodingKey { case exits, devices }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        exits = try c.decodeIfPresent([String: UInt64].self, forKey: .exits) ?? [:]
+        devices = try c.decodeIfPresent([Device].self, forKey: .devices) ?? []
+    }
+}
+
+/// The error body every API in this project uses (Firecracker's shape).
+struct Fault: Codable {
+    var faultMessage: String
+    enum CodingKeys: String, CodingKey { case faultMessage = "fault_message" }
+}
+
+/// JSON helpers with the project's conventions (sorted keys so output is stable for tests).
+enum JSON {
+    static func encode<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(value) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func fault(_ message: String) -> String { encode(Fault(faultMessage: message)) }
+
+    /// The `fault_message` of an error body, or the body itself when it is not one.
+    static func faultMessage(_ body: [UInt8]) -> String {
+        if let fault = try? JSONDecoder().decode(Fault.self, from: Data(body)) { return fault.faultMessage }
+        let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? "no details" : text
+    }
+}
