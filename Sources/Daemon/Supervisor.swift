@@ -62,6 +62,8 @@ public final class Supervisor: @unchecked Sendable {
         var lastError: String?
         var stopRequested = false
         var forceRequested = false
+        /// The daemon killed it because configuring or booting failed (not a stop, not a crash).
+        var startFailed = false
         var generation = 0
 
         init(name: String, definition: VMDefinition, inConfig: Bool) {
@@ -125,7 +127,8 @@ public final class Supervisor: @unchecked Sendable {
     }
 
     private func status(_ e: Entry) -> VMStatus {
-        let d = e.active ?? e.definition
+        // A live VM shows what it runs with; otherwise what the next start would use.
+        let d = e.state.isLive ? (e.active ?? e.definition) : e.definition
         var uptime: Double?
         if e.state.isLive, e.state != .starting, let startedAt = e.startedAt { uptime = max(0, Date().timeIntervalSince1970 - startedAt) }
         return VMStatus(name: e.name, state: e.state, pid: e.state.isLive ? e.pid : nil, vcpus: d.cpus, memoryMiB: d.memoryMiB,
@@ -215,7 +218,7 @@ public final class Supervisor: @unchecked Sendable {
         let generation = e.generation
         e.state = .starting
         e.exitStatus = nil; e.signal = nil; e.lastError = nil
-        e.stopRequested = false; e.forceRequested = false
+        e.stopRequested = false; e.forceRequested = false; e.startFailed = false
         e.pid = nil; e.startTicks = nil; e.startedAt = nil; e.ownChild = false
         e.active = e.definition
         let definition = e.definition
@@ -319,6 +322,7 @@ public final class Supervisor: @unchecked Sendable {
         guard e.generation == generation, e.state.isLive, let pid = e.pid else { lock.unlock(); return }
         e.stopRequested = true
         e.forceRequested = true
+        e.startFailed = true
         e.lastError = message
         _ = ProcessTools.send(SIGKILL, pid: pid, pidfd: e.pidfd)
         lock.unlock()
@@ -534,8 +538,9 @@ public final class Supervisor: @unchecked Sendable {
         case nil: code = fromFile
         }
         if code == nil && signal == nil && e.forceRequested { signal = SIGKILL }
+        if e.startFailed { code = nil; signal = nil }  // lastError says why; the kill was ours
         let wasStarting = e.state == .starting || (e.state == .stopping && e.startedAt == nil)
-        if code != nil {
+        if code != nil || e.startFailed {
             e.state = .stopped
         } else {
             e.state = e.stopRequested ? .stopped : .crashed
