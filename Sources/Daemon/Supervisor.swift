@@ -167,21 +167,17 @@ public final class Supervisor: @unchecked Sendable {
         lock.lock()
         let snapshot = entries.values.map { e in (status(e), e.state == .running || e.state == .paused) }
         lock.unlock()
-        let results = UnsafeMutableBufferPointer<VMProcessMetrics?>.allocate(capacity: snapshot.count)
-        results.initialize(repeating: nil)
-        defer { results.deallocate() }
-        let base = results.baseAddress!
+        let results = Results(count: snapshot.count)
         let stateDirectory = options.stateDirectory
-        let pointer = UnsafeSendable(base)
         DispatchQueue.concurrentPerform(iterations: snapshot.count) { i in
             guard snapshot[i].1 else { return }
             let socket = VMPaths(directory: stateDirectory, name: snapshot[i].0.name).apiSocket
-            pointer.value[i] = VMProcessAPI(socketPath: socket).metrics()
+            results.set(i, VMProcessAPI(socketPath: socket).metrics())
         }
         return snapshot.enumerated().map { i, item in
             let s = item.0
             return VMMetricsSample(name: s.name, state: s.state, uptimeSeconds: s.uptimeSeconds ?? 0, vcpus: s.vcpus,
-                                   memoryMiB: s.memoryMiB, crashes: s.crashes, process: results[i])
+                                   memoryMiB: s.memoryMiB, crashes: s.crashes, process: results.get(i))
         }
     }
 
@@ -222,13 +218,14 @@ public final class Supervisor: @unchecked Sendable {
         e.pid = nil; e.startTicks = nil; e.startedAt = nil; e.ownChild = false
         e.active = e.definition
         let definition = e.definition
-        persist(e)
+        // NAME.json is written once the process exists (a record without a pid helps no one).
         lock.unlock()
 
         // Leftovers of an earlier run would confuse the new process and the socket wait below.
         for file in [paths.apiSocket, paths.consoleSocket, paths.exitFile, paths.pidFile] { unlink(file) }
         rename(paths.consoleLog, paths.consoleLog + ".old")
 
+        let t0 = DispatchTime.now().uptimeNanoseconds
         var arguments = ["api", "--api-sock", paths.apiSocket, "--id", name, "--console-sock", paths.consoleSocket,
                          "--console-log", paths.consoleLog, "--exit-file", paths.exitFile]
         if let uid = options.uid, let gid = options.gid { arguments += ["--uid", String(uid), "--gid", String(gid)] }
@@ -254,6 +251,7 @@ public final class Supervisor: @unchecked Sendable {
         logger.debug("vm process spawned", metadata: ["vm": "\(name)", "pid": "\(pid)"])
 
         // The API socket appears once `swiftlet api` is listening.
+        let t1 = DispatchTime.now().uptimeNanoseconds
         let deadline = Date().addingTimeInterval(options.startTimeout)
         while !Self.isListening(paths.apiSocket) {
             if let failure = startAbandoned(e, generation: generation) { throw failure }
@@ -264,6 +262,7 @@ public final class Supervisor: @unchecked Sendable {
             usleep(1000)
         }
 
+        let t2 = DispatchTime.now().uptimeNanoseconds
         do {
             try VMProcessAPI(socketPath: paths.apiSocket).configureAndStart(definition)
         } catch {
@@ -284,8 +283,12 @@ public final class Supervisor: @unchecked Sendable {
         let answer = status(e)
         lock.unlock()
         if let result { throw result }
+        let t3 = DispatchTime.now().uptimeNanoseconds
+        func ms(_ a: UInt64, _ b: UInt64) -> String { String(format: "%.1f", Double(b - a) / 1e6) }
+        // Where a start's time goes: spawning, until the API socket listens, configuring + booting.
         logger.info("vm started", metadata: ["vm": "\(name)", "pid": "\(pid)", "vcpus": "\(definition.cpus)",
-                                             "memory_mib": "\(definition.memoryMiB)", "kernel": "\(definition.kernel)"])
+                                             "memory_mib": "\(definition.memoryMiB)", "kernel": "\(definition.kernel)",
+                                             "spawn_ms": "\(ms(t0, t1))", "socket_ms": "\(ms(t1, t2))", "boot_ms": "\(ms(t2, t3))"])
         return answer
     }
 
@@ -678,8 +681,11 @@ public final class Supervisor: @unchecked Sendable {
     }
 }
 
-/// A pointer handed to concurrentPerform's workers, each writing only its own element.
-private struct UnsafeSendable<T>: @unchecked Sendable {
-    let value: UnsafeMutablePointer<T>
-    init(_ value: UnsafeMutablePointer<T>) { self.value = value }
+/// Answers gathered by concurrentPerform's workers, each setting only its own slot.
+private final class Results: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [VMProcessMetrics?]
+    init(count: Int) { items = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ value: VMProcessMetrics?) { lock.lock(); items[i] = value; lock.unlock() }
+    func get(_ i: Int) -> VMProcessMetrics? { lock.lock(); defer { lock.unlock() }; return items[i] }
 }

@@ -84,6 +84,13 @@ final class SupervisorTests {
         #expect(try s.stop(name: "a", force: true, wait: true).stateText == "stopped (signal 9)")
     }
 
+    @Test func noVMsAtAll() throws {
+        let s = try supervisor()
+        #expect(s.list().isEmpty)
+        #expect(s.metrics().isEmpty)
+        #expect(Prometheus.render([]).contains("# TYPE swiftlet_vm_up gauge"))
+    }
+
     @Test func crashIsReportedAndCleanedUp() throws {
         let s = try supervisor(["c": definition()])
         let pid = try #require(try s.start(name: "c").pid)
