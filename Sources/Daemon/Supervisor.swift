@@ -551,7 +551,9 @@ public final class Supervisor: @unchecked Sendable {
         e.exitStatus = code
         e.signal = signal
         if e.state == .crashed { e.crashes += 1 }
-        if e.lastError == nil && (e.state == .crashed || (code ?? 0) != 0 || wasStarting) {
+        // The process's last stderr line explains a crash, a failed start or an unasked-for
+        // non-zero status; after a stop it would only say "exiting on signal 15".
+        if e.lastError == nil && (e.state == .crashed || wasStarting || ((code ?? 0) != 0 && !e.stopRequested)) {
             e.lastError = Self.lastLine(of: paths.stderrFile)
         }
         if let fd = e.pidfd { close(fd) }

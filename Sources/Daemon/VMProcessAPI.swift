@@ -76,7 +76,7 @@ struct VMProcessAPI {
 
     private func send<T: Encodable>(_ method: String, _ path: String, _ body: T) throws(Failure) {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data: Data
         do { data = try encoder.encode(body) } catch { throw Failure(description: "\(method) \(path): \(error)") }
         let response: HTTPResponse

@@ -114,7 +114,7 @@ struct CtlCommand: ParsableCommand {
             }
             if json {
                 let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
                 print(String(decoding: (try? encoder.encode(VMList(vms: vms))) ?? Data(), as: UTF8.self))
                 return
             }

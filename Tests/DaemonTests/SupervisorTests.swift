@@ -76,7 +76,7 @@ final class SupervisorTests {
         #expect(try s.logs(name: "a", tail: 7).count == 7)
 
         let stopped = try s.stop(name: "a", wait: true)
-        #expect(stopped.state == .stopped && stopped.exitStatus == 143 && stopped.pid == nil)
+        #expect(stopped.state == .stopped && stopped.exitStatus == 143 && stopped.pid == nil && stopped.lastError == nil)
         #expect(!exists(paths.apiSocket) && !exists(paths.consoleSocket) && !exists(paths.pidFile))
         #expect(throws: DaemonError(409, "VM 'a' is not running (stopped)")) { try s.stop(name: "a") }
         // And it starts again.
