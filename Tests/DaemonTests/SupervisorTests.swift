@@ -4,10 +4,19 @@ import HTTPUnix
 import Logging
 import Testing
 
+enum StandIn {
+    /// The python3 that runs the stand-in VM process.
+    static let python: String? = {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return (["/usr/bin"] + path.split(separator: ":").map(String.init)).map { $0 + "/python3" }
+            .first { FileManager.default.isExecutableFile(atPath: $0) }
+    }()
+}
+
 /// The supervisor and the daemon API against a stand-in for `swiftlet api` (a Python script with
 /// the same command line, sockets and exit file), so the lifecycle (start, pause, stop, crash,
 /// daemon restart) is tested without KVM. The real VMM is covered by the integration tests.
-@Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "needs /usr/bin/python3 for the stand-in VM process"))
+@Suite(.serialized, .enabled(if: StandIn.python != nil, "needs python3 (in PATH) for the stand-in VM process"))
 final class SupervisorTests {
     let dir: String
     let stateDir: String
@@ -21,7 +30,7 @@ final class SupervisorTests {
         fake = dir + "/swiftlet"
         kernel = dir + "/kernel"
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
-        try Self.fakeScript.write(toFile: fake, atomically: true, encoding: .utf8)
+        try ("#!" + (StandIn.python ?? "/usr/bin/python3") + "\n" + Self.fakeScript).write(toFile: fake, atomically: true, encoding: .utf8)
         chmod(fake, 0o755)
         FileManager.default.createFile(atPath: kernel, contents: Data())
     }
@@ -247,7 +256,6 @@ final class SupervisorTests {
     }
 
     static let fakeScript = #"""
-#!/usr/bin/python3
 # A stand-in for `swiftlet api` (no KVM): the same command line, API socket, console socket,
 # console log and exit file, with a VM that only pretends to run.
 import http.server, json, os, signal, socket, socketserver, sys, threading, time
