@@ -66,6 +66,7 @@ public struct VMProcessMetrics: Decodable, Sendable, Equatable {
     public var exits: [String: UInt64]
     public var devices: [Device]
 
+    /// One virtio device's counters.
     public struct Device: Decodable, Sendable, Equatable {
         public var id: String
         public var kind: String

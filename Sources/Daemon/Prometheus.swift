@@ -22,6 +22,7 @@ public struct VMMetricsSample: Sendable, Equatable {
 public enum Prometheus {
     public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
+    /// One metric family: its HELP/TYPE header and samples.
     struct Family {
         var name: String
         var type: String
