@@ -75,6 +75,6 @@ let package = Package(
         .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix"]),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).
-        .testTarget(name: "IntegrationTests", dependencies: []),
+        .testTarget(name: "IntegrationTests", dependencies: [.product(name: "Yams", package: "Yams")]),
     ]
 )
