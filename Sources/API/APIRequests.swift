@@ -46,7 +46,7 @@ public enum APIRequests {
         }
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
-            logPath = try c.decodeIfPresent(String.self, forKey: .logPath)
+            logPath = try c.decodePathIfPresent(.logPath)
             if let text = try c.decodeIfPresent(String.self, forKey: .level) {
                 guard let l = APILogLevel(firecrackerName: text) else {
                     throw DecodingError.dataCorruptedError(forKey: .level, in: c,
@@ -66,7 +66,7 @@ public enum APIRequests {
         enum CodingKeys: String, CodingKey, CaseIterable { case metricsPath = "metrics_path" }
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
-            metricsPath = try c.decode(String.self, forKey: .metricsPath)
+            metricsPath = try c.decodePath(.metricsPath)
         }
     }
 }

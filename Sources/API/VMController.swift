@@ -154,7 +154,8 @@ public final class VMController: @unchecked Sendable {
         throw APIError("Invalid request method and/or path: \(r.method) \(r.path).")
     }
 
-    /// `/drives/ID` → ID when ID is a valid Firecracker id (alphanumeric and `_`, 1–64 chars).
+    /// `/drives/ID` → ID when ID is a valid id: Firecracker's letters, digits and `_`, plus `-`
+    /// (swiftletd's config allows it), 1–64 characters.
     static func identifier(_ path: String, prefix: String) -> String? {
         guard path.hasPrefix(prefix) else { return nil }
         let id = String(path.dropFirst(prefix.count))
@@ -184,7 +185,10 @@ public final class VMController: @unchecked Sendable {
             throw APIError("An error occurred when deserializing the json body of a request: expected an object")
         }
         var merged: [String: Any] = ["vcpu_count": machineConfig.vcpuCount, "mem_size_mib": machineConfig.memSizeMib]
-        for (k, v) in object { merged[k] = v }
+        if let smt = machineConfig.smt { merged["smt"] = smt }
+        if let track = machineConfig.trackDirtyPages { merged["track_dirty_pages"] = track }
+        if let pages = machineConfig.hugePages { merged["huge_pages"] = pages }
+        for (k, v) in object where !(v is NSNull) { merged[k] = v }
         guard let data = try? JSONSerialization.data(withJSONObject: merged) else { throw APIError("invalid machine-config") }
         do { machineConfig = try FirecrackerConfig.decode(FirecrackerConfig.MachineConfig.self, from: data) } catch {
             throw APIError("An error occurred when deserializing the json body of a request: \(error.message)")
@@ -274,7 +278,7 @@ public final class VMController: @unchecked Sendable {
         j.add("mem_size_mib", machineConfig.memSizeMib)
         j.add("smt", machineConfig.smt ?? false)
         j.add("track_dirty_pages", machineConfig.trackDirtyPages ?? false)
-        j.add("huge_pages", "None")
+        j.add("huge_pages", machineConfig.hugePages ?? "None")
         return j.text
     }
 

@@ -132,6 +132,12 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// A request NIO's parser rejected: its error handler has answered 400; end the connection
+    /// rather than hold the descriptor until the client goes away.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
     func write(_ response: HTTPResponse, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
         headers.add(name: "Server", value: "Swiftlet")

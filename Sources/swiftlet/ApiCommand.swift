@@ -21,7 +21,7 @@ struct ApiCommand: ParsableCommand {
             or a Solo5 hvt unikernel. At InstanceStart, once its files and devices are open, the \
             process drops to --uid/--gid and installs a seccomp filter (unless --no-seccomp). \
             The process exits with the VM: the guest's status, 0 on poweroff/reboot, 128+N after \
-            signal N (SIGTERM stops the VM cleanly), 1 on an error. See api/firecracker-swiftlet.yaml.
+            signal N (SIGTERM stops the VM cleanly), 1 on an error. See api/swiftlet-vm-api.yaml.
             """
     )
 

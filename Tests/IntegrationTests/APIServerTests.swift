@@ -296,10 +296,9 @@ struct APIServerTests {
         // PATCH changes only the fields it names.
         try config.expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 64, "smt": true}"#, 204)
         try config.expect("PATCH", "/machine-config", #"{"mem_size_mib": 48}"#, 204)
-        withKnownIssue("PATCH /machine-config resets smt and track_dirty_pages") {
-            let smt = try config.call("GET", "/machine-config").json?["smt"]
-            #expect(smt == .bool(true))
-        }
+        // PATCH keeps the fields it does not name.
+        let smt = try config.call("GET", "/machine-config").json?["smt"]
+        #expect(smt == .bool(true))
         config.expectCleanStop()
 
         // 2. Running and Paused: a PVH guest that spins forever (it ignores Ctrl+Alt+Del).
@@ -398,9 +397,7 @@ struct APIServerTests {
             try refused(vm, "PUT", "/boot-source", Array(#"{"kernel_image_path": "/a", "kernel_image_path": "/b"}"#.utf8), "duplicate key")
         }
         // A NUL inside a path is cut off when the path reaches open(2): "/a\u0000b" would open "/a".
-        withKnownIssue("paths with an embedded NUL are accepted (and truncated at the NUL when opened)") {
-            try refused(vm, "PUT", "/boot-source", Array(#"{"kernel_image_path": "/bin/sh\u0000.hvt"}"#.utf8), "NUL in a path")
-        }
+        try refused(vm, "PUT", "/boot-source", Array(#"{"kernel_image_path": "/bin/sh\u0000.hvt"}"#.utf8), "NUL in a path")
         // Conflicts with what is configured.
         try vm.expect("PUT", "/drives/root1", #"{"drive_id": "root1", "path_on_host": "/x", "is_root_device": true}"#, 204)
         try refused(vm, "PUT", "/drives/root2", Array(#"{"drive_id": "root2", "path_on_host": "/y", "is_root_device": true}"#.utf8), "second root device")
@@ -463,10 +460,9 @@ struct APIServerTests {
             case .failed(let why): Issue.record("garbage \(i): \(why)")
             }
         }
-        withKnownIssue("after a 400 'Connection: close' for a request the HTTP parser rejects, the server leaves the connection open") {
-            let closed = APITestClient.answersThenCloses(running.socket, Array("garbage\r\n\r\n".utf8), timeout: 2)
-            #expect(closed, "the connection stays open")
-        }
+        // After its 400 for a request the HTTP parser rejects, the server closes the connection.
+        let closed = APITestClient.answersThenCloses(running.socket, Array("garbage\r\n\r\n".utf8), timeout: 2)
+        #expect(closed, "the connection stays open")
         // A client that never finishes its request does not hold up the others.
         let stuck = try #require(APITestClient.connect(running.socket))
         defer { close(stuck) }
@@ -639,14 +635,6 @@ final class APIServer {
     /// SIGTERM must stop the VM cleanly: exit status 143.
     func expectCleanStop(sourceLocation: SourceLocation = #_sourceLocation) {
         let status = stop()
-        if status == 1, output.contains("exiting on signal 15") {
-            // Both the API's main thread and HvtTender.run's thread sigwait for SIGTERM; when the
-            // tender's thread takes it (seen right after InstanceStart), no stop is recorded.
-            withKnownIssue("SIGTERM is sometimes taken by the hvt tender's thread: exit 1 instead of 143", isIntermittent: true) {
-                Issue.record("exit status 1 after SIGTERM: \(output)", sourceLocation: sourceLocation)
-            }
-            return
-        }
         #expect(status == 143, "\(output)", sourceLocation: sourceLocation)
     }
 

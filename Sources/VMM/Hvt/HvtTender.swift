@@ -161,6 +161,8 @@ public final class HvtTender: @unchecked Sendable {
         }
         let signal = signals.wait()
         if signal != StopSignals.finished {
+            // Either requestStop's signal or one sent to the process: remember which.
+            _ = stopSignal.compareExchange(expected: 0, desired: signal, ordering: .sequentiallyConsistent)
             log.error("exiting on signal \(signal)")
             stopRequested.store(true, ordering: .sequentiallyConsistent)
             pauseGate.release()

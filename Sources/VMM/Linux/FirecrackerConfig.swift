@@ -34,8 +34,8 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         }
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
-            kernelImagePath = try c.decode(String.self, forKey: .kernelImagePath)
-            initrdPath = try c.decodeIfPresent(String.self, forKey: .initrdPath)
+            kernelImagePath = try c.decodePath(.kernelImagePath)
+            initrdPath = try c.decodePathIfPresent(.initrdPath)
             bootArgs = try c.decodeIfPresent(String.self, forKey: .bootArgs)
         }
     }
@@ -45,6 +45,8 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         public var memSizeMib: UInt64
         public var smt: Bool?
         public var trackDirtyPages: Bool?
+        /// "None" or "2M" as given (guest RAM asks for transparent huge pages either way).
+        public var hugePages: String?
         enum CodingKeys: String, CodingKey, CaseIterable {
             case vcpuCount = "vcpu_count", memSizeMib = "mem_size_mib", smt, trackDirtyPages = "track_dirty_pages"
             case hugePages = "huge_pages", cpuTemplate = "cpu_template"
@@ -62,7 +64,8 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
             trackDirtyPages = try c.decodeIfPresent(Bool.self, forKey: .trackDirtyPages)
             // Accepted for Firecracker clients that always send them: guest RAM already asks for
             // transparent huge pages, and no CPU template is applied.
-            if let pages = try c.decodeIfPresent(String.self, forKey: .hugePages), !["None", "2M"].contains(pages) {
+            hugePages = try c.decodeIfPresent(String.self, forKey: .hugePages)
+            if let hugePages, !["None", "2M"].contains(hugePages) {
                 throw DecodingError.dataCorruptedError(forKey: .hugePages, in: c, debugDescription: "must be None or 2M")
             }
             if let template = try c.decodeIfPresent(String.self, forKey: .cpuTemplate), !["None", ""].contains(template) {
@@ -93,7 +96,7 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
             driveId = try c.decode(String.self, forKey: .driveId)
-            pathOnHost = try c.decode(String.self, forKey: .pathOnHost)
+            pathOnHost = try c.decodePath(.pathOnHost)
             isRootDevice = try c.decode(Bool.self, forKey: .isRootDevice)
             isReadOnly = try c.decodeIfPresent(Bool.self, forKey: .isReadOnly) ?? false
             partuuid = try c.decodeIfPresent(String.self, forKey: .partuuid)
@@ -118,7 +121,7 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
             ifaceId = try c.decode(String.self, forKey: .ifaceId)
-            hostDevName = try c.decode(String.self, forKey: .hostDevName)
+            hostDevName = try c.decodePath(.hostDevName)
             if let text = try c.decodeIfPresent(String.self, forKey: .guestMac) {
                 guard let mac = FirecrackerConfig.parseMAC(text) else {
                     throw DecodingError.dataCorruptedError(forKey: .guestMac, in: c,
@@ -139,7 +142,7 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
             guestCid = try c.decode(UInt64.self, forKey: .guestCid)
-            udsPath = try c.decode(String.self, forKey: .udsPath)
+            udsPath = try c.decodePath(.udsPath)
             vsockId = try c.decodeIfPresent(String.self, forKey: .vsockId)
             guard guestCid >= 3, guestCid < 0xFFFF_FFFF else {
                 throw DecodingError.dataCorruptedError(forKey: .guestCid, in: c, debugDescription: "must be in 3...4294967294")
@@ -322,6 +325,21 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         guard let index, index >= 0 else { return "invalid JSON" + suffix }
         let line = 1 + data.prefix(min(index, data.count)).reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
         return "line \(line): invalid JSON" + suffix
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// A file or device path: a NUL byte would silently cut it short at the system call.
+    public func decodePath(_ key: Key) throws -> String {
+        let path = try decode(String.self, forKey: key)
+        guard !path.utf8.contains(0) else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "must not contain a NUL character")
+        }
+        return path
+    }
+
+    public func decodePathIfPresent(_ key: Key) throws -> String? {
+        try contains(key) && !decodeNil(forKey: key) ? decodePath(key) : nil
     }
 }
 
