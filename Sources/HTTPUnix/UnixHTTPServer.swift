@@ -26,7 +26,8 @@ public final class UnixHTTPServer: @unchecked Sendable {
     public let maximumBodyBytes: Int
     private let handler: Handler
     private let queue: DispatchQueue
-    private let group: MultiThreadedEventLoopGroup
+    /// Made in `start`, after the socket is bound: a client can connect while NIO's thread starts.
+    private var group: MultiThreadedEventLoopGroup?
     private var channel: (any Channel)?
 
     /// - Parameter concurrent: run handlers on a concurrent queue (the daemon) instead of one serial queue.
@@ -35,7 +36,6 @@ public final class UnixHTTPServer: @unchecked Sendable {
         self.maximumBodyBytes = maximumBodyBytes
         self.handler = handler
         queue = DispatchQueue(label: "http-handler", attributes: concurrent ? [.concurrent] : [])
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
 
     /// Binds the socket (``UnixSocket/listen(path:backlog:)``: mode 0600, a stale file replaced, a
@@ -47,6 +47,8 @@ public final class UnixHTTPServer: @unchecked Sendable {
         let limit = maximumBodyBytes
         let handler = handler
         let queue = queue
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = group
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
             .childChannelInitializer { channel in
@@ -69,7 +71,8 @@ public final class UnixHTTPServer: @unchecked Sendable {
         try? channel?.close().wait()
         channel = nil
         unlink(socketPath)
-        try? group.syncShutdownGracefully()
+        try? group?.syncShutdownGracefully()
+        group = nil
     }
 }
 
