@@ -71,7 +71,7 @@ public final class LinuxVM: @unchecked Sendable {
         log = VMMLog(level: logLevel)
         guard config.cpus >= 1 else { throw VMMError(.configuration, "--cpus must be at least 1") }
         guard config.memoryBytes >= LinuxConfig.minimumMemory else {
-            throw VMMError(.configuration, "guest memory must be at least \(LinuxConfig.minimumMemory >> 20) MiB for a Linux guest")
+            throw VMMError(.configuration, "guest memory must be at least \(LinuxConfig.minimumMemory >> 20) MiB for a Linux or PVH kernel (unikernels can use less)")
         }
         let hostMemory = Self.hostMemoryBytes()
         guard hostMemory == 0 || config.memoryBytes <= hostMemory else {
