@@ -15,8 +15,10 @@ public struct UnixSocketError: Error, Sendable, CustomStringConvertible {
 }
 
 /// An HTTP/1.1 server on a Unix socket. SwiftNIO parses and encodes HTTP; `handler` sees whole
-/// requests and runs on one serial queue, so a handler never races itself (Firecracker's API is
-/// serialized the same way) and a slow handler never stalls the event loop.
+/// requests. By default handlers run one at a time on the event-loop thread itself (Firecracker's
+/// API is serialized the same way): no Dispatch worker pool, whose thread monitor opens
+/// /proc/<tid>/stat — something the VM process's seccomp filter forbids. With `concurrent` they
+/// run on a concurrent Dispatch queue instead (the daemon, where a slow stop must not block status).
 public final class UnixHTTPServer: @unchecked Sendable {
     /// Called for each request; return the response.
     public typealias Handler = @Sendable (HTTPRequest) -> HTTPResponse
@@ -25,17 +27,17 @@ public final class UnixHTTPServer: @unchecked Sendable {
     /// Larger bodies get 400 (Firecracker's limit is 51,200 bytes).
     public let maximumBodyBytes: Int
     private let handler: Handler
-    private let queue: DispatchQueue
+    private let queue: DispatchQueue?
     /// Made in `start`, after the socket is bound: a client can connect while NIO's thread starts.
     private var group: MultiThreadedEventLoopGroup?
     private var channel: (any Channel)?
 
-    /// - Parameter concurrent: run handlers on a concurrent queue (the daemon) instead of one serial queue.
+    /// - Parameter concurrent: run handlers on a concurrent queue (the daemon) instead of the loop.
     public init(socketPath: String, maximumBodyBytes: Int = 51_200, concurrent: Bool = false, handler: @escaping Handler) {
         self.socketPath = socketPath
         self.maximumBodyBytes = maximumBodyBytes
         self.handler = handler
-        queue = DispatchQueue(label: "http-handler", attributes: concurrent ? [.concurrent] : [])
+        queue = concurrent ? DispatchQueue(label: "http-handler", attributes: [.concurrent]) : nil
     }
 
     /// Binds the socket (``UnixSocket/listen(path:backlog:)``: mode 0600, a stale file replaced, a
@@ -66,6 +68,11 @@ public final class UnixHTTPServer: @unchecked Sendable {
         }
     }
 
+    /// Removes the socket file only: for a process about to exit, where NIO's graceful shutdown
+    /// (which hands its completion to a Dispatch queue) would run under a seccomp filter that
+    /// forbids what Dispatch's worker threads do.
+    public func removeSocketFile() { unlink(socketPath) }
+
     /// Stops accepting, closes the listener and removes the socket file.
     public func stop() {
         try? channel?.close().wait()
@@ -76,19 +83,19 @@ public final class UnixHTTPServer: @unchecked Sendable {
     }
 }
 
-/// Collects one request, hands it to the handler queue, writes the answer back on the loop.
+/// Collects one request, runs the handler (on the loop, or on the queue), writes the answer back.
 private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let maximumBodyBytes: Int
-    let queue: DispatchQueue
+    let queue: DispatchQueue?
     let handler: UnixHTTPServer.Handler
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var tooLarge = false
 
-    init(maximumBodyBytes: Int, queue: DispatchQueue, handler: @escaping UnixHTTPServer.Handler) {
+    init(maximumBodyBytes: Int, queue: DispatchQueue?, handler: @escaping UnixHTTPServer.Handler) {
         self.maximumBodyBytes = maximumBodyBytes
         self.queue = queue
         self.handler = handler
@@ -125,6 +132,10 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             body = []
             let handler = handler
             let version = head.version
+            guard let queue else {
+                write(handler(request), keepAlive: keepAlive, version: version, context: context)
+                return
+            }
             queue.async {
                 let response = handler(request)
                 loop.execute {

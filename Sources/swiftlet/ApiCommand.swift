@@ -108,7 +108,7 @@ struct ApiCommand: ParsableCommand {
             _ = text.withCString { write(exitFD, $0, strlen($0)) }
             close(exitFD)
         }
-        server.stop()
+        server.removeSocketFile()
         Glibc.exit(status)
     }
 
