@@ -39,3 +39,102 @@ int chost_tap_open_vnet(const char *name, int create, int vnet_header_size) {
 int chost_tap_set_offload(int fd, unsigned int flags) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) < 0 ? -errno : 0;
 }
+
+// MARK: - Sandbox (seccomp-BPF filter and privilege drop; used by Host/Sandbox.swift)
+
+#include <sys/syscall.h>
+
+struct chost_syscall_entry { const char *name; int number; };
+#define S(name) { #name, __NR_##name },
+// From 424 on, numbers are the same on every architecture; literal so that older headers build.
+#define SN(name, number) { #name, number },
+static const struct chost_syscall_entry chost_syscalls[] = {
+#if defined(__x86_64__)
+    S(read) S(write) S(open) S(close) S(stat) S(fstat) S(lstat) S(poll) S(lseek) S(mmap) S(mprotect)
+    S(munmap) S(brk) S(rt_sigaction) S(rt_sigprocmask) S(rt_sigreturn) S(ioctl) S(pread64) S(pwrite64)
+    S(readv) S(writev) S(access) S(pipe) S(select) S(sched_yield) S(mremap) S(msync) S(mincore)
+    S(madvise) S(shmget) S(shmat) S(shmctl) S(dup) S(dup2) S(pause) S(nanosleep) S(getitimer) S(alarm)
+    S(setitimer) S(getpid) S(sendfile) S(socket) S(connect) S(accept) S(sendto) S(recvfrom) S(sendmsg)
+    S(recvmsg) S(shutdown) S(bind) S(listen) S(getsockname) S(getpeername) S(socketpair) S(setsockopt)
+    S(getsockopt) S(clone) S(fork) S(vfork) S(execve) S(exit) S(wait4) S(kill) S(uname) S(semget)
+    S(semop) S(semctl) S(shmdt) S(msgget) S(msgsnd) S(msgrcv) S(msgctl) S(fcntl) S(flock) S(fsync)
+    S(fdatasync) S(truncate) S(ftruncate) S(getdents) S(getcwd) S(chdir) S(fchdir) S(rename) S(mkdir)
+    S(rmdir) S(creat) S(link) S(unlink) S(symlink) S(readlink) S(chmod) S(fchmod) S(chown) S(fchown)
+    S(lchown) S(umask) S(gettimeofday) S(getrlimit) S(getrusage) S(sysinfo) S(times) S(ptrace)
+    S(getuid) S(syslog) S(getgid) S(setuid) S(setgid) S(geteuid) S(getegid) S(setpgid) S(getppid)
+    S(getpgrp) S(setsid) S(setreuid) S(setregid) S(getgroups) S(setgroups) S(setresuid) S(getresuid)
+    S(setresgid) S(getresgid) S(getpgid) S(setfsuid) S(setfsgid) S(getsid) S(capget) S(capset)
+    S(rt_sigpending) S(rt_sigtimedwait) S(rt_sigqueueinfo) S(rt_sigsuspend) S(sigaltstack) S(utime)
+    S(mknod) S(uselib) S(personality) S(ustat) S(statfs) S(fstatfs) S(sysfs) S(getpriority)
+    S(setpriority) S(sched_setparam) S(sched_getparam) S(sched_setscheduler) S(sched_getscheduler)
+    S(sched_get_priority_max) S(sched_get_priority_min) S(sched_rr_get_interval) S(mlock) S(munlock)
+    S(mlockall) S(munlockall) S(vhangup) S(modify_ldt) S(pivot_root) S(_sysctl) S(prctl) S(arch_prctl)
+    S(adjtimex) S(setrlimit) S(chroot) S(sync) S(acct) S(settimeofday) S(mount) S(umount2) S(swapon)
+    S(swapoff) S(reboot) S(sethostname) S(setdomainname) S(iopl) S(ioperm) S(create_module)
+    S(init_module) S(delete_module) S(get_kernel_syms) S(query_module) S(quotactl) S(nfsservctl)
+    S(getpmsg) S(putpmsg) S(afs_syscall) S(tuxcall) S(security) S(gettid) S(readahead) S(setxattr)
+    S(lsetxattr) S(fsetxattr) S(getxattr) S(lgetxattr) S(fgetxattr) S(listxattr) S(llistxattr)
+    S(flistxattr) S(removexattr) S(lremovexattr) S(fremovexattr) S(tkill) S(time) S(futex)
+    S(sched_setaffinity) S(sched_getaffinity) S(set_thread_area) S(io_setup) S(io_destroy)
+    S(io_getevents) S(io_submit) S(io_cancel) S(get_thread_area) S(lookup_dcookie) S(epoll_create)
+    S(epoll_ctl_old) S(epoll_wait_old) S(remap_file_pages) S(getdents64) S(set_tid_address)
+    S(restart_syscall) S(semtimedop) S(fadvise64) S(timer_create) S(timer_settime) S(timer_gettime)
+    S(timer_getoverrun) S(timer_delete) S(clock_settime) S(clock_gettime) S(clock_getres)
+    S(clock_nanosleep) S(exit_group) S(epoll_wait) S(epoll_ctl) S(tgkill) S(utimes) S(vserver) S(mbind)
+    S(set_mempolicy) S(get_mempolicy) S(mq_open) S(mq_unlink) S(mq_timedsend) S(mq_timedreceive)
+    S(mq_notify) S(mq_getsetattr) S(kexec_load) S(waitid) S(add_key) S(request_key) S(keyctl)
+    S(ioprio_set) S(ioprio_get) S(inotify_init) S(inotify_add_watch) S(inotify_rm_watch)
+    S(migrate_pages) S(openat) S(mkdirat) S(mknodat) S(fchownat) S(futimesat) S(newfstatat) S(unlinkat)
+    S(renameat) S(linkat) S(symlinkat) S(readlinkat) S(fchmodat) S(faccessat) S(pselect6) S(ppoll)
+    S(unshare) S(set_robust_list) S(get_robust_list) S(splice) S(tee) S(sync_file_range) S(vmsplice)
+    S(move_pages) S(utimensat) S(epoll_pwait) S(signalfd) S(timerfd_create) S(eventfd) S(fallocate)
+    S(timerfd_settime) S(timerfd_gettime) S(accept4) S(signalfd4) S(eventfd2) S(epoll_create1) S(dup3)
+    S(pipe2) S(inotify_init1) S(preadv) S(pwritev) S(rt_tgsigqueueinfo) S(perf_event_open) S(recvmmsg)
+    S(fanotify_init) S(fanotify_mark) S(prlimit64) S(name_to_handle_at) S(open_by_handle_at)
+    S(clock_adjtime) S(syncfs) S(sendmmsg) S(setns) S(getcpu) S(process_vm_readv) S(process_vm_writev)
+    S(kcmp) S(finit_module) S(sched_setattr) S(sched_getattr) S(renameat2) S(seccomp) S(getrandom)
+    S(memfd_create) S(kexec_file_load) S(bpf) S(execveat) S(userfaultfd) S(membarrier) S(mlock2)
+    S(copy_file_range) S(preadv2) S(pwritev2) S(pkey_mprotect) S(pkey_alloc) S(pkey_free) S(statx)
+    S(io_pgetevents) S(rseq)
+    SN(pidfd_send_signal, 424) SN(io_uring_setup, 425) SN(io_uring_enter, 426)
+    SN(io_uring_register, 427) SN(open_tree, 428) SN(move_mount, 429) SN(fsopen, 430) SN(fsconfig, 431)
+    SN(fsmount, 432) SN(fspick, 433) SN(pidfd_open, 434) SN(clone3, 435) SN(close_range, 436)
+    SN(openat2, 437) SN(pidfd_getfd, 438) SN(faccessat2, 439) SN(process_madvise, 440)
+    SN(epoll_pwait2, 441) SN(mount_setattr, 442) SN(quotactl_fd, 443) SN(landlock_create_ruleset, 444)
+    SN(landlock_add_rule, 445) SN(landlock_restrict_self, 446) SN(memfd_secret, 447)
+    SN(process_mrelease, 448) SN(futex_waitv, 449) SN(set_mempolicy_home_node, 450)
+#else
+    { "unsupported", -1 }, // the filter checks for x86-64; other architectures have no table yet
+#endif
+};
+#undef S
+#undef SN
+
+unsigned chost_syscall_count(void) { return sizeof chost_syscalls / sizeof chost_syscalls[0]; }
+const char *chost_syscall_name(unsigned index) { return index < chost_syscall_count() ? chost_syscalls[index].name : NULL; }
+int chost_syscall_number(unsigned index) { return index < chost_syscall_count() ? chost_syscalls[index].number : -1; }
+
+// Declared here because <unistd.h> shows them only under _GNU_SOURCE.
+extern int setresuid(uid_t, uid_t, uid_t);
+extern int setresgid(gid_t, gid_t, gid_t);
+extern int getresuid(uid_t *, uid_t *, uid_t *);
+extern int getresgid(gid_t *, gid_t *, gid_t *);
+
+int chost_setresuid(uint32_t uid) { return setresuid(uid, uid, uid) == 0 ? 0 : -errno; }
+int chost_setresgid(uint32_t gid) { return setresgid(gid, gid, gid) == 0 ? 0 : -errno; }
+int chost_getresuid(uint32_t *real, uint32_t *effective, uint32_t *saved) {
+    return getresuid(real, effective, saved) == 0 ? 0 : -errno;
+}
+int chost_getresgid(uint32_t *real, uint32_t *effective, uint32_t *saved) {
+    return getresgid(real, effective, saved) == 0 ? 0 : -errno;
+}
+
+int chost_seccomp_install(const struct sock_filter *filter, unsigned short count) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -errno;
+    struct sock_fprog program = { .len = count, .filter = (struct sock_filter *)filter };
+    long result = syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &program);
+    if (result < 0) return -errno;
+    return (int)result;
+}
+
+// MARK: - End of Sandbox

@@ -93,4 +93,71 @@ static inline int chost_eventfd_take(int fd, uint64_t *value) {
     }
 }
 
+// MARK: - Sandbox (seccomp-BPF filter and privilege drop; used by Host/Sandbox.swift)
+// The kernel constants a filter needs, as functions: Swift cannot import these macros reliably.
+
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+
+static inline uint32_t chost_AUDIT_ARCH_X86_64(void) { return AUDIT_ARCH_X86_64; }
+// x32 system calls are x86-64 numbers with this bit set; a filter keyed on x86-64 numbers must
+// refuse them or they would slip past it.
+static inline uint32_t chost_X32_SYSCALL_BIT(void) { return 0x40000000u; }
+
+static inline uint32_t chost_SECCOMP_RET_KILL_PROCESS(void) { return SECCOMP_RET_KILL_PROCESS; }
+static inline uint32_t chost_SECCOMP_RET_TRAP(void) { return SECCOMP_RET_TRAP; }
+static inline uint32_t chost_SECCOMP_RET_ERRNO(void) { return SECCOMP_RET_ERRNO; }
+static inline uint32_t chost_SECCOMP_RET_LOG(void) { return SECCOMP_RET_LOG; }
+static inline uint32_t chost_SECCOMP_RET_ALLOW(void) { return SECCOMP_RET_ALLOW; }
+static inline uint32_t chost_SECCOMP_RET_DATA(void) { return SECCOMP_RET_DATA; }
+
+// Classic BPF opcodes a seccomp filter uses (A is the accumulator, K the immediate).
+static inline uint16_t chost_BPF_LD_W_ABS(void) { return BPF_LD | BPF_W | BPF_ABS; }   // A = data[K]
+static inline uint16_t chost_BPF_ALU_AND_K(void) { return BPF_ALU | BPF_AND | BPF_K; } // A &= K
+static inline uint16_t chost_BPF_JMP_JEQ_K(void) { return BPF_JMP | BPF_JEQ | BPF_K; } // A == K ? jt : jf
+static inline uint16_t chost_BPF_JMP_JGE_K(void) { return BPF_JMP | BPF_JGE | BPF_K; } // A >= K ? jt : jf
+static inline uint16_t chost_BPF_RET_K(void) { return BPF_RET | BPF_K; }               // return K
+static inline uint16_t chost_BPF_MAXINSNS(void) { return BPF_MAXINSNS; }
+
+// Offsets in struct seccomp_data: the 64-bit arguments are little-endian on x86-64, so the low
+// half of args[i] is at args_offset + 8 i and the high half 4 bytes later.
+static inline uint32_t chost_seccomp_data_nr_offset(void) { return offsetof(struct seccomp_data, nr); }
+static inline uint32_t chost_seccomp_data_arch_offset(void) { return offsetof(struct seccomp_data, arch); }
+static inline uint32_t chost_seccomp_data_args_offset(void) { return offsetof(struct seccomp_data, args); }
+
+// Argument values the VMM policy tests.
+static inline uint32_t chost_CLONE_THREAD(void) { return 0x00010000u; } // <linux/sched.h>, which clashes with glibc's
+static inline uint32_t chost_PR_SET_NAME(void) { return PR_SET_NAME; }
+static inline uint32_t chost_PR_GET_NAME(void) { return PR_GET_NAME; }
+static inline uint32_t chost_PR_SET_VMA(void) { return 0x53564d41u; } // Linux 5.17; newer glibc names mappings with it
+static inline uint32_t chost_TIOCSTI(void) { return TIOCSTI; }
+static inline uint32_t chost_TIOCLINUX(void) { return TIOCLINUX; }
+static inline uint32_t chost_TIOCCONS(void) { return TIOCCONS; }
+static inline uint32_t chost_TIOCSETD(void) { return TIOCSETD; }
+
+// The x86-64 system call table (<asm/unistd_64.h>): entry `index` of `chost_syscall_count()`,
+// so filters can name system calls (x86-64 builds only; elsewhere the table is a placeholder).
+unsigned chost_syscall_count(void);
+const char *chost_syscall_name(unsigned index);
+int chost_syscall_number(unsigned index);
+
+// setresuid/setresgid (glibc declares them only under _GNU_SOURCE). glibc applies them to every
+// thread of the process (it signals each thread to make the same call), as POSIX requires.
+// 0 or -errno.
+int chost_setresuid(uint32_t uid);
+int chost_setresgid(uint32_t gid);
+int chost_getresuid(uint32_t *real, uint32_t *effective, uint32_t *saved);
+int chost_getresgid(uint32_t *real, uint32_t *effective, uint32_t *saved);
+
+// Sets PR_SET_NO_NEW_PRIVS (so no later execve can gain privileges, and an unprivileged process
+// may install a filter) and installs `filter` on every thread of the process
+// (SECCOMP_FILTER_FLAG_TSYNC). Returns 0, -errno, or, when a thread could not take the filter
+// (it already has a filter that is not an ancestor of ours), that thread's id (> 0).
+int chost_seccomp_install(const struct sock_filter *filter, unsigned short count);
+
+// MARK: - End of Sandbox
+
 #endif

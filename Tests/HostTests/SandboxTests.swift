@@ -1,0 +1,257 @@
+import Testing
+import Host
+
+/// The seccomp program builder, run through a small classic-BPF interpreter written here from the
+/// kernel's ABI (opcodes, struct seccomp_data, SECCOMP_RET_*), so the numbers are checked against
+/// an independent copy rather than against themselves. Nothing is installed: no KVM, no root.
+@Suite struct SandboxTests {
+    // Kernel ABI, written out by hand.
+    static let x86_64: UInt32 = 0xC000_003E    // AUDIT_ARCH_X86_64
+    static let i386: UInt32 = 0x4000_0003      // AUDIT_ARCH_I386
+    static let allow: UInt32 = 0x7FFF_0000     // SECCOMP_RET_ALLOW
+    static let kill: UInt32 = 0x8000_0000      // SECCOMP_RET_KILL_PROCESS
+    static let log: UInt32 = 0x7FFC_0000       // SECCOMP_RET_LOG
+    static let trap: UInt32 = 0x0003_0000      // SECCOMP_RET_TRAP
+    static func errno(_ e: UInt32) -> UInt32 { 0x0005_0000 | e }
+
+    /// struct seccomp_data { int nr; u32 arch; u64 instruction_pointer; u64 args[6]; }, little-endian.
+    struct Call {
+        var nr: Int32
+        var arch: UInt32 = SandboxTests.x86_64
+        var args: [UInt64] = [0, 0, 0, 0, 0, 0]
+
+        init(_ name: String, _ args: UInt64..., arch: UInt32 = SandboxTests.x86_64) {
+            nr = SeccompPolicy.Syscall.named(name).number
+            self.arch = arch
+            for (i, a) in args.enumerated() { self.args[i] = a }
+        }
+
+        init(number: Int32) { nr = number }
+
+        var bytes: [UInt8] {
+            var b: [UInt8] = []
+            func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+            put(UInt32(bitPattern: nr)); put(arch); put(UInt64(0x7F00_1234_5678))
+            for a in args { put(a) }
+            return b
+        }
+    }
+
+    /// Runs `program` on `call` as the kernel would; returns the SECCOMP_RET_* value and the
+    /// number of instructions executed.
+    static func run(_ program: [BPFInstruction], _ call: Call) -> (result: UInt32, steps: Int) {
+        let data = call.bytes
+        var a: UInt32 = 0, pc = 0, steps = 0
+        while pc < program.count {
+            let i = program[pc]
+            steps += 1
+            switch i.code {
+            case 0x20: // BPF_LD | BPF_W | BPF_ABS
+                let o = Int(i.k)
+                a = UInt32(data[o]) | UInt32(data[o + 1]) << 8 | UInt32(data[o + 2]) << 16 | UInt32(data[o + 3]) << 24
+                pc += 1
+            case 0x54: // BPF_ALU | BPF_AND | BPF_K
+                a &= i.k
+                pc += 1
+            case 0x15: // BPF_JMP | BPF_JEQ | BPF_K
+                pc += 1 + Int(a == i.k ? i.jt : i.jf)
+            case 0x35: // BPF_JMP | BPF_JGE | BPF_K
+                pc += 1 + Int(a >= i.k ? i.jt : i.jf)
+            case 0x06: // BPF_RET | BPF_K
+                return (i.k, steps)
+            default:
+                Issue.record("unexpected opcode \(i.code) at \(pc)")
+                return (0, steps)
+            }
+        }
+        Issue.record("the program ran off its end")
+        return (0, steps)
+    }
+
+    static let vmm = SeccompPolicy.vmm.program()
+
+    static func verdict(_ call: Call, _ program: [BPFInstruction] = vmm) -> UInt32 { run(program, call).result }
+
+    // MARK: The program is one the kernel accepts
+
+    @Test func programIsWellFormed() {
+        for program in [Self.vmm, SeccompPolicy(rules: []).program()] {
+            #expect(!program.isEmpty && program.count <= 4096)
+            #expect(program.last?.code == 0x06, "the last instruction must return")
+            for (pc, i) in program.enumerated() {
+                #expect([0x20, 0x54, 0x15, 0x35, 0x06].contains(i.code), "opcode \(i.code) at \(pc)")
+                if i.code == 0x20 { #expect(i.k % 4 == 0 && i.k < 64, "load outside seccomp_data at \(pc)") }
+                if i.code == 0x15 || i.code == 0x35 {
+                    #expect(pc + 1 + Int(max(i.jt, i.jf)) < program.count, "jump past the end at \(pc)")
+                }
+            }
+        }
+    }
+
+    @Test func kernelConstants() {
+        #expect(SeccompPolicy.Action.allow.returnValue == Self.allow)
+        #expect(SeccompPolicy.Action.killProcess.returnValue == Self.kill)
+        #expect(SeccompPolicy.Action.log.returnValue == Self.log)
+        #expect(SeccompPolicy.Action.trap.returnValue == Self.trap)
+        #expect(SeccompPolicy.Action.errno(38).returnValue == Self.errno(38))
+        #expect(BPFInstruction.Opcode.load == 0x20 && BPFInstruction.Opcode.and == 0x54)
+        #expect(BPFInstruction.Opcode.jumpIfEqual == 0x15 && BPFInstruction.Opcode.jumpIfGreaterOrEqual == 0x35)
+        #expect(BPFInstruction.Opcode.ret == 0x06)
+    }
+
+    @Test func syscallTable() {
+        let pinned: [(String, Int32)] = [("read", 0), ("write", 1), ("open", 2), ("mmap", 9), ("mprotect", 10),
+                                         ("ioctl", 16), ("socket", 41), ("clone", 56), ("fork", 57), ("execve", 59),
+                                         ("kill", 62), ("ptrace", 101), ("setpriority", 141), ("prctl", 157),
+                                         ("tgkill", 234), ("openat", 257), ("prlimit64", 302), ("clone3", 435),
+                                         ("openat2", 437), ("futex_waitv", 449)]
+        for (name, number) in pinned {
+            #expect(SeccompPolicy.Syscall(name)?.number == number, "\(name)")
+            #expect(SeccompPolicy.Syscall(number: number)?.name == name, "\(number)")
+        }
+        #expect(SeccompPolicy.Syscall("no_such_call") == nil)
+        #expect(SeccompPolicy.Syscall(number: 9999) == nil)
+        #expect(SeccompPolicy.Syscall.all.count > 350)
+        #expect(Set(SeccompPolicy.Syscall.all.map(\.number)).count == SeccompPolicy.Syscall.all.count)
+    }
+
+    // MARK: Architecture and ABI
+
+    @Test func otherArchitecturesAreKilled() {
+        // i386's number 3 is read... and 5 is open: whatever the number, a foreign ABI dies.
+        for nr in [0, 3, 5, 11] as [Int32] {
+            var call = Call(number: nr)
+            call.arch = Self.i386
+            #expect(Self.verdict(call) == Self.kill, "i386 call \(nr)")
+        }
+        var read = Call("read")
+        read.arch = 0xC000_00B7 // AUDIT_ARCH_AARCH64
+        #expect(Self.verdict(read) == Self.kill)
+    }
+
+    @Test func x32CallsAreKilled() {
+        for name in ["read", "write", "futex", "getpid"] {
+            let nr = SeccompPolicy.Syscall.named(name).number
+            #expect(Self.verdict(Call(number: nr)) == Self.allow, "\(name)")
+            #expect(Self.verdict(Call(number: nr | 0x4000_0000)) == Self.kill, "x32 \(name)")
+        }
+        #expect(Self.verdict(Call(number: -1)) == Self.kill)
+    }
+
+    @Test func logModeStillKillsForeignABIs() {
+        var policy = SeccompPolicy.vmm
+        policy.defaultAction = .log
+        let program = policy.program()
+        #expect(Self.verdict(Call("openat"), program) == Self.log)
+        #expect(Self.verdict(Call("read"), program) == Self.allow)
+        #expect(Self.verdict(Call("socket", 2), program) == Self.log, "a failed check falls to the default")
+        #expect(Self.verdict(Call("mmap", 0, 4096, 5), program) == Self.kill, "explicit kills stay kills")
+        #expect(Self.verdict(Call(number: 0x4000_0000), program) == Self.kill)
+        var foreign = Call("read")
+        foreign.arch = Self.i386
+        #expect(Self.verdict(foreign, program) == Self.kill)
+    }
+
+    // MARK: The VMM allowlist
+
+    static let allowedCalls: [(String, Call)] = [
+        ("read", Call("read")), ("write", Call("write")), ("futex", Call("futex")), ("epoll_wait", Call("epoll_wait")),
+        ("pread64", Call("pread64")), ("pwritev", Call("pwritev")), ("fdatasync", Call("fdatasync")),
+        ("fallocate", Call("fallocate")), ("getpid", Call("getpid")), ("tgkill", Call("tgkill")),
+        ("rt_sigtimedwait", Call("rt_sigtimedwait")), ("accept4", Call("accept4")), ("connect", Call("connect")),
+        ("close", Call("close")), ("exit_group", Call("exit_group")), ("getrandom", Call("getrandom")),
+        ("unlink", Call("unlink")), ("restart_syscall", Call("restart_syscall")),
+        ("KVM_RUN", Call("ioctl", 12, 0xAE80)), ("KVM_IRQ_LINE_STATUS", Call("ioctl", 4, 0xC008_AE67)),
+        ("TCGETS", Call("ioctl", 0, 0x5401)), ("TCSETS", Call("ioctl", 0, 0x5402)), ("FIONBIO", Call("ioctl", 3, 0x5421)),
+        ("TUNSETIFF", Call("ioctl", 9, 0x4004_54CA)), ("TUNSETOFFLOAD", Call("ioctl", 9, 0x4004_54D0)),
+        ("ioctl high garbage", Call("ioctl", 12, 0xFFFF_FFFF_0000_AE80)),
+        ("clone thread", Call("clone", 0x003D_0F00)), ("socket unix", Call("socket", 1, 0x80801)),
+        ("socket unix, high garbage", Call("socket", 0xDEAD_BEEF_0000_0001)), ("socketpair unix", Call("socketpair", 1)),
+        ("mmap rw", Call("mmap", 0, 8192, 3, 0x22)), ("mmap none", Call("mmap", 0, 8192, 0, 0x22)),
+        ("mprotect rw", Call("mprotect", 0x1000, 4096, 3)), ("prctl PR_SET_NAME", Call("prctl", 15)),
+        ("prctl PR_GET_NAME", Call("prctl", 16)), ("prlimit64 read", Call("prlimit64", 0, 3, 0, 0x7FFF_0000)),
+        ("setpriority self", Call("setpriority", 0, 0, 5)),
+    ]
+
+    static let killedCalls: [(String, Call)] = [
+        ("open", Call("open")), ("openat", Call("openat")), ("openat2", Call("openat2")), ("creat", Call("creat")),
+        ("execve", Call("execve")), ("execveat", Call("execveat")), ("fork", Call("fork")), ("vfork", Call("vfork")),
+        ("ptrace", Call("ptrace")), ("kill", Call("kill")), ("tkill", Call("tkill")), ("bind", Call("bind")),
+        ("listen", Call("listen")), ("setuid", Call("setuid")), ("setresuid", Call("setresuid")), ("mount", Call("mount")),
+        ("bpf", Call("bpf")), ("io_uring_setup", Call("io_uring_setup")), ("memfd_create", Call("memfd_create")),
+        ("process_vm_writev", Call("process_vm_writev")), ("seccomp", Call("seccomp")), ("unshare", Call("unshare")),
+        ("clone process", Call("clone", 0x0120_0011)), ("clone vfork", Call("clone", 0x4111)),
+        ("socket inet", Call("socket", 2, 1)), ("socket inet6", Call("socket", 10, 1)), ("socket netlink", Call("socket", 16, 3)),
+        ("socketpair inet", Call("socketpair", 2)),
+        ("TIOCSTI", Call("ioctl", 0, 0x5412)), ("TIOCLINUX", Call("ioctl", 0, 0x541C)), ("TIOCCONS", Call("ioctl", 0, 0x541D)),
+        ("TIOCSETD", Call("ioctl", 0, 0x5423)), ("SIOCGIFINDEX", Call("ioctl", 3, 0x8933)),
+        ("BLKGETSIZE64", Call("ioctl", 3, 0x8008_1272)), ("FS_IOC_GETFLAGS", Call("ioctl", 3, 0x8008_6601)),
+        ("mmap rx", Call("mmap", 0, 4096, 5, 0x22)), ("mmap rwx", Call("mmap", 0, 4096, 7, 0x22)),
+        ("mmap x only", Call("mmap", 0, 4096, 4, 0x22)), ("mprotect rx", Call("mprotect", 0x1000, 4096, 5)),
+        ("prctl PR_SET_DUMPABLE", Call("prctl", 4, 1)), ("prctl PR_SET_SECCOMP", Call("prctl", 22, 2)),
+        ("prctl PR_SET_NAME in the high half", Call("prctl", 0x0000_000F_0000_0000)),
+        ("prlimit64 write", Call("prlimit64", 0, 3, 0x7FFF_0000, 0)),
+        ("prlimit64 write, high half only", Call("prlimit64", 0, 3, 0x1_0000_0000, 0)),
+        ("setpriority other process", Call("setpriority", 0, 1234, 19)), ("setpriority user", Call("setpriority", 2, 0, 19)),
+        ("setpriority group", Call("setpriority", 1, 0, 19)),
+    ]
+
+    @Test(arguments: allowedCalls) func allowed(_ name: String, _ call: Call) {
+        #expect(Self.verdict(call) == Self.allow, "\(name)")
+    }
+
+    @Test(arguments: killedCalls) func killed(_ name: String, _ call: Call) {
+        #expect(Self.verdict(call) == Self.kill, "\(name)")
+    }
+
+    @Test func clone3FailsWithENOSYSSoGlibcFallsBackToClone() {
+        #expect(Self.verdict(Call("clone3")) == Self.errno(38))
+    }
+
+    @Test func unknownNumbersAreKilled() {
+        for nr in [400, 463, 1000, 0x3FFF_FFFF] as [Int32] {
+            #expect(Self.verdict(Call(number: nr)) == Self.kill, "\(nr)")
+        }
+    }
+
+    @Test func everyRuleNamesADifferentCall() {
+        let names = SeccompPolicy.vmm.rules.map(\.syscall.name)
+        #expect(Set(names).count == names.count)
+    }
+
+    /// The filter runs on every system call: KVM_RUN, the one that matters, is decided in a
+    /// handful of instructions because ioctl is the first rule.
+    @Test func kvmRunIsCheap() {
+        #expect(SeccompPolicy.vmm.rules.first?.syscall.name == "ioctl")
+        #expect(Self.run(Self.vmm, Call("ioctl", 12, 0xAE80)).steps <= 12)
+    }
+
+    // MARK: Building policies
+
+    @Test func checksCompareBothHalvesAndAllArguments() {
+        let policy = SeccompPolicy(rules: [
+            SeccompPolicy.Rule(.named("lseek"), checks: [
+                .init([.init(argument: 1, mask: .max, equals: 0x1_0000_0002), .init(argument: 2, equals: 1)], .allow),
+                .init(argument: 2, mask: 0x4, equals: 0x4, .errno(22)),
+            ], otherwise: .trap),
+            .allow("read"),
+        ])
+        let p = policy.program()
+        #expect(Self.verdict(Call("lseek", 3, 0x1_0000_0002, 1), p) == Self.allow)
+        #expect(Self.verdict(Call("lseek", 3, 0x0_0000_0002, 1), p) == Self.trap, "high half differs")
+        #expect(Self.verdict(Call("lseek", 3, 0x1_0000_0002, 0), p) == Self.trap, "second argument differs")
+        #expect(Self.verdict(Call("lseek", 3, 7, 5), p) == Self.errno(22))
+        #expect(Self.verdict(Call("read"), p) == Self.allow)
+        #expect(Self.verdict(Call("write"), p) == Self.kill)
+    }
+
+    @Test func firstRuleForACallWinsAndSetReplacesIt() {
+        var policy = SeccompPolicy(rules: [.allow("read"), SeccompPolicy.Rule(.named("read"), otherwise: .errno(1))])
+        #expect(Self.verdict(Call("read"), policy.program()) == Self.allow)
+        policy.set(SeccompPolicy.Rule(.named("read"), otherwise: .errno(5)))
+        #expect(Self.verdict(Call("read"), policy.program()) == Self.errno(5))
+        policy.set(.allow("openat"))
+        #expect(policy.rule(for: "openat") != nil)
+        #expect(Self.verdict(Call("openat"), policy.program()) == Self.allow)
+    }
+}

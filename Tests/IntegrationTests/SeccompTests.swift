@@ -1,0 +1,125 @@
+import Foundation
+import Testing
+
+/// The VMM's seccomp filter in a real process: `swiftlet seccomp-check` installs it (after an
+/// optional privilege drop) and makes one system call. Forbidden calls must kill the process with
+/// SIGSYS (status 128+31); allowed ones survive. Then whole VMs run under it.
+@Suite struct SeccompTests {
+    static let sigsys: Int32 = 128 + 31
+
+    /// $SWIFTLET_BIN, else the `swiftlet` built next to this test bundle (so a build in another
+    /// scratch directory tests its own binary), else the Harness default.
+    static let binary: String = {
+        if ProcessInfo.processInfo.environment["SWIFTLET_BIN"] != nil { return Harness.swiftlet }
+        let sibling = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("swiftlet").path
+        return FileManager.default.isExecutableFile(atPath: sibling) ? sibling : Harness.swiftlet
+    }()
+
+    static func check(_ args: [String], timeout: Double = 30) -> Harness.Outcome {
+        Harness.run(binary, ["seccomp-check"] + args, timeout: timeout)
+    }
+
+    @Test(arguments: ["getpid", "socket-unix", "thread"])
+    func allowedCallsSurvive(_ probe: String) {
+        let r = Self.check([probe])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("survived uid="), "\(r.output)")
+    }
+
+    @Test(arguments: ["execve", "socket-inet", "fork", "open", "ptrace", "mprotect-exec", "kill"])
+    func forbiddenCallsDieOfSIGSYS(_ probe: String) {
+        let r = Self.check([probe])
+        #expect(r.status == Self.sigsys, "\(probe): \(r.output)")
+        #expect(!r.output.contains("survived"), "\(r.output)")
+    }
+
+    @Test(.enabled(if: Harness.isRoot, "needs root to change uid"))
+    func privilegeDropThenFilter() {
+        let r = Self.check(["--uid", "65534", "--gid", "65534", "getpid"])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("survived uid=65534 gid=65534"), "\(r.output)")
+        let open = Self.check(["--uid", "65534", "--gid", "65534", "open"])
+        #expect(open.status == Self.sigsys, "\(open.output)")
+    }
+
+    @Test func usageErrorsAreOneLine() {
+        for args in [["--uid", "1", "getpid"], [], ["no-such-probe"]] {
+            let r = Self.check(args)
+            #expect(r.status != 0 && r.status != Self.sigsys, "\(args): \(r.output)")
+            #expect(r.output.split(separator: "\n").count == 1, "\(args): \(r.output)")
+        }
+    }
+
+    // MARK: Whole VMs under the filter
+
+    /// A Firecracker config file for `--run-config`.
+    static func config(_ kernel: String, drive: String? = nil, cpus: Int = 1, name: String) throws -> String {
+        var json = #"{"boot-source": {"kernel_image_path": "\#(kernel)"}, "machine-config": {"vcpu_count": \#(cpus), "mem_size_mib": 128}"#
+        if let drive {
+            json += #", "drives": [{"drive_id": "storage", "path_on_host": "\#(drive)", "is_root_device": false, "is_read_only": false}]"#
+        }
+        json += "}"
+        let path = Harness.scratch.appendingPathComponent("seccomp-\(name).json").path
+        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// Drops to nobody as well when we are root, as `swiftlet api --uid --gid` would.
+    static var dropArgs: [String] { Harness.isRoot ? ["--uid", "65534", "--gid", "65534"] : [] }
+
+    @Test(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
+    func pvhGuestsWithVirtioDevicesRunUnderTheFilter() throws {
+        let disk = Harness.disk("seccomp-blk.img", size: 1 << 20)
+        let blk = Self.check(Self.dropArgs + ["--run-config", try Self.config(try Harness.pvhGuest("blk"), drive: disk, name: "blk")], timeout: 60)
+        #expect(blk.status == 0, "\(blk.output)")
+        #expect(blk.output.contains("SUCCESS"), "\(blk.output)")
+        try VirtioGuestTests.expectPattern(in: disk, blk.output)
+
+        let rng = Self.check(Self.dropArgs + ["--run-config", try Self.config(try Harness.pvhGuest("rng"), name: "rng")], timeout: 60)
+        #expect(rng.status == 0 && rng.output.contains("SUCCESS"), "\(rng.output)")
+
+        // vCPU threads are created after the filter: clone3 → ENOSYS → clone(CLONE_THREAD).
+        let smp = Self.check(Self.dropArgs + ["--run-config", try Self.config(try Harness.pvhGuest("hello"), cpus: 2, name: "smp")], timeout: 60)
+        #expect(smp.status == 42, "\(smp.output)")
+    }
+
+    @Test(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
+    func hvtUnikernelsRunUnderTheFilter() throws {
+        let hello = Self.check(Self.dropArgs + ["--run-config", try Self.config(try Harness.guest("hello"), name: "hvt-hello")], timeout: 60)
+        #expect(hello.status == 0, "\(hello.output)")
+        #expect(hello.output.contains("Hello, world"), "\(hello.output)")
+
+        let disk = Harness.disk("seccomp-hvt-blk.img", size: 1 << 20)
+        let blk = Self.check(Self.dropArgs + ["--run-config", try Self.config(try Harness.guest("blk"), drive: disk, name: "hvt-blk")], timeout: 60)
+        #expect(blk.status == 0 && blk.output.contains("SUCCESS"), "\(blk.output)")
+
+        let time = Self.check(Self.dropArgs + ["--run-config", try Self.config(try Harness.guest("time"), name: "hvt-time")], timeout: 60)
+        #expect(time.status == 0 && time.output.contains("SUCCESS"), "\(time.output)")
+    }
+
+    /// SIGTERM stops a VM under the filter cleanly: sigwait, tgkill kicks, thread joins, exit.
+    @Test(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
+    func stopSignalUnderTheFilter() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["seccomp-check"] + Self.dropArgs + ["--run-config", try Self.config(try Harness.pvhGuest("spin"), cpus: 2, name: "spin")]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let started = Date()
+        var text = ""
+        while p.isRunning && Date().timeIntervalSince(started) < 30 && !text.contains("spin: running") {
+            text += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        }
+        p.terminate()
+        let deadline = Date().addingTimeInterval(20)
+        while p.isRunning && Date() < deadline { usleep(10_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
+        #expect(text.contains("spin: running"), "\(text)")
+        #expect(p.terminationReason == .exit && p.terminationStatus == 128 + SIGTERM, "\(p.terminationReason) \(p.terminationStatus)")
+    }
+}
