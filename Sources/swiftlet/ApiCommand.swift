@@ -114,8 +114,12 @@ struct ApiCommand: ParsableCommand {
 
     /// Drops privileges and installs the seccomp filter, as the options ask.
     static func applySandbox(_ options: VMController.Options) throws(APIError) {
-        // SANDBOX-PENDING: Host.Sandbox lands with the seccomp work.
-        if options.dropTo != nil || options.seccomp { return }
+        if let (uid, gid) = options.dropTo {
+            do { try Sandbox.dropPrivileges(uid: uid, gid: gid) } catch { throw APIError("cannot drop privileges: \(error)") }
+        }
+        if options.seccomp {
+            do { try Sandbox.installSeccompFilter() } catch { throw APIError("cannot install the seccomp filter: \(error)") }
+        }
     }
 
     private func fail(_ message: String) -> Never {
