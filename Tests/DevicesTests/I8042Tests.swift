@@ -109,22 +109,36 @@ import Testing
     }
 
     @Test func ctrlAltDelInTranslatedSet1() {
-        controller.pressCtrlAltDel()
-        #expect(irq.pulses == 1)
-        #expect(drain() == [0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D])
-        #expect(irq.pulses == 8)                        // one per byte, as the guest reads them
+        #expect(controller.ctrlAltDelScanCodes() == [0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D])
+        var read: [UInt8] = []
+        for code in controller.ctrlAltDelScanCodes() {
+            #expect(controller.sendKeyboardByte(code))
+            #expect(!controller.isOutputEmpty)
+            read += drain()
+            #expect(controller.isOutputEmpty)
+        }
+        #expect(read == controller.ctrlAltDelScanCodes())
+        #expect(irq.pulses == 8)                        // one per byte
     }
 
     @Test func ctrlAltDelInSet2WithoutTranslationOrInterrupts() {
         controller.write(offset: 4, size: 1, value: 0x60)
         send(0x04)                                       // command byte: no translation, no IRQ 1
-        controller.pressCtrlAltDel()
+        #expect(controller.ctrlAltDelScanCodes() == [0x14, 0x11, 0xE0, 0x71, 0xE0, 0xF0, 0x71, 0xF0, 0x11, 0xF0, 0x14])
+        controller.sendKeyboardByte(0x14)
         #expect(irq.pulses == 0)
-        #expect(drain() == [0x14, 0x11, 0xE0, 0x71, 0xE0, 0xF0, 0x71, 0xF0, 0x11, 0xF0, 0x14])
+        #expect(drain() == [0x14])
+    }
+
+    @Test func queuedKeyBytesRaiseIRQ1AgainAsTheyAreRead() {
+        controller.sendKeyboardByte(0x1D)
+        controller.sendKeyboardByte(0x9D)
+        #expect(drain() == [0x1D, 0x9D])
+        #expect(irq.pulses == 3)                        // two sends, one re-raise on reading the first
     }
 
     @Test func aGuestThatNeverReadsCannotGrowTheBuffer() {
-        for _ in 0..<100 { controller.pressCtrlAltDel() }
+        for _ in 0..<100 { controller.sendKeyboardByte(0x1D) }
         #expect(drain().count <= I8042.outputLimit)
     }
 }

@@ -16,8 +16,8 @@ import Synchronization
 ///
 /// Behind the data port sits a minimal PS/2 keyboard, enough for Linux's atkbd to find it: every
 /// command is acknowledged (0xFA), reset answers "self-test passed" (0xAA), get-ID answers an MF2
-/// keyboard (0xAB 0x83). Its only keys are the ones `pressCtrlAltDel()` sends (Firecracker's
-/// SendCtrlAltDel): a Linux guest reboots on them, which ends a microVM. Keyboard bytes raise
+/// keyboard (0xAB 0x83). Its only keys are the ones the VMM sends with `sendKeyboardByte`
+/// (Firecracker's SendCtrlAltDel): a Linux guest reboots on them, which ends a microVM. Keyboard bytes raise
 /// IRQ 1 while the command byte enables it. The mouse port is not modelled: Linux skips it when
 /// ACPI lists a keyboard (PNP0303) but no mouse; booted without ACPI, pass `i8042.noaux` or its
 /// AUX probe waits out its timeouts.
@@ -72,20 +72,34 @@ public final class I8042: PortIODevice {
         self.onReset = onReset
     }
 
-    /// Presses and releases Ctrl, Alt and Delete, in the scan-code set the guest reads: set 1 when
-    /// the controller translates (Linux's default), set 2 otherwise.
-    public func pressCtrlAltDel() {
-        let raise = state.withLock { s -> Bool in
-            let codes: [UInt8] = s.commandByte & Self.ctrTranslate != 0
+    /// The scan codes of pressing and releasing Ctrl, Alt and Delete, in the set the guest reads:
+    /// set 1 when the controller translates (Linux's default), set 2 otherwise.
+    public func ctrlAltDelScanCodes() -> [UInt8] {
+        state.withLock { s in
+            s.commandByte & Self.ctrTranslate != 0
                 ? [0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D]
                 : [0x14, 0x11, 0xE0, 0x71, 0xE0, 0xF0, 0x71, 0xF0, 0x11, 0xF0, 0x14]
-            guard s.output.count + codes.count <= Self.outputLimit else { return false }
-            s.output += codes
+        }
+    }
+
+    /// A byte from the keyboard: queued at the data port, with IRQ 1 while the command byte
+    /// enables it. Returns false (and drops it) when `outputLimit` bytes already wait. Feed keys
+    /// one at a time, waiting for `isOutputEmpty`, as a real keyboard's bytes arrive: the next
+    /// byte's interrupt then comes from here rather than from the guest's read of the previous one.
+    @discardableResult
+    public func sendKeyboardByte(_ byte: UInt8) -> Bool {
+        let (queued, raise) = state.withLock { s -> (Bool, Bool) in
+            guard s.output.count < Self.outputLimit else { return (false, false) }
+            s.output.append(byte)
             s.outputFromKeyboard = true
-            return s.commandByte & Self.ctrKeyboardInterrupt != 0
+            return (true, s.commandByte & Self.ctrKeyboardInterrupt != 0)
         }
         if raise { pulseKeyboardInterrupt() }
+        return queued
     }
+
+    /// Whether the guest has read every byte waiting at the data port.
+    public var isOutputEmpty: Bool { state.withLock { $0.output.isEmpty } }
 
     private func pulseKeyboardInterrupt() {
         keyboardInterrupt?.setLevel(true)

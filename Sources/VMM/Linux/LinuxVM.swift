@@ -344,7 +344,19 @@ public final class LinuxVM: @unchecked Sendable {
     public func resume() { pauseGate.resume() }
 
     /// Presses Ctrl+Alt+Del on the i8042 keyboard: a Linux guest reboots (and the VM ends).
-    public func sendCtrlAltDel() { i8042.pressCtrlAltDel() }
+    /// One scan code at a time, each with its own IRQ 1, waiting up to 100 ms for the guest to
+    /// read it: a re-raise from inside the guest's read of the previous byte was seen to get lost
+    /// (nested KVM, idle guest), where an interrupt raised from here arrives.
+    public func sendCtrlAltDel() {
+        for code in i8042.ctrlAltDelScanCodes() {
+            guard i8042.sendKeyboardByte(code) else { return }
+            var waited = 0
+            while !i8042.isOutputEmpty && waited < 100 && control.outcome == nil {
+                usleep(1000)
+                waited += 1
+            }
+        }
+    }
 
     /// Per-device counters, in bus order.
     public var deviceStatistics: [DeviceStatistics] {
