@@ -101,3 +101,34 @@ import Testing
         #expect(failure("").hasPrefix("line 1: invalid JSON") || failure("") == "invalid JSON")
     }
 }
+
+/// The syntax check that makes the API as strict as Firecracker's serde_json.
+@Suite struct StrictJSONTests {
+    func failure(_ text: String) -> String? {
+        do { try StrictJSON.check(Array(text.utf8)); return nil } catch { return error.message }
+    }
+
+    @Test(arguments: [
+        #"{"a": 1}"#, #"[]"#, #"{}"#, #" {"a": [1, 2.5e-3, -0, "x\"\u00e9", true, false, null]} "#,
+        #"{"a": {"b": {"c": []}}}"#, "\"é\"",
+    ])
+    func validJSONPasses(_ text: String) { #expect(failure(text) == nil) }
+
+    @Test(arguments: [
+        (#"{"a": 1,}"#, "trailing comma in an object"),
+        (#"[1, 2,]"#, "trailing comma in an array"),
+        (#"{"a": 1, "a": 2}"#, "duplicate key 'a'"),
+        (#"{"a" 1}"#, "expected ':'"),
+        (#"{"a": 01}"#, "expected ',' or '}'"),
+        (#"{"a": 1.}"#, "bad number"),
+        (#"{"a": "\q"}"#, "bad escape in a string"),
+        (#"{"a": "\u12"}"#, #"bad \u escape in a string"#),
+        ("{\"a\": \"\u{01}\"}", "control character in a string"),
+        (#"{"a": tru}"#, "expected a value"),
+        (#"{"a": 1} x"#, "unexpected text after the JSON value"),
+        ("", "unexpected end of input, expected a value"),
+        (#"{"a": "#, "unexpected end of input, expected a value"),
+        (String(repeating: "[", count: 70) + String(repeating: "]", count: 70), "nested more than 64 levels deep"),
+    ] as [(String, String)])
+    func invalidJSONIsNamed(_ text: String, _ message: String) { #expect(failure(text) == message) }
+}

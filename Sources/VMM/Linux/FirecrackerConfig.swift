@@ -197,6 +197,10 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
 
     /// Decodes one of these types (or an API request body) with the same one-line errors.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(VMMError) -> T {
+        do { try StrictJSON.check(Array(data)) } catch {
+            let line = 1 + data.prefix(min(error.offset, data.count)).reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+            throw VMMError(.configuration, "line \(line): invalid JSON (\(error.message))")
+        }
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let error as DecodingError {
