@@ -60,7 +60,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "swiftletd",
-            dependencies: ["Daemon", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Daemon", "Host", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
 
@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
-        .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix"]),
+        .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix", "Host"]),
         .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix"]),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).

@@ -53,7 +53,7 @@ public struct ELFFile: Sendable {
             guard phentsize == 56 else { throw BootError("\(name): bad program header size \(phentsize)") }
             for i in 0..<UInt64(phnum) {
                 let base = phoff &+ i &* 56
-                guard base >= phoff else { throw BootError("\(name): program headers overflow") }
+                guard base >= phoff, base <= UInt64.max - 56 else { throw BootError("\(name): program headers overflow") }
                 headers.append(ProgramHeader(
                     type: try r.u32(base), flags: try r.u32(base + 4), offset: try r.u64(base + 8),
                     virtualAddress: try r.u64(base + 16), physicalAddress: try r.u64(base + 24),
@@ -67,7 +67,7 @@ public struct ELFFile: Sendable {
             guard shentsize == 64 else { throw BootError("\(name): bad section header size \(shentsize)") }
             for i in 0..<UInt64(shnum) {
                 let base = shoff &+ i &* 64
-                guard base >= shoff else { throw BootError("\(name): section headers overflow") }
+                guard base >= shoff, base <= UInt64.max - 64 else { throw BootError("\(name): section headers overflow") }
                 if try r.u32(base + 4) == 7 /* SHT_NOTE */ {
                     sections.append((try r.u64(base + 24), try r.u64(base + 32)))
                 }

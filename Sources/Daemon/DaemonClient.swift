@@ -1,5 +1,6 @@
 import Foundation
 import HTTPUnix
+import Host
 
 /// A blocking client of swiftletd's API (used by `swiftlet ctl`, the tests and benchmarks). Every
 /// error is one line: the daemon's `fault_message`, or why the daemon could not be reached.
@@ -59,7 +60,7 @@ public struct DaemonClient: Sendable {
 
     /// A plain stream connection (a VM's console socket); returns the fd.
     public static func connectStream(path: String) throws(Failure) -> Int32 {
-        do { return try UnixStream.connect(path: path) } catch { throw Failure(status: 0, message: error.message) }
+        do { return try UnixSocket.connect(path: path) } catch { throw Failure(status: 0, message: error.description) }
     }
 
     /// One request; a non-2xx answer becomes a ``Failure`` with the daemon's fault message.

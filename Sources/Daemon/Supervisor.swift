@@ -1,5 +1,6 @@
 import Foundation
 import HTTPUnix
+import Host
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -253,7 +254,7 @@ public final class Supervisor: @unchecked Sendable {
         // The API socket appears once `swiftlet api` is listening.
         let t1 = DispatchTime.now().uptimeNanoseconds
         let deadline = Date().addingTimeInterval(options.startTimeout)
-        while !Self.isListening(paths.apiSocket) {
+        while !UnixSocket.isListening(paths.apiSocket) {
             if let failure = startAbandoned(e, generation: generation) { throw failure }
             if Date() > deadline {
                 abortStart(e, generation: generation, message: "no API socket after \(Int(options.startTimeout)) s")
@@ -574,13 +575,6 @@ public final class Supervisor: @unchecked Sendable {
         } else {
             logger.info("vm stopped", metadata: metadata)
         }
-    }
-
-    /// Whether something accepts connections on `path` now.
-    public static func isListening(_ path: String) -> Bool {
-        guard let fd = try? UnixStream.connect(path: path) else { return false }
-        close(fd)
-        return true
     }
 
     static func readExitFile(_ path: String) -> Int32? {

@@ -13,15 +13,13 @@ public enum UnixHTTPClient {
     /// - Throws: ``UnixSocketError`` when the socket cannot be reached or the peer misbehaves.
     public static func request(socketPath: String, method: String, path: String, body: [UInt8]? = nil,
                                contentType: String = "application/json", timeoutSeconds: Int64 = 30) throws(UnixSocketError) -> HTTPResponse {
-        // NIO's own connect error for a refused/absent socket is wordy; check it plainly first.
-        do {
-            let fd = try UnixSocket.connect(path: socketPath)
-            close(fd)
-        } catch { throw UnixSocketError("\(error)") }
+        // Connected by hand (NIO's own connect error for a refused or absent socket is wordy),
+        // then handed to NIO: one connection per request.
+        let fd: Int32
+        do { fd = try UnixSocket.connect(path: socketPath) } catch { throw UnixSocketError("\(error)") }
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: HTTPResponse.self)
         let bootstrap = ClientBootstrap(group: group)
-            .connectTimeout(.seconds(5))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
@@ -29,7 +27,9 @@ public enum UnixHTTPClient {
                 }
             }
         let channel: any Channel
-        do { channel = try bootstrap.connect(unixDomainSocketPath: socketPath).wait() } catch {
+        do { channel = try bootstrap.withConnectedSocket(fd).wait() } catch {
+            // Not closed here: NIO may already own the descriptor, and a double close could hit
+            // another thread's newly opened file.
             promise.fail(error)
             throw UnixSocketError("\(socketPath): \(error)")
         }
@@ -96,11 +96,3 @@ private final class ResponseCollector: ChannelInboundHandler, @unchecked Sendabl
     }
 }
 
-/// Plain stream connections to a Unix socket (console attach, liveness checks), with this
-/// module's error type.
-public enum UnixStream {
-    /// Connects and returns the fd (close-on-exec, blocking).
-    public static func connect(path: String) throws(UnixSocketError) -> Int32 {
-        do { return try UnixSocket.connect(path: path) } catch { throw UnixSocketError(error.description) }
-    }
-}

@@ -1,3 +1,4 @@
+import Hypervisor
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,5 +15,15 @@ struct VMMLog: Sendable {
         guard at <= level else { return }
         let line = "swiftlet: " + message + "\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
+    }
+}
+
+/// Registers in one-line error messages (triple faults, KVM failures), the same for every VMM.
+enum RegisterSummary {
+    static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+    /// `rip=0x… rsp=0x… rax=… rflags=0x…`.
+    static func general(_ r: Registers) -> String {
+        "rip=\(hex(r.rip)) rsp=\(hex(r.rsp)) rax=\(hex(r.rax)) rbx=\(hex(r.rbx)) rcx=\(hex(r.rcx)) rdx=\(hex(r.rdx)) rsi=\(hex(r.rsi)) rdi=\(hex(r.rdi)) rflags=\(hex(r.rflags))"
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Daemon
 import Foundation
 import HTTPUnix
+import Host
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -45,7 +46,7 @@ struct SwiftletD: ParsableCommand {
         let stateDirectory = stateDir ?? daemonConfig.stateDir ?? "/run/swiftlet"
         guard let swiftletPath = swiftlet ?? ProcessTools.besideExecutable("swiftlet") else { fail("cannot find the swiftlet binary; give --swiftlet PATH") }
         guard access(swiftletPath, X_OK) == 0 else { fail("\(swiftletPath): not an executable file (give --swiftlet PATH)") }
-        if Supervisor.isListening(socket) { fail("\(socket): another swiftletd is listening on it") }
+        if UnixSocket.isListening(socket) { fail("\(socket): another swiftletd is listening on it") }
 
         // Only the signal-waiting loop below sees these; every thread created later inherits the
         // mask. VM processes get a clean mask and default dispositions from the spawn attributes.

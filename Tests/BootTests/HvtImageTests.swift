@@ -138,3 +138,20 @@ import Testing
         }
     }
 }
+
+/// Header tables placed at the top of the 64-bit offset space: an error, never an overflow trap.
+@Suite struct ELFOffsetOverflowTests {
+    @Test func sectionHeadersAtTheEndOfTheOffsetSpace() {
+        var bytes = TestELF().bytes
+        withUnsafeBytes(of: (UInt64.max - 1).littleEndian) { for i in 0..<8 { bytes[40 + i] = $0[i] } } // e_shoff
+        bytes[58] = 64; bytes[59] = 0                                                                      // e_shentsize
+        bytes[60] = 1; bytes[61] = 0                                                                       // e_shnum
+        #expect(HvtImageTests.errorFor(bytes: bytes).contains("section headers overflow"))
+    }
+
+    @Test func programHeadersAtTheEndOfTheOffsetSpace() {
+        var bytes = TestELF().bytes
+        withUnsafeBytes(of: (UInt64.max - 1).littleEndian) { for i in 0..<8 { bytes[32 + i] = $0[i] } } // e_phoff
+        #expect(!HvtImageTests.errorFor(bytes: bytes).isEmpty)
+    }
+}

@@ -1,5 +1,6 @@
 import Foundation
 import HTTPUnix
+import Host
 import Testing
 
 /// The HTTP server and client over a real Unix socket (no KVM needed).
@@ -30,7 +31,7 @@ import Testing
         let server = UnixHTTPServer(socketPath: path) { _ in .noContent }
         try server.start()
         defer { server.stop() }
-        let fd = try UnixStream.connect(path: path)
+        let fd = try UnixSocket.connect(path: path)
         defer { close(fd) }
         var tv = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

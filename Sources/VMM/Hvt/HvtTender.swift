@@ -27,15 +27,19 @@ public final class HvtTender: @unchecked Sendable {
     public let exitCounters = ExitCounters()
     private let log: VMMLog
 
-    /// - Parameter console: where the unikernel's console output goes (stdout by default).
-    public init(config: HvtConfig, console: VMConsole = .stdio) throws(VMMError) {
+    /// - Parameters:
+    ///   - console: where the unikernel's console output goes (stdout by default).
+    ///   - kernelBytes: the image's contents when the caller has read it already.
+    public init(config: HvtConfig, console: VMConsole = .stdio, kernelBytes: [UInt8]? = nil) throws(VMMError) {
         self.config = config
         log = VMMLog(level: config.logLevel)
 
         // 1. The image and its manifest.
-        let bytes: [UInt8]
-        do { bytes = try readWholeFile(config.kernelPath) } catch {
-            throw VMMError(.configuration, "\(config.kernelPath): \(String(cString: strerror(error.errno)))")
+        var bytes = kernelBytes ?? []
+        if kernelBytes == nil {
+            do { bytes = try readWholeFile(config.kernelPath) } catch {
+                throw VMMError(.configuration, "\(config.kernelPath): \(String(cString: strerror(error.errno)))")
+            }
         }
         do { image = try HvtImage(bytes: bytes, name: config.kernelPath) } catch {
             throw VMMError(.configuration, error.message)
@@ -226,12 +230,9 @@ public final class HvtTender: @unchecked Sendable {
                 }
             case .kicked:
                 exitCounters.kick.add(1, ordering: .relaxed)
-                if stopRequested.load(ordering: .sequentiallyConsistent) { return 1 }
-                if pauseGate.isPauseRequested {
-                    pauseGate.parkWhilePaused()
-                    if stopRequested.load(ordering: .sequentiallyConsistent) { return 1 }
+                guard pauseGate.continueAfterKick(vcpu, stopping: { stopRequested.load(ordering: .sequentiallyConsistent) }) else {
+                    return 1
                 }
-                vcpu.clearKick()
             case .shutdown:
                 return fatal("guest triple fault (CPU reset)", registers: true)
             case .halted:
@@ -255,8 +256,7 @@ public final class HvtTender: @unchecked Sendable {
     private func fatal(_ message: String, registers: Bool) -> Int32 {
         var line = message
         if registers, let r = try? vcpu.registers() {
-            func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
-            line += ": rip=\(hex(r.rip)) rsp=\(hex(r.rsp)) rax=\(hex(r.rax)) rbx=\(hex(r.rbx)) rcx=\(hex(r.rcx)) rdx=\(hex(r.rdx)) rsi=\(hex(r.rsi)) rdi=\(hex(r.rdi)) rflags=\(hex(r.rflags))"
+            line += ": " + RegisterSummary.general(r)
             if let s = try? vcpu.specialRegisters() { line += " cr2=0x\(String(s.cr2, radix: 16))" }
         }
         log.error(line)

@@ -64,8 +64,11 @@ public final class LinuxVM: @unchecked Sendable {
     static let pm1EventPort: UInt16 = 0x600, pm1ControlPort: UInt16 = 0x604
     static let s5SleepType = ACPIPM1ControlBlock.defaultS5SleepType
 
-    /// - Parameter console: where the serial console goes (stdio, or a socket for `swiftlet api`).
-    public init(config: LinuxConfig, logLevel: HvtConfig.LogLevel = .warn, console: VMConsole = .stdio) throws(VMMError) {
+    /// - Parameters:
+    ///   - console: where the serial console goes (stdio, or a socket for `swiftlet api`).
+    ///   - kernelBytes: the kernel file's contents when the caller has read it already.
+    public init(config: LinuxConfig, logLevel: HvtConfig.LogLevel = .warn, console: VMConsole = .stdio,
+                kernelBytes: [UInt8]? = nil) throws(VMMError) {
         self.config = config
         self.console = console
         log = VMMLog(level: logLevel)
@@ -81,7 +84,8 @@ public final class LinuxVM: @unchecked Sendable {
         let kernel: KernelImage
         let initrd: [UInt8]?
         do {
-            let bytes = try Self.read(config.kernelPath, what: "kernel")
+            let bytes = try kernelBytes ?? Self.read(config.kernelPath, what: "kernel")
+            guard !bytes.isEmpty else { throw VMMError(.configuration, "\(config.kernelPath): kernel is empty") }
             // An ELF file is a PVH kernel (vmlinux or a freestanding guest); anything else a bzImage.
             if bytes.starts(with: [0x7F, 0x45, 0x4C, 0x46]) {
                 kernel = .pvh(try PVHImage(bytes: bytes, name: config.kernelPath))
@@ -403,13 +407,7 @@ public final class LinuxVM: @unchecked Sendable {
                 }
             case .kicked:
                 exitCounters.kick.add(1, ordering: .relaxed)
-                if stopping { return nil }
-                if pauseGate.isPauseRequested {
-                    pauseGate.parkWhilePaused()
-                    if stopping { return nil }
-                }
-                // A kick that found the vCPU outside KVM_RUN left immediate_exit set.
-                vcpu.clearKick()
+                guard pauseGate.continueAfterKick(vcpu, stopping: { stopping }) else { return nil }
             case .halted:
                 exitCounters.halt.add(1, ordering: .relaxed)
                 continue
@@ -434,10 +432,9 @@ public final class LinuxVM: @unchecked Sendable {
 
     static func describe(_ vcpu: VCPU) -> String {
         guard let r = try? vcpu.registers() else { return "" }
-        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
-        var text = ": rip=\(hex(r.rip)) rsp=\(hex(r.rsp)) rax=\(hex(r.rax)) rbx=\(hex(r.rbx)) rcx=\(hex(r.rcx)) rdx=\(hex(r.rdx)) rsi=\(hex(r.rsi)) rdi=\(hex(r.rdi)) rflags=\(hex(r.rflags))"
+        var text = ": " + RegisterSummary.general(r)
         if let s = try? vcpu.specialRegisters() {
-            text += " cr0=\(hex(s.cr0)) cr2=\(hex(s.cr2)) cr3=\(hex(s.cr3)) cr4=\(hex(s.cr4)) efer=\(hex(s.efer))"
+            text += " cr0=\(RegisterSummary.hex(s.cr0)) cr2=\(RegisterSummary.hex(s.cr2)) cr3=\(RegisterSummary.hex(s.cr3)) cr4=\(RegisterSummary.hex(s.cr4)) efer=\(RegisterSummary.hex(s.efer))"
         }
         return text
     }

@@ -20,22 +20,22 @@ public final class MicroVM: @unchecked Sendable {
     public let vcpuCount: Int
     public let memoryMiB: UInt64
 
-    /// Reads the kernel to tell the kind, then builds the VM (every file opened, every check done).
+    /// Reads the kernel once, tells the kind from it, then builds the VM (every file opened, every check done).
     public init(_ config: FirecrackerConfig, console: VMConsole = .stdio, logLevel: HvtConfig.LogLevel = .warn) throws(VMMError) {
         let path = config.bootSource.kernelImagePath
-        let head: [UInt8]
-        do { head = try readWholeFile(path) } catch {
+        let kernel: [UInt8]
+        do { kernel = try readWholeFile(path) } catch {
             throw VMMError(.configuration, "\(path): \(String(cString: strerror(error.errno)))")
         }
-        if HvtImage.isSolo5(head) {
+        if HvtImage.isSolo5(kernel) {
             var hvt = try config.hvtConfig()
             hvt.logLevel = logLevel
-            engine = .hvt(try HvtTender(config: hvt, console: console))
+            engine = .hvt(try HvtTender(config: hvt, console: console, kernelBytes: kernel))
             vcpuCount = 1
             memoryMiB = hvt.memoryMiB
         } else {
             let linux = try config.linuxConfig()
-            engine = .linux(try LinuxVM(config: linux, logLevel: logLevel, console: console))
+            engine = .linux(try LinuxVM(config: linux, logLevel: logLevel, console: console, kernelBytes: kernel))
             vcpuCount = linux.cpus
             memoryMiB = linux.memoryBytes >> 20
         }

@@ -1,3 +1,4 @@
+import Hypervisor
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -33,9 +34,6 @@ final class PauseGate: @unchecked Sendable {
         return body()
     }
 
-    /// Whether a pause is asked for (checked by a vCPU after a kick; cheap enough for that path).
-    var isPauseRequested: Bool { locked { pauseRequested && !released } }
-
     /// Asks vCPUs to park; the caller kicks them, then calls `waitUntilParked`.
     func requestPause() { locked { pauseRequested = true } }
 
@@ -61,6 +59,17 @@ final class PauseGate: @unchecked Sendable {
             released = true
             pthread_cond_broadcast(condition)
         }
+    }
+
+    /// The `.kicked` exit of every exit loop: false when the VM is stopping; otherwise parks while
+    /// a pause is asked for, clears a kick that found the vCPU outside KVM_RUN (immediate_exit
+    /// would stay set) and returns true to go back to the guest.
+    func continueAfterKick(_ vcpu: VCPU, stopping: () -> Bool) -> Bool {
+        if stopping() { return false }
+        parkWhilePaused()
+        if stopping() { return false }
+        vcpu.clearKick()
+        return true
     }
 
     /// Called by a vCPU thread after a kick: parks while a pause is requested.

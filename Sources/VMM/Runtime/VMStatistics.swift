@@ -11,7 +11,6 @@ public final class ExitCounters: Sendable {
 
     public init() {}
 
-    @inline(__always) func count(_ exit: borrowing Atomic<UInt64>) { exit.add(1, ordering: .relaxed) }
 
     /// (reason, count) pairs in a fixed order; reasons are Prometheus label values.
     public var snapshot: [(reason: String, count: UInt64)] {

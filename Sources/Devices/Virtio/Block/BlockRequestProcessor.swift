@@ -121,7 +121,11 @@ final class BlockRequestProcessor {
     private func execute(count: Int, readableCount: Int, readableBytes: Int, writableBytes: Int, tooManyBuffers: Bool)
         -> (status: UInt8, written: Int)
     {
-        guard !tooManyBuffers, readableBytes >= Spec.headerSize else { return (Spec.statusIOError, 0) }
+        // The used length is 32-bit (2.7.8): writable buffers that add up to more (overlapping
+        // descriptors can) would make a read the reply cannot describe.
+        guard !tooManyBuffers, readableBytes >= Spec.headerSize, writableBytes <= Int(UInt32.max) else {
+            return (Spec.statusIOError, 0)
+        }
         // Copy the header out once: the guest may rewrite its buffers while we work.
         gather(Spec.headerSize, from: 0, count: readableCount, skip: 0)
         let type = UInt32(littleEndian: scratch.loadUnaligned(fromByteOffset: 0, as: UInt32.self))

@@ -29,7 +29,6 @@ public final class VirtioBlock: VirtioDevice {
     private struct State {
         var queue: SplitVirtqueue?
         var interrupt: (any VirtioInterrupt)?
-        var features: UInt64 = 0
         var needsReset = false
         let processor: BlockRequestProcessor
     }
@@ -123,7 +122,6 @@ public final class VirtioBlock: VirtioDevice {
         state.withLock { state in
             state.queue = handover.take()
             state.interrupt = interrupt
-            state.features = features
             state.needsReset = false
         }
     }
@@ -145,7 +143,6 @@ public final class VirtioBlock: VirtioDevice {
         state.withLock { state in
             state.queue = nil
             state.interrupt = nil
-            state.features = 0
             state.needsReset = false
         }
     }
