@@ -26,14 +26,7 @@ public final class VirtioBlock: VirtioDevice {
     /// max_discard_sectors and max_write_zeroes_sectors: 2 GiB per request.
     public static let maximumZeroingSectors: UInt32 = 1 << 22
 
-    private struct State {
-        var queue: SplitVirtqueue?
-        var interrupt: (any VirtioInterrupt)?
-        var needsReset = false
-        let processor: BlockRequestProcessor
-    }
-
-    private let state: Mutex<State>
+    private let requestQueue: SingleRequestQueue<BlockRequestProcessor>
     private let counters: BlockCounters
     private let configuration: [UInt8]
 
@@ -90,7 +83,7 @@ public final class VirtioBlock: VirtioDevice {
             put(UInt8(1), at: Spec.writeZeroesMayUnmapOffset)
         }
         configuration = config
-        state = Mutex(State(processor: processor))
+        requestQueue = SingleRequestQueue(context: processor)
     }
 
     // MARK: Counters (cheap, lock-free reads)
@@ -105,7 +98,7 @@ public final class VirtioBlock: VirtioDevice {
     public var errors: UInt64 { counters.errors.load(ordering: .relaxed) }
 
     /// The guest broke the queue; the device processes nothing more until `reset()`.
-    public var needsReset: Bool { state.withLock { $0.needsReset } }
+    public var needsReset: Bool { requestQueue.needsReset }
 
     // MARK: VirtioDevice
 
@@ -118,32 +111,13 @@ public final class VirtioBlock: VirtioDevice {
 
     public func activate(features: UInt64, memory: GuestMemory, queues: [SplitVirtqueue?],
                          interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
-        let handover = QueueHandover(queue: queues.first ?? nil)
-        state.withLock { state in
-            state.queue = handover.take()
-            state.interrupt = interrupt
-            state.needsReset = false
-        }
+        requestQueue.activate(queues: queues, interrupt: interrupt)
     }
 
-    /// Drains queue 0 (batching notifications, 2.7.10), then interrupts the driver if it asked
-    /// for it (2.7.7).
     public func queueNotified(_ index: Int) {
         guard index == 0 else { return }
-        let interrupt: (any VirtioInterrupt)? = state.withLock { state in
-            guard !state.needsReset, let queue = state.queue, let interrupt = state.interrupt else { return nil }
-            let result = queue.drain { chain in state.processor.process(chain) }
-            if result.broken { state.needsReset = true }
-            return result.needsNotification ? interrupt : nil
-        }
-        interrupt?.signalUsedBuffers(queue: 0)
+        requestQueue.serve { processor, chain in processor.process(chain) }
     }
 
-    public func reset() {
-        state.withLock { state in
-            state.queue = nil
-            state.interrupt = nil
-            state.needsReset = false
-        }
-    }
+    public func reset() { requestQueue.reset() }
 }

@@ -15,13 +15,7 @@ public final class VirtioEntropy: VirtioDevice {
     /// Most bytes handed out per chain, so one request cannot keep the loop thread busy.
     public static let requestLimit = 64 << 10
 
-    private struct State {
-        var queue: SplitVirtqueue?
-        var interrupt: (any VirtioInterrupt)?
-        var needsReset = false
-    }
-
-    private let state = Mutex(State())
+    private let requestQueue = SingleRequestQueue()
     private let filled = Atomic<UInt64>(0)
     private let served = Atomic<UInt64>(0)
 
@@ -38,7 +32,7 @@ public final class VirtioEntropy: VirtioDevice {
     /// Random bytes handed to the guest.
     public var bytesProvided: UInt64 { filled.load(ordering: .relaxed) }
     /// The guest broke the queue; the device processes nothing more until `reset()`.
-    public var needsReset: Bool { state.withLock { $0.needsReset } }
+    public var needsReset: Bool { requestQueue.needsReset }
 
     public func readConfiguration(offset: Int, into data: UnsafeMutableRawBufferPointer) {
         for i in 0..<data.count { data[i] = 0 }
@@ -48,34 +42,15 @@ public final class VirtioEntropy: VirtioDevice {
 
     public func activate(features: UInt64, memory: GuestMemory, queues: [SplitVirtqueue?],
                          interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
-        let handover = QueueHandover(queue: queues.first ?? nil)
-        state.withLock { state in
-            state.queue = handover.take()
-            state.interrupt = interrupt
-            state.needsReset = false
-        }
+        requestQueue.activate(queues: queues, interrupt: interrupt)
     }
 
-    /// Drains the request queue (batching notifications, 2.7.10), then interrupts the driver if
-    /// it asked for it (2.7.7).
     public func queueNotified(_ index: Int) {
         guard index == 0 else { return }
-        let interrupt: (any VirtioInterrupt)? = state.withLock { state in
-            guard !state.needsReset, let queue = state.queue, let interrupt = state.interrupt else { return nil }
-            let result = queue.drain { chain in UInt32(fill(chain)) }
-            if result.broken { state.needsReset = true }
-            return result.needsNotification ? interrupt : nil
-        }
-        interrupt?.signalUsedBuffers(queue: 0)
+        requestQueue.serve { _, chain in UInt32(fill(chain)) }
     }
 
-    public func reset() {
-        state.withLock { state in
-            state.queue = nil
-            state.interrupt = nil
-            state.needsReset = false
-        }
-    }
+    public func reset() { requestQueue.reset() }
 
     /// Fills the chain's writable buffers, in order, up to `requestLimit` bytes. A chain the
     /// queue refuses gets whatever was filled before the bad descriptor (the walk checks each
