@@ -83,7 +83,7 @@ public struct VMDefinition: Codable, Sendable, Equatable {
 
     /// A disk: `PATH[,readonly][,root][,id=NAME]`. `id` is the Firecracker drive id (for a unikernel:
     /// the manifest's block device name); the default is `diskN`.
-    public struct Disk: Codable, Sendable, Equatable {
+    public struct Disk: OptionText {
         public var path: String
         public var readOnly: Bool
         /// Firecracker's is_root_device (it appends `root=/dev/vda` to a Linux command line).
@@ -95,21 +95,14 @@ public struct VMDefinition: Codable, Sendable, Equatable {
             self.path = path; self.readOnly = readOnly; self.root = root; self.explicitID = id
         }
 
+        public static let textForm = "PATH[,readonly][,root][,id=NAME]"
+
         public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let disk = Disk.parse(text) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                    debugDescription: "'\(text)' is not PATH[,readonly][,root][,id=NAME]"))
-            }
+            let disk = try Disk(decodingText: decoder)
             guard !verifiesFiles(decoder) || FileManager.default.fileExists(atPath: disk.path) else {
                 throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(disk.path): no such file"))
             }
             self = disk
-        }
-
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.singleValueContainer()
-            try c.encode(text)
         }
 
         /// The `PATH[,readonly][,root][,id=NAME]` form.
@@ -142,7 +135,7 @@ public struct VMDefinition: Codable, Sendable, Equatable {
 
     /// A network interface: `tap=NAME[,mac=02:00:00:00:00:01][,id=NAME]`. `id` is the Firecracker
     /// iface id (for a unikernel: the manifest's net device name); the default is `netN`.
-    public struct Network: Codable, Sendable, Equatable {
+    public struct Network: OptionText {
         public var tap: String
         public var mac: String?
         /// The `id=` given, if any (see ``VMDefinition/networkIDs``).
@@ -150,19 +143,7 @@ public struct VMDefinition: Codable, Sendable, Equatable {
 
         public init(tap: String, mac: String? = nil, id: String? = nil) { self.tap = tap; self.mac = mac; self.explicitID = id }
 
-        public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let net = Network.parse(text) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                    debugDescription: "'\(text)' is not tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,id=NAME] (tap name 1 to 15 characters, a unicast MAC)"))
-            }
-            self = net
-        }
-
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.singleValueContainer()
-            try c.encode(text)
-        }
+        public static let textForm = "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,id=NAME] (tap name 1 to 15 characters, a unicast MAC)"
 
         public var text: String {
             var s = "tap=\(tap)"
@@ -198,24 +179,12 @@ public struct VMDefinition: Codable, Sendable, Equatable {
     }
 
     /// A virtio-vsock device: `cid=N,uds=PATH`.
-    public struct Vsock: Codable, Sendable, Equatable {
+    public struct Vsock: OptionText {
         public var cid: UInt32
         public var uds: String
         public init(cid: UInt32, uds: String) { self.cid = cid; self.uds = uds }
 
-        public init(from decoder: any Decoder) throws {
-            let text = try decoder.singleValueContainer().decode(String.self)
-            guard let v = Vsock.parse(text) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                    debugDescription: "'\(text)' is not cid=N,uds=PATH (N in 3 to 4294967294)"))
-            }
-            self = v
-        }
-
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.singleValueContainer()
-            try c.encode(text)
-        }
+        public static let textForm = "cid=N,uds=PATH (N in 3 to 4294967294)"
 
         public var text: String { "cid=\(cid),uds=\(uds)" }
 
@@ -236,6 +205,36 @@ public struct VMDefinition: Codable, Sendable, Equatable {
             guard let cid, let uds else { return nil }
             return Vsock(cid: cid, uds: uds)
         }
+    }
+}
+
+/// A device written in the config as one comma-separated option string (`PATH,readonly`,
+/// `tap=NAME,mac=…`, `cid=N,uds=PATH`), and in the daemon's JSON as that same string.
+public protocol OptionText: Codable, Sendable, Equatable {
+    /// The value `text` stands for, or nil when it is not in `textForm`.
+    static func parse(_ text: String) -> Self?
+    /// The option string (what `parse` reads back).
+    var text: String { get }
+    /// The accepted form, for error messages.
+    static var textForm: String { get }
+}
+
+extension OptionText {
+    /// Decodes the option string; an unparsable one is an error naming the accepted form.
+    init(decodingText decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = Self.parse(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "'\(text)' is not \(Self.textForm)"))
+        }
+        self = value
+    }
+
+    public init(from decoder: any Decoder) throws { try self.init(decodingText: decoder) }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(text)
     }
 }
 
