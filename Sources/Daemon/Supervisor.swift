@@ -272,18 +272,17 @@ public final class Supervisor: @unchecked Sendable {
             throw DaemonError(400, "VM '\(name)': \(error.description)")
         }
 
+        // InstanceStart was answered: the VM ran, so the start succeeded. A guest that is quick
+        // to finish (or a stop that came meanwhile) may already have ended it; the answer then
+        // says so (stopped, with its exit status) rather than calling the start a failure.
         lock.lock()
-        var result: DaemonError?
         if e.generation == generation && e.state == .starting {
             e.state = .running
             e.startedAt = Date().timeIntervalSince1970
             persist(e)
-        } else if e.generation != generation || !e.state.isLive {
-            result = DaemonError(409, "VM '\(name)' ended while starting" + (e.lastError.map { ": \($0)" } ?? ""))
         }
         let answer = status(e)
         lock.unlock()
-        if let result { throw result }
         let t3 = DispatchTime.now().uptimeNanoseconds
         func ms(_ a: UInt64, _ b: UInt64) -> String { String(format: "%.1f", Double(b - a) / 1e6) }
         // Where a start's time goes: spawning, until the API socket listens, configuring + booting.

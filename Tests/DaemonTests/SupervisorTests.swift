@@ -127,6 +127,14 @@ final class SupervisorTests {
         #expect(try s.status(name: "seg").signal == SIGSEGV)
     }
 
+    /// InstanceStart answered means the VM ran: a guest that ended before the answer arrived
+    /// makes a successful start whose status says it stopped, not a failed start.
+    @Test func aVMThatEndsBeforeTheStartIsAnsweredStillStarted() throws {
+        let s = try supervisor(["quick": definition("end-before-answer=4")])
+        let r = try s.start(name: "quick")
+        #expect(r.state == .stopped && r.exitStatus == 4, "\(r)")
+    }
+
     @Test func failedStartLeavesNothingRunning() throws {
         let s = try supervisor(["f": definition("fail-start")])
         do {
@@ -326,6 +334,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 args = (state["boot"] or {}).get("boot_args") or ""
                 if "fail-start" in args:
                     return self.reply(400, {"fault_message": "cannot start: asked to fail"})
+                for word in args.split():
+                    if word.startswith("end-before-answer="):
+                        # The VM ends first; a child answers InstanceStart on the inherited
+                        # connection once the supervisor has seen the end.
+                        if os.fork() == 0:
+                            time.sleep(0.3)
+                            self.reply(204)
+                            self.wfile.flush()
+                            os._exit(0)
+                        finish(int(word.split("=")[1]))
                 state["state"] = "Running"
                 state["started"] = time.time()
                 log_write("fake vm %s booted: %s\n" % (opts.get("--id", ""), args))

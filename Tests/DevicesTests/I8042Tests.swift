@@ -137,6 +137,20 @@ import Testing
         #expect(irq.pulses == 3)                        // two sends, one re-raise on reading the first
     }
 
+    @Test func unreadKeyBytesCanRaiseIRQ1Again() {
+        controller.repeatKeyboardInterrupt()
+        #expect(irq.pulses == 0, "nothing waiting, no interrupt")
+        controller.sendKeyboardByte(0x1D)
+        controller.repeatKeyboardInterrupt()
+        #expect(irq.pulses == 2)
+        #expect(drain() == [0x1D])
+        controller.repeatKeyboardInterrupt()
+        #expect(irq.pulses == 2, "read: no retry")
+        controller.write(offset: 4, size: 1, value: 0xAA)  // a controller reply is not a key
+        controller.repeatKeyboardInterrupt()
+        #expect(irq.pulses == 2)
+    }
+
     @Test func aGuestThatNeverReadsCannotGrowTheBuffer() {
         for _ in 0..<100 { controller.sendKeyboardByte(0x1D) }
         #expect(drain().count <= I8042.outputLimit)

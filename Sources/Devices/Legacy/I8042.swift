@@ -98,6 +98,15 @@ public final class I8042: PortIODevice {
         return queued
     }
 
+    /// Raises IRQ 1 again for keyboard bytes still waiting (a retry for an interrupt the guest
+    /// may have missed); does nothing when the buffer is empty or interrupts are off.
+    public func repeatKeyboardInterrupt() {
+        let raise = state.withLock { s in
+            !s.output.isEmpty && s.outputFromKeyboard && s.commandByte & Self.ctrKeyboardInterrupt != 0
+        }
+        if raise { pulseKeyboardInterrupt() }
+    }
+
     /// Whether the guest has read every byte waiting at the data port.
     public var isOutputEmpty: Bool { state.withLock { $0.output.isEmpty } }
 

@@ -348,16 +348,21 @@ public final class LinuxVM: @unchecked Sendable {
     public func resume() { pauseGate.resume() }
 
     /// Presses Ctrl+Alt+Del on the i8042 keyboard: a Linux guest reboots (and the VM ends).
-    /// One scan code at a time, each with its own IRQ 1, waiting up to 100 ms for the guest to
-    /// read it: a re-raise from inside the guest's read of the previous byte was seen to get lost
-    /// (nested KVM, idle guest), where an interrupt raised from here arrives.
+    /// One scan code at a time, each with its own IRQ 1, waiting for the guest to read it before
+    /// the next, as a real keyboard's bytes arrive. A byte still unread after 50 ms gets IRQ 1
+    /// again: an edge raised while the guest was busy (a nested KVM, an idle guest waking) was
+    /// seen to get lost, and a spare one is harmless (the guest's handler finds the buffer empty).
+    /// Gives up on a byte after 2 s (a guest with no keyboard driver, or a paused VM); what is
+    /// queued stays for the guest to read later.
     public func sendCtrlAltDel() {
         for code in i8042.ctrlAltDelScanCodes() {
             guard i8042.sendKeyboardByte(code) else { return }
-            var waited = 0
-            while !i8042.isOutputEmpty && waited < 100 && control.outcome == nil {
+            var waitedMilliseconds = 0
+            while !i8042.isOutputEmpty && control.outcome == nil {
+                guard waitedMilliseconds < 2000 else { return }
                 usleep(1000)
-                waited += 1
+                waitedMilliseconds += 1
+                if waitedMilliseconds % 50 == 0 { i8042.repeatKeyboardInterrupt() }
             }
         }
     }
