@@ -19,6 +19,7 @@ struct HvtCommand: ParsableCommand {
 
     /// Parses, builds and runs the tender; exits with the unikernel's status (1 on tender errors).
     static func runAndExit(_ arguments: [String]) -> Never {
+        StopSignals.blockEarly()
         do {
             switch try HvtCommandLine.parse(arguments) {
             case .help:

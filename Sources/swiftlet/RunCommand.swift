@@ -51,6 +51,7 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
+        StopSignals.blockEarly()
         var config = LinuxConfig(kernelPath: kernel ?? "")
         if let configFile {
             do {

@@ -182,7 +182,11 @@ final class SupervisorTests {
         first.shutdown()
         // While no supervisor watches, r2 dies.
         kill(p2, SIGKILL)
-        usleep(100_000)
+        // Dead means a zombie (our child, not reaped while no supervisor watches) or gone.
+        #expect(waitFor {
+            let stat = (try? String(contentsOfFile: "/proc/\(p2)/stat", encoding: .utf8)) ?? ""
+            return stat.isEmpty || stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+        })
 
         let second = try supervisor(vms)
         let r1 = try second.status(name: "r1")

@@ -484,9 +484,13 @@ struct APIServerTests {
         let curl = try #require(Self.curl, "curl is needed (apt-get install curl)")
         let setpriv = try #require(["/usr/bin/setpriv", "/bin/setpriv"].first { FileManager.default.isExecutableFile(atPath: $0) },
                                    "setpriv (util-linux) is needed")
-        let dir = try APIServer.directory("acl")
         // The directories on the way must let `nobody` reach the socket, so that the socket's own
-        // mode is what refuses it (checked by the positive control below).
+        // mode is what refuses it (checked by the positive control below): a folder of our own
+        // right under /tmp, whatever TMPDIR and the umask are.
+        let dir = "/tmp/swiftlet-acl-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: dir)
         let vm = try APIServer(dir: dir)
         defer { vm.kill() }

@@ -78,12 +78,17 @@ struct DaemonIntegrationTests {
 
         /// Polls until `name` reaches `state`.
         func wait(_ name: String, for state: String, timeout: Double = 10) -> Bool {
+            eventually(timeout: timeout) { self.state(name) == state }
+        }
+
+        /// Polls `condition` until it holds or `timeout` seconds pass.
+        func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
             let deadline = Date().addingTimeInterval(timeout)
             while Date() < deadline {
-                if self.state(name) == state { return true }
+                if condition() { return true }
                 usleep(50_000)
             }
-            return false
+            return condition()
         }
 
         func killDaemon(_ signal: Int32) {
@@ -219,7 +224,8 @@ struct DaemonIntegrationTests {
         for suffix in ["sock", "console", "pid"] {
             #expect(!FileManager.default.fileExists(atPath: "\(daemon.stateDir)/victim.\(suffix)"), "victim.\(suffix) removed")
         }
-        #expect(daemon.daemonLog.contains("vm crashed"), "a structured log line")
+        // The daemon writes the line just after it records the state.
+        #expect(daemon.eventually { daemon.daemonLog.contains("vm crashed") }, "a structured log line")
         #expect(daemon.daemonLog.contains("vm=victim"))
         let again = daemon.ctl(["start", "victim"])
         #expect(again.status == 0, "\(again.output)")

@@ -20,17 +20,24 @@ struct HvtNetworkTests {
         let vm = Process()
         vm.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         vm.arguments = ["netns", "exec", ns, Harness.swiftlet, "hvt", "--net:service=tap0", "--net-mac:service=02:5e:00:00:00:02", guest]
-        let pipe = Pipe()
-        vm.standardOutput = pipe
-        vm.standardError = pipe
+        // Output to a file, read while it runs: ping once the guest says it listens.
+        let log = Harness.scratch.appendingPathComponent("hvt-net-\(getpid()).log").path
+        FileManager.default.createFile(atPath: log, contents: nil)
+        defer { unlink(log) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        vm.standardOutput = handle
+        vm.standardError = handle
         try vm.run()
-        usleep(300_000)
+        try handle.close()
+        func output() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+        let ready = Date().addingTimeInterval(20)
+        while vm.isRunning && Date() < ready && !output().contains("net: ready") { usleep(10_000) }
         let ping = Harness.run("/usr/sbin/ip", ["netns", "exec", ns, "ping", "-c", "3", "-i", "0.3", "-W", "5", "10.99.0.2"], timeout: 60)
         let deadline = Date().addingTimeInterval(40)
         while vm.isRunning && Date() < deadline { usleep(10_000) }
         if vm.isRunning { vm.terminate() }
         vm.waitUntilExit()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let output = output()
         #expect(ping.status == 0, "ping: \(ping.output)\nguest: \(output)")
         #expect(output.contains("mac=02:5e:00:00:00:02"), "\(output)")
         #expect(output.contains("SUCCESS"), "\(output)")
