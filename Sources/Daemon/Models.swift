@@ -108,11 +108,17 @@ struct Fault: Codable {
 }
 
 /// JSON helpers with the project's conventions (sorted keys so output is stable for tests).
-enum JSON {
-    static func encode<T: Encodable>(_ value: T) -> String {
+public enum JSON {
+    /// `value` as JSON: sorted keys, slashes unescaped, indented when `pretty`.
+    public static func data<T: Encodable>(_ value: T, pretty: Bool = false) throws -> Data {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard let data = try? encoder.encode(value) else { return "{}" }
+        encoder.outputFormatting = pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
+                                          : [.sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(value)
+    }
+
+    static func encode<T: Encodable>(_ value: T) -> String {
+        guard let data = try? data(value) else { return "{}" }
         return String(decoding: data, as: UTF8.self)
     }
 

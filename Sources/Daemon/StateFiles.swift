@@ -63,9 +63,7 @@ public struct VMRecord: Codable, Sendable, Equatable {
 
     /// Writes the record atomically (a crash mid-write never leaves half a file).
     public func save(to path: String) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+        try JSON.data(self, pretty: true).write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 
     public static func load(from path: String) throws -> VMRecord {

@@ -75,10 +75,8 @@ struct VMProcessAPI {
     private func put<T: Encodable>(_ path: String, _ body: T) throws(Failure) { try send("PUT", path, body) }
 
     private func send<T: Encodable>(_ method: String, _ path: String, _ body: T) throws(Failure) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data: Data
-        do { data = try encoder.encode(body) } catch { throw Failure(description: "\(method) \(path): \(error)") }
+        do { data = try JSON.data(body) } catch { throw Failure(description: "\(method) \(path): \(error)") }
         let response: HTTPResponse
         do {
             response = try UnixHTTPClient.request(socketPath: socketPath, method: method, path: path, body: Array(data), timeoutSeconds: 30)

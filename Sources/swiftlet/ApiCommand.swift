@@ -34,7 +34,7 @@ struct ApiCommand: ParsableCommand {
     @Option(help: "Drop to this user id at InstanceStart (with --gid).") var uid: UInt32?
     @Option(help: "Drop to this group id at InstanceStart (with --uid).") var gid: UInt32?
     @Flag(name: .customLong("no-seccomp"), help: "Do not install the seccomp filter (debugging only).") var noSeccomp = false
-    @Option(name: .customLong("log-level"), help: "The VMM's own stderr messages: quiet, error, warn, info or debug.") var logLevel: String = "warn"
+    @OptionGroup var logLevel: LogLevelOption
 
     func validate() throws {
         guard (uid == nil) == (gid == nil) else { throw ValidationError("--uid and --gid go together") }
@@ -61,7 +61,7 @@ struct ApiCommand: ParsableCommand {
         options.consoleLog = consoleLog
         if let uid, let gid { options.dropTo = (uid, gid) }
         options.seccomp = !noSeccomp
-        options.logLevel = ["quiet": .quiet, "error": .error, "info": .info, "debug": .debug][logLevel] ?? .warn
+        options.logLevel = logLevel.level
 
         // The exit file is created now, while we may still create files where it lives.
         let exitFD: Int32 = exitFile.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? -1

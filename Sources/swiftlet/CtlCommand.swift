@@ -113,9 +113,7 @@ struct CtlCommand: ParsableCommand {
                 vms = CtlCommand.call { () throws(DaemonClient.Failure) in try client.list() }
             }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: (try? encoder.encode(VMList(vms: vms))) ?? Data(), as: UTF8.self))
+                print(String(decoding: (try? JSON.data(VMList(vms: vms), pretty: true)) ?? Data(), as: UTF8.self))
                 return
             }
             print(CtlCommand.table(vms), terminator: "")

@@ -27,7 +27,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("net"), help: "A virtio-net device on a tap: tap=NAME[,mac=02:xx:xx:xx:xx:xx] (repeat for eth1, …; a missing tap is created when root).") var nets: [String] = []
     @Flag(inversion: .prefixedNo, help: "A virtio-rng device fed from the host's getrandom.") var rng = true
     @Option(name: .customLong("vsock"), help: "A virtio-vsock device: cid=N,uds=PATH (host programs connect to PATH and write CONNECT <port>; guest connections to CID 2 port P go to PATH_P).") var vsock: String?
-    @Option(name: .customLong("log-level"), help: "quiet, error, warn, info or debug.") var logLevel: String = "warn"
+    @OptionGroup var logLevel: LogLevelOption
 
     func validate() throws {
         if configFile != nil {
@@ -70,9 +70,8 @@ struct RunCommand: ParsableCommand {
             config.vsock = vsock.flatMap(LinuxConfig.Vsock.parse)
         }
         config.entropy = rng
-        let level: HvtConfig.LogLevel = ["quiet": .quiet, "error": .error, "info": .info, "debug": .debug][logLevel] ?? .warn
         do {
-            let vm = try LinuxVM(config: config, logLevel: level)
+            let vm = try LinuxVM(config: config, logLevel: logLevel.level)
             Glibc.exit(vm.run().exitStatus)
         } catch {
             printError("swiftlet: \(error.message)")

@@ -13,6 +13,20 @@ struct Swiftlet: ParsableCommand {
     )
 }
 
+/// `--log-level NAME` of the commands that run a VM (swiftlet hvt spells it `--solo5:NAME`).
+struct LogLevelOption: ParsableArguments {
+    @Option(name: .customLong("log-level"), help: "The VMM's own stderr messages: quiet, error, warn, info or debug.")
+    var name: String = "warn"
+
+    var level: HvtConfig.LogLevel { HvtConfig.LogLevel(name: name) ?? .warn }
+
+    func validate() throws {
+        guard HvtConfig.LogLevel(name: name) != nil else {
+            throw ValidationError("--log-level: '\(name)' is not quiet, error, warn, info or debug")
+        }
+    }
+}
+
 // `swiftlet hvt` keeps solo5-hvt's exact command line (options like `--net:NAME=IFACE` that no
 // argument parser models), so it is dispatched before ArgumentParser sees it.
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -60,6 +60,7 @@ struct LinuxRunBadInputTests {
         expectOneLineError(["--kernel", k, "--memory", "100000G"], contains: "more than this host has")
         expectOneLineError(["--kernel", k, "--cpus", "0"], contains: "--cpus must be at least 1")
         expectOneLineError(["--kernel", k, "--cpus", "100000"], contains: "more than KVM allows")
+        expectOneLineError(["--kernel", k, "--log-level", "loud"], contains: "--log-level: 'loud' is not quiet, error, warn, info or debug")
     }
 
     @Test func initrdTooLargeForMemory() {

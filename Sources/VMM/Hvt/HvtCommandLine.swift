@@ -60,14 +60,8 @@ public enum HvtCommandLine {
                 }
                 sectorSizes.append((name, size))
             } else if let name = arg.dropPrefix("--solo5:") {
-                switch name {
-                case "quiet": level = .quiet
-                case "error": level = .error
-                case "warn": level = .warn
-                case "info": level = .info
-                case "debug": level = .debug
-                default: throw VMMError(.configuration, "unknown option '\(arg)'")
-                }
+                guard let named = HvtConfig.LogLevel(name: String(name)) else { throw VMMError(.configuration, "unknown option '\(arg)'") }
+                level = named
             } else {
                 throw VMMError(.configuration, "invalid option: '\(arg)' (see --help)")
             }

@@ -22,9 +22,17 @@ public struct HvtConfig: Sendable, Equatable {
     }
 
     /// How much the tender itself says on stderr (`--solo5:quiet|error|warn|info|debug`).
-    public enum LogLevel: Int, Sendable, Comparable {
+    public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
         case quiet, error, warn, info, debug
         public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+
+        /// The name on command lines (`--log-level NAME`, solo5-hvt's `--solo5:NAME`).
+        public var name: String { ["quiet", "error", "warn", "info", "debug"][rawValue] }
+
+        public init?(name: String) {
+            guard let level = Self.allCases.first(where: { $0.name == name }) else { return nil }
+            self = level
+        }
     }
 
     public var kernelPath: String
