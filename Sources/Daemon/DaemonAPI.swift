@@ -69,11 +69,7 @@ public final class DaemonAPI: Sendable {
             case .success(let c): config = c
             case .failure(let error): throw DaemonError(400, error.message)
             }
-            let added = supervisor.reload(config: config)
-            if !added.isEmpty {
-                let supervisor = supervisor
-                DispatchQueue.global().async { supervisor.startAll(added) }
-            }
+            supervisor.reload(config: config)
             return .json(200, JSON.encode(VMList(vms: supervisor.list())))
         case 2 where parts[0] == "vms":
             let name = parts[1]

@@ -425,8 +425,9 @@ public final class Supervisor: @unchecked Sendable {
     // MARK: - config reload
 
     /// Applies a new config: definitions change for the next start; a VM removed from the config
-    /// keeps running (listed as ad hoc) or, when not running, is forgotten. Returns the names of
-    /// new autostart VMs (the caller starts them).
+    /// keeps running (listed as ad hoc) or, when not running, is forgotten. New autostart VMs
+    /// start in the background; their names are returned.
+    @discardableResult
     public func reload(config: DaemonConfig) -> [String] {
         lock.lock()
         var added: [String] = []
@@ -450,17 +451,28 @@ public final class Supervisor: @unchecked Sendable {
         }
         lock.unlock()
         logger.info("config reloaded", metadata: ["vms": "\(config.vms.count)"])
+        startInBackground(added.sorted())
         return added.sorted()
     }
 
-    /// Names of configured autostart VMs that are not running.
-    public func autostartCandidates() -> [String] {
-        lock.lock(); defer { lock.unlock() }
-        return entries.values.filter { $0.inConfig && $0.definition.autostart && !$0.state.isLive }.map(\.name).sorted()
+    /// Starts the configured autostart VMs that are not running, in the background; returns
+    /// their names.
+    @discardableResult
+    public func autostart() -> [String] {
+        lock.lock()
+        let names = entries.values.filter { $0.inConfig && $0.definition.autostart && !$0.state.isLive }.map(\.name).sorted()
+        lock.unlock()
+        startInBackground(names)
+        return names
     }
 
-    /// Starts `names` a few at a time (in the background of the caller), logging failures.
-    public func startAll(_ names: [String], concurrency: Int = 4) {
+    private func startInBackground(_ names: [String]) {
+        guard !names.isEmpty else { return }
+        DispatchQueue.global().async { [self] in startAll(names) }
+    }
+
+    /// Starts `names` a few at a time and returns when all have been tried, logging failures.
+    func startAll(_ names: [String], concurrency: Int = 4) {
         let semaphore = DispatchSemaphore(value: concurrency)
         let group = DispatchGroup()
         for name in names {

@@ -75,10 +75,7 @@ struct SwiftletD: ParsableCommand {
         }
         logger.info("swiftletd started", metadata: ["socket": "\(socket)", "state_dir": "\(stateDirectory)", "swiftlet": "\(swiftletPath)",
                                                     "config": "\(configPath ?? "none")", "vms": "\(supervisor.list().count)"])
-        let autostart = supervisor.autostartCandidates()
-        if !autostart.isEmpty {
-            DispatchQueue.global().async { supervisor.startAll(autostart) }
-        }
+        supervisor.autostart()
 
         while true {
             var received: Int32 = 0
@@ -87,8 +84,7 @@ struct SwiftletD: ParsableCommand {
                 guard let reload else { logger.warning("SIGHUP ignored: no config file"); continue }
                 switch reload() {
                 case .success(let config):
-                    let added = supervisor.reload(config: config)
-                    if !added.isEmpty { DispatchQueue.global().async { supervisor.startAll(added) } }
+                    supervisor.reload(config: config)
                 case .failure(let error):
                     logger.error("config reload failed", metadata: ["error": "\(error.message)"])
                 }

@@ -216,6 +216,20 @@ final class SupervisorTests {
         try s.stop(name: "running", wait: true)
     }
 
+    @Test func autostartAtStartupAndOnReload() throws {
+        var auto = definition()
+        auto.autostart = true
+        let s = try supervisor(["a1": auto, "a2": auto, "manual": definition()])
+        #expect(s.autostart() == ["a1", "a2"])
+        #expect(waitFor { s.list().filter { $0.state == .running }.map(\.name) == ["a1", "a2"] })
+        #expect(s.autostart().isEmpty, "running VMs are not started twice")
+        // A reload starts only the autostart VMs it adds.
+        #expect(s.reload(config: DaemonConfig(vms: ["a1": auto, "a2": auto, "manual": auto, "a3": auto])) == ["a3"])
+        #expect(waitFor { (try? s.status(name: "a3"))?.state == .running })
+        #expect(try s.status(name: "manual").state == .stopped)
+        for name in ["a1", "a2", "a3"] { try s.stop(name: name, wait: true) }
+    }
+
     @Test func badRequestsGetErrorsAndChangeNothing() throws {
         let s = try supervisor(["a": definition()])
         let api = DaemonAPI(supervisor: s, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
