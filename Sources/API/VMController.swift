@@ -166,8 +166,13 @@ public final class VMController: @unchecked Sendable {
     func decode<T: Decodable>(_ type: T.Type, _ r: HTTPRequest) throws(APIError) -> T {
         guard !r.body.isEmpty else { throw APIError("Missing request body (JSON).") }
         do { return try FirecrackerConfig.decode(T.self, from: Data(r.body)) } catch {
-            throw APIError("An error occurred when deserializing the json body of a request: \(error.message)")
+            throw Self.badBody(error.message)
         }
+    }
+
+    /// Firecracker's words for a body it cannot take.
+    static func badBody(_ reason: String) -> APIError {
+        APIError("An error occurred when deserializing the json body of a request: \(reason)")
     }
 
     func requireNotStarted() throws(APIError) {
@@ -181,8 +186,11 @@ public final class VMController: @unchecked Sendable {
 
     func patchMachineConfig(_ r: HTTPRequest) throws(APIError) {
         // A partial machine-config: decode over the current values.
+        do { try FirecrackerConfig.checkStrictly(Data(r.body)) } catch {
+            throw Self.badBody(error.message)
+        }
         guard let object = (try? JSONSerialization.jsonObject(with: Data(r.body))) as? [String: Any] else {
-            throw APIError("An error occurred when deserializing the json body of a request: expected an object")
+            throw Self.badBody("expected an object")
         }
         var merged: [String: Any] = ["vcpu_count": machineConfig.vcpuCount, "mem_size_mib": machineConfig.memSizeMib]
         if let smt = machineConfig.smt { merged["smt"] = smt }
@@ -191,7 +199,7 @@ public final class VMController: @unchecked Sendable {
         for (k, v) in object where !(v is NSNull) { merged[k] = v }
         guard let data = try? JSONSerialization.data(withJSONObject: merged) else { throw APIError("invalid machine-config") }
         do { machineConfig = try FirecrackerConfig.decode(FirecrackerConfig.MachineConfig.self, from: data) } catch {
-            throw APIError("An error occurred when deserializing the json body of a request: \(error.message)")
+            throw Self.badBody(error.message)
         }
     }
 

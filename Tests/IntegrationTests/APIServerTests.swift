@@ -1145,7 +1145,7 @@ struct APIDocument {
             var wrong: [JSON] = [.array([]), .object(["x": .number("1")])]
             switch type {
             case "string": wrong += [.number("1"), .bool(true)]
-            case "integer": wrong += [.string("1"), .bool(true), .number("1.5"), .number("-1.0e1")]
+            case "integer": wrong += [.string("1"), .bool(true), .number("1.5"), .number("-1.0e1"), .number("1.0"), .number("2e0")]
             case "boolean": wrong += [.string("true"), .number("1"), .number("0")]
             default: break
             }

@@ -99,6 +99,7 @@ import Testing
         #expect(failure("{\n  \"boot-source\": {\n    \"kernel_image_path\": \"k\"\n    \"initrd_path\": \"i\"\n  }\n}").hasPrefix("line 4: invalid JSON"))
         #expect(failure("{\n\"boot-source\": x\n}").hasPrefix("line 2: invalid JSON"))
         #expect(failure("").hasPrefix("line 1: invalid JSON") || failure("") == "invalid JSON")
+        #expect(failure("{\n\"machine-config\": {\"vcpu_count\": 1.0}}") == "line 2: 1.0 is not an integer (every number here is one)")
     }
 }
 
@@ -109,7 +110,7 @@ import Testing
     }
 
     @Test(arguments: [
-        #"{"a": 1}"#, #"[]"#, #"{}"#, #" {"a": [1, 2.5e-3, -0, "x\"\u00e9", true, false, null]} "#,
+        #"{"a": 1}"#, #"[]"#, #"{}"#, #" {"a": [1, 25, -0, "x\"\u00e9", true, false, null]} "#,
         #"{"a": {"b": {"c": []}}}"#, "\"é\"",
     ])
     func validJSONPasses(_ text: String) { #expect(failure(text) == nil) }
@@ -121,6 +122,9 @@ import Testing
         (#"{"a" 1}"#, "expected ':'"),
         (#"{"a": 01}"#, "expected ',' or '}'"),
         (#"{"a": 1.}"#, "bad number"),
+        (#"{"a": 1.0}"#, "1.0 is not an integer (every number here is one)"),
+        (#"{"a": [2.5e-3]}"#, "2.5e-3 is not an integer (every number here is one)"),
+        (#"{"a": 1E3}"#, "1E3 is not an integer (every number here is one)"),
         (#"{"a": "\q"}"#, "bad escape in a string"),
         (#"{"a": "\u12"}"#, #"bad \u escape in a string"#),
         ("{\"a\": \"\u{01}\"}", "control character in a string"),

@@ -197,16 +197,22 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
 
     /// Decodes one of these types (or an API request body) with the same one-line errors.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(VMMError) -> T {
-        do { try StrictJSON.check(Array(data)) } catch {
-            let line = 1 + data.prefix(min(error.offset, data.count)).reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
-            throw VMMError(.configuration, "line \(line): invalid JSON (\(error.message))")
-        }
+        try checkStrictly(data)
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let error as DecodingError {
             throw VMMError(.configuration, describe(error, data: data))
         } catch {
             throw VMMError(.configuration, "invalid JSON")
+        }
+    }
+
+    /// What `decode` checks before decoding, for a caller that reads the JSON another way (a
+    /// partial PATCH body): no trailing commas, duplicate keys, deep nesting or fractional numbers.
+    public static func checkStrictly(_ data: Data) throws(VMMError) {
+        do { try StrictJSON.check(Array(data)) } catch {
+            let line = 1 + data.prefix(min(error.offset, data.count)).reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+            throw VMMError(.configuration, error.isSyntaxError ? "line \(line): invalid JSON (\(error.message))" : "line \(line): \(error.message)")
         }
     }
 

@@ -1,12 +1,16 @@
 /// A syntax check run before JSONDecoder, for what Foundation's decoder lets through but
 /// Firecracker (serde_json) rejects: trailing commas, duplicate keys in an object, and nesting
-/// deep enough to be an attack rather than a config. It only validates RFC 8259 syntax; values
-/// are decoded by Codable afterwards.
+/// deep enough to be an attack rather than a config; and numbers with a fraction or exponent,
+/// which Foundation would quietly turn into integers (`1.0`, `1e3`) while serde refuses them for
+/// Firecracker's integer fields. Every number of its API and config file is an integer. Beyond
+/// that it only validates RFC 8259 syntax; values are decoded by Codable afterwards.
 enum StrictJSON {
     struct Failure: Error {
         /// Byte offset of the problem, for a line number.
         let offset: Int
         let message: String
+        /// False for valid JSON that is refused anyway (a number that is not an integer).
+        var isSyntaxError = true
     }
 
     static let maximumDepth = 64
@@ -141,16 +145,24 @@ enum StrictJSON {
                 while let d = s.current, d >= 0x30 && d <= 0x39 { s.index += 1; n += 1 }
                 return n
             }
+            let start = index
             if current == UInt8(ascii: "-") { index += 1 }
             if current == UInt8(ascii: "0") { index += 1 } else if digits(&self) == 0 { throw fail("bad number") }
+            var integer = true
             if current == UInt8(ascii: ".") {
                 index += 1
                 guard digits(&self) > 0 else { throw fail("bad number") }
+                integer = false
             }
             if current == UInt8(ascii: "e") || current == UInt8(ascii: "E") {
                 index += 1
                 if current == UInt8(ascii: "+") || current == UInt8(ascii: "-") { index += 1 }
                 guard digits(&self) > 0 else { throw fail("bad number") }
+                integer = false
+            }
+            guard integer else {
+                let text = String(decoding: bytes[start..<index], as: UTF8.self)
+                throw Failure(offset: start, message: "\(text) is not an integer (every number here is one)", isSyntaxError: false)
             }
         }
     }
