@@ -193,7 +193,7 @@ public final class VirtioNet: VirtioDevice {
         // The transport hands the queues over for good on DRIVER_OK and does not touch them again
         // (the VirtioDevice contract), so moving them into the lock is a real transfer; the
         // protocol just cannot spell its parameter `sending`.
-        let handover = NetQueueHandover(queues: queues)
+        let handover = QueueHandover(queues: queues)
         state.withLock { state in
             state.receiveQueue = handover.take(Self.receiveQueue)
             state.transmitQueue = handover.take(Self.transmitQueue)
@@ -348,29 +348,16 @@ public final class VirtioNet: VirtioDevice {
     private func transmit(_ state: inout State) -> (any VirtioInterrupt)? {
         guard !state.needsReset, let queue = state.transmitQueue, let interrupt = state.interrupt else { return nil }
         let vectors = state.transmitVectors
-        var broken = false
-        repeat {
-            queue.disableNotifications()
-            while true {
-                let chain: DescriptorChain?
-                do { chain = try queue.nextChain() } catch {
-                    if queue.isBroken { broken = true; break }
-                    continue
-                }
-                guard let chain else { break }
-                if !send(chain, vectors) { counters.dropped.add(1, ordering: .relaxed) }
-                // 5.1.6.2.1 / 2.7.8: the device writes nothing into a transmit buffer.
-                do { try queue.addUsed(head: chain.head, length: 0) } catch {
-                    broken = true
-                    break
-                }
-            }
-        } while !broken && queue.enableNotifications()
-        if broken {
+        // 5.1.6.2.1 / 2.7.8: the device writes nothing into a transmit buffer.
+        let result = queue.drain { chain in
+            if !send(chain, vectors) { counters.dropped.add(1, ordering: .relaxed) }
+            return 0
+        }
+        if result.broken {
             state.needsReset = true
             return nil
         }
-        return queue.needsNotification() ? interrupt : nil
+        return result.needsNotification ? interrupt : nil
     }
 
     /// Sends one chain (header + frame, all device-readable) with one writev. False when the
@@ -413,8 +400,3 @@ final class NetTransmitVectors {
     deinit { vectors.deallocate() }
 }
 
-/// Carries the queues the transport hands over on DRIVER_OK into the device's lock (see `activate`).
-private struct NetQueueHandover: @unchecked Sendable {
-    let queues: [SplitVirtqueue?]
-    func take(_ index: Int) -> SplitVirtqueue? { index < queues.count ? queues[index] : nil }
-}

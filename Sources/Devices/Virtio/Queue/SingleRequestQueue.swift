@@ -21,9 +21,9 @@ final class SingleRequestQueue<Context>: Sendable {
 
     /// DRIVER_OK: takes queue 0 (nil when the driver did not enable it) and the interrupt.
     func activate(queues: [SplitVirtqueue?], interrupt: any VirtioInterrupt) {
-        let handover = QueueHandover(queue: queues.first ?? nil)
+        let handover = QueueHandover(queues: queues)
         state.withLock { state in
-            state.queue = handover.take()
+            state.queue = handover.take(0)
             state.interrupt = interrupt
             state.needsReset = false
         }

@@ -38,6 +38,7 @@ extension SplitVirtqueue {
 /// does not touch a queue again after DRIVER_OK (the VirtioDevice contract), so this is a real
 /// transfer; the protocol just cannot spell its parameter `sending`.
 struct QueueHandover: @unchecked Sendable {
-    let queue: SplitVirtqueue?
-    func take() -> SplitVirtqueue? { queue }
+    let queues: [SplitVirtqueue?]
+    /// Queue `index`, nil when the driver did not enable it (or the device has fewer).
+    func take(_ index: Int) -> SplitVirtqueue? { index < queues.count ? queues[index] : nil }
 }

@@ -160,14 +160,13 @@ public final class VirtioVsock: VirtioDevice {
 
     public func activate(features: UInt64, memory: GuestMemory, queues: [SplitVirtqueue?],
                          interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
-        let handover = VsockHandover(queues: queues)
+        let handover = QueueHandover(queues: queues)
         let epoll = self.epoll, listener = self.listener
         state.withLock { s in
-            let queues = handover.take()
             Self.closeAll(&s, epoll: epoll)
-            s.receive = queues.count > 0 ? queues[0] : nil
-            s.transmit = queues.count > 1 ? queues[1] : nil
-            s.event = queues.count > 2 ? queues[2] : nil
+            s.receive = handover.take(0)
+            s.transmit = handover.take(1)
+            s.event = handover.take(2)
             s.interrupt = interrupt
             s.needsReset = false
             s.active = true
@@ -592,12 +591,6 @@ public final class VirtioVsock: VirtioDevice {
     }
 }
 
-/// Carries the queues the transport hands over on DRIVER_OK into the device's lock (as in
-/// VirtioEntropy: the transport does not touch them again).
-private struct VsockHandover: @unchecked Sendable {
-    let queues: [SplitVirtqueue?]
-    func take() -> [SplitVirtqueue?] { queues }
-}
 
 /// Listening socket files to remove when the process exits (the VMM ends with exit(3), so device
 /// deinitialisers do not run).
