@@ -83,68 +83,13 @@ private final class NetTestInterrupt: VirtioInterrupt {
     func count(_ queue: Int) -> Int { counts.withLock { $0[queue] ?? 0 } }
 }
 
-/// Plays the driver for one split virtqueue whose rings live at `base` in shared guest memory.
-private final class RingDriver {
-    typealias L = SplitVirtqueueLayout
-    struct Buffer {
-        var address: UInt64
-        var length: UInt32
-        var writable = false
-    }
-    let memory: GuestMemory
-    let size: UInt16
-    let table: UInt64, available: UInt64, used: UInt64
-    private var nextDescriptor: UInt16 = 0
-    private var availableIndex: UInt16 = 0
-
-    init(memory: GuestMemory, size: UInt16, base: UInt64) {
-        self.memory = memory
-        self.size = size
-        table = base
-        available = base + L.descriptorTableSize(size)
-        used = (available + L.availableRingSize(size) + 3) & ~3
-    }
-
-    func makeQueue() throws -> SplitVirtqueue {
-        try SplitVirtqueue(memory: memory, configuration: VirtqueueConfiguration(
-            size: size, descriptorTable: GuestAddress(table), availableRing: GuestAddress(available),
-            usedRing: GuestAddress(used)))
-    }
-
-    @discardableResult
-    func post(_ buffers: [Buffer]) throws -> UInt16 {
-        let head = nextDescriptor
-        for (i, buffer) in buffers.enumerated() {
-            let index = nextDescriptor
-            nextDescriptor = (nextDescriptor + 1) & (size - 1)
-            let last = i == buffers.count - 1
-            let flags = (buffer.writable ? L.descriptorFlagWrite : 0) | (last ? 0 : L.descriptorFlagNext)
-            let entry = table + UInt64(index) * 16
-            try memory.store(buffer.address, at: GuestAddress(entry))
-            try memory.store(buffer.length, at: GuestAddress(entry + 8))
-            try memory.store(flags, at: GuestAddress(entry + 12))
-            try memory.store(last ? UInt16(0) : nextDescriptor, at: GuestAddress(entry + 14))
-        }
-        try memory.store(head, at: GuestAddress(available + 4 + 2 * UInt64(availableIndex & (size - 1))))
-        availableIndex &+= 1
-        try memory.store(availableIndex, at: GuestAddress(available + 2))
-        return head
-    }
-
-    var usedIndex: UInt16 { get throws { try memory.load(at: GuestAddress(used + 2)) } }
-    var usedFlags: UInt16 { get throws { try memory.load(at: GuestAddress(used)) } }
-    func usedElement(_ position: UInt16) throws -> (id: UInt32, length: UInt32) {
-        let entry = used + 4 + 8 * UInt64(position & (size - 1))
-        return (try memory.load(at: GuestAddress(entry)), try memory.load(at: GuestAddress(entry + 4)))
-    }
-}
 
 /// A device over a socket pair with both queues set up in 4 MiB of guest memory.
 private struct Rig {
     typealias Spec = VirtioNetSpec
     let memory: GuestMemory
-    let rx: RingDriver
-    let tx: RingDriver
+    let rx: VirtqueueTestDriver
+    let tx: VirtqueueTestDriver
     let backend: SocketPairBackend
     let device: VirtioNet
     let interrupt = NetTestInterrupt()
@@ -152,8 +97,8 @@ private struct Rig {
 
     init(features: UInt64, size: UInt16 = 8) throws {
         memory = try GuestMemory(size: 4 << 20)
-        rx = RingDriver(memory: memory, size: size, base: 0x1000)
-        tx = RingDriver(memory: memory, size: size, base: 0x8000)
+        rx = VirtqueueTestDriver(memory: memory, size: size, base: 0x1000)
+        tx = VirtqueueTestDriver(memory: memory, size: size, base: 0x8000)
         backend = try SocketPairBackend()
         device = try VirtioNet(backend: backend, mac: Self.mac)
         try device.activate(features: VirtioFeature.version1 | features, memory: memory,
@@ -462,7 +407,7 @@ private func frame(_ count: Int, seed: UInt8 = 0) -> [UInt8] {
 
     @Test func brokenQueueNeedsReset() throws {
         let rig = try Rig(features: 0)
-        try rig.memory.store(UInt16(50), at: GuestAddress(rig.tx.available + 2))
+        try rig.memory.store(UInt16(50), at: GuestAddress(rig.tx.availableRing.rawValue + 2))
         rig.device.queueNotified(VirtioNet.transmitQueue)
         #expect(rig.device.needsReset)
         rig.device.reset()

@@ -15,56 +15,6 @@ private final class VsockTestInterrupt: VirtioInterrupt {
     func count(_ queue: Int) -> Int { counts.withLock { $0[queue] ?? 0 } }
 }
 
-/// The driver side of one split virtqueue at `base` in shared guest memory.
-private final class VsockRing {
-    typealias L = SplitVirtqueueLayout
-    let memory: GuestMemory
-    let size: UInt16
-    let table: UInt64, available: UInt64, used: UInt64
-    var nextDescriptor: UInt16 = 0
-    var availableIndex: UInt16 = 0
-    var seenUsed: UInt16 = 0
-
-    init(memory: GuestMemory, size: UInt16, base: UInt64) {
-        self.memory = memory
-        self.size = size
-        table = base
-        available = base + L.descriptorTableSize(size)
-        used = (available + L.availableRingSize(size) + 3) & ~3
-    }
-
-    func makeQueue() throws -> SplitVirtqueue {
-        try SplitVirtqueue(memory: memory, configuration: VirtqueueConfiguration(
-            size: size, descriptorTable: GuestAddress(table), availableRing: GuestAddress(available),
-            usedRing: GuestAddress(used)))
-    }
-
-    @discardableResult
-    func post(_ buffers: [(address: UInt64, length: UInt32, writable: Bool)]) throws -> UInt16 {
-        let head = nextDescriptor
-        for (i, buffer) in buffers.enumerated() {
-            let index = nextDescriptor
-            nextDescriptor = (nextDescriptor + 1) & (size - 1)
-            let last = i == buffers.count - 1
-            let flags = (buffer.writable ? L.descriptorFlagWrite : 0) | (last ? 0 : L.descriptorFlagNext)
-            let entry = table + UInt64(index) * 16
-            try memory.store(buffer.address, at: GuestAddress(entry))
-            try memory.store(buffer.length, at: GuestAddress(entry + 8))
-            try memory.store(flags, at: GuestAddress(entry + 12))
-            try memory.store(last ? UInt16(0) : nextDescriptor, at: GuestAddress(entry + 14))
-        }
-        try memory.store(head, at: GuestAddress(available + 4 + 2 * UInt64(availableIndex & (size - 1))))
-        availableIndex &+= 1
-        try memory.store(availableIndex, at: GuestAddress(available + 2))
-        return head
-    }
-
-    var usedIndex: UInt16 { get throws { try memory.load(at: GuestAddress(used + 2)) } }
-    func usedElement(_ position: UInt16) throws -> (id: UInt32, length: UInt32) {
-        let entry = used + 4 + 8 * UInt64(position & (size - 1))
-        return (try memory.load(at: GuestAddress(entry)), try memory.load(at: GuestAddress(entry + 4)))
-    }
-}
 
 private struct Packet {
     var header: VsockHeader
@@ -84,7 +34,7 @@ private func uniquePath(_ tag: String) -> String {
 /// A device with its three queues set up in 4 MiB of guest memory, rx buffers posted.
 private final class Rig {
     let memory: GuestMemory
-    let rx: VsockRing, tx: VsockRing, event: VsockRing
+    let rx: VirtqueueTestDriver, tx: VirtqueueTestDriver, event: VirtqueueTestDriver
     let device: VirtioVsock
     let interrupt = VsockTestInterrupt()
     let path: String
@@ -93,9 +43,9 @@ private final class Rig {
     init(tag: String, rxBuffers: Int = 32) throws {
         path = uniquePath(tag)
         memory = try GuestMemory(size: 4 << 20)
-        rx = VsockRing(memory: memory, size: 64, base: 0x1000)
-        tx = VsockRing(memory: memory, size: 64, base: 0x8000)
-        event = VsockRing(memory: memory, size: 16, base: 0xF000)
+        rx = VirtqueueTestDriver(memory: memory, size: 64, base: 0x1000)
+        tx = VirtqueueTestDriver(memory: memory, size: 64, base: 0x8000)
+        event = VirtqueueTestDriver(memory: memory, size: 16, base: 0xF000)
         device = try VirtioVsock(guestCID: guestCID, udsPath: path)
         try device.activate(features: VirtioFeature.version1, memory: memory,
                             queues: [try rx.makeQueue(), try tx.makeQueue(), try event.makeQueue()],
@@ -106,7 +56,7 @@ private final class Rig {
     func postReceiveBuffers(_ count: Int) throws {
         for _ in 0..<count {
             let head = rx.nextDescriptor
-            try rx.post([(rxBase + UInt64(head) * UInt64(rxBufferSize), rxBufferSize, true)])
+            try rx.post([.init(address: rxBase + UInt64(head) * UInt64(rxBufferSize), length: rxBufferSize, writable: true)])
         }
     }
 
@@ -116,10 +66,10 @@ private final class Rig {
         if headerBytes == nil, h.length == 0 { h.length = UInt32(payload.count) }
         let bytes = headerBytes ?? h.bytes
         try memory.write(bytes, at: GuestAddress(txBase))
-        var buffers: [(address: UInt64, length: UInt32, writable: Bool)] = [(txBase, UInt32(bytes.count), false)]
+        var buffers: [VirtqueueTestDriver.Buffer] = [.init(address: txBase, length: UInt32(bytes.count))]
         if !payload.isEmpty {
             try memory.write(payload, at: GuestAddress(txBase + 0x1000))
-            buffers.append((txBase + 0x1000, UInt32(payload.count), false))
+            buffers.append(.init(address: txBase + 0x1000, length: UInt32(payload.count)))
         }
         try tx.post(buffers)
         device.queueNotified(VirtioVsockSpec.transmitQueue)

@@ -25,8 +25,16 @@ final class VirtqueueTestDriver {
     /// The driver's shadow of avail.idx.
     var availableIndex: UInt16 = 0
 
-    init(size: UInt16, memorySize: UInt64 = 1 << 20, descriptorTable: UInt64 = 0x1000) throws {
-        memory = try GuestMemory(size: memorySize)
+    /// The driver's shadow of used.idx: how far `takeUsed` has read.
+    var seenUsed: UInt16 = 0
+
+    convenience init(size: UInt16, memorySize: UInt64 = 1 << 20, descriptorTable: UInt64 = 0x1000) throws {
+        self.init(memory: try GuestMemory(size: memorySize), size: size, base: descriptorTable)
+    }
+
+    /// A queue whose rings start at `base` in `memory`, which other queues of a device share.
+    init(memory: GuestMemory, size: UInt16, base descriptorTable: UInt64) {
+        self.memory = memory
         self.size = size
         self.descriptorTable = GuestAddress(descriptorTable)
         let avail = descriptorTable + L.descriptorTableSize(size)
