@@ -103,6 +103,11 @@ public final class VirtioVsock: VirtioDevice {
     private let listener: Int32
     /// Packet staging area, used only under `state`'s lock.
     nonisolated(unsafe) private let scratch: UnsafeMutableRawBufferPointer
+    /// A guest packet's header as read from the transmitq, used only under `state`'s lock.
+    nonisolated(unsafe) private let transmitHeader: UnsafeMutableRawBufferPointer
+    /// epoll's ready tokens, used only under `state`'s lock.
+    nonisolated(unsafe) private let readyTokens: UnsafeMutableBufferPointer<UInt64>
+    static let readyTokenLimit = 64
     private let lifetime = Mutex(false)
 
     /// The guest's CID (≥ 3).
@@ -132,7 +137,10 @@ public final class VirtioVsock: VirtioDevice {
             throw error
         }
         epoll = poll
+        // Allocated once: nothing on the packet path allocates.
         scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: VsockHeader.size + Self.maximumPayload, alignment: 16)
+        transmitHeader = UnsafeMutableRawBufferPointer.allocate(byteCount: VsockHeader.size, alignment: 16)
+        readyTokens = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: Self.readyTokenLimit)
         state = Mutex(State())
         VsockSocketFiles.register(udsPath)
     }
@@ -147,6 +155,8 @@ public final class VirtioVsock: VirtioDevice {
         VsockSocketFiles.unregister(udsPath)
         close(epoll)
         scratch.deallocate()
+        transmitHeader.deallocate()
+        readyTokens.deallocate()
     }
 
     /// Open connections (any phase).
@@ -199,24 +209,23 @@ public final class VirtioVsock: VirtioDevice {
     }
 
     public func queueNotified(_ index: Int) {
-        let signal: (any VirtioInterrupt, [Int])? = state.withLock { s in
+        let signal: UsedSignals? = state.withLock { s in
             guard s.active, !s.needsReset else { return nil }
             if index == Spec.transmitQueue { processTransmit(&s) }
             processReceive(&s)
             return takeSignals(&s)
         }
-        if let (interrupt, queues) = signal { for q in queues { interrupt.signalUsedBuffers(queue: q) } }
+        signal?.raise()
     }
 
     /// The epoll set is readable: accept clients, read CONNECT lines, note readable sockets,
     /// flush buffered guest data, then fill receive buffers.
     public func eventSourceReady(_ index: Int) {
-        let signal: (any VirtioInterrupt, [Int])? = state.withLock { s in
+        let signal: UsedSignals? = state.withLock { s in
             guard s.active else { return nil }
-            var tokens = [UInt64](repeating: 0, count: 64)
-            let n = tokens.withUnsafeMutableBufferPointer { chost_epoll_wait_tokens(epoll, $0.baseAddress, 64, 0) }
+            let n = chost_epoll_wait_tokens(epoll, readyTokens.baseAddress, Int32(Self.readyTokenLimit), 0)
             guard n > 0 else { return nil }
-            for token in tokens.prefix(Int(n)) {
+            for token in readyTokens.prefix(Int(n)) {
                 if token == 0 { acceptClients(&s); continue }
                 guard var connection = s.connections[token] else { continue }
                 connection.readable = true
@@ -231,17 +240,28 @@ public final class VirtioVsock: VirtioDevice {
             processReceive(&s)
             return takeSignals(&s)
         }
-        if let (interrupt, queues) = signal { for q in queues { interrupt.signalUsedBuffers(queue: q) } }
+        signal?.raise()
     }
 
-    private func takeSignals(_ s: inout State) -> (any VirtioInterrupt, [Int])? {
+    /// The used-buffer interrupts to raise once the lock is released.
+    private struct UsedSignals {
+        let interrupt: any VirtioInterrupt
+        let receive: Bool
+        let transmit: Bool
+
+        func raise() {
+            if receive { interrupt.signalUsedBuffers(queue: Spec.receiveQueue) }
+            if transmit { interrupt.signalUsedBuffers(queue: Spec.transmitQueue) }
+        }
+    }
+
+    private func takeSignals(_ s: inout State) -> UsedSignals? {
         guard let interrupt = s.interrupt else { return nil }
-        var queues: [Int] = []
-        if s.receiveUsed, let q = s.receive, q.needsNotification() { queues.append(Spec.receiveQueue) }
-        if s.transmitUsed, let q = s.transmit, q.needsNotification() { queues.append(Spec.transmitQueue) }
+        let receive = s.receiveUsed && s.receive?.needsNotification() == true
+        let transmit = s.transmitUsed && s.transmit?.needsNotification() == true
         s.receiveUsed = false
         s.transmitUsed = false
-        return queues.isEmpty ? nil : (interrupt, queues)
+        return receive || transmit ? UsedSignals(interrupt: interrupt, receive: receive, transmit: transmit) : nil
     }
 
     // MARK: Host side
@@ -457,31 +477,23 @@ public final class VirtioVsock: VirtioDevice {
 
     private func processTransmit(_ s: inout State) {
         guard let queue = s.transmit else { return }
-        var header = [UInt8](repeating: 0, count: VsockHeader.size)
-        repeat {
-            queue.disableNotifications()
-            while true {
-                let chain: DescriptorChain?
-                do { chain = try queue.nextChain() } catch {
-                    if queue.isBroken { s.needsReset = true; return }
-                    continue
-                }
-                guard let chain else { break }
-                handleTransmitChain(&s, chain, &header)
-                do { try queue.addUsed(head: chain.head, length: 0) } catch { s.needsReset = true; return }
-                s.transmitUsed = true
-            }
-        } while queue.enableNotifications()
+        // 5.10.6.6: the device writes nothing into a transmit buffer.
+        let result = queue.drain { chain in
+            handleTransmitChain(&s, chain)
+            s.transmitUsed = true
+            return 0
+        }
+        if result.broken { s.needsReset = true }
     }
 
-    private func handleTransmitChain(_ s: inout State, _ chain: DescriptorChain, _ headerBytes: inout [UInt8]) {
+    private func handleTransmitChain(_ s: inout State, _ chain: DescriptorChain) {
         let readable: Int
         do { readable = try chain.lengths().readable } catch { return }
         guard readable >= VsockHeader.size else { return }  // not even a header: drop
         let got: Int
-        do { got = try headerBytes.withUnsafeMutableBytes { b throws(VirtqueueError) in try chain.copyOut(into: b) } } catch { return }
+        do { got = try chain.copyOut(into: transmitHeader) } catch { return }
         guard got == VsockHeader.size else { return }
-        let h = VsockHeader(bytes: headerBytes)
+        let h = VsockHeader(UnsafeRawBufferPointer(transmitHeader))
         // Only guest → host traffic exists here; anything else is dropped (5.10.6.1: the device
         // must not deliver packets with a wrong source CID).
         guard h.sourceCID == guestCID, h.destinationCID == Spec.hostCID else { return }
