@@ -238,6 +238,9 @@ private func atEOF(_ fd: Int32) -> Bool {
         try rig.send(rig.guestHeader(op: Spec.opReadWrite, src: 1234, dst: local), Array("hello host".utf8))
         #expect(readText(client, 10) == "hello host")
         #expect(rig.interrupt.count(0) > 0)
+        // Every tx packet the device consumed is returned with an interrupt (the driver frees
+        // its buffers then; without it a guest that sends a lot stalls).
+        #expect(rig.interrupt.count(Spec.transmitQueue) == 2, "tx interrupts: \(rig.interrupt.count(Spec.transmitQueue))")
 
         try rig.send(rig.guestHeader(op: Spec.opReset, src: 1234, dst: local))
         #expect(atEOF(client))

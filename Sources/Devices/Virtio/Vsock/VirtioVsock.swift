@@ -95,7 +95,9 @@ public final class VirtioVsock: VirtioDevice {
         /// A receive chain taken from the queue but not filled yet.
         var held: (chain: DescriptorChain, writable: Int)?
         var receiveUsed = false
-        var transmitUsed = false
+        /// The transmitq's last drain asked for an interrupt (drain already consulted
+        /// needsNotification, which must be asked once per batch).
+        var transmitNeedsSignal = false
     }
 
     private let state: Mutex<State>
@@ -258,9 +260,9 @@ public final class VirtioVsock: VirtioDevice {
     private func takeSignals(_ s: inout State) -> UsedSignals? {
         guard let interrupt = s.interrupt else { return nil }
         let receive = s.receiveUsed && s.receive?.needsNotification() == true
-        let transmit = s.transmitUsed && s.transmit?.needsNotification() == true
+        let transmit = s.transmitNeedsSignal
         s.receiveUsed = false
-        s.transmitUsed = false
+        s.transmitNeedsSignal = false
         return receive || transmit ? UsedSignals(interrupt: interrupt, receive: receive, transmit: transmit) : nil
     }
 
@@ -480,10 +482,10 @@ public final class VirtioVsock: VirtioDevice {
         // 5.10.6.6: the device writes nothing into a transmit buffer.
         let result = queue.drain { chain in
             handleTransmitChain(&s, chain)
-            s.transmitUsed = true
             return 0
         }
         if result.broken { s.needsReset = true }
+        s.transmitNeedsSignal = s.transmitNeedsSignal || result.needsNotification
     }
 
     private func handleTransmitChain(_ s: inout State, _ chain: DescriptorChain) {
