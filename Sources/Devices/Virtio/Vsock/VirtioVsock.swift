@@ -95,6 +95,8 @@ public final class VirtioVsock: VirtioDevice {
         /// A receive chain taken from the queue but not filled yet.
         var held: (chain: DescriptorChain, writable: Int)?
         var receiveUsed = false
+        /// Connections with data to send this round (kept to reuse its storage).
+        var candidates: [UInt64] = []
         /// The transmitq's last drain asked for an interrupt (drain already consulted
         /// needsNotification, which must be asked once per batch).
         var transmitNeedsSignal = false
@@ -426,10 +428,12 @@ public final class VirtioVsock: VirtioDevice {
                 deliver(&s, chain, h, payload: 0)
                 progress = true
             }
-            let candidates = s.connections.compactMap { token, c in
-                c.phase == .established && c.readable && !c.hostClosed && !c.closeWhenFlushed && c.credit > 0 ? token : nil
+            s.candidates.removeAll(keepingCapacity: true)
+            for (token, c) in s.connections
+            where c.phase == .established && c.readable && !c.hostClosed && !c.closeWhenFlushed && c.credit > 0 {
+                s.candidates.append(token)
             }
-            for token in candidates {
+            for token in s.candidates {
                 guard let (chain, writable) = takeReceiveChain(&s) else { break outer }
                 guard var c = s.connections[token] else { continue }
                 let room = min(writable - VsockHeader.size, Self.maximumPayload, c.credit)
