@@ -81,7 +81,8 @@ struct CtlCommand: ParsableCommand {
                 }
             }
             let status = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.start(name, definition: definition) }
-            print("\(status.name): \(status.stateText) (pid \(status.pid.map(String.init) ?? "-"))")
+            // A guest that already ended has no pid to show.
+            print("\(status.name): \(status.stateText)" + (status.pid.map { " (pid \($0))" } ?? ""))
         }
     }
 
