@@ -352,11 +352,13 @@ public final class LinuxVM: @unchecked Sendable {
     /// the next, as a real keyboard's bytes arrive. A byte still unread after 50 ms gets IRQ 1
     /// again: an edge raised while the guest was busy (a nested KVM, an idle guest waking) was
     /// seen to get lost, and a spare one is harmless (the guest's handler finds the buffer empty).
-    /// Gives up on a byte after 2 s (a guest with no keyboard driver, or a paused VM); what is
-    /// queued stays for the guest to read later.
+    /// Gives up on a byte after 2 s (a guest with no keyboard driver); what is queued stays for
+    /// the guest to read later. A paused VM gets all the bytes at once, without waiting: it reads
+    /// them after `resume`.
     public func sendCtrlAltDel() {
         for code in i8042.ctrlAltDelScanCodes() {
             guard i8042.sendKeyboardByte(code) else { return }
+            if pauseGate.isPaused { continue }
             var waitedMilliseconds = 0
             while !i8042.isOutputEmpty && control.outcome == nil {
                 guard waitedMilliseconds < 2000 else { return }

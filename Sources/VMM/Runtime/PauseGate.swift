@@ -45,6 +45,9 @@ final class PauseGate: @unchecked Sendable {
         }
     }
 
+    /// Whether a pause is asked for (the vCPUs are parked or about to be).
+    var isPaused: Bool { locked { pauseRequested } }
+
     /// Lets parked vCPUs go back to the guest.
     func resume() {
         locked {
