@@ -274,9 +274,14 @@ public final class Supervisor: @unchecked Sendable {
 
         // InstanceStart was answered: the VM ran, so the start succeeded. A guest that is quick
         // to finish (or a stop that came meanwhile) may already have ended it; the answer then
-        // says so (stopped, with its exit status) rather than calling the start a failure.
+        // says so (stopped, with its exit status) rather than calling the start a failure. Only
+        // a newer start of the same VM (another generation) makes this answer meaningless.
         lock.lock()
-        if e.generation == generation && e.state == .starting {
+        guard e.generation == generation else {
+            lock.unlock()
+            throw DaemonError(409, "VM '\(name)' ended and was started again meanwhile")
+        }
+        if e.state == .starting {
             e.state = .running
             e.startedAt = Date().timeIntervalSince1970
             persist(e)

@@ -355,9 +355,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 for word in args.split():
                     if word.startswith("end-before-answer="):
                         # The VM ends first; a child answers InstanceStart on the inherited
-                        # connection once the supervisor has seen the end.
+                        # connection once the supervisor has recorded the end (it removes the
+                        # API socket then, under its lock).
                         if os.fork() == 0:
-                            time.sleep(0.3)
+                            deadline = time.time() + 10
+                            while os.path.exists(api) and time.time() < deadline:
+                                time.sleep(0.01)
                             self.reply(204)
                             self.wfile.flush()
                             os._exit(0)

@@ -25,7 +25,8 @@ final class VirtqueueTestDriver {
     /// The driver's shadow of avail.idx.
     var availableIndex: UInt16 = 0
 
-    /// The driver's shadow of used.idx: how far `takeUsed` has read.
+    /// How far the test has read the used ring (a driver's last_used_idx), for tests that
+    /// consume used entries as they come.
     var seenUsed: UInt16 = 0
 
     convenience init(size: UInt16, memorySize: UInt64 = 1 << 20, descriptorTable: UInt64 = 0x1000) throws {

@@ -352,21 +352,32 @@ public final class LinuxVM: @unchecked Sendable {
     /// the next, as a real keyboard's bytes arrive. A byte still unread after 50 ms gets IRQ 1
     /// again: an edge raised while the guest was busy (a nested KVM, an idle guest waking) was
     /// seen to get lost, and a spare one is harmless (the guest's handler finds the buffer empty).
-    /// Gives up on a byte after 2 s (a guest with no keyboard driver); what is queued stays for
-    /// the guest to read later. A paused VM gets all the bytes at once, without waiting: it reads
-    /// them after `resume`.
+    /// A byte unread after 2 s (a guest with no keyboard driver), or a paused VM, ends the
+    /// waiting: the remaining bytes are queued at once for the guest to read when it can.
     public func sendCtrlAltDel() {
+        var waiting = !pauseGate.isPaused
         for code in i8042.ctrlAltDelScanCodes() {
             guard i8042.sendKeyboardByte(code) else { return }
-            if pauseGate.isPaused { continue }
-            var waitedMilliseconds = 0
-            while !i8042.isOutputEmpty && control.outcome == nil {
-                guard waitedMilliseconds < 2000 else { return }
-                usleep(1000)
-                waitedMilliseconds += 1
-                if waitedMilliseconds % 50 == 0 { i8042.repeatKeyboardInterrupt() }
-            }
+            if waiting { waiting = waitUntilKeyboardRead() }
         }
+    }
+
+    /// Waits up to 2 s for the guest to read the keyboard's bytes, raising IRQ 1 again every
+    /// 50 ms. False when it gave up.
+    private func waitUntilKeyboardRead() -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(2)
+        var retry = clock.now + .milliseconds(50)
+        while !i8042.isOutputEmpty && control.outcome == nil {
+            let now = clock.now
+            if now >= deadline { return false }
+            if now >= retry {
+                i8042.repeatKeyboardInterrupt()
+                retry = now + .milliseconds(50)
+            }
+            usleep(1000)
+        }
+        return true
     }
 
     /// Per-device counters, in bus order.

@@ -161,7 +161,8 @@ enum StrictJSON {
                 integer = false
             }
             guard integer else {
-                let text = String(decoding: bytes[start..<index], as: UTF8.self)
+                // At most 24 characters of it: the message stays one short line.
+                let text = String(decoding: bytes[start..<min(index, start + 24)], as: UTF8.self) + (index - start > 24 ? "…" : "")
                 throw Failure(offset: start, message: "\(text) is not an integer (every number here is one)", isSyntaxError: false)
             }
         }
