@@ -51,8 +51,8 @@ import Testing
     }
 
     @Test func macParsing() {
-        #expect(HvtCommandLine.parseMAC("0a:0B:cc:dd:ee:ff") == [10, 11, 0xCC, 0xDD, 0xEE, 0xFF])
-        #expect(HvtCommandLine.parseMAC("0a:0b:cc:dd:ee") == nil)
-        #expect(HvtCommandLine.parseMAC("0a:0b:cc:dd:ee:fff") == nil)
+        #expect(MACAddress.parse("0a:0B:cc:dd:ee:ff") == [10, 11, 0xCC, 0xDD, 0xEE, 0xFF])
+        #expect(MACAddress.parse("0a:0b:cc:dd:ee") == nil)
+        #expect(MACAddress.parse("0a:0b:cc:dd:ee:fff") == nil)
     }
 }

@@ -47,7 +47,7 @@ public enum HvtCommandLine {
                 nets.append(.init(name: name, interface: iface))
             } else if let spec = arg.dropPrefix("--net-mac:") {
                 let (name, text) = try nameValue(spec, option: "--net-mac")
-                guard let mac = parseMAC(text) else { throw VMMError(.configuration, "--net-mac:\(name): malformed MAC address '\(text)'") }
+                guard let mac = MACAddress.parse(text) else { throw VMMError(.configuration, "--net-mac:\(name): malformed MAC address '\(text)'") }
                 macs.append((name, mac))
             } else if let spec = arg.dropPrefix("--block:") {
                 let (name, path) = try nameValue(spec, option: "--block")
@@ -100,17 +100,6 @@ public enum HvtCommandLine {
         return (String(name), String(value))
     }
 
-    /// Parses `xx:xx:xx:xx:xx:xx`.
-    public static func parseMAC(_ text: String) -> [UInt8]? {
-        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 6 else { return nil }
-        var mac: [UInt8] = []
-        for p in parts {
-            guard p.count == 2, let b = UInt8(p, radix: 16) else { return nil }
-            mac.append(b)
-        }
-        return mac
-    }
 }
 
 extension String {

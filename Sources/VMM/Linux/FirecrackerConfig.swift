@@ -123,7 +123,7 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
             ifaceId = try c.decode(String.self, forKey: .ifaceId)
             hostDevName = try c.decodePath(.hostDevName)
             if let text = try c.decodeIfPresent(String.self, forKey: .guestMac) {
-                guard let mac = FirecrackerConfig.parseMAC(text) else {
+                guard let mac = MACAddress.parseUnicast(text) else {
                     throw DecodingError.dataCorruptedError(forKey: .guestMac, in: c,
                         debugDescription: "'\(text)' is not a unicast MAC (XX:XX:XX:XX:XX:XX)")
                 }
@@ -166,18 +166,6 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         drives = try c.decodeIfPresent([Drive].self, forKey: .drives) ?? []
         networkInterfaces = try c.decodeIfPresent([NetworkInterface].self, forKey: .networkInterfaces) ?? []
         vsock = try c.decodeIfPresent(Vsock.self, forKey: .vsock)
-    }
-
-    /// Parses `XX:XX:XX:XX:XX:XX` (a unicast address).
-    static func parseMAC(_ text: String) -> [UInt8]? {
-        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-        guard parts.count == 6 else { return nil }
-        var bytes: [UInt8] = []
-        for part in parts {
-            guard part.count == 2, let b = UInt8(part, radix: 16) else { return nil }
-            bytes.append(b)
-        }
-        return bytes[0] & 1 == 0 ? bytes : nil
     }
 
     /// Reads and parses a config file; errors name the file.
