@@ -1,5 +1,6 @@
 #include "CHost.h"
 #include <net/if.h>
+#include <sys/socket.h>
 #include <linux/if_tun.h>
 
 int chost_tap_open(const char *name) {
@@ -34,6 +35,37 @@ int chost_tap_open_vnet(const char *name, int create, int vnet_header_size) {
         return -e;
     }
     return fd;
+}
+
+int chost_tap_query(int fd, char name[16], int *flags) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    if (ioctl(fd, TUNGETIFF, &ifr) < 0) return -errno;
+    memcpy(name, ifr.ifr_name, IFNAMSIZ);
+    name[IFNAMSIZ - 1] = 0;
+    *flags = ifr.ifr_flags;
+    if (!(ifr.ifr_flags & IFF_TAP)) return -EPROTOTYPE;
+    return (ifr.ifr_flags & IFF_NO_PI) ? 0 : -EPFNOSUPPORT;
+}
+
+#include <poll.h>
+int chost_poll2(int a, int b, int timeout_ms) {
+    struct pollfd fds[2] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN } };
+    if (poll(fds, 2, timeout_ms) <= 0) return 0;
+    return ((fds[0].revents & (POLLIN | POLLERR | POLLHUP)) ? 1 : 0) |
+           ((fds[1].revents & (POLLIN | POLLERR | POLLHUP)) ? 2 : 0);
+}
+
+int chost_if_mtu(const char *name) {
+    if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int r = ioctl(sock, SIOCGIFMTU, &ifr) < 0 ? -errno : ifr.ifr_mtu;
+    close(sock);
+    return r;
 }
 
 int chost_tap_set_offload(int fd, unsigned int flags) {

@@ -18,6 +18,35 @@ public final class TapDevice: @unchecked Sendable {
         fd = FileDescriptor(owning: r)
     }
 
+    /// Takes over `descriptor`, a tap already open (as an orchestrator such as albatross passes
+    /// one: solo5-hvt's `--net:NAME=@FD`). Refuses a closed descriptor or one that is not a tap,
+    /// and makes it non-blocking and close-on-exec like one this process opened.
+    public init(adopting descriptor: Int32) throws(HostError) {
+        var nameBytes = [CChar](repeating: 0, count: 16)
+        var flags: Int32 = 0
+        let r = chost_tap_query(descriptor, &nameBytes, &flags)
+        switch -r {
+        case 0: break
+        case EBADF: throw HostError("fd \(descriptor)", errno: EBADF)
+        case EPFNOSUPPORT:
+            throw HostError("fd \(descriptor): tap \(String(cString: nameBytes)) carries packet-information headers (IFF_NO_PI unset)", errno: EINVAL)
+        // EBADFD/EINVAL/ENOTTY/EPROTOTYPE all mean "open, but not a tap": say that plainly.
+        default: throw HostError("fd \(descriptor) is not a tap device", errno: ENOTTY)
+        }
+        let nonblocking = chost_set_nonblocking(descriptor)
+        guard nonblocking == 0 else { throw HostError("fd \(descriptor)", errno: -nonblocking) }
+        _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+        name = String(cString: nameBytes)
+        fd = FileDescriptor(owning: descriptor)
+    }
+
+    /// The interface's MTU (SIOCGIFMTU), what the guest is told it may send.
+    public func mtu() throws(HostError) -> Int {
+        let r = chost_if_mtu(name)
+        guard r >= 0 else { throw HostError("MTU of \(name)", errno: -r) }
+        return Int(r)
+    }
+
     /// Reads one frame; nil when none is waiting.
     @inline(__always)
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(HostError) -> Int? {

@@ -10,6 +10,7 @@ struct VMMLog: Sendable {
     func error(_ message: @autoclosure () -> String) { emit(.error, message()) }
     func warn(_ message: @autoclosure () -> String) { emit(.warn, message()) }
     func info(_ message: @autoclosure () -> String) { emit(.info, message()) }
+    func debug(_ message: @autoclosure () -> String) { emit(.debug, message()) }
 
     private func emit(_ at: HvtConfig.LogLevel, _ message: String) {
         guard at <= level else { return }

@@ -23,9 +23,14 @@ struct HvtCommand: ParsableCommand {
         do {
             switch try HvtCommandLine.parse(arguments) {
             case .help:
-                print(HvtCommandLine.usage)
+                // solo5-hvt prints its usage on stderr and exits 1.
+                printError(HvtCommandLine.usage)
                 Glibc.exit(1)
-            case .run(let config):
+            case .version:
+                printError(HvtCommandLine.version)
+                Glibc.exit(0)
+            case .run(let config, let warnings):
+                if config.logLevel >= .warn { for w in warnings { printError("swiftlet: \(w)") } }
                 let tender = try HvtTender(config: config)
                 Glibc.exit(tender.run())
             }

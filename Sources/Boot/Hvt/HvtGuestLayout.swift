@@ -8,19 +8,29 @@ import GuestMemory
 /// 0x0000  zero page: NOT mapped, so a guest NULL dereference faults
 /// 0x1000  GDT (null, code 0x08, data 0x10)
 /// 0x2000  PML4      0x3000 PDPT      0x4000..0x7fff  four page directories (up to 4 GiB)
-/// 0x8000  struct hvt_boot_info (40 bytes), then the manifest copy (at most 6,664 bytes)
+/// 0x8000  struct hvt_boot_info (40 bytes in ABI 1, 56 in ABI 2), then the manifest copy
 /// 0xA000  command line (HVT_CMDLINE_SIZE = 8192)
 /// 0xC000  4 KiB page tables for the image (one per 2 MiB up to the image end; up to 1 MiB)
 /// ```
 /// Memory from 0 up to the image end (rounded up to 2 MiB) is mapped with 4 KiB pages so text can
 /// be read-only and data non-executable; the rest with 2 MiB read/write, no-execute pages.
+///
+/// With the ABI-2 network ring (as solo5-hvt v0.12.1 lays it out): guest RAM is what `--mem`
+/// asked for, the 2 MiB after it hold the ring (`netRingArea`), and the boot info reports the
+/// RAM alone as `mem_size`, so `net_ring == mem_size`. The page tables map the ring too.
 public enum HvtGuestLayout {
     public static let gdtBase: UInt64 = 0x1000
     public static let pml4Base: UInt64 = 0x2000
     public static let pdptBase: UInt64 = 0x3000
     public static let pdBase: UInt64 = 0x4000
     public static let bootInfoBase: UInt64 = 0x8000
-    public static let bootInfoSize: UInt64 = 40
+    /// Size of struct hvt_boot_info for each ABI.
+    public static func bootInfoSize(_ abi: HvtABI) -> UInt64 { abi == .v1 ? 40 : 56 }
+    /// The space reserved after guest RAM for the ring (its 49,280 bytes rounded up to 2 MiB, as
+    /// solo5-hvt reserves it).
+    public static let netRingArea: UInt64 = 2 << 20
+    /// `host_features` bit: the tender serves network I/O through the ring (HVT_FEATURE_RING_IO).
+    public static let featureRingIO: UInt32 = 1
     public static let cmdlineBase: UInt64 = 0xA000
     public static let cmdlineSize = 8192
     public static let pageTableBase: UInt64 = 0xC000
@@ -29,8 +39,6 @@ public enum HvtGuestLayout {
     public static let memoryGranule: UInt64 = 2 << 20
     /// Hypercall arguments are 32-bit guest addresses, so memory beyond 4 GiB is unreachable for them.
     public static let maximumMemory: UInt64 = 4 << 30
-    /// Free space the image must leave for heap and stack.
-    public static let minimumFreeMemory: UInt64 = 64 << 10
 
     // Page-table entry bits.
     static let present: UInt64 = 1, writable: UInt64 = 2, largePage: UInt64 = 1 << 7, noExecute: UInt64 = 1 << 63
@@ -50,50 +58,65 @@ public enum HvtGuestLayout {
         public var bootInfo: UInt64
     }
 
-    /// Writes `image` and every boot structure into `memory` (which must be zeroed and start at 0).
+    /// Writes `image` and every boot structure into `memory` (zeroed, starting at 0). Guest RAM is
+    /// its first `ramSize` bytes; with `netRing`, the ring's GPA (== `ramSize`, ABI 2 only), the
+    /// boot info offers ring I/O. Like solo5-hvt, an image whose .bss reaches past RAM still runs
+    /// (the guest's own allocator then says it has no memory); only its file contents must fit.
     public static func build(image: HvtImage, manifest: HvtManifest, arguments: [String],
-                             cpuCycleFrequency: UInt64, into memory: GuestMemory) throws(BootError) -> BootState {
-        let memSize = memory.size
-        guard memSize % memoryGranule == 0, memSize >= memoryGranule, memSize <= maximumMemory else {
+                             cpuCycleFrequency: UInt64, ramSize: UInt64, netRing: UInt64? = nil,
+                             into memory: GuestMemory) throws(BootError) -> BootState {
+        guard ramSize % memoryGranule == 0, ramSize >= memoryGranule, ramSize <= maximumMemory, ramSize <= memory.size else {
             throw BootError("guest memory must be a multiple of 2 MiB between 2 MiB and 4 GiB")
         }
-        guard image.kernelEnd <= memSize, memSize - image.kernelEnd >= minimumFreeMemory else {
-            throw BootError("guest memory (\(memSize >> 20) MiB) is too small for the image (ends at \(image.kernelEnd) bytes)")
+        guard netRing == nil || (image.abi >= .v2 && netRing == ramSize) else {
+            throw BootError("the network ring needs hvt ABI 2 and must follow guest RAM")
         }
         let cmdline = arguments.joined(separator: " ")
         guard cmdline.utf8.count < cmdlineSize else {
-            throw BootError("guest command line too long (max=\(cmdlineSize - 1) characters)")
+            throw BootError("Guest command line too long (max=\(cmdlineSize - 1) characters)")
         }
         try BootError.layingOut {
-            try loadSegments(image.segments, from: image.elf.bytes, into: memory)
+            try loadSegments(image.segments, from: image.elf.bytes, ramSize: ramSize, into: memory)
             try FlatGDT.write(at: gdtBase, codeSelector: codeSelector, dataSelector: dataSelector, into: memory)
-            try writePageTables(image: image, memory: memory)
-            let mftBase = bootInfoBase + bootInfoSize
-            try memory.store(memSize, at: GuestAddress(bootInfoBase))
-            try memory.store(image.kernelEnd, at: GuestAddress(bootInfoBase + 8))
+            try writePageTables(image: image, mappedSize: memory.size, memory: memory)
+            let infoSize = bootInfoSize(image.abi)
+            let mftBase = bootInfoBase + infoSize
+            try memory.fill(at: GuestAddress(bootInfoBase), count: infoSize)
+            try memory.store(ramSize, at: GuestAddress(bootInfoBase))
+            try memory.store(min(image.kernelEnd, ramSize), at: GuestAddress(bootInfoBase + 8))
             try memory.store(cpuCycleFrequency, at: GuestAddress(bootInfoBase + 16))
             try memory.store(cmdlineBase, at: GuestAddress(bootInfoBase + 24))
             try memory.store(mftBase, at: GuestAddress(bootInfoBase + 32))
+            if image.abi >= .v2 {
+                // host_features, guest_features (the guest's to write; 0), net_ring.
+                try memory.store(netRing == nil ? UInt32(0) : featureRingIO, at: GuestAddress(bootInfoBase + 40))
+                try memory.store(netRing ?? 0, at: GuestAddress(bootInfoBase + 48))
+            }
             guard mftBase + UInt64(manifest.raw.count) <= cmdlineBase else { throw BootError("manifest too large") }
             try memory.write(manifest.raw, at: GuestAddress(mftBase))
             try memory.write(Array(cmdline.utf8) + [0], at: GuestAddress(cmdlineBase))
         }
-        return BootState(entry: image.entry, stackPointer: memSize - 8, bootInfo: bootInfoBase)
+        return BootState(entry: image.entry, stackPointer: ramSize - 8, bootInfo: bootInfoBase)
     }
 
-    /// Copies ELF load segments into guest memory and zeroes their .bss tails.
-    static func loadSegments(_ segments: [ELFFile.LoadSegment], from file: [UInt8], into memory: GuestMemory) throws {
+    /// Copies ELF load segments into guest memory and zeroes their .bss tails. With `ramSize`
+    /// (hvt), only file contents must fit in RAM and a .bss is zeroed up to the end of RAM; without
+    /// (PVH), every segment must fit in `memory` whole.
+    static func loadSegments(_ segments: [ELFFile.LoadSegment], from file: [UInt8], ramSize: UInt64? = nil, into memory: GuestMemory) throws {
         for s in segments {
-            guard memory.contains(GuestAddress(s.guestAddress), count: s.memorySize) else {
+            let fits = if let ramSize { s.guestAddress < ramSize && s.fileSize <= ramSize - s.guestAddress }
+                       else { memory.contains(GuestAddress(s.guestAddress), count: s.memorySize) }
+            guard fits else {
                 throw BootError("image segment at 0x\(String(s.guestAddress, radix: 16)) does not fit in guest memory")
             }
-            let dest = try memory.bytes(at: GuestAddress(s.guestAddress), count: s.memorySize)
+            let inRAM = ramSize.map { min(s.memorySize, $0 - s.guestAddress) } ?? s.memorySize
+            let dest = try memory.bytes(at: GuestAddress(s.guestAddress), count: inRAM)
             s.contents(in: file).withUnsafeBytes { src in
                 if src.count > 0 { dest.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: src.count) }
             }
             // Memory arrives zeroed from mmap, but say so: .bss must be zero whatever the allocator.
-            if s.memorySize > s.fileSize {
-                try memory.fill(at: GuestAddress(s.guestAddress + s.fileSize), count: s.memorySize - s.fileSize)
+            if inRAM > s.fileSize {
+                try memory.fill(at: GuestAddress(s.guestAddress + s.fileSize), count: inRAM - s.fileSize)
             }
         }
     }
@@ -111,9 +134,9 @@ public enum HvtGuestLayout {
         return present | (write ? writable : 0) | (exec ? 0 : noExecute)
     }
 
-    static func writePageTables(image: HvtImage, memory: GuestMemory) throws {
-        let memSize = memory.size
-        let fineEnd = (image.kernelEnd + memoryGranule - 1) / memoryGranule * memoryGranule
+    /// Identity-maps `[0, mappedSize)`: guest RAM and, with a ring, the area after it.
+    static func writePageTables(image: HvtImage, mappedSize memSize: UInt64, memory: GuestMemory) throws {
+        let fineEnd = min((image.kernelEnd + memoryGranule - 1) / memoryGranule * memoryGranule, memSize)
         let pageTables = fineEnd / memoryGranule
         guard pageTableBase + pageTables * 0x1000 <= pageTableLimit else {
             throw BootError("image too large for hvt page tables (ends at \(image.kernelEnd) bytes)")

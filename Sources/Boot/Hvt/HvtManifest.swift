@@ -39,6 +39,9 @@ public struct HvtManifest: Equatable, Sendable {
         guard count <= Self.maxEntries else { throw BootError("Solo5 manifest has \(count) entries, at most \(Self.maxEntries) are allowed") }
         let needed = Self.headerSize + Int(count) * Self.entrySize
         guard bytes.count >= needed else { throw BootError("Solo5 manifest is truncated (\(bytes.count) of \(needed) bytes)") }
+        // Solo5's toolchain always writes a reserved, unnamed entry 0, and solo5-hvt refuses a
+        // manifest without one (so device handles start at 1).
+        guard count >= 1 else { throw BootError("Solo5 manifest has no entries (entry 0 must be the reserved entry)") }
         var entries: [Entry] = []
         var seen = Set<String>()
         for i in 0..<Int(count) {
@@ -61,6 +64,14 @@ public struct HvtManifest: Equatable, Sendable {
                     throw BootError("Solo5 manifest entry \(i): invalid device name '\(name)'")
                 }
                 guard seen.insert(name).inserted else { throw BootError("Solo5 manifest declares '\(name)' twice") }
+            }
+            if i == 0 {
+                guard rawType == Self.reservedFirst, name.isEmpty else {
+                    throw BootError("Solo5 manifest entry 0 is not the reserved entry (MFT_RESERVED_FIRST, no name)")
+                }
+            }
+            guard try r.u8(base + UInt64(Self.offsetAttached)) == 0 else {
+                throw BootError("Solo5 manifest entry \(i) is marked attached in the image")
             }
             entries.append(Entry(name: name, type: type))
         }

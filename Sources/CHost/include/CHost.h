@@ -26,8 +26,33 @@ int chost_tap_open(const char *name);
 // (EBUSY) rather than attach to an interface that appeared meanwhile, and TUNSETPERSIST 0 makes
 // sure the new interface goes away when the fd closes. Returns the fd or -errno.
 int chost_tap_open_vnet(const char *name, int create, int vnet_header_size);
+// TUNGETIFF on an already-open descriptor (one passed in by an orchestrator): the interface's name
+// (16 bytes, NUL-terminated) and flags. 0 for a tap without packet-information headers; -EPROTOTYPE
+// for a tun; -EPFNOSUPPORT for a tap with IFF_NO_PI unset; -errno otherwise (EBADF for a closed
+// fd, EBADFD/EINVAL/ENOTTY for a descriptor that is not a tun/tap at all).
+int chost_tap_query(int fd, char name[16], int *flags);
+// SIOCGIFMTU: the MTU of interface `name`, or -errno.
+int chost_if_mtu(const char *name);
 // TUNSETOFFLOAD: which offloads (TUN_F_*) the reader of this tap accepts. 0 or -errno.
 int chost_tap_set_offload(int fd, unsigned int flags);
+
+// Memory shared with a guest that another thread or CPU writes concurrently (a ring's indices):
+// loads and stores the compiler may neither cache nor reorder across, and the full barrier a
+// "store mine, then load theirs" handshake needs (x86: mfence; TSO lets a later load pass an
+// earlier store).
+static inline uint32_t chost_shared_load_u32(const void *p) { return __atomic_load_n((const uint32_t *)p, __ATOMIC_ACQUIRE); }
+static inline void chost_shared_store_u32(void *p, uint32_t v) { __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE); }
+static inline void chost_full_barrier(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void chost_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause" ::: "memory");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+// poll(2) for input on two descriptors; -1 waits forever. Bit 0: `a` readable, bit 1: `b`; 0 on
+// timeout or EINTR.
+int chost_poll2(int a, int b, int timeout_ms);
 
 static inline long chost_getrandom(void *buf, unsigned long n) { return getrandom(buf, n, 0); }
 

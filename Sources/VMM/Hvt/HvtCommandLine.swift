@@ -1,26 +1,45 @@
-/// Parses `solo5-hvt`'s command line: `[--mem=MB] [--net:NAME=IFACE] [--net-mac:NAME=HWADDR]
-/// [--block:NAME=PATH] [--block-sector-size:NAME=N] [--solo5:LEVEL] [--] KERNEL [ARGS…]`.
-/// Options come before KERNEL; everything after KERNEL belongs to the unikernel.
+/// Parses `solo5-hvt`'s command line (Solo5 v0.12.1): `[--mem=MB] [--net:NAME=IFACE|@FD]
+/// [--net-mac:NAME=HWADDR] [--block:NAME=PATH] [--block-sector-size:NAME=N] [--solo5:LEVEL] [--]
+/// KERNEL [ARGS…]`, plus `--help` and `--version`. Options come before KERNEL; everything after
+/// KERNEL belongs to the unikernel.
 public enum HvtCommandLine {
-    /// What the command line asked for: a run, or the usage text.
+    /// What the command line asked for: a run, the usage text, or the version.
     public enum Parsed: Equatable, Sendable {
-        case run(HvtConfig)
+        case run(HvtConfig, warnings: [String])
         case help
+        case version
     }
+
+    /// The Solo5 release whose `solo5-hvt` command line and ABIs this tender follows.
+    public static let solo5Release = "v0.12.1"
+
+    /// `--version`, printed on stderr as solo5-hvt does (first two lines in its shape, so scripts
+    /// that read "ABI version N" keep working).
+    public static let version = """
+        swiftlet hvt tender, version \(solo5Release) (Swiftlet's drop-in for solo5-hvt \(solo5Release))
+        ABI version 2
+        ABI versions supported: 1 2
+        """
 
     public static let usage = """
         usage: swiftlet hvt [ CORE OPTIONS ] [ MODULE OPTIONS ] [ -- ] KERNEL [ ARGS ]
-        KERNEL is the filename of the unikernel to run.
+        KERNEL is the filename of the unikernel to run: Solo5 hvt ABI 2 (Solo5 0.8.0 to v0.12.1,
+        today's MirageOS) or ABI 1 (Solo5 0.7 and older), chosen by the image's ABI note.
         ARGS are optional arguments passed to the unikernel.
         Core options:
-          [ --mem=512 ] (guest memory in MB)
-          [ --solo5:quiet|error|warn|info|debug ] (tender log level)
+          [ --mem=512 ] (guest memory in MB; rounded down to 2 MB steps, at most 4096)
+          [ --solo5:quiet|error|warn|info|debug ] (tender log level; debug names the ABI)
             --help (display this help)
-        Module options:
+            --version (display version information)
+        Compiled-in modules: core block net
+        Compiled-in module options:
             --block:NAME=PATH (attach block device/file at PATH as block storage NAME)
-            --block-sector-size:NAME=SIZE (set the sector size of block NAME, default 512)
-            --net:NAME=IFACE (attach tap at IFACE as network device NAME)
-            --net-mac:NAME=HWADDR (set HWADDR for network device NAME)
+          [ --block-sector-size:NAME=SECTORSIZE ] (set sector size for block device NAME; must be a power of two greater than or equal 512)
+            --net:NAME=IFACE | @NN (attach tap at IFACE or at fd @NN as network NAME)
+          [ --net-mac:NAME=HWADDR ] (set HWADDR for network NAME)
+        Networking (ABI 2): frames go through a shared ring (HVT_FEATURE_RING_IO, a kick on
+        port 0x600 served by an ioeventfd and an I/O thread) when the tender can offer it and
+        the unikernel uses it; otherwise through hypercalls. The guest is told the tap's MTU.
         """
 
     public static func parse(_ arguments: [String]) throws(VMMError) -> Parsed {
@@ -30,20 +49,41 @@ public enum HvtCommandLine {
         var macs: [(String, [UInt8])] = []
         var sectorSizes: [(String, UInt16)] = []
         var level = HvtConfig.LogLevel.warn
+        var warnings: [String] = []
         var rest = arguments[...]
 
+        // solo5-hvt answers --help and --version before looking at anything else.
+        for arg in arguments {
+            if arg == "--" || !arg.hasPrefix("-") { break }
+            if arg == "--help" || arg == "-h" { return .help }
+            if arg == "--version" { return .version }
+        }
         while let arg = rest.first, arg.hasPrefix("-") {
             rest = rest.dropFirst()
             if arg == "--" { break }
-            if arg == "--help" || arg == "-h" { return .help }
             if let value = arg.dropPrefix("--mem=") {
-                guard let mb = UInt64(value), mb > 0, mb <= 1 << 20 else {
-                    throw VMMError(.configuration, "malformed argument to --mem: '\(value)' (a size in MB)")
+                // solo5-hvt reads a signed size in MB; 0 or junk is malformed. Rounding and the
+                // 4 GiB limit are the tender's (HvtTender.memoryLayout), as in solo5-hvt.
+                guard let mb = Int64(value), mb != 0 else {
+                    throw VMMError(.configuration, "Malformed argument to --mem: '\(value)' (a size in MB)")
                 }
-                memory = mb
+                guard mb > 0, mb <= 1 << 40 else {
+                    throw VMMError(.configuration, "guest memory size \(value) MB exceeds the max size 4294967296 bytes")
+                }
+                memory = UInt64(mb)
             } else if let spec = arg.dropPrefix("--net:") {
                 let (name, iface) = try nameValue(spec, option: "--net")
-                guard !iface.isEmpty, iface.utf8.count < 16 else { throw VMMError(.configuration, "--net:\(name): bad interface name '\(iface)'") }
+                if iface.hasPrefix("@") {
+                    guard HvtConfig.descriptor(of: iface) != nil else {
+                        throw VMMError(.configuration, "--net:\(name): '\(iface)' is not @FD with FD a descriptor number")
+                    }
+                } else {
+                    guard !iface.isEmpty, iface.utf8.count < 16 else { throw VMMError(.configuration, "--net:\(name): bad interface name '\(iface)'") }
+                }
+                if let i = nets.firstIndex(where: { $0.name == name }) {
+                    warnings.append("--net:\(name) given twice; using \(iface), not \(nets[i].interface)")
+                    nets.remove(at: i)
+                }
                 nets.append(.init(name: name, interface: iface))
             } else if let spec = arg.dropPrefix("--net-mac:") {
                 let (name, text) = try nameValue(spec, option: "--net-mac")
@@ -52,21 +92,25 @@ public enum HvtCommandLine {
             } else if let spec = arg.dropPrefix("--block:") {
                 let (name, path) = try nameValue(spec, option: "--block")
                 guard !path.isEmpty else { throw VMMError(.configuration, "--block:\(name): missing path") }
+                if let i = blocks.firstIndex(where: { $0.name == name }) {
+                    warnings.append("--block:\(name) given twice; using \(path), not \(blocks[i].path)")
+                    blocks.remove(at: i)
+                }
                 blocks.append(.init(name: name, path: path))
             } else if let spec = arg.dropPrefix("--block-sector-size:") {
                 let (name, text) = try nameValue(spec, option: "--block-sector-size")
                 guard let size = UInt16(text), size >= 512, size & (size - 1) == 0 else {
-                    throw VMMError(.configuration, "--block-sector-size:\(name): '\(text)' is not a power of two >= 512")
+                    throw VMMError(.configuration, "Block size must be a multiple of 2 greater than or equal 512 (--block-sector-size:\(name)=\(text): a power of two from 512 to 32768)")
                 }
                 sectorSizes.append((name, size))
             } else if let name = arg.dropPrefix("--solo5:") {
                 guard let named = HvtConfig.LogLevel(name: String(name)) else { throw VMMError(.configuration, "unknown option '\(arg)'") }
                 level = named
             } else {
-                throw VMMError(.configuration, "invalid option: '\(arg)' (see --help)")
+                throw VMMError(.configuration, "Invalid option: `\(arg)' (see --help)")
             }
         }
-        guard let kernel = rest.first else { throw VMMError(.configuration, "missing KERNEL operand (see --help)") }
+        guard let kernel = rest.first else { throw VMMError(.configuration, "Missing KERNEL operand (see --help)") }
 
         for (name, mac) in macs {
             guard let i = nets.firstIndex(where: { $0.name == name }) else {
@@ -86,7 +130,7 @@ public enum HvtCommandLine {
         config.blocks = blocks
         config.arguments = Array(rest.dropFirst())
         config.logLevel = level
-        return .run(config)
+        return .run(config, warnings: warnings)
     }
 
     /// Splits `NAME=VALUE`; NAME is 1–67 characters of [A-Za-z0-9] as Solo5 requires.

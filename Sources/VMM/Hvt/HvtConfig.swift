@@ -3,6 +3,8 @@ public struct HvtConfig: Sendable, Equatable {
     /// A tap interface for manifest device `name`.
     public struct Net: Sendable, Equatable {
         public var name: String
+        /// The tap's name, or `@N`: tap descriptor N, already open (solo5-hvt's `--net:NAME=@NN`,
+        /// as MirageOS's albatross passes taps).
         public var interface: String
         /// Six bytes; generated (locally administered, random) when nil.
         public var mac: [UInt8]?
@@ -35,8 +37,15 @@ public struct HvtConfig: Sendable, Equatable {
         }
     }
 
+    /// The descriptor of an `@N` interface, nil for a name (and for a malformed `@…`).
+    public static func descriptor(of interface: String) -> Int32? {
+        guard interface.hasPrefix("@"), let n = Int32(interface.dropFirst()), n >= 0 else { return nil }
+        return n
+    }
+
     public var kernelPath: String
-    /// Guest memory in MiB (solo5-hvt's default is 512).
+    /// Guest memory in MiB (solo5-hvt's default is 512); the tender rounds it down to 2 MiB steps
+    /// (at least 2 MiB) and refuses more than 4 GiB, as solo5-hvt does.
     public var memoryMiB: UInt64 = 512
     public var nets: [Net] = []
     public var blocks: [Block] = []

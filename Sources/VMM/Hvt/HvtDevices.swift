@@ -21,8 +21,12 @@ final class HvtBlockDevice {
             let fd = try FileDescriptor.open(config.path, flags: O_RDWR)
             let st = try fd.status()
             guard !st.isDirectory else { throw VMMError(.configuration, "block '\(config.name)': \(config.path) is a directory") }
-            guard st.size >= sector, st.size % sector == 0 else {
-                throw VMMError(.configuration, "block '\(config.name)': \(config.path) is \(st.size) bytes, not a non-zero multiple of the \(sector)-byte sector size")
+            // solo5-hvt's wording first (scripts may match it), then which file and its size.
+            guard st.size >= sector else {
+                throw VMMError(.configuration, "\(config.name): Backing storage must be at least 1 block (\(sector) bytes) in size (\(config.path) is \(st.size) bytes)")
+            }
+            guard st.size % sector == 0 else {
+                throw VMMError(.configuration, "\(config.name): Backing storage size must be block aligned (\(sector) bytes) (\(config.path) is \(st.size) bytes, not a multiple of the \(sector)-byte sector size)")
             }
             guard fd.tryLockExclusive() else {
                 throw VMMError(.configuration, "block '\(config.name)': \(config.path) is in use by another process")
@@ -40,9 +44,10 @@ final class HvtBlockDevice {
         }
     }
 
-    /// Whether [offset, offset+length) is a whole number of sectors inside the device.
+    /// Whether [offset, offset+length) lies inside the device. Like solo5-hvt v0.12.1 the tender
+    /// checks bounds only: sector alignment is the guest bindings' rule, not the ABI's.
     func accepts(offset: UInt64, length: UInt64) -> Bool {
-        guard length > 0, offset % sectorSize == 0, length % sectorSize == 0 else { return false }
+        guard offset < capacity, length <= UInt64(Int.max) else { return false }
         let (end, overflow) = offset.addingReportingOverflow(length)
         return !overflow && end <= capacity
     }
@@ -50,19 +55,33 @@ final class HvtBlockDevice {
 
 /// A network device backed by a tap interface: the manifest's MFT_DEV_NET_BASIC.
 final class HvtNetDevice {
-    static let mtu: UInt16 = 1500
-    /// Largest frame the guest may send: MTU plus the Ethernet header.
-    static let maxFrame = Int(mtu) + 14
     let name: String
     let tap: TapDevice
     let mac: [UInt8]
+    /// The tap's MTU, which the guest is told (solo5-hvt reads it with SIOCGIFMTU).
+    let mtu: UInt16
+    /// Largest frame the guest may send: MTU plus the Ethernet header (and a VLAN tag).
+    let maxFrame: UInt64
 
     init(_ config: HvtConfig.Net) throws(VMMError) {
-        do { tap = try TapDevice(name: config.interface) } catch {
-            throw VMMError(.configuration, "net '\(config.name)': could not attach interface \(config.interface): \(String(cString: strerror(error.errno)))")
+        do {
+            if let fd = HvtConfig.descriptor(of: config.interface) {
+                tap = try TapDevice(adopting: fd)
+            } else {
+                tap = try TapDevice(name: config.interface)
+            }
+        } catch {
+            let detail = error.operation.hasPrefix("fd ") ? "\(error)" : String(cString: strerror(error.errno))
+            throw VMMError(.configuration, "Could not attach interface: \(config.interface): \(detail) (net '\(config.name)')")
+        }
+        let mtu: Int
+        do { mtu = try tap.mtu() } catch {
+            throw VMMError(.configuration, "Could not attach interface: \(config.interface): \(error) (net '\(config.name)')")
         }
         name = config.name
         mac = config.mac ?? Self.randomMAC()
+        self.mtu = UInt16(clamping: mtu)
+        maxFrame = UInt64(self.mtu) + 18
     }
 
     /// A random unicast, locally administered MAC (as solo5-hvt generates).

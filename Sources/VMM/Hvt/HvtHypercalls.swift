@@ -31,8 +31,9 @@ final class HvtHypercalls {
     /// Bit i set when net device i has input; filled by the poller callback.
     private var readySet: UInt64 = 0
 
-    init(memory: GuestMemory, devices: [HvtDevice?], console: any ConsoleSink) throws(VMMError) {
-        counters = devices.map { _ in DeviceCounters() }
+    /// - Parameter counters: per manifest entry, shared with the network ring.
+    init(memory: GuestMemory, devices: [HvtDevice?], counters: [DeviceCounters], console: any ConsoleSink) throws(VMMError) {
+        self.counters = counters
         self.memory = memory
         self.devices = devices
         self.console = console
@@ -118,7 +119,7 @@ final class HvtHypercalls {
             let data = a.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
             let length = a.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
             guard handle < UInt64(devices.count), case .net(let nic)? = devices[Int(handle)],
-                  length > 0, length <= UInt64(HvtNetDevice.maxFrame) else {
+                  length > 0, length <= nic.maxFrame else {
                 a.storeBytes(of: Self.invalid, toByteOffset: 24, as: Int32.self)
                 return
             }

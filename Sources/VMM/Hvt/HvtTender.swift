@@ -7,9 +7,11 @@ import Synchronization
 import Glibc
 #endif
 
-/// The hvt tender: runs one unmodified Solo5 hvt unikernel on one vCPU, as `solo5-hvt` does.
-/// `init` validates everything (image, manifest, devices) before the guest runs; `run` enters the
-/// guest on a named vCPU thread and returns the unikernel's exit status.
+/// The hvt tender: runs one unmodified Solo5 hvt unikernel on one vCPU, as `solo5-hvt` v0.12.1
+/// does, for images of hvt ABI 2 (Solo5 0.8.0 to v0.12.1) and ABI 1 (0.7 and older), chosen by the
+/// image's note. `init` validates everything (image, manifest, devices) before the guest runs;
+/// `run` enters the guest on a named vCPU thread (and, with the ABI-2 network ring, serves the
+/// ring on an I/O thread) and returns the unikernel's exit status.
 public final class HvtTender: @unchecked Sendable {
     public let config: HvtConfig
     let image: HvtImage
@@ -17,6 +19,11 @@ public final class HvtTender: @unchecked Sendable {
     let machine: Machine
     let vcpu: VCPU
     let hypercalls: HvtHypercalls
+    /// The network ring and its kick, when offered to the guest (ABI 2 with a net device).
+    private let netRing: (ring: HvtNetRing, kick: EventFD, stop: EventFD)?
+    /// Set by the ring's I/O thread when the guest broke the ring: the run ends with this line.
+    private let ringFault = Mutex<String?>(nil)
+    private let ringStopping = Atomic<Bool>(false)
     private let deviceNames: [(index: Int, name: String, kind: String)]
     private let stopRequested = Atomic<Bool>(false)
     /// The signal `requestStop` was given (0: none), so `run` can report it.
@@ -64,7 +71,7 @@ public final class HvtTender: @unchecked Sendable {
                 throw VMMError(.configuration, "network device '\(net.name)' is not declared in the unikernel's manifest")
             }
             let nic = try HvtNetDevice(net)
-            manifest.attachNet(at: index, mac: nic.mac, mtu: HvtNetDevice.mtu)
+            manifest.attachNet(at: index, mac: nic.mac, mtu: nic.mtu)
             devices[index] = .net(nic)
         }
         for (index, entry) in manifest.entries.enumerated() where devices[index] == nil {
@@ -75,29 +82,35 @@ public final class HvtTender: @unchecked Sendable {
             }
         }
 
-        // 3. Memory, machine, vCPU.
-        let granule = HvtGuestLayout.memoryGranule
-        var memBytes = config.memoryMiB << 20
-        guard config.memoryMiB >= granule >> 20, config.memoryMiB <= HvtGuestLayout.maximumMemory >> 20 else {
-            throw VMMError(.configuration, "--mem must be between 2 and \(HvtGuestLayout.maximumMemory >> 20) MB")
-        }
-        if memBytes % granule != 0 {
-            memBytes = memBytes / granule * granule
-            log.warn("adjusting memory to \(memBytes) bytes")
-        }
-        guard image.kernelEnd <= memBytes, memBytes - image.kernelEnd >= HvtGuestLayout.minimumFreeMemory else {
-            throw VMMError(.configuration, "--mem=\(memBytes >> 20) is too small for \(config.kernelPath) (image ends at \(image.kernelEnd) bytes)")
-        }
+        // 3. Memory (solo5-hvt's rules), machine, vCPU. With ABI 2 and a network device, 2 MiB
+        //    after guest RAM hold the ring, as solo5-hvt v0.12.1 places it.
+        let wantsRing = image.abi >= .v2 && devices.contains { if case .net? = $0 { true } else { false } }
+        let sizes = try Self.memoryLayout(requestedMiB: config.memoryMiB, ring: wantsRing, log: log)
+        let ramRegion: GuestMemoryRegion, ram: GuestMemory
         do {
-            memory = try GuestMemory(size: memBytes)
-        } catch { throw VMMError(.host, "\(error)") }
+            ramRegion = try GuestMemoryRegion(base: GuestAddress(0), size: sizes.ram)
+            ram = try GuestMemory(regions: [ramRegion])
+            if wantsRing {
+                let ringRegion = try GuestMemoryRegion(base: GuestAddress(sizes.ram), size: HvtGuestLayout.netRingArea)
+                memory = try GuestMemory(regions: [ramRegion, ringRegion])
+            } else {
+                memory = ram
+            }
+        } catch { throw VMMError(.host, "Error allocating guest memory: \(error)") }
+        let counters = devices.map { _ in DeviceCounters() }
+        var ringOffer: (ring: HvtNetRing, kick: EventFD, stop: EventFD)? = nil
         do {
             machine = try Machine(memory: memory, devicePath: config.kvmDevice)
             vcpu = try machine.createVCPU(index: 0)
             try vcpu.setCPUID(machine.supportedCPUID())
             let frequency = try vcpu.tscFrequency()
+            if wantsRing, let ringRegion = memory.regions.last {
+                ringOffer = Self.offerRing(machine: machine, host: ringRegion.host, ram: ram, devices: devices,
+                                           counters: counters, log: log)
+            }
             let boot = try HvtGuestLayout.build(image: image, manifest: manifest, arguments: config.arguments,
-                                                cpuCycleFrequency: frequency, into: memory)
+                                                cpuCycleFrequency: frequency, ramSize: sizes.ram,
+                                                netRing: ringOffer == nil ? nil : sizes.ram, into: memory)
             try Self.setInitialState(vcpu, boot)
         } catch let error as HypervisorError {
             throw VMMError(.hypervisor, error.message)
@@ -106,7 +119,8 @@ public final class HvtTender: @unchecked Sendable {
         } catch {
             throw VMMError(.hypervisor, "\(error)")
         }
-        hypercalls = try HvtHypercalls(memory: memory, devices: devices, console: console.sink)
+        netRing = ringOffer
+        hypercalls = try HvtHypercalls(memory: ram, devices: devices, counters: counters, console: console.sink)
         deviceNames = manifest.entries.enumerated().compactMap { index, entry in
             switch devices[index] {
             case .block?: (index, entry.name, "block")
@@ -114,7 +128,56 @@ public final class HvtTender: @unchecked Sendable {
             case nil: nil
             }
         }
-        log.info("\(config.kernelPath): \(memBytes >> 20) MiB, entry 0x\(String(image.entry, radix: 16)), \(devices.compactMap { $0 }.count) device(s)")
+        log.info("\(config.kernelPath): \(sizes.ram >> 20) MiB, entry 0x\(String(image.entry, radix: 16)), \(devices.compactMap { $0 }.count) device(s)")
+        log.debug("\(config.kernelPath): Solo5 hvt ABI \(image.abi.rawValue); network I/O: "
+                  + (netRing != nil ? "ring at 0x\(String(sizes.ram, radix: 16)) (HVT_FEATURE_RING_IO, kick port 0x600) and hypercalls"
+                     : "hypercalls"))
+    }
+
+    /// guest RAM and the whole allocation for `--mem=requestedMiB`, as solo5-hvt v0.12.1 computes
+    /// them: rounded down to 2 MiB (at least 2 MiB, with a warning when changed), at most 4 GiB;
+    /// with a ring, 2 MiB more, the total again at most 4 GiB.
+    static func memoryLayout(requestedMiB: UInt64, ring: Bool, log: VMMLog) throws(VMMError) -> (ram: UInt64, total: UInt64) {
+        let granule = HvtGuestLayout.memoryGranule, maximum = HvtGuestLayout.maximumMemory
+        guard requestedMiB > 0, requestedMiB <= 1 << 40 else {
+            throw VMMError(.configuration, "Malformed argument to --mem: \(requestedMiB)")
+        }
+        let requested = requestedMiB << 20
+        var size = requested & ~(granule - 1)
+        if size == 0 { size = granule }
+        if size != requested { log.warn("adjusting memory to \(size) bytes") }
+        guard size <= maximum else {
+            throw VMMError(.configuration, "guest memory size \(size) bytes exceeds the max size \(maximum) bytes")
+        }
+        guard ring else { return (size, size) }
+        let total = min(size + HvtGuestLayout.netRingArea, maximum)
+        return (total - HvtGuestLayout.netRingArea, total)
+    }
+
+    /// Sets up the ring's kick (an ioeventfd on port 0x600) and engine. Nil, with a warning, when
+    /// KVM or the host cannot: the guest then uses hypercalls, as with solo5-hvt.
+    private static func offerRing(machine: Machine, host: UnsafeMutableRawPointer, ram: GuestMemory,
+                                  devices: [HvtDevice?], counters: [DeviceCounters], log: VMMLog) -> (ring: HvtNetRing, kick: EventFD, stop: EventFD)? {
+        let kick: EventFD, stop: EventFD
+        do {
+            kick = try EventFD()
+            stop = try EventFD()
+        } catch {
+            log.warn("eventfd() failed, falling back to hypercalls: \(error)")
+            return nil
+        }
+        do {
+            try machine.attachIONotifier(kick.fd, address: HvtNetRing.kickPort, length: 4, space: .pio)
+        } catch {
+            log.warn("KVM_IOEVENTFD failed, falling back to hypercalls: \(error.message)")
+            return nil
+        }
+        let ports: [HvtNetRing.Port?] = devices.enumerated().map { index, device in
+            guard case .net(let nic)? = device else { return nil }
+            return HvtNetRing.Port(io: nic.tap, maxFrame: nic.maxFrame, counters: counters[index])
+        }
+        let ring = HvtNetRing(ring: host, ram: ram, ports: ports, log: log)
+        return (ring, kick, stop)
     }
 
     static func setInitialState(_ vcpu: VCPU, _ boot: HvtGuestLayout.BootState) throws(HypervisorError) {
@@ -143,7 +206,8 @@ public final class HvtTender: @unchecked Sendable {
     }
 
     /// Runs the unikernel to completion. Returns its exit status (HALT's status, 255 on abort),
-    /// or 1 when the guest broke the ABI, the hypervisor failed, or SIGINT/SIGTERM arrived.
+    /// or 1 when the guest broke the ABI, the hypervisor failed, or SIGINT/SIGTERM arrived (as
+    /// solo5-hvt: "Exiting on signal N"); 129 on SIGHUP, the status solo5-hvt dies with.
     public func run() -> Int32 {
         // Signals are taken synchronously by this thread; the vCPU thread inherits the mask, so
         // only our kick signal ever interrupts it.
@@ -152,6 +216,12 @@ public final class HvtTender: @unchecked Sendable {
         let main = pthread_self()
         runner.withLock { $0 = main }
         let status = Atomic<Int32>(1)
+        let ioThread: VCPUThread?
+        do { ioThread = try startRingThread() } catch {
+            log.error(error.message)
+            return 1
+        }
+        defer { stopRingThread(ioThread) }
         let thread: VCPUThread
         do {
             thread = try VCPUThread(name: "vcpu0") { [self] in
@@ -167,15 +237,39 @@ public final class HvtTender: @unchecked Sendable {
         if signal != StopSignals.finished {
             // Either requestStop's signal or one sent to the process: remember which.
             _ = stopSignal.compareExchange(expected: 0, desired: signal, ordering: .sequentiallyConsistent)
-            log.error("exiting on signal \(signal)")
+            log.error("Exiting on signal \(signal)")
             stopRequested.store(true, ordering: .sequentiallyConsistent)
             pauseGate.release()
             vcpu.kick()
             thread.join()
-            return 1
+            return signal == SIGHUP ? 128 + SIGHUP : 1
         }
         thread.join()
         return status.load(ordering: .sequentiallyConsistent)
+    }
+
+    /// Starts the ring's I/O thread when the ring is offered. A fault it finds ends the run: the
+    /// message is kept and the vCPU kicked, so the exit loop reports it and returns 1.
+    private func startRingThread() throws(HypervisorError) -> VCPUThread? {
+        guard let netRing else { return nil }
+        return try VCPUThread(name: "hvt-net-ring") { [self] in
+            do {
+                try netRing.ring.serve(kick: netRing.kick, stop: netRing.stop) {
+                    ringStopping.load(ordering: .relaxed)
+                }
+            } catch {
+                let message = (error as? HvtNetRing.Fault)?.message ?? "net ring: \(error)"
+                ringFault.withLock { $0 = message }
+                vcpu.kick()
+            }
+        }
+    }
+
+    private func stopRingThread(_ thread: VCPUThread?) {
+        guard let thread, let netRing else { return }
+        ringStopping.store(true, ordering: .relaxed)
+        netRing.stop.signal()
+        thread.join()
     }
 
     /// Ends the run from another thread as signal `signal` would (`run` returns 1, like
@@ -230,6 +324,7 @@ public final class HvtTender: @unchecked Sendable {
                 }
             case .kicked:
                 exitCounters.kick.add(1, ordering: .relaxed)
+                if let fault = ringFault.withLock({ $0 }) { return fatal(fault, registers: false) }
                 guard pauseGate.continueAfterKick(vcpu, stopping: { stopRequested.load(ordering: .sequentiallyConsistent) }) else {
                     return 1
                 }

@@ -8,7 +8,12 @@
  *   - hypercall numbers, argument structures and the PIO hypercall primitive
  *   - struct hvt_boot_info (passed in %rdi at _start)
  *   - Solo5 ELF note formats (ABI1, MFT1) and the HVT_MANIFEST() macro
+ *   - the ABI-2 network ring (Solo5 v0.11+ ring I/O) shared with the tender
  *   - prototypes of the tiny runtime in runtime/
+ *
+ * HVT_ABI selects the ABI the guest is built for: 2 (the default; what
+ * Solo5 0.8.0 .. v0.12.1 build) or 1 (Solo5 0.7 and older). build.sh
+ * builds every guest for both.
  */
 #ifndef HVT_GUEST_H
 #define HVT_GUEST_H
@@ -17,6 +22,10 @@
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdarg.h>
+
+#ifndef HVT_ABI
+#define HVT_ABI 2
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Hypercalls                                                          */
@@ -189,7 +198,7 @@ _Static_assert(offsetof(struct mft, e) == 8, "mft.e");
 #define ABI1_NOTE_TYPE       0x31494241u /* "ABI1" */
 #define MFT1_NOTE_TYPE       0x3154464du /* "MFT1" */
 #define HVT_ABI_TARGET_HVT   1
-#define HVT_ABI_VERSION      1
+#define HVT_ABI_VERSION      HVT_ABI
 
 struct solo5_note_header {
     uint32_t n_namesz;
@@ -216,18 +225,19 @@ _Static_assert(sizeof(struct abi1_note) == 36, "abi1 note size");
 /*
  * HVT_MANIFEST(entries...) - emit the MFT1 note for this guest.
  * Use exactly once per guest (the linker script refuses a guest without a
- * manifest). Examples:
+ * manifest). Like Solo5's toolchain, entry 0 is always the reserved entry
+ * (MFT_RESERVED_FIRST, empty name): solo5-hvt refuses a manifest without
+ * it as invalid. So the listed devices get handles 1, 2, ... Examples:
  *
- *     HVT_MANIFEST();                                   -- 0 entries
- *     HVT_MANIFEST(HVT_MFT_RESERVED());                 -- like real Solo5
+ *     HVT_MANIFEST();                                   -- no devices
  *     HVT_MANIFEST(HVT_MFT_BLOCK("storage"), HVT_MFT_NET("service"));
  *
  * Layout: 20-byte note header, 4 bytes of padding (struct mft is 8-byte
  * aligned), then struct mft with its entries. n_descsz counts everything
  * after the 20-byte header, padding included. Like Solo5's own binaries,
  * the note section is only 4-byte aligned (so generic ELF note readers
- * parse it with 4-byte padding rules); hvt.lds still places it on an
- * 8-byte boundary so the embedded struct mft is naturally aligned.
+ * parse it with 4-byte padding rules); the linker scripts still place it
+ * on an 8-byte boundary so the embedded struct mft is naturally aligned.
  */
 #define HVT_MFT_COUNT_(...) \
     (sizeof((const struct mft_entry[]){ __VA_ARGS__ }) / sizeof(struct mft_entry))
@@ -260,7 +270,7 @@ _Static_assert(sizeof(struct abi1_note) == 36, "abi1 note size");
     }
 
 #define HVT_MANIFEST(...) \
-    HVT_MANIFEST_N_(HVT_MFT_COUNT_(__VA_ARGS__) + 0, __VA_ARGS__)
+    HVT_MANIFEST_N_(HVT_MFT_COUNT_(__VA_ARGS__) + 1, HVT_MFT_RESERVED(), __VA_ARGS__)
 
 /* ------------------------------------------------------------------ */
 /* Boot information                                                    */
@@ -269,14 +279,78 @@ _Static_assert(sizeof(struct abi1_note) == 36, "abi1 note size");
 #define HVT_CMDLINE_SIZE 8192
 
 struct hvt_boot_info {
-    uint64_t mem_size;                  /* bytes of guest memory */
+    uint64_t mem_size;                  /* bytes of guest memory (below the ring) */
     uint64_t kernel_end;                /* first address after the ELF */
     uint64_t cpu_cycle_freq;            /* TSC Hz */
     uint64_t cmdline;                   /* address of NUL-terminated string */
     uint64_t mft;                       /* address of struct mft */
+#if HVT_ABI >= 2
+    uint32_t host_features;             /* HVT_FEATURE_* the tender offers */
+    uint32_t guest_features;            /* 0: nobody writes it (solo5-hvt maps this page read-only) */
+    uint64_t net_ring;                  /* address of struct hvt_ring, 0 if none */
+#endif
 };
+#if HVT_ABI >= 2
+_Static_assert(sizeof(struct hvt_boot_info) == 56, "boot info size");
+_Static_assert(offsetof(struct hvt_boot_info, host_features) == 40, "boot_info.host_features");
+_Static_assert(offsetof(struct hvt_boot_info, net_ring) == 48, "boot_info.net_ring");
+#else
 _Static_assert(sizeof(struct hvt_boot_info) == 40, "boot info size");
+#endif
 _Static_assert(offsetof(struct hvt_boot_info, mft) == 32, "boot_info.mft");
+
+/* ------------------------------------------------------------------ */
+/* Network ring (ABI 2, HVT_FEATURE_RING_IO)                            */
+/* ------------------------------------------------------------------ */
+
+#define HVT_FEATURE_RING_IO   (1u << 0)
+#define HVT_RING_SIZE         1024          /* entries, and commits */
+#define HVT_RING_MASK         (HVT_RING_SIZE - 1)
+#define HVT_RING_BUF_SIZE     2048          /* bytes per write slot */
+#define HVT_RING_KICK_PORT    0x600         /* 32-bit OUT: wake the tender's I/O thread */
+#define HVT_RING_NET_WRITE    1
+#define HVT_RING_NET_READ     2
+
+/* Submission: written by the guest. */
+struct hvt_ring_entry {
+    uint32_t operation;
+    uint32_t handle;
+    uint64_t data;                      /* guest address of the frame */
+    uint32_t len;
+    uint32_t id;
+    uint64_t reserved;
+};
+
+/* Completion of a read: written by the tender. */
+struct hvt_ring_commit {
+    uint32_t id;
+    int32_t ret;
+    uint32_t len;
+    uint32_t reserved;
+};
+
+/* Indices run freely (uint32_t, wrapping); slot = index & HVT_RING_MASK. */
+struct hvt_ring {
+    volatile uint32_t ent_tail;         /* cache line 0: guest writes */
+    volatile uint32_t com_head;
+    uint8_t pad0[56];
+    volatile uint32_t ent_head;         /* cache line 1: tender writes */
+    volatile uint32_t com_tail;
+    volatile uint32_t needs_kick;
+    uint8_t pad1[52];
+    struct hvt_ring_entry entries[HVT_RING_SIZE];
+    struct hvt_ring_commit commits[HVT_RING_SIZE];
+};
+_Static_assert(sizeof(struct hvt_ring_entry) == 32, "ring entry size");
+_Static_assert(sizeof(struct hvt_ring_commit) == 16, "ring commit size");
+_Static_assert(offsetof(struct hvt_ring, ent_head) == 64, "ring.ent_head");
+_Static_assert(offsetof(struct hvt_ring, entries) == 128, "ring.entries");
+_Static_assert(sizeof(struct hvt_ring) == 128 + 1024 * 48, "ring size");
+
+static inline void hvt_ring_kick(void)
+{
+    __asm__ __volatile__("outl %0, %1" : : "a"(0u), "d"((uint16_t)HVT_RING_KICK_PORT) : "memory");
+}
 
 /* ------------------------------------------------------------------ */
 /* Runtime (runtime/runtime.c)                                         */
@@ -327,6 +401,15 @@ int block_read(uint64_t handle, uint64_t offset, void *buf, size_t len);
 int net_write(uint64_t handle, const void *buf, size_t len);
 /* *READ_LEN gets the frame length on SOLO5_R_OK. */
 int net_read(uint64_t handle, void *buf, size_t size, size_t *read_len);
+
+/*
+ * The ring (runtime/netring.c): net_write/net_read use it once
+ * hvt_net_ring_start() returned 1 (ABI 2, the tender offers
+ * HVT_FEATURE_RING_IO); before, and for guests that never call it, they
+ * use the NET_WRITE/NET_READ hypercalls. Returns 0 when no ring is offered.
+ */
+int hvt_net_ring_start(void);
+extern struct hvt_ring *hvt_net_ring;
 
 /* Look a device up in the tender's manifest (boot info); NULL if absent. */
 const struct mft_entry *hvt_mft_find(const char *name, uint32_t type,

@@ -4,7 +4,7 @@
  */
 #include "hvt_guest.h"
 
-/* Every hvt guest carries the ABI1 note; the tender refuses ELFs without. */
+/* Every hvt guest carries the ABI note (version HVT_ABI); the tender refuses ELFs without. */
 __attribute__((section(".note.solo5.abi"), aligned(4), used))
 const struct abi1_note hvt_abi_note = {
     .h = {
@@ -18,6 +18,23 @@ const struct abi1_note hvt_abi_note = {
     .reserved0 = 0,
     .reserved1 = 0,
 };
+
+#if HVT_ABI >= 2
+/*
+ * Solo5's ABI-2 toolchain also tags images with an OpenBSD NT_VERSION note
+ * (name "OpenBSD", type 1, descriptor 0), so that OpenBSD does not try to
+ * run them as native programs; the loader must accept it beside its own.
+ */
+struct openbsd_note {
+    uint32_t n_namesz, n_descsz, n_type;
+    char n_name[8];
+    uint32_t desc;
+};
+__attribute__((section(".note.solo5.not_openbsd"), aligned(4), used))
+const struct openbsd_note hvt_not_openbsd_note = {
+    .n_namesz = 8, .n_descsz = 4, .n_type = 1, .n_name = "OpenBSD", .desc = 0,
+};
+#endif
 
 struct hvt_boot_info *hvt_bi;
 
@@ -92,29 +109,7 @@ int block_read(uint64_t handle, uint64_t offset, void *buf, size_t len)
     return a.ret;
 }
 
-int net_write(uint64_t handle, const void *buf, size_t len)
-{
-    volatile struct hvt_hc_net_write a;
-    a.handle = handle;
-    a.data = (uint64_t)(uintptr_t)buf;
-    a.len = len;
-    a.ret = -1;
-    hvt_do_hypercall(HVT_HYPERCALL_NET_WRITE, &a);
-    return a.ret;
-}
-
-int net_read(uint64_t handle, void *buf, size_t size, size_t *read_len)
-{
-    volatile struct hvt_hc_net_read a;
-    a.handle = handle;
-    a.data = (uint64_t)(uintptr_t)buf;
-    a.len = size;
-    a.ret = -1;
-    hvt_do_hypercall(HVT_HYPERCALL_NET_READ, &a);
-    if (read_len)
-        *read_len = (a.ret == SOLO5_R_OK) ? a.len : 0;
-    return a.ret;
-}
+/* net_write and net_read: runtime/netring.c (ring or hypercalls). */
 
 const struct mft_entry *hvt_mft_find(const char *name, uint32_t type,
                                      uint64_t *handle)
@@ -382,6 +377,34 @@ struct idt_ptr {
 extern const uint64_t hvt_trap_stubs[HVT_NUM_TRAPS];
 static struct idt_gate idt[HVT_NUM_TRAPS] __attribute__((aligned(16)));
 
+/*
+ * Our own GDT (null, 64-bit code 0x08, data 0x10), loaded before the IDT, as
+ * Solo5's bindings do: the tender's GDT is its own business (solo5-hvt's and
+ * Swiftlet's differ), and the IDT's gates must name a code segment we know.
+ */
+static const uint64_t gdt[3] __attribute__((aligned(16))) = {
+    0,
+    0x00af9b000000ffffull,              /* code: present, DPL 0, L=1, G */
+    0x00cf93000000ffffull,              /* data: present, DPL 0, writable, D/B, G */
+};
+
+static void gdt_install(void)
+{
+    struct idt_ptr p = { sizeof(gdt) - 1, (uint64_t)(uintptr_t)gdt };
+    __asm__ __volatile__(
+        "lgdt %0\n\t"
+        "movl $0x10, %%eax\n\t"
+        "movl %%eax, %%ds\n\t"
+        "movl %%eax, %%es\n\t"
+        "movl %%eax, %%ss\n\t"
+        "pushq $0x08\n\t"                /* reload CS with a far return */
+        "leaq 1f(%%rip), %%rax\n\t"
+        "pushq %%rax\n\t"
+        "lretq\n"
+        "1:"
+        : : "m"(p) : "rax", "memory");
+}
+
 static void idt_install(void)
 {
     for (int i = 0; i < HVT_NUM_TRAPS; i++) {
@@ -449,6 +472,7 @@ void hvt_cstart(struct hvt_boot_info *bi) __attribute__((noreturn, used));
 void hvt_cstart(struct hvt_boot_info *bi)
 {
     hvt_bi = bi;
+    gdt_install();
     idt_install();
     int argc = parse_cmdline((const char *)(uintptr_t)bi->cmdline);
     halt(main(argc, argv_buf));

@@ -14,8 +14,8 @@ HVT_MANIFEST(
     B(40), B(41), B(42), B(43), B(44), B(45), B(46), B(47), B(48), B(49),
     B(50), B(51), B(52), B(53), B(54), B(55), B(56), B(57), B(58), B(59),
     B(60), B(61), B(62));
-_Static_assert(sizeof(hvt_manifest_note.m.e) / sizeof(struct mft_entry) == 63,
-               "63 entries");
+_Static_assert(sizeof(hvt_manifest_note.m.e) / sizeof(struct mft_entry) == 64,
+               "63 devices and the reserved entry");
 
 #define NDEV 63
 #define MAX_BLOCK_SIZE 4096

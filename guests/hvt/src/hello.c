@@ -1,8 +1,8 @@
 /* hello: prints a greeting, its arguments and some boot info; exit 0. */
 #include "hvt_guest.h"
 
-/* Real Solo5 binaries carry one reserved entry; the tender must ignore it. */
-HVT_MANIFEST(HVT_MFT_RESERVED());
+/* Only the reserved entry every Solo5 manifest starts with; the tender ignores it. */
+HVT_MANIFEST();
 
 static uint64_t bss_probe[512]; /* a page of .bss */
 static volatile uint32_t data_probe = 0x5317c0deu;

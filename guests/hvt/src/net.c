@@ -144,8 +144,11 @@ static int handle_ipv4(size_t len)
 
 int main(int argc, char **argv)
 {
+    int use_ring = 1;
     for (int i = 1; i < argc; i++) {
-        if (strncmp(argv[i], "--ip=", 5) == 0) {
+        if (strcmp(argv[i], "--no-ring") == 0) {
+            use_ring = 0;               /* decline the ring: hypercalls only */
+        } else if (strncmp(argv[i], "--ip=", 5) == 0) {
             if (parse_ip(argv[i] + 5, my_ip) != 0) {
                 printf("net: bad address '%s'\n", argv[i] + 5);
                 return 2;
@@ -167,6 +170,12 @@ int main(int argc, char **argv)
            my_mac[2], my_mac[3], my_mac[4], my_mac[5]);
     printf("mtu=%u ip=%u.%u.%u.%u\n", mtu, my_ip[0], my_ip[1], my_ip[2],
            my_ip[3]);
+#if HVT_ABI >= 2
+    printf("mem_size=%lu host_features=0x%x net_ring=0x%lx\n", hvt_bi->mem_size,
+           hvt_bi->host_features, hvt_bi->net_ring);
+#endif
+    int ring = use_ring && hvt_net_ring_start();
+    printf("net: io=%s\n", ring ? "ring" : "hypercalls");
     size_t rdsize = mtu + ETH_HLEN;
     if (mtu == 0 || rdsize > sizeof frame)
         rdsize = sizeof frame;
