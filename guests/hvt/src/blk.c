@@ -85,13 +85,14 @@ int main(int argc, char **argv)
         return fail("read of last sector", (unsigned)(capacity / bs) - 1, ret);
     puts("end of device checks ok");
 
-    /* Unaligned offset. */
+    /* Unaligned offsets inside the device: the tender checks bounds only
+     * (sector alignment is the bindings' rule), as solo5-hvt v0.12.1. */
     ret = block_read(h, 1, rbuf, bs);
+    if (ret != SOLO5_R_OK)
+        return fail("unaligned read (offset 1) inside the device should be OK", 0, ret);
+    ret = block_read(h, capacity - bs / 2, rbuf, bs);
     if (ret != SOLO5_R_EINVAL)
-        return fail("unaligned read (offset 1) should be EINVAL", 0, ret);
-    ret = block_write(h, bs / 2, wbuf, bs);
-    if (ret != SOLO5_R_EINVAL)
-        return fail("unaligned write (offset bs/2) should be EINVAL", 0, ret);
+        return fail("read straddling the end should be EINVAL", 0, ret);
     puts("unaligned checks ok");
 
     puts("SUCCESS");

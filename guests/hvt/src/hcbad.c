@@ -4,6 +4,8 @@
  *   beyond   (default) WALLTIME with its argument at mem_size + 4096
  *   straddle PUTS with its 16-byte argument at mem_size - 8
  *   badnr    an outl to port 0x500 + 9, which is no hypercall
+ *   kick     an outl to the ring's kick port 0x600, without a network
+ *            device and so without a ring on offer
  * If the hypercall returns, prints "HCBAD FAIL" and exits 0.
  * Unknown variant: exit 2. "beyond" with mem_size > 4 GiB - 4 KiB (where no
  * 32-bit address lies beyond memory): exit 3.
@@ -35,6 +37,9 @@ int main(int argc, char **argv)
         printf("hcbad straddle: PUTS argument at 0x%lx (mem_size=%lu)\n",
                mem - 8, mem);
         raw_outl(HVT_HYPERCALL_PIO(HVT_HYPERCALL_PUTS), (uint32_t)(mem - 8));
+    } else if (strcmp(variant, "kick") == 0) {
+        puts("hcbad kick: outl to port 0x600 without a ring");
+        raw_outl(HVT_RING_KICK_PORT, 0);
     } else if (strcmp(variant, "badnr") == 0) {
         static struct hvt_hc_walltime arg;
         printf("hcbad badnr: outl to port 0x%x\n", HVT_HYPERCALL_PIO(9));

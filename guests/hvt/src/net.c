@@ -1,7 +1,9 @@
 /*
  * net: answers ARP and ICMP echo for 10.99.0.2 (or --ip=a.b.c.d) on net
- * device "service". After answering 3 echo requests prints SUCCESS and
- * exits 0; gives up after 30 s with status 1.
+ * device "service". After answering 3 echo requests (--echoes=N: N) prints
+ * SUCCESS and exits 0; gives up after 30 s without traffic with status 1.
+ * Uses the ABI-2 network ring when the tender offers it (--no-ring: the
+ * hypercalls only). --quiet: no line per reply (for floods).
  */
 #include "hvt_guest.h"
 
@@ -16,13 +18,14 @@ HVT_MANIFEST(HVT_MFT_NET("service"));
 #define ICMP_ECHO_REPLY 0
 #define ICMP_ECHO       8
 #define MAX_FRAME       (65535 + ETH_HLEN)
-#define WANTED_ECHOES   3
 #define TIMEOUT_SECS    30
 
 static uint8_t frame[MAX_FRAME] __attribute__((aligned(16)));
 static uint8_t my_mac[6];
 static uint8_t my_ip[4] = { 10, 99, 0, 2 };
 static uint64_t handle;
+static int quiet;
+static long wanted = 3;
 
 static uint16_t get16(const uint8_t *p)
 {
@@ -94,7 +97,8 @@ static void handle_arp(size_t len)
     memcpy(a + 18, sha, 6);
     memcpy(a + 24, spa, 4);
     send_frame(ETH_HLEN + ARP_LEN);
-    printf("arp: replied to %u.%u.%u.%u\n", spa[0], spa[1], spa[2], spa[3]);
+    if (!quiet)
+        printf("arp: replied to %u.%u.%u.%u\n", spa[0], spa[1], spa[2], spa[3]);
 }
 
 /* Returns 1 if an echo request was answered. */
@@ -137,7 +141,8 @@ static int handle_ipv4(size_t len)
     put16(icmp + 2, 0);
     put16(icmp + 2, inet_csum(icmp, icmp_len));
     send_frame(ETH_HLEN + total);
-    printf("icmp: echo reply to %u.%u.%u.%u id=%u seq=%u\n", src[0], src[1],
+    if (!quiet)
+        printf("icmp: echo reply to %u.%u.%u.%u id=%u seq=%u\n", src[0], src[1],
            src[2], src[3], get16(icmp + 4), get16(icmp + 6));
     return 1;
 }
@@ -148,6 +153,15 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--no-ring") == 0) {
             use_ring = 0;               /* decline the ring: hypercalls only */
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            quiet = 1;
+        } else if (strncmp(argv[i], "--echoes=", 9) == 0) {
+            int ok = 0;
+            wanted = hvt_atol(argv[i] + 9, &ok);
+            if (!ok || wanted <= 0) {
+                printf("net: bad count '%s'\n", argv[i] + 9);
+                return 2;
+            }
         } else if (strncmp(argv[i], "--ip=", 5) == 0) {
             if (parse_ip(argv[i] + 5, my_ip) != 0) {
                 printf("net: bad address '%s'\n", argv[i] + 5);
@@ -181,13 +195,14 @@ int main(int argc, char **argv)
         rdsize = sizeof frame;
     puts("net: ready");
 
-    int answered = 0;
+    long answered = 0;
     uint64_t deadline = walltime() + TIMEOUT_SECS * NSEC_PER_SEC;
     while (walltime() < deadline) {
         uint64_t ready = 0;
         hvt_poll(NSEC_PER_SEC, &ready);
         if (!(ready & (1ull << handle)))
             continue;
+        deadline = walltime() + TIMEOUT_SECS * NSEC_PER_SEC;
         for (;;) {
             size_t len = 0;
             int ret = net_read(handle, frame, rdsize, &len);
@@ -203,14 +218,14 @@ int main(int argc, char **argv)
             if (type == ETHERTYPE_ARP)
                 handle_arp(len);
             else if (type == ETHERTYPE_IPV4 && handle_ipv4(len)) {
-                if (++answered == WANTED_ECHOES) {
+                if (++answered == wanted) {
                     puts("SUCCESS");
                     return 0;
                 }
             }
         }
     }
-    printf("FAIL: timed out after %d s (%d echo requests answered)\n",
+    printf("FAIL: timed out after %d s without traffic (%ld echo requests answered)\n",
            TIMEOUT_SECS, answered);
     return 1;
 }
