@@ -13,30 +13,41 @@ import Testing
         let image = try load(TestELF())
         #expect(image.entry == 0x10_0000)
         #expect(image.kernelEnd == 0x10_1000)
-        #expect(image.manifest.entries.isEmpty)
+        #expect(image.manifest.entries == [.init(name: "", type: .reserved(1 << 30))])
+        #expect(image.abi == .v1)
     }
 
     @Test func manifestEntriesAreParsed() throws {
         var elf = TestELF()
         elf.notes[1] = TestELF.manifestNote([("storage", 1), ("service", 2), ("", 1 << 30)])
         let m = try load(elf).manifest
-        #expect(m.entries.map(\.name) == ["storage", "service", ""])
-        #expect(m.index(of: "service", type: .net) == 1)
+        #expect(m.entries.map(\.name) == ["", "storage", "service", ""])
+        #expect(m.index(of: "service", type: .net) == 2)
         #expect(m.index(of: "service", type: .block) == nil)
     }
 
     @Test func badInputGetsOneLineErrors() {
         #expect(message(TestELF()) == "")
-        #expect(HvtImageTests.errorFor(bytes: Array("#!/bin/sh\necho hi\n".utf8)) == "k.hvt: not an ELF file")
-        #expect(HvtImageTests.errorFor(bytes: Array(TestELF().bytes.prefix(40))) == "k.hvt: not an ELF file")
-        #expect(message({ var e = TestELF(); e.machine = 183; return e }()) == "k.hvt: not an x86-64 ELF file")
-        #expect(message({ var e = TestELF(); e.notes = [TestELF.manifestNote([])]; return e }()).contains("no Solo5 ABI note"))
-        #expect(message({ var e = TestELF(); e.notes[0] = TestELF.abiNote(target: 2); return e }()).contains("'spt', not hvt"))
-        #expect(message({ var e = TestELF(); e.notes[0] = TestELF.abiNote(version: 9); return e }()).contains("ABI version 9"))
-        #expect(message({ var e = TestELF(); e.notes = [TestELF.abiNote()]; return e }()).contains("no Solo5 manifest"))
+        #expect(HvtImageTests.errorFor(bytes: Array("#!/bin/sh\necho hi\n".utf8)) == "k.hvt: invalid or unsupported executable (not an ELF file)")
+        #expect(HvtImageTests.errorFor(bytes: Array(TestELF().bytes.prefix(40))) == "k.hvt: invalid or unsupported executable (not an ELF file)")
+        #expect(message({ var e = TestELF(); e.machine = 183; return e }()) == "k.hvt: invalid or unsupported executable (not an x86-64 ELF file)")
+        #expect(message({ var e = TestELF(); e.notes = [TestELF.manifestNote([])]; return e }()).contains("No Solo5 ABI information found in executable"))
+        #expect(message({ var e = TestELF(); e.notes[0] = TestELF.abiNote(target: 2); return e }())
+            == "k.hvt: Executable is not for the solo5-hvt target (built for 'spt')")
+        for version: UInt32 in [0, 3, 9, 255] {
+            #expect(message({ var e = TestELF(); e.notes[0] = TestELF.abiNote(version: version); return e }())
+                == "k.hvt: Executable requests unsupported ABI version \(version) (swiftlet hvt runs hvt ABI 1 and 2)")
+        }
+        #expect(message({ var e = TestELF(); e.notes = [TestELF.abiNote()]; return e }()).contains("No Solo5 manifest found in executable"))
+        #expect(message({ var e = TestELF(); e.notes.append(TestELF.abiNote()); return e }()).contains("ABI note appears 2 times"))
         #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote([], declaredCount: 65); return e }())
-            .contains("65 entries, at most 64"))
-        let tooMany = (0..<65).map { ("d\($0)", UInt32(1)) }
+            .contains("Solo5 manifest is invalid (65 entries, at most 64"))
+        #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote([], reservedFirst: false); return e }())
+            .contains("Solo5 manifest is invalid (Solo5 manifest has no entries"))
+        #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote([("storage", 1)], reservedFirst: false); return e }())
+            .contains("entry 0 is not the reserved entry"))
+        #expect(message({ var e = TestELF(); e.segments[0].flags = 7; return e }()).contains("invalid executable: segment at 0x100000 requests WRITE and EXEC permissions"))
+        let tooMany = (0..<64).map { ("d\($0)", UInt32(1)) }
         #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote(tooMany); return e }()).contains("at most 64"))
         let longName = String(repeating: "a", count: 68)
         #expect(message({ var e = TestELF(); e.notes[1] = TestELF.manifestNote([(longName, 1)]); return e }()).contains("longer than 67"))
@@ -49,6 +60,20 @@ import Testing
         #expect(message({ var e = TestELF(); e.segments[0].memorySize = UInt64.max; return e }()).contains("overflows"))
         #expect(message({ var e = TestELF(); e.segments.append(e.segments[0]); return e }()).contains("overlap"))
         #expect(message({ var e = TestELF(); e.type = 3; return e }()).contains("not an executable"))
+    }
+
+    @Test func abi2ImagesLoadWithSolo5sLayout() throws {
+        // As Solo5 v0.12.1's toolchain emits: the ABI-2 note, an empty PT_LOAD at address 0, a
+        // PT_INTERP and a PT_TLS (neither loaded), and an OpenBSD note beside Solo5's.
+        var elf = TestELF()
+        elf.notes[0] = TestELF.abiNote(version: 2)
+        elf.notes.append(.init(name: "OpenBSD", type: 1, descriptor: [0, 0, 0, 0]))
+        elf.segments.append(.init(address: 0, data: [], memorySize: 0, flags: 4))
+        elf.extraHeaders = [(type: 3, address: 0x10_0000, size: 20), (type: 7, address: 0x10_0000, size: 8)]
+        let image = try load(elf)
+        #expect(image.abi == .v2)
+        #expect(image.segments.count == 1)
+        #expect(image.kernelEnd == 0x10_1000)
     }
 
     static func errorFor(bytes: [UInt8]) -> String {
@@ -93,9 +118,9 @@ import Testing
     @Test func protectionsFollowSegments() throws {
         let memory = try GuestMemory(size: 8 << 20)
         var manifest = try image().manifest
-        manifest.attachBlock(at: 0, capacity: 4096, blockSize: 512)
+        manifest.attachBlock(at: 1, capacity: 4096, blockSize: 512)
         let boot = try HvtGuestLayout.build(image: try image(), manifest: manifest, arguments: ["a", "bc"],
-                                            cpuCycleFrequency: 1_000_000, into: memory)
+                                            cpuCycleFrequency: 1_000_000, ramSize: 8 << 20, into: memory)
         #expect(boot.entry == 0x10_0000)
         #expect(boot.stackPointer == (8 << 20) - 8)
         let nx: UInt64 = 1 << 63
@@ -118,24 +143,64 @@ import Testing
         let cmdline: UInt64 = try memory.load(at: GuestAddress(bi + 24))
         #expect(try memory.readCString(at: GuestAddress(cmdline), maxLength: 8192) == "a bc")
         let mft: UInt64 = try memory.load(at: GuestAddress(bi + 32))
-        #expect(try memory.load(UInt32.self, at: GuestAddress(mft + 4)) == 1)
-        #expect(try memory.load(UInt64.self, at: GuestAddress(mft + 8 + 72)) == 4096, "capacity filled in")
-        #expect(try memory.load(UInt8.self, at: GuestAddress(mft + 8 + 96)) == 1, "attached")
+        #expect(mft == bi + 40, "ABI 1: a 40-byte boot info")
+        #expect(try memory.load(UInt32.self, at: GuestAddress(mft + 4)) == 2)
+        #expect(try memory.load(UInt64.self, at: GuestAddress(mft + 8 + 104 + 72)) == 4096, "capacity filled in")
+        #expect(try memory.load(UInt8.self, at: GuestAddress(mft + 8 + 104 + 96)) == 1, "attached")
+    }
+
+    @Test func abi2BootInfoOffersTheRingAfterRAM() throws {
+        var elf = TestELF()
+        elf.notes[0] = TestELF.abiNote(version: 2)
+        let img = try HvtImage(bytes: elf.bytes, name: "k")
+        // 4 MiB of RAM and the 2 MiB ring area after it, as solo5-hvt lays them out.
+        let ram = try GuestMemoryRegion(base: GuestAddress(0), size: 4 << 20)
+        let ringArea = try GuestMemoryRegion(base: GuestAddress(4 << 20), size: HvtGuestLayout.netRingArea)
+        let memory = try GuestMemory(regions: [ram, ringArea])
+        let boot = try HvtGuestLayout.build(image: img, manifest: img.manifest, arguments: [], cpuCycleFrequency: 1,
+                                            ramSize: 4 << 20, netRing: 4 << 20, into: memory)
+        #expect(boot.stackPointer == (4 << 20) - 8, "the stack is below the ring")
+        let bi = HvtGuestLayout.bootInfoBase
+        #expect(try memory.load(UInt64.self, at: GuestAddress(bi)) == 4 << 20, "mem_size excludes the ring")
+        #expect(try memory.load(UInt64.self, at: GuestAddress(bi + 32)) == bi + 56, "ABI 2: a 56-byte boot info")
+        #expect(try memory.load(UInt32.self, at: GuestAddress(bi + 40)) == 1, "host_features: HVT_FEATURE_RING_IO")
+        #expect(try memory.load(UInt32.self, at: GuestAddress(bi + 44)) == 0, "guest_features")
+        #expect(try memory.load(UInt64.self, at: GuestAddress(bi + 48)) == 4 << 20, "net_ring == mem_size")
+        #expect(try pte(memory, 4 << 20) & 3 == 3, "the ring is mapped, writable")
+        // Without a ring: no feature, no address.
+        let plain = try GuestMemory(size: 4 << 20)
+        _ = try HvtGuestLayout.build(image: img, manifest: img.manifest, arguments: [], cpuCycleFrequency: 1, ramSize: 4 << 20, into: plain)
+        #expect(try plain.load(UInt32.self, at: GuestAddress(bi + 40)) == 0)
+        #expect(try plain.load(UInt64.self, at: GuestAddress(bi + 48)) == 0)
+        // A ring is ABI 2's alone.
+        let old = try image()
+        #expect(throws: BootError.self) {
+            _ = try HvtGuestLayout.build(image: old, manifest: old.manifest, arguments: [], cpuCycleFrequency: 1,
+                                         ramSize: 4 << 20, netRing: 4 << 20, into: memory)
+        }
     }
 
     @Test func tooSmallMemoryAndLongCommandLinesAreRefused() throws {
         let img = try image()
         #expect(throws: BootError.self) {
             _ = try HvtGuestLayout.build(image: img, manifest: img.manifest, arguments: [String(repeating: "x", count: 8192)],
-                                         cpuCycleFrequency: 1, into: try GuestMemory(size: 2 << 20))
+                                         cpuCycleFrequency: 1, ramSize: 2 << 20, into: try GuestMemory(size: 2 << 20))
         }
+        // File contents past RAM: refused. A .bss past RAM: loaded as far as RAM goes (solo5-hvt
+        // runs such an image and the guest's allocator reports the shortage).
         var elf = TestELF()
+        elf.segments[0].data = [UInt8](repeating: 0x90, count: 0x20_0000)
         elf.segments[0].memorySize = 0x20_0000
         let big = try HvtImage(bytes: elf.bytes, name: "big")
         #expect(throws: BootError.self) {
             _ = try HvtGuestLayout.build(image: big, manifest: big.manifest, arguments: [], cpuCycleFrequency: 1,
-                                         into: try GuestMemory(size: 2 << 20))
+                                         ramSize: 2 << 20, into: try GuestMemory(size: 2 << 20))
         }
+        var bss = TestELF()
+        bss.segments[0].memorySize = 0x30_0000
+        let wide = try HvtImage(bytes: bss.bytes, name: "wide")
+        _ = try HvtGuestLayout.build(image: wide, manifest: wide.manifest, arguments: [], cpuCycleFrequency: 1,
+                                     ramSize: 2 << 20, into: try GuestMemory(size: 2 << 20))
     }
 }
 

@@ -43,8 +43,86 @@ enum Harness {
         try pvhGuests.get().appendingPathComponent("\(name).elf").path
     }
 
-    static func guest(_ name: String) throws -> String {
-        try guests.get().appendingPathComponent("\(name).hvt").path
+    /// A test unikernel built for hvt ABI 2 (Solo5 0.8.0 to v0.12.1), or for ABI 1 with `abi: 1`.
+    static func guest(_ name: String, abi: Int = 2) throws -> String {
+        let dir = try guests.get()
+        return (abi == 1 ? dir.appendingPathComponent("abi1") : dir).appendingPathComponent("\(name).hvt").path
+    }
+
+    /// Solo5 v0.12.1's own tender and a real unikernel, where this checkout sits beside the
+    /// team's shared folder (developer machines and CI); tests that compare against the real
+    /// thing skip without it (a user's clone has none).
+    static let peers = root.deletingLastPathComponent().appendingPathComponent("shared/peers")
+    static let peerTender: String? = {
+        let path = peers.appendingPathComponent("solo5-hvt").path
+        return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+    }()
+
+    /// Runs `body` inside a fresh network namespace holding tap interfaces `taps` (up, with
+    /// 10.99.N.1/24 on tap N), removed afterwards; `body` gets the namespace's name.
+    static func withTapNamespace<T>(taps: [String] = ["tap0"], mtu: Int? = nil, _ body: (String) throws -> T) throws -> T {
+        let ns = "swlt\(getpid() % 100000)x\(UInt32.random(in: 0..<100000))"
+        func ip(_ args: String...) -> Outcome { run("/usr/sbin/ip", args, timeout: 20) }
+        _ = ip("netns", "del", ns)
+        guard ip("netns", "add", ns).status == 0 else { throw HarnessError("cannot create namespace \(ns)") }
+        defer { _ = ip("netns", "del", ns) }
+        for (i, tap) in taps.enumerated() {
+            _ = ip("netns", "exec", ns, "ip", "tuntap", "add", tap, "mode", "tap")
+            _ = ip("netns", "exec", ns, "ip", "addr", "add", "10.99.\(i).1/24", "dev", tap)
+            if let mtu { _ = ip("netns", "exec", ns, "ip", "link", "set", tap, "mtu", String(mtu)) }
+            guard ip("netns", "exec", ns, "ip", "link", "set", tap, "up").status == 0 else {
+                throw HarnessError("cannot set up \(tap) in \(ns)")
+            }
+        }
+        return try body(ns)
+    }
+
+    /// A process started in the background with its output going to a file, read while it runs.
+    final class Background {
+        let process = Process()
+        let log: String
+
+        init(_ path: String, _ args: [String], stdin: FileHandle = FileHandle.nullDevice) throws {
+            log = Harness.scratch.appendingPathComponent("bg-\(UUID().uuidString).log").path
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            process.executableURL = URL(fileURLWithPath: path)
+            process.arguments = args
+            process.standardOutput = handle
+            process.standardError = handle
+            process.standardInput = stdin
+            try process.run()
+            try handle.close()
+        }
+
+        deinit {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+            unlink(log)
+        }
+
+        var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+        /// Waits up to `timeout` seconds for `text` in the output; false if the process ended first.
+        func waitFor(_ text: String, timeout: Double = 20) -> Bool {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if output.contains(text) { return true }
+                if !process.isRunning { return output.contains(text) }
+                usleep(10_000)
+            }
+            return false
+        }
+
+        /// Waits up to `timeout` seconds for the exit; SIGKILL past it. Returns the status
+        /// (128+N for signal N).
+        @discardableResult
+        func finish(timeout: Double = 60) -> Int32 {
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        }
     }
 
     /// A result of running a process: exit status (128+N for signal N) and merged stdout+stderr.

@@ -2,7 +2,8 @@ import Foundation
 import Testing
 
 /// Runs each of our test unikernels (guests/hvt, README contract) under `swiftlet hvt` on
-/// /dev/kvm and checks exit status and output.
+/// /dev/kvm and checks exit status and output: every case for hvt ABI 2 (what Solo5 0.8.0 to
+/// v0.12.1 build) and again for ABI 1 (older MirageOS builds), which we keep running.
 @Suite(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"), .serialized)
 struct HvtGuestTests {
     struct Case: CustomTestStringConvertible, Sendable {
@@ -10,7 +11,8 @@ struct HvtGuestTests {
         var args: [String]
         var status: Int32
         var expect: [String]
-        var testDescription: String { name }
+        var abi = 2
+        var testDescription: String { "\(name) (ABI \(abi))" }
     }
 
     static func g(_ n: String) -> String { "@\(n)" } // resolved to a built guest path at run time
@@ -37,20 +39,43 @@ struct HvtGuestTests {
         Case(name: "argument block beyond memory", args: [g("hcbad"), "beyond"], status: 1, expect: ["swiftlet: invalid guest memory access"]),
         Case(name: "argument block straddling", args: [g("hcbad"), "straddle"], status: 1, expect: ["swiftlet: invalid guest memory access"]),
         Case(name: "port that is not a hypercall", args: [g("hcbad"), "badnr"], status: 1, expect: ["swiftlet: invalid guest port access: port=0x509"]),
+        Case(name: "ring kick without a ring", args: [g("hcbad"), "kick"], status: 1, expect: ["swiftlet: invalid guest port access: port=0x600"]),
+        Case(name: "2 MiB of memory", args: ["--mem=2", g("hello")], status: 0, expect: ["mem_size=2097152"]),
+        Case(name: "--mem rounded down to 2 MiB", args: ["--mem=5", g("hello")], status: 0,
+             expect: ["swiftlet: adjusting memory to 4194304 bytes", "mem_size=4194304"]),
+        Case(name: "--mem=4097 is 4 GiB", args: ["--mem=4097", g("exit"), "0"], status: 0, expect: ["adjusting memory to 4294967296 bytes"]),
     ]
 
-    static func resolve(_ args: [String]) throws -> [String] {
-        try args.map { $0.hasPrefix("@") ? try Harness.guest(String($0.dropFirst())) : $0 }
+    /// Every case for ABI 2, and for ABI 1 too.
+    static let bothABIs: [Case] = cases + cases.map { var c = $0; c.abi = 1; return c }
+
+    static func resolve(_ args: [String], abi: Int = 2) throws -> [String] {
+        try args.map { $0.hasPrefix("@") ? try Harness.guest(String($0.dropFirst()), abi: abi) : $0 }
     }
 
-    @Test(arguments: cases)
+    @Test(arguments: bothABIs)
     func guest(_ c: Case) throws {
-        let r = Harness.hvt(try Self.resolve(c.args))
+        let r = Harness.hvt(try Self.resolve(c.args, abi: c.abi))
         #expect(r.status == c.status, "\(c.name): output:\n\(r.output)")
         for line in c.expect {
             #expect(r.output.contains(line), "\(c.name): missing '\(line)' in:\n\(r.output)")
         }
         #expect(!r.output.contains("Fatal error"), "no Swift trap")
+    }
+
+    @Test func debugLogNamesTheABI() throws {
+        let two = Harness.hvt(["--solo5:debug", try Harness.guest("exit"), "0"])
+        #expect(two.status == 0 && two.output.contains("Solo5 hvt ABI 2"), "\(two.output)")
+        let one = Harness.hvt(["--solo5:debug", try Harness.guest("exit", abi: 1), "0"])
+        #expect(one.status == 0 && one.output.contains("Solo5 hvt ABI 1"), "\(one.output)")
+    }
+
+    @Test func tlsImageLayoutLoads() throws {
+        // Our ABI-2 guests carry what Solo5's toolchain emits: PT_INTERP, an empty PT_LOAD at 0,
+        // .tdata in a read-only PT_LOAD, PT_TLS and the not_openbsd note. The tls guest uses it.
+        let r = Harness.hvt([try Harness.guest("tls")])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("tls: initialised=1234567 zeroed=0 SUCCESS"), "\(r.output)")
     }
 
     @Test func blockReadWrite() throws {
@@ -62,6 +87,8 @@ struct HvtGuestTests {
         // What the guest wrote is in the file after the VM exits.
         let data = try Data(contentsOf: URL(fileURLWithPath: disk))
         #expect(data.prefix(4096).contains { $0 != 0 }, "guest writes reached the file")
+        let old = Harness.hvt(["--block:storage=\(disk)", try Harness.guest("blk", abi: 1)])
+        #expect(old.status == 0 && old.output.contains("SUCCESS"), "ABI 1: \(old.output)")
     }
 
     @Test func blockSectorSize4K() throws {

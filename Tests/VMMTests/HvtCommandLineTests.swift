@@ -3,7 +3,7 @@ import Testing
 
 @Suite struct HvtCommandLineTests {
     func config(_ args: [String]) throws -> HvtConfig {
-        guard case .run(let c) = try HvtCommandLine.parse(args) else { throw VMMError(.configuration, "help") }
+        guard case .run(let c, _) = try HvtCommandLine.parse(args) else { throw VMMError(.configuration, "help") }
         return c
     }
 
@@ -30,23 +30,56 @@ import Testing
         #expect(c.memoryMiB == 512)
     }
 
-    @Test func helpIsRecognised() throws {
+    @Test func helpAndVersionAreRecognisedFirst() throws {
         #expect(try HvtCommandLine.parse(["--help"]) == .help)
+        #expect(try HvtCommandLine.parse(["--version"]) == .version)
+        #expect(try HvtCommandLine.parse(["--mem=junk", "--version"]) == .version)
+        #expect(try HvtCommandLine.parse(["--frobnicate", "--help"]) == .help)
+        // After KERNEL, --help belongs to the unikernel.
+        #expect(try config(["k.hvt", "--help"]).arguments == ["--help"])
+    }
+
+    @Test func devicesGivenTwiceUseTheLastWithAWarning() throws {
+        guard case .run(let c, let warnings) = try HvtCommandLine.parse(
+            ["--block:d=/a", "--block:d=/b", "--net:n=tap0", "--net:n=@3", "k"]) else { Issue.record("no run"); return }
+        #expect(c.blocks == [.init(name: "d", path: "/b")])
+        #expect(c.nets == [.init(name: "n", interface: "@3")])
+        #expect(warnings.count == 2)
+    }
+
+    @Test func tapDescriptors() throws {
+        #expect(HvtConfig.descriptor(of: "@3") == 3)
+        #expect(HvtConfig.descriptor(of: "@-1") == nil)
+        #expect(HvtConfig.descriptor(of: "tap0") == nil)
+        #expect(failure(["--net:n=@", "k"]).contains("not @FD"))
+        #expect(failure(["--net:n=@99999999999", "k"]).contains("not @FD"))
+    }
+
+    @Test func memoryFollowsSolo5HvtRules() throws {
+        let log = VMMLog(level: .quiet)
+        #expect(try HvtTender.memoryLayout(requestedMiB: 1, ring: false, log: log) == (2 << 20, 2 << 20))
+        #expect(try HvtTender.memoryLayout(requestedMiB: 5, ring: false, log: log) == (4 << 20, 4 << 20))
+        #expect(try HvtTender.memoryLayout(requestedMiB: 512, ring: true, log: log) == (512 << 20, 514 << 20))
+        #expect(try HvtTender.memoryLayout(requestedMiB: 4097, ring: false, log: log) == (4 << 30, 4 << 30))
+        // With a ring the whole stays within 4 GiB: the guest gets 2 MiB less.
+        #expect(try HvtTender.memoryLayout(requestedMiB: 4096, ring: true, log: log) == ((4 << 30) - (2 << 20), 4 << 30))
+        #expect(throws: VMMError.self) { try HvtTender.memoryLayout(requestedMiB: 4098, ring: false, log: log) }
     }
 
     @Test func badFlagsGetOneLineErrors() {
-        #expect(failure([]).contains("missing KERNEL"))
-        #expect(failure(["--mem=lots", "k"]).contains("malformed argument to --mem"))
+        #expect(failure([]).contains("Missing KERNEL"))
+        #expect(failure(["--mem=lots", "k"]).contains("Malformed argument to --mem"))
+        #expect(failure(["--mem=-5", "k"]).contains("exceeds the max size"))
         #expect(failure(["--mem=0", "k"]).contains("--mem"))
         #expect(failure(["--mem=", "k"]).contains("--mem"))
-        #expect(failure(["--frobnicate", "k"]).contains("invalid option"))
+        #expect(failure(["--frobnicate", "k"]).contains("Invalid option: `--frobnicate'"))
         #expect(failure(["--net:service", "k"]).contains("NAME=VALUE"))
         #expect(failure(["--net:bad-name=tap0", "k"]).contains("invalid device name"))
         #expect(failure(["--net:s=averyveryverylongname", "k"]).contains("bad interface name"))
         #expect(failure(["--net-mac:s=zz:00:00:00:00:00", "--net:s=tap0", "k"]).contains("malformed MAC"))
         #expect(failure(["--net-mac:s=02:00:00:00:00:01", "k"]).contains("without --net"))
         #expect(failure(["--block:d=", "k"]).contains("missing path"))
-        #expect(failure(["--block-sector-size:d=1000", "--block:d=/x", "k"]).contains("power of two"))
+        #expect(failure(["--block-sector-size:d=1000", "--block:d=/x", "k"]).contains("Block size must be a multiple of 2 greater than or equal 512"))
         #expect(failure(["--solo5:loud", "k"]).contains("unknown option"))
     }
 

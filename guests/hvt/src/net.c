@@ -7,7 +7,10 @@
  */
 #include "hvt_guest.h"
 
+#ifndef NET_DEVICES
+#define NET_DEVICES 1
 HVT_MANIFEST(HVT_MFT_NET("service"));
+#endif
 
 #define NSEC_PER_SEC    1000000000ull
 #define ETH_HLEN        14
@@ -21,9 +24,19 @@ HVT_MANIFEST(HVT_MFT_NET("service"));
 #define TIMEOUT_SECS    30
 
 static uint8_t frame[MAX_FRAME] __attribute__((aligned(16)));
-static uint8_t my_mac[6];
-static uint8_t my_ip[4] = { 10, 99, 0, 2 };
-static uint64_t handle;
+/* Device d is manifest entry "service" (d = 0) or "backup" (d = 1), with
+ * address 10.99.d.2; `cur` is the one the frame in `frame` came from. */
+static const char *const dev_name[2] = { "service", "backup" };
+static struct {
+    uint8_t mac[6];
+    uint8_t ip[4];
+    uint64_t handle;
+    long answered;
+} dev[2] = { { .ip = { 10, 99, 0, 2 } }, { .ip = { 10, 99, 1, 2 } } };
+static int cur;
+#define my_mac (dev[cur].mac)
+#define my_ip (dev[cur].ip)
+#define handle (dev[cur].handle)
 static int quiet;
 static long wanted = 3;
 
@@ -163,7 +176,7 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else if (strncmp(argv[i], "--ip=", 5) == 0) {
-            if (parse_ip(argv[i] + 5, my_ip) != 0) {
+            if (parse_ip(argv[i] + 5, dev[0].ip) != 0) {
                 printf("net: bad address '%s'\n", argv[i] + 5);
                 return 2;
             }
@@ -173,24 +186,27 @@ int main(int argc, char **argv)
         }
     }
 
-    const struct mft_entry *e = hvt_mft_find("service", MFT_DEV_NET_BASIC, &handle);
-    if (e == NULL || !e->attached) {
-        puts("FAIL: net device 'service' missing or not attached");
-        return 1;
+    unsigned mtu = 0;
+    for (cur = 0; cur < NET_DEVICES; cur++) {
+        const struct mft_entry *e = hvt_mft_find(dev_name[cur], MFT_DEV_NET_BASIC, &handle);
+        if (e == NULL || !e->attached) {
+            printf("FAIL: net device '%s' missing or not attached\n", dev_name[cur]);
+            return 1;
+        }
+        memcpy(my_mac, e->u.net_basic.mac, 6);
+        mtu = e->u.net_basic.mtu;
+        printf("%smac=%02x:%02x:%02x:%02x:%02x:%02x\n", cur ? "backup: " : "", my_mac[0], my_mac[1],
+               my_mac[2], my_mac[3], my_mac[4], my_mac[5]);
+        printf("%smtu=%u ip=%u.%u.%u.%u\n", cur ? "backup: " : "", mtu, my_ip[0], my_ip[1], my_ip[2],
+               my_ip[3]);
     }
-    memcpy(my_mac, e->u.net_basic.mac, 6);
-    unsigned mtu = e->u.net_basic.mtu;
-    printf("mac=%02x:%02x:%02x:%02x:%02x:%02x\n", my_mac[0], my_mac[1],
-           my_mac[2], my_mac[3], my_mac[4], my_mac[5]);
-    printf("mtu=%u ip=%u.%u.%u.%u\n", mtu, my_ip[0], my_ip[1], my_ip[2],
-           my_ip[3]);
 #if HVT_ABI >= 2
     printf("mem_size=%lu host_features=0x%x net_ring=0x%lx\n", hvt_bi->mem_size,
            hvt_bi->host_features, hvt_bi->net_ring);
 #endif
     int ring = use_ring && hvt_net_ring_start();
     printf("net: io=%s\n", ring ? "ring" : "hypercalls");
-    size_t rdsize = mtu + ETH_HLEN;
+    size_t rdsize = mtu + ETH_HLEN + 4;
     if (mtu == 0 || rdsize > sizeof frame)
         rdsize = sizeof frame;
     puts("net: ready");
@@ -200,27 +216,34 @@ int main(int argc, char **argv)
     while (walltime() < deadline) {
         uint64_t ready = 0;
         hvt_poll(NSEC_PER_SEC, &ready);
-        if (!(ready & (1ull << handle)))
-            continue;
-        deadline = walltime() + TIMEOUT_SECS * NSEC_PER_SEC;
-        for (;;) {
-            size_t len = 0;
-            int ret = net_read(handle, frame, rdsize, &len);
-            if (ret == SOLO5_R_AGAIN)
-                break;
-            if (ret != SOLO5_R_OK) {
-                printf("net_read: ret %d\n", ret);
-                break;
-            }
-            if (len < ETH_HLEN)
+        for (cur = 0; cur < NET_DEVICES; cur++) {
+            if (!(ready & (1ull << handle)))
                 continue;
-            uint16_t type = get16(frame + 12);
-            if (type == ETHERTYPE_ARP)
-                handle_arp(len);
-            else if (type == ETHERTYPE_IPV4 && handle_ipv4(len)) {
-                if (++answered == wanted) {
-                    puts("SUCCESS");
-                    return 0;
+            deadline = walltime() + TIMEOUT_SECS * NSEC_PER_SEC;
+            for (;;) {
+                size_t len = 0;
+                int ret = net_read(handle, frame, rdsize, &len);
+                if (ret == SOLO5_R_AGAIN)
+                    break;
+                if (ret != SOLO5_R_OK) {
+                    printf("net_read: ret %d\n", ret);
+                    break;
+                }
+                if (len < ETH_HLEN)
+                    continue;
+                uint16_t type = get16(frame + 12);
+                if (type == ETHERTYPE_ARP)
+                    handle_arp(len);
+                else if (type == ETHERTYPE_IPV4 && handle_ipv4(len)) {
+                    answered++;
+                    dev[cur].answered++;
+                    int done = 1;
+                    for (int d = 0; d < NET_DEVICES; d++)
+                        done = done && dev[d].answered >= wanted;
+                    if (done) {
+                        puts("SUCCESS");
+                        return 0;
+                    }
                 }
             }
         }
