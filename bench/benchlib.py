@@ -20,6 +20,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
 CACHE = os.environ.get("BENCH_CACHE", os.path.join(BENCH_DIR, ".cache"))
 PEER_SRC = os.path.join(BENCH_DIR, "peer", "hvt-mini.c")
+# Solo5 v0.12.1's own solo5-hvt, where the team's shared folder sits beside the checkout (or
+# SOLO5_HVT=PATH): the real peer for hvt ABI 2. Benchmarks may use it; tests must not need it.
+SOLO5_HVT = os.environ.get("SOLO5_HVT", os.path.join(os.path.dirname(REPO), "shared", "peers", "solo5-hvt"))
 GUEST_DIR = os.path.join(REPO, "guests", "hvt")
 
 
@@ -174,6 +177,16 @@ class Tender:
 def add_tender_args(parser):
     parser.add_argument("--only", choices=["swiftlet", "c"],
                         help="run only one tender (default: both, to get the ratio)")
+    parser.add_argument("--peer", choices=["c", "solo5-hvt"], default="c",
+                        help="the peer: our C hvt-mini (default) or Solo5 v0.12.1's solo5-hvt "
+                             "(../shared/peers/solo5-hvt or SOLO5_HVT=PATH)")
+
+
+def solo5_hvt():
+    """Path of the real solo5-hvt (v0.12.1), or a BenchError saying where it was looked for."""
+    if os.access(SOLO5_HVT, os.X_OK):
+        return SOLO5_HVT
+    raise BenchError(f"solo5-hvt not found at {SOLO5_HVT} (set SOLO5_HVT=PATH)")
 
 
 def warn_if_busy():
@@ -188,15 +201,19 @@ def warn_if_busy():
             "other work is running, figures will be noisy")
 
 
-def tenders(only=None):
-    """[swiftlet, c] Tender objects, building/locating what is needed."""
+def tenders(only=None, peer="c"):
+    """[swiftlet, peer] Tender objects, building/locating what is needed. The peer is hvt-mini
+    (C) or, with peer="solo5-hvt", Solo5's own tender."""
     check_kvm()
     warn_if_busy()
     out = []
     if only in (None, "swiftlet"):
         out.append(Tender("swiftlet", [find_swiftlet(), "hvt"]))
     if only in (None, "c"):
-        out.append(Tender("hvt-mini (C)", [build_hvt_mini()]))
+        if peer == "solo5-hvt":
+            out.append(Tender("solo5-hvt v0.12.1", [solo5_hvt()]))
+        else:
+            out.append(Tender("hvt-mini (C)", [build_hvt_mini()]))
     return out
 
 

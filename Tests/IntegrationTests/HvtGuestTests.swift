@@ -63,6 +63,13 @@ struct HvtGuestTests {
         #expect(!r.output.contains("Fatal error"), "no Swift trap")
     }
 
+    @Test func guestImagesHaveTheLayoutsOfSolo5sToolchains() throws {
+        // readelf over every built guest: ABI 2 shaped as Solo5 v0.12.1 emits, ABI 1 as before.
+        let r = Harness.run("/bin/sh", [Harness.root.appendingPathComponent("guests/hvt/check.sh").path, try Harness.guests.get().path])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("hello.hvt: ABI 2") && r.output.contains("abi1/hello.hvt: ABI 1"), "\(r.output)")
+    }
+
     @Test func debugLogNamesTheABI() throws {
         let two = Harness.hvt(["--solo5:debug", try Harness.guest("exit"), "0"])
         #expect(two.status == 0 && two.output.contains("Solo5 hvt ABI 2"), "\(two.output)")

@@ -150,7 +150,7 @@ struct HvtRingTests {
         ("index", "net ring: the guest published 5000 entries"),
         ("outside", "invalid guest buffer in net ring entry"),
         ("inring", "invalid guest buffer in net ring entry"),
-        ("commits", "read completions unconsumed"),
+        ("commits", "net ring: the guest left 1024 read completions unconsumed"),
     ])
     func ringBreakersEndTheRun(variant: String, message: String) throws {
         let r = try ringbad(variant)

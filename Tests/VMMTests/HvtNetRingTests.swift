@@ -152,6 +152,15 @@ import Testing
         #expect(f.u32(HvtNetRing.entHeadOffset) == 1)
     }
 
+    @Test func framesQueuedBeforeAStopAreStillSent() throws {
+        // A unikernel that writes its last replies and halts at once: nothing it queued is lost.
+        let f = Fixture()
+        f.submit(op: 1, handle: 1, data: 0x1000, len: 60, id: 1)
+        f.submit(op: 1, handle: 1, data: 0x1000, len: 61, id: 2)
+        try f.ring.serve(kick: try EventFD(), stop: try EventFD()) { true }
+        #expect(f.port.sent.map(\.count) == [60, 61])
+    }
+
     @Test func theIOThreadSleepsWithNeedsKickAndWakesOnAKick() throws {
         let f = Fixture()
         let kick = try EventFD(), stop = try EventFD()

@@ -186,8 +186,11 @@ final class HvtNetRing: @unchecked Sendable {
 
     /// The I/O thread's loop: spin briefly for entries, then set `needs_kick`, look once more
     /// (after a full barrier, so a guest that published just before reads `needs_kick` = 1) and
-    /// sleep on the kick eventfd. Returns when `stop` is signalled or on a fault.
+    /// sleep on the kick eventfd. Returns when `stop` is signalled or on a fault. Before it
+    /// returns on a stop it sends what the guest queued last: a unikernel that writes its final
+    /// frames and halts at once must not lose them (the vCPU has stopped by then).
     func serve(kick: EventFD, stop: EventFD, stopping: () -> Bool) throws(Fault) {
+        defer { _ = try? processBatch() }
         var idle = 0
         while !stopping() {
             if try processBatch() > 0 {
