@@ -19,10 +19,10 @@ public enum SharedMemory {
 }
 
 extension EventFD {
-    /// Blocks until this eventfd or `other` is readable. Returns (this, other) readiness; both
-    /// false after a signal interrupted the wait.
-    public func waitReadable(or other: EventFD) -> (this: Bool, other: Bool) {
-        let r = chost_poll2(fd, other.fd, -1)
+    /// Blocks until this eventfd or `other` is readable, or `timeoutMilliseconds` pass (-1:
+    /// no limit). Returns (this, other) readiness; both false after a timeout or a signal.
+    public func waitReadable(or other: EventFD, timeoutMilliseconds: Int32 = -1) -> (this: Bool, other: Bool) {
+        let r = chost_poll2(fd, other.fd, timeoutMilliseconds)
         return (r & 1 != 0, r & 2 != 0)
     }
 }

@@ -184,17 +184,27 @@ final class HvtNetRing: @unchecked Sendable {
     /// Whether work is waiting (for the sleep handshake).
     private var hasWork: Bool { SharedMemory.load32(ring + Self.entTailOffset) != head }
 
+    /// The longest the I/O thread sleeps without looking at the ring (milliseconds).
+    static let longestSleep: Int32 = 1000
+
     /// The I/O thread's loop: spin briefly for entries, then set `needs_kick`, look once more
     /// (after a full barrier, so a guest that published just before reads `needs_kick` = 1) and
     /// sleep on the kick eventfd. Returns when `stop` is signalled or on a fault. Before it
     /// returns on a stop it sends what the guest queued last: a unikernel that writes its final
     /// frames and halts at once must not lose them (the vCPU has stopped by then).
+    ///
+    /// The sleep is bounded (1 ms, doubling while idle up to `longestSleep`): the handshake needs
+    /// the guest's `mfence` to be a real one, and a guest whose fence is not (one a KVM emulates
+    /// instruction by instruction may not be) or a guest that never kicks would otherwise stall for good. A lost kick now costs
+    /// at most the current sleep; an idle guest costs about one wake-up a second.
     func serve(kick: EventFD, stop: EventFD, stopping: () -> Bool) throws(Fault) {
         defer { _ = try? processBatch() }
         var idle = 0
+        var sleep: Int32 = 1
         while !stopping() {
             if try processBatch() > 0 {
                 idle = 0
+                sleep = 1
                 continue
             }
             idle += 1
@@ -205,8 +215,13 @@ final class HvtNetRing: @unchecked Sendable {
             SharedMemory.store32(ring + Self.needsKickOffset, 1)
             SharedMemory.fullBarrier()
             if !hasWork {
-                let ready = kick.waitReadable(or: stop)
-                if ready.this { _ = kick.drain() }
+                let ready = kick.waitReadable(or: stop, timeoutMilliseconds: sleep)
+                if ready.this {
+                    _ = kick.drain()
+                    sleep = 1
+                } else {
+                    sleep = min(sleep * 2, Self.longestSleep)
+                }
             }
             SharedMemory.store32(ring + Self.needsKickOffset, 0)
             idle = 0

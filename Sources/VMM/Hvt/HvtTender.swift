@@ -176,6 +176,10 @@ public final class HvtTender: @unchecked Sendable {
             guard case .net(let nic)? = device else { return nil }
             return HvtNetRing.Port(io: nic.tap, maxFrame: nic.maxFrame, counters: counters[index])
         }
+        // Write the ring's pages now (zeroes, as solo5-hvt does): they are then real pages before
+        // the guest runs, not the shared zero page that the guest's first write must replace
+        // while the I/O thread reads them.
+        host.initializeMemory(as: UInt8.self, repeating: 0, count: HvtNetRing.byteCount)
         let ring = HvtNetRing(ring: host, ram: ram, ports: ports, log: log)
         return (ring, kick, stop)
     }

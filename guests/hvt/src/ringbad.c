@@ -116,8 +116,10 @@ int main(int argc, char **argv)
     } else {
         return 2;
     }
-    /* Give the I/O thread time to see it, then say we were not stopped. */
-    for (int i = 0; i < 50; i++)
+    /* Give the I/O thread time to see it (generously: on a loaded machine
+     * whose KVM emulates guest code it may wait seconds for a CPU), then say
+     * we were not stopped. */
+    for (int i = 0; i < 300; i++)
         hvt_poll(100000000ull, NULL);
     puts("RINGBAD FAIL");
     return 0;
