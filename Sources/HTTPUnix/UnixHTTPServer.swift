@@ -1,6 +1,7 @@
 import Dispatch
 import Host
 import NIOCore
+import Synchronization
 import NIOHTTP1
 import NIOPosix
 #if canImport(Glibc)
@@ -31,6 +32,24 @@ public final class UnixHTTPServer: @unchecked Sendable {
     /// Made in `start`, after the socket is bound: a client can connect while NIO's thread starts.
     private var group: MultiThreadedEventLoopGroup?
     private var channel: (any Channel)?
+    /// Requests read whose answer is not written yet.
+    private let inProgress = InProgress()
+
+    /// A count shared by every connection's handler.
+    final class InProgress: Sendable {
+        let count = Atomic<Int>(0)
+    }
+
+    /// Waits up to `seconds` until every request read so far has been answered: a process that
+    /// exits when its VM ends calls it first, so that the request that ended the VM (a
+    /// SendCtrlAltDel the guest reboots on at once) still gets its answer.
+    public func waitUntilAnswered(seconds: Double) {
+        var left = Int(seconds * 1000)
+        while inProgress.count.load(ordering: .sequentiallyConsistent) > 0 && left > 0 {
+            usleep(1000)
+            left -= 1
+        }
+    }
 
     /// - Parameter concurrent: run handlers on a concurrent queue (the daemon) instead of the loop.
     public init(socketPath: String, maximumBodyBytes: Int = 51_200, concurrent: Bool = false, handler: @escaping Handler) {
@@ -49,6 +68,7 @@ public final class UnixHTTPServer: @unchecked Sendable {
         let limit = maximumBodyBytes
         let handler = handler
         let queue = queue
+        let inProgress = inProgress
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.group = group
         let bootstrap = ServerBootstrap(group: group)
@@ -57,7 +77,7 @@ public final class UnixHTTPServer: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        RequestHandler(maximumBodyBytes: limit, queue: queue, handler: handler))
+                        RequestHandler(maximumBodyBytes: limit, queue: queue, inProgress: inProgress, handler: handler))
                 }
             }
         do {
@@ -90,14 +110,17 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
 
     let maximumBodyBytes: Int
     let queue: DispatchQueue?
+    let inProgress: UnixHTTPServer.InProgress
     let handler: UnixHTTPServer.Handler
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var tooLarge = false
 
-    init(maximumBodyBytes: Int, queue: DispatchQueue?, handler: @escaping UnixHTTPServer.Handler) {
+    init(maximumBodyBytes: Int, queue: DispatchQueue?, inProgress: UnixHTTPServer.InProgress,
+         handler: @escaping UnixHTTPServer.Handler) {
         self.maximumBodyBytes = maximumBodyBytes
         self.queue = queue
+        self.inProgress = inProgress
         self.handler = handler
     }
 
@@ -118,6 +141,7 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             guard let head else { return }
             self.head = nil
             let keepAlive = head.isKeepAlive
+            inProgress.count.add(1, ordering: .sequentiallyConsistent)
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
             if tooLarge {
@@ -166,6 +190,8 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        let inProgress = inProgress
+        done.whenComplete { _ in inProgress.count.subtract(1, ordering: .sequentiallyConsistent) }
         if !keepAlive {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }

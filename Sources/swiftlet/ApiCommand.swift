@@ -108,6 +108,8 @@ struct ApiCommand: ParsableCommand {
             _ = text.withCString { write(exitFD, $0, strlen($0)) }
             close(exitFD)
         }
+        // The request that ended the VM (SendCtrlAltDel, then a reboot) still gets its answer.
+        server.waitUntilAnswered(seconds: 2)
         server.removeSocketFile()
         Glibc.exit(status)
     }

@@ -1,6 +1,7 @@
 #!/bin/bash
 # run-tests.sh SWIFTLET OUTDIR - smoke-test a tender against the guests built
-# by build.sh (the contract in README.md). Prints PASS/FAIL per case and
+# by build.sh (the contract in README.md): the ABI-2 guests, and a few ABI-1
+# ones (a tender that runs only ABI 2, like solo5-hvt, fails those). Prints PASS/FAIL per case and
 # exits non-zero if any case fails. Set NET=1 (as root, with ip(8) and
 # ping(8)) to also run the net guest inside a temporary network namespace.
 set -u
@@ -54,9 +55,12 @@ done
 for v in beyond straddle wrap huge; do
     check "putsbad-$v" 1 .                              -- "$O/putsbad.hvt" $v
 done
-for v in beyond straddle badnr; do
+for v in beyond straddle badnr kick; do
     check "hcbad-$v" 1 .                                -- "$O/hcbad.hvt" $v
 done
+check tls            0   'tls: .* SUCCESS$'             -- "$O/tls.hvt"
+check abi1-hello     0   '^arg\[2\]=b$'                 -- "$O/abi1/hello.hvt" a b
+check abi1-exit-7    7   'exiting with status 7'        -- "$O/abi1/exit.hvt" 7
 args=()
 for i in $(seq 0 62); do
     truncate -s 4K "$TMP/b$i.img"
