@@ -45,6 +45,7 @@ int chost_tap_query(int fd, char name[16], int *flags) {
     name[IFNAMSIZ - 1] = 0;
     *flags = ifr.ifr_flags;
     if (!(ifr.ifr_flags & IFF_TAP)) return -EPROTOTYPE;
+    if (ifr.ifr_flags & IFF_VNET_HDR) return -EPROTONOSUPPORT;
     return (ifr.ifr_flags & IFF_NO_PI) ? 0 : -EPFNOSUPPORT;
 }
 

@@ -28,6 +28,8 @@ public final class TapDevice: @unchecked Sendable {
         switch -r {
         case 0: break
         case EBADF: throw HostError("fd \(descriptor)", errno: EBADF)
+        case EPROTONOSUPPORT:
+            throw HostError("fd \(descriptor): tap \(String(cString: nameBytes)) carries virtio-net headers (IFF_VNET_HDR set)", errno: EINVAL)
         case EPFNOSUPPORT:
             throw HostError("fd \(descriptor): tap \(String(cString: nameBytes)) carries packet-information headers (IFF_NO_PI unset)", errno: EINVAL)
         // EBADFD/EINVAL/ENOTTY/EPROTOTYPE all mean "open, but not a tap": say that plainly.

@@ -105,6 +105,12 @@ public final class VCPU: @unchecked Sendable {
         threadLock.locked { thread = pthread_self() }
     }
 
+    /// Forgets the thread `attachToCurrentThread` recorded: call it last on the vCPU thread, so a
+    /// later `kick` from another thread signals no thread that has ended.
+    public func detachFromCurrentThread() {
+        threadLock.locked { thread = nil }
+    }
+
     /// Stops the vCPU: its current or next `run()` returns `.kicked`. Safe from any thread.
     /// immediate_exit covers the window before KVM_RUN; the signal covers a vCPU inside the guest.
     public func kick() {

@@ -113,6 +113,8 @@ struct HvtRingTests {
             #expect(r.output.split(separator: "\n").count == 1, "one line: \(r.output)")
             #expect(r.output.contains("Could not attach interface: \(fd)") && r.output.contains(text), "\(r.output)")
         }
+        let twice = Harness.hvt(["--net:service=@5", "--net:backup=@5", try Harness.guest("net2")])
+        #expect(twice.status == 1 && twice.output.contains("tap descriptor @5 is already attached as 'service'"), "\(twice.output)")
         let junk = Harness.hvt(["--net:service=@x1", try Harness.guest("net")])
         #expect(junk.status == 1 && junk.output.contains("not @FD"), "\(junk.output)")
     }

@@ -65,7 +65,7 @@ public enum HvtGuestLayout {
     public static func build(image: HvtImage, manifest: HvtManifest, arguments: [String],
                              cpuCycleFrequency: UInt64, ramSize: UInt64, netRing: UInt64? = nil,
                              into memory: GuestMemory) throws(BootError) -> BootState {
-        guard ramSize % memoryGranule == 0, ramSize >= memoryGranule, ramSize <= maximumMemory, ramSize <= memory.size else {
+        guard ramSize % memoryGranule == 0, ramSize >= memoryGranule, ramSize <= memory.size, memory.size <= maximumMemory else {
             throw BootError("guest memory must be a multiple of 2 MiB between 2 MiB and 4 GiB")
         }
         guard netRing == nil || (image.abi >= .v2 && netRing == ramSize) else {

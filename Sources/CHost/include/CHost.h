@@ -28,7 +28,8 @@ int chost_tap_open(const char *name);
 int chost_tap_open_vnet(const char *name, int create, int vnet_header_size);
 // TUNGETIFF on an already-open descriptor (one passed in by an orchestrator): the interface's name
 // (16 bytes, NUL-terminated) and flags. 0 for a tap without packet-information headers; -EPROTOTYPE
-// for a tun; -EPFNOSUPPORT for a tap with IFF_NO_PI unset; -errno otherwise (EBADF for a closed
+// for a tun; -EPFNOSUPPORT for a tap with IFF_NO_PI unset; -EPROTONOSUPPORT for one with
+// IFF_VNET_HDR set (every frame would carry a virtio-net header); -errno otherwise (EBADF for a closed
 // fd, EBADFD/EINVAL/ENOTTY for a descriptor that is not a tun/tap at all).
 int chost_tap_query(int fd, char name[16], int *flags);
 // SIOCGIFMTU: the MTU of interface `name`, or -errno.

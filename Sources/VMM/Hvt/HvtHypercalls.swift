@@ -141,8 +141,10 @@ final class HvtHypercalls {
             var result = Self.ok
             do {
                 if let n = try nic.tap.read(into: frame) {
-                    a.storeBytes(of: UInt64(n), toByteOffset: 16, as: UInt64.self)
-                    counters[Int(handle)].record(intoGuest: UInt64(n))
+                    // Never more than the guest's buffer (a tap reports a longer frame's length).
+                    let received = min(UInt64(n), length)
+                    a.storeBytes(of: received, toByteOffset: 16, as: UInt64.self)
+                    counters[Int(handle)].record(intoGuest: received)
                 } else {
                     result = Self.again
                 }

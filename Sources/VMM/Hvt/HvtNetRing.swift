@@ -30,7 +30,7 @@ extension TapDevice: HvtFramePort {
 /// ```
 /// Indices run freely (u32, wrapping); slot = index & 1023. Writes are fire-and-forget (no
 /// commit); each read gets exactly one commit at once (OK with the frame, AGAIN when none waits,
-/// EINVAL for a bad handle). The guest kicks port 0x600 (an ioeventfd) only when `needs_kick`
+/// EINVAL for a bad handle, EUNSPEC when the tap fails). The guest kicks port 0x600 (an ioeventfd) only when `needs_kick`
 /// says this thread is about to sleep.
 ///
 /// Everything in the ring is untrusted. Our own indices live here, never read back from guest
@@ -155,13 +155,15 @@ final class HvtNetRing: @unchecked Sendable {
             do {
                 if let n = try port.io.receive(into: frame), n > 0 {
                     result = HvtHypercalls.ok
-                    received = UInt64(n)
+                    // A tap returns a longer frame's full length although it copied only what
+                    // fits: never tell the guest more than its buffer holds.
+                    received = min(UInt64(n), length)
                     port.counters.record(intoGuest: received)
                 } else {
                     result = HvtHypercalls.again
                 }
             } catch {
-                result = HvtHypercalls.invalid
+                result = HvtHypercalls.unspecified
             }
         }
         let commit = ring + Self.commitsOffset + Int(commitTail & Self.mask) * Self.commitSize

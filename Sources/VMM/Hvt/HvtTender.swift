@@ -24,6 +24,9 @@ public final class HvtTender: @unchecked Sendable {
     /// Set by the ring's I/O thread when the guest broke the ring: the run ends with this line.
     private let ringFault = Mutex<String?>(nil)
     private let ringStopping = Atomic<Bool>(false)
+    /// Set (after `ringFault`) before the ring thread kicks the vCPU, so no kick-clearing race
+    /// can hide the fault from the exit loop.
+    private let ringFaulted = Atomic<Bool>(false)
     private let deviceNames: [(index: Int, name: String, kind: String)]
     private let stopRequested = Atomic<Bool>(false)
     /// The signal `requestStop` was given (0: none), so `run` can report it.
@@ -64,6 +67,15 @@ public final class HvtTender: @unchecked Sendable {
             let disk = try HvtBlockDevice(block)
             manifest.attachBlock(at: index, capacity: disk.capacity, blockSize: UInt16(disk.sectorSize))
             devices[index] = .block(disk)
+        }
+        // One descriptor adopted twice would be closed twice: refuse before opening anything.
+        var descriptors: [Int32: String] = [:]
+        for net in config.nets {
+            guard let fd = HvtConfig.descriptor(of: net.interface) else { continue }
+            if let other = descriptors[fd] {
+                throw VMMError(.configuration, "net '\(net.name)': tap descriptor @\(fd) is already attached as '\(other)'")
+            }
+            descriptors[fd] = net.name
         }
         for net in config.nets {
             guard named.insert(net.name).inserted else { throw VMMError(.configuration, "device '\(net.name)' given more than once") }
@@ -231,6 +243,8 @@ public final class HvtTender: @unchecked Sendable {
             thread = try VCPUThread(name: "vcpu0") { [self] in
                 vcpu.attachToCurrentThread()
                 status.store(exitLoop(), ordering: .sequentiallyConsistent)
+                // No kick may reach this thread once it is gone (the ring thread outlives it).
+                vcpu.detachFromCurrentThread()
                 pthread_kill(main, StopSignals.finished)
             }
         } catch {
@@ -264,6 +278,7 @@ public final class HvtTender: @unchecked Sendable {
             } catch {
                 let message = (error as? HvtNetRing.Fault)?.message ?? "net ring: \(error)"
                 ringFault.withLock { $0 = message }
+                ringFaulted.store(true, ordering: .sequentiallyConsistent)
                 vcpu.kick()
             }
         }
@@ -328,8 +343,10 @@ public final class HvtTender: @unchecked Sendable {
                 }
             case .kicked:
                 exitCounters.kick.add(1, ordering: .relaxed)
-                if let fault = ringFault.withLock({ $0 }) { return fatal(fault, registers: false) }
-                guard pauseGate.continueAfterKick(vcpu, stopping: { stopRequested.load(ordering: .sequentiallyConsistent) }) else {
+                guard pauseGate.continueAfterKick(vcpu, stopping: {
+                    stopRequested.load(ordering: .sequentiallyConsistent) || ringFaulted.load(ordering: .sequentiallyConsistent)
+                }) else {
+                    if let fault = ringFault.withLock({ $0 }) { return fatal(fault, registers: false) }
                     return 1
                 }
             case .shutdown:

@@ -66,13 +66,16 @@ final class PauseGate: @unchecked Sendable {
 
     /// The `.kicked` exit of every exit loop: false when the VM is stopping; otherwise parks while
     /// a pause is asked for, clears a kick that found the vCPU outside KVM_RUN (immediate_exit
-    /// would stay set) and returns true to go back to the guest.
+    /// would stay set) and returns true to go back to the guest. `stopping` must read a flag the
+    /// stopper sets before it kicks.
     func continueAfterKick(_ vcpu: VCPU, stopping: () -> Bool) -> Bool {
         if stopping() { return false }
         parkWhilePaused()
         if stopping() { return false }
         vcpu.clearKick()
-        return true
+        // A stop asked for between the look above and the clear: its kick was just cleared, so
+        // look once more (whoever asks sets its flag before it kicks).
+        return !stopping()
     }
 
     /// Called by a vCPU thread after a kick: parks while a pause is requested.
