@@ -98,6 +98,25 @@ import Testing
         #expect(time.status == 0 && time.output.contains("SUCCESS"), "\(time.output)")
     }
 
+    /// An ABI-2 unikernel's network ring under the filter: the I/O thread (started after the
+    /// filter), its ioeventfd sleeps and tap I/O, answering ping in a namespace of its own.
+    @Test(.enabled(if: Harness.hasKVM && Harness.isRoot && FileManager.default.fileExists(atPath: "/usr/bin/ping"),
+                   "needs /dev/kvm, root and ping"))
+    func hvtNetworkRingUnderTheFilter() throws {
+        let json = #"{"boot-source": {"kernel_image_path": "\#(try Harness.guest("net"))"}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}, "network-interfaces": [{"iface_id": "service", "host_dev_name": "tap0"}]}"#
+        let config = Harness.scratch.appendingPathComponent("seccomp-hvt-net.json").path
+        try json.write(toFile: config, atomically: true, encoding: .utf8)
+        try Harness.withTapNamespace { ns in
+            let vm = try Harness.Background("/usr/sbin/ip", ["netns", "exec", ns, Self.binary, "seccomp-check"] + Self.dropArgs
+                                            + ["--run-config", config])
+            #expect(vm.waitFor("net: ready"), "\(vm.output)")
+            let p = Harness.run("/usr/sbin/ip", ["netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "5", "10.99.0.2"])
+            #expect(p.status == 0, "\(p.output)\n\(vm.output)")
+            #expect(vm.finish() == 0, "\(vm.output)")
+            #expect(vm.output.contains("net: io=ring") && vm.output.contains("SUCCESS"), "\(vm.output)")
+        }
+    }
+
     /// SIGTERM stops a VM under the filter cleanly: sigwait, tgkill kicks, thread joins, exit.
     @Test(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
     func stopSignalUnderTheFilter() throws {
