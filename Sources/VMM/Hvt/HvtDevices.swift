@@ -74,9 +74,13 @@ final class HvtNetDevice {
             let detail = error.operation.hasPrefix("fd ") ? "\(error)" : String(cString: strerror(error.errno))
             throw VMMError(.configuration, "Could not attach interface: \(config.interface): \(detail) (net '\(config.name)')")
         }
-        let mtu: Int
+        var mtu = 1500
         do { mtu = try tap.mtu() } catch {
-            throw VMMError(.configuration, "Could not attach interface: \(config.interface): \(error) (net '\(config.name)')")
+            // An adopted descriptor's tap may live in another network namespace, where this
+            // process cannot look its name up: assume Ethernet's MTU there rather than refuse.
+            guard HvtConfig.descriptor(of: config.interface) != nil, error.errno == ENODEV else {
+                throw VMMError(.configuration, "Could not attach interface: \(config.interface): \(error) (net '\(config.name)')")
+            }
         }
         name = config.name
         mac = config.mac ?? Self.randomMAC()
