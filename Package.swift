@@ -33,10 +33,15 @@ let package = Package(
         .target(name: "Host", dependencies: ["CHost"], swiftSettings: strict),
         // Port-I/O bus and legacy PC devices; they see only an interrupt-line protocol, never KVM.
         .target(name: "Devices", dependencies: ["GuestMemory", "Host"], swiftSettings: strict),
+        // GDB's remote serial protocol (framing, requests, the amd64 register file, one session)
+        // over any transport and target: no KVM, no sockets, so it is unit-tested byte by byte.
+        .target(name: "GDBRemote", swiftSettings: strict),
+        // ELF core files (notes, loadable segments) as gdb reads them, written without holes lost.
+        .target(name: "CoreDump", dependencies: ["Host"], swiftSettings: strict),
         // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
         .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
         // Assembles and runs machines (the hvt tender today).
-        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "GuestMemory", "Host"], swiftSettings: strict),
+        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "GuestMemory", "Host", "GDBRemote", "CoreDump"], swiftSettings: strict),
         // HTTP/1.1 over Unix sockets (SwiftNIO's parser and encoder): the server and client every
         // control-plane piece uses.
         .target(name: "HTTPUnix", dependencies: [
@@ -68,6 +73,8 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "GuestMemory"]),
         .testTarget(name: "HostTests", dependencies: ["Host"]),
+        .testTarget(name: "GDBRemoteTests", dependencies: ["GDBRemote"]),
+        .testTarget(name: "CoreDumpTests", dependencies: ["CoreDump"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),

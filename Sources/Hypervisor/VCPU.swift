@@ -37,7 +37,8 @@ public final class VCPU: @unchecked Sendable {
         case .internalError: return .internalError(suberror: kvm.internalSuberror)
         case .systemEvent: return .systemEvent(type: kvm.systemEventType)
         case .interrupted: return .kicked
-        case .debug: return .debug
+        case .debug:
+            return .debug(DebugExit(exception: kvm.debugException, pc: kvm.debugPC, dr6: kvm.debugDR6, dr7: kvm.debugDR7))
         case .other(let r): return .unknown(reason: r)
         }
     }

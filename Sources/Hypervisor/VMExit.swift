@@ -41,7 +41,8 @@ public enum VMExit: Equatable, Sendable {
     case systemEvent(type: UInt32)
     /// Another thread kicked this vCPU (or a signal arrived): no guest state changed.
     case kicked
-    case debug
+    /// A breakpoint or single step armed with `VCPU.setGuestDebug` fired.
+    case debug(DebugExit)
     /// An exit reason this library does not know yet.
     case unknown(reason: UInt32)
 }

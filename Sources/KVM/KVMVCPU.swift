@@ -87,6 +87,13 @@ public final class KVMVCPU: @unchecked Sendable {
     public var failEntryReason: UInt64 { ckvm_run_fail_entry_reason(runPage) }
     public var internalSuberror: UInt32 { ckvm_run_internal_suberror(runPage) }
     public var systemEventType: UInt32 { ckvm_run_system_event_type(runPage) }
+    /// The exception vector of a debug exit (1 = #DB, 3 = #BP).
+    public var debugException: UInt32 { ckvm_run_debug_exception(runPage) }
+    /// The guest's instruction pointer at a debug exit.
+    public var debugPC: UInt64 { ckvm_run_debug_pc(runPage) }
+    /// DR6 and DR7 at a debug exit: which breakpoint or step caused a #DB.
+    public var debugDR6: UInt64 { ckvm_run_debug_dr6(runPage) }
+    public var debugDR7: UInt64 { ckvm_run_debug_dr7(runPage) }
 
     // MARK: State
 
@@ -125,6 +132,37 @@ public final class KVMVCPU: @unchecked Sendable {
         let n = ckvm_set_msrs(fd, indices, values, UInt32(msrs.count))
         guard n == Int32(msrs.count) else {
             throw KVMError(operation: "KVM_SET_MSRS", errno: n < 0 ? errno : 0, detail: n < 0 ? nil : "KVM accepted \(n) of \(msrs.count) MSRs")
+        }
+    }
+
+    public func fpuState() throws(KVMError) -> X86FPUState {
+        var f = kvm_fpu()
+        _ = try Syscall.ioctl(fd, ckvm_KVM_GET_FPU(), &f, "KVM_GET_FPU")
+        return X86FPUState(f)
+    }
+
+    public func setFPUState(_ state: X86FPUState) throws(KVMError) {
+        var f = state.kvm
+        _ = try Syscall.ioctl(fd, ckvm_KVM_SET_FPU(), &f, "KVM_SET_FPU")
+    }
+
+    /// KVM_SET_GUEST_DEBUG: `control` is a set of KVM_GUESTDBG_* flags; `debugRegisters` DR0-DR3,
+    /// (unused), (unused), DR6, DR7 as KVM takes them for hardware breakpoints.
+    public func setGuestDebug(control: UInt32, debugRegisters: [UInt64]) throws(KVMError) {
+        var regs = [UInt64](repeating: 0, count: 8)
+        for (i, value) in debugRegisters.prefix(8).enumerated() { regs[i] = value }
+        guard ckvm_set_guest_debug(fd, control, regs) >= 0 else {
+            throw KVMError(operation: "KVM_SET_GUEST_DEBUG", errno: errno)
+        }
+    }
+
+    /// The guest-physical address that guest-virtual `address` maps to now, or nil if unmapped.
+    public func translate(_ address: UInt64) throws(KVMError) -> UInt64? {
+        var physical: UInt64 = 0, writeable: UInt8 = 0
+        switch ckvm_translate(fd, address, &physical, &writeable) {
+        case 0: return physical
+        case 1: return nil
+        default: throw KVMError(operation: "KVM_TRANSLATE", errno: errno)
         }
     }
 

@@ -157,3 +157,52 @@ public struct CPUIDEntry: Equatable, Sendable {
         self.eax = eax; self.ebx = ebx; self.ecx = ecx; self.edx = edx
     }
 }
+
+/// The x87 and SSE state of one vCPU (kvm_fpu, the FXSAVE image's fields).
+public struct X86FPUState: Equatable, Sendable {
+    /// ST0-ST7 as 80-bit values, 10 bytes each (little-endian), 80 bytes in all.
+    public var st: [UInt8] = Array(repeating: 0, count: 80)
+    public var fcw: UInt16 = 0x37F
+    public var fsw: UInt16 = 0
+    /// The abridged tag word of FXSAVE: bit i set means ST(i)'s physical register is in use.
+    public var ftwx: UInt8 = 0
+    public var lastOpcode: UInt16 = 0
+    public var lastIP: UInt64 = 0
+    public var lastDP: UInt64 = 0
+    /// XMM0-XMM15, 16 bytes each, 256 bytes in all.
+    public var xmm: [UInt8] = Array(repeating: 0, count: 256)
+    public var mxcsr: UInt32 = 0x1F80
+
+    public init() {}
+
+    init(_ f: kvm_fpu) {
+        var f = f
+        withUnsafeBytes(of: &f.fpr) { raw in
+            for i in 0..<8 { st.replaceSubrange(i * 10..<i * 10 + 10, with: raw[i * 16..<i * 16 + 10]) }
+        }
+        fcw = f.fcw; fsw = f.fsw; ftwx = f.ftwx; lastOpcode = f.last_opcode
+        lastIP = f.last_ip; lastDP = f.last_dp
+        withUnsafeBytes(of: &f.xmm) { xmm = Array($0) }
+        mxcsr = f.mxcsr
+    }
+
+    var kvm: kvm_fpu {
+        var f = kvm_fpu()
+        withUnsafeMutableBytes(of: &f.fpr) { raw in
+            for i in 0..<8 { for j in 0..<10 { raw[i * 16 + j] = st[i * 10 + j] } }
+        }
+        f.fcw = fcw; f.fsw = fsw; f.ftwx = ftwx; f.last_opcode = lastOpcode
+        f.last_ip = lastIP; f.last_dp = lastDP
+        withUnsafeMutableBytes(of: &f.xmm) { raw in for i in 0..<min(raw.count, xmm.count) { raw[i] = xmm[i] } }
+        f.mxcsr = mxcsr
+        return f
+    }
+}
+
+/// The KVM_GUESTDBG_* control flags.
+public enum KVMGuestDebugFlag {
+    public static var enable: UInt32 { ckvm_GUESTDBG_ENABLE() }
+    public static var singleStep: UInt32 { ckvm_GUESTDBG_SINGLESTEP() }
+    public static var softwareBreakpoints: UInt32 { ckvm_GUESTDBG_USE_SW_BP() }
+    public static var hardwareBreakpoints: UInt32 { ckvm_GUESTDBG_USE_HW_BP() }
+}

@@ -101,7 +101,13 @@ import Testing
         defer { cleanup() }
         let calls = try makeCalls()
         try memory.store(Int32(42), at: GuestAddress(0x1008))
-        #expect(try calls.haltStatus(argument: 0x1000) == 42)
-        #expect(throws: HvtGuestFault.self) { _ = try calls.haltStatus(argument: (2 << 20) - 4) }
+        #expect(try calls.halt(argument: 0x1000).status == 42)
+        #expect(try calls.halt(argument: 0x1000).cookie == nil)
+        #expect(throws: HvtGuestFault.self) { _ = try calls.halt(argument: (2 << 20) - 4) }
+        // A cookie (Solo5's trap frame) must name 512 bytes of guest memory.
+        try memory.store(UInt64(0x2000), at: GuestAddress(0x1000))
+        #expect(try calls.halt(argument: 0x1000).cookie == 0x2000)
+        try memory.store(UInt64((2 << 20) - 256), at: GuestAddress(0x1000))
+        #expect(throws: HvtGuestFault.self) { _ = try calls.halt(argument: 0x1000) }
     }
 }

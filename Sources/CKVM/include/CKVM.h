@@ -49,6 +49,8 @@ static inline unsigned long ckvm_KVM_IRQFD(void) { return KVM_IRQFD; }
 static inline unsigned long ckvm_KVM_IOEVENTFD(void) { return KVM_IOEVENTFD; }
 static inline unsigned long ckvm_KVM_SIGNAL_MSI(void) { return KVM_SIGNAL_MSI; }
 static inline unsigned long ckvm_KVM_SET_GSI_ROUTING(void) { return KVM_SET_GSI_ROUTING; }
+static inline unsigned long ckvm_KVM_SET_GUEST_DEBUG(void) { return KVM_SET_GUEST_DEBUG; }
+static inline unsigned long ckvm_KVM_TRANSLATE(void) { return KVM_TRANSLATE; }
 
 // MARK: capabilities and constants
 
@@ -67,6 +69,7 @@ static inline int ckvm_KVM_CAP_IOEVENTFD(void) { return KVM_CAP_IOEVENTFD; }
 static inline int ckvm_KVM_CAP_SIGNAL_MSI(void) { return KVM_CAP_SIGNAL_MSI; }
 static inline int ckvm_KVM_CAP_IRQFD_RESAMPLE(void) { return KVM_CAP_IRQFD_RESAMPLE; }
 static inline int ckvm_KVM_CAP_IOEVENTFD_ANY_LENGTH(void) { return KVM_CAP_IOEVENTFD_ANY_LENGTH; }
+static inline int ckvm_KVM_CAP_SET_GUEST_DEBUG(void) { return KVM_CAP_SET_GUEST_DEBUG; }
 static inline unsigned int ckvm_KVM_MEM_READONLY(void) { return KVM_MEM_READONLY; }
 static inline int ckvm_KVM_MAX_CPUID_ENTRIES(void) { return 256; }
 // The flag macros below expand to enum shifts, which Swift cannot import.
@@ -117,6 +120,10 @@ static inline uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *r) {
 }
 static inline uint32_t ckvm_run_internal_suberror(const struct kvm_run *r) { return r->internal.suberror; }
 static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *r) { return r->system_event.type; }
+static inline uint32_t ckvm_run_debug_exception(const struct kvm_run *r) { return r->debug.arch.exception; }
+static inline uint64_t ckvm_run_debug_pc(const struct kvm_run *r) { return r->debug.arch.pc; }
+static inline uint64_t ckvm_run_debug_dr6(const struct kvm_run *r) { return r->debug.arch.dr6; }
+static inline uint64_t ckvm_run_debug_dr7(const struct kvm_run *r) { return r->debug.arch.dr7; }
 
 // MARK: small multi-step shims for structs with flexible arrays or packed register pages
 
@@ -155,6 +162,32 @@ static inline int ckvm_init_fpu(int vcpufd) {
     return ioctl(vcpufd, KVM_SET_FPU, &f);
 }
 
+// KVM_SET_GUEST_DEBUG: `control` is a set of KVM_GUESTDBG_* flags (see ckvm_guestdbg_flags),
+// `debugreg` the eight debug registers (DR0-DR3 addresses, DR6, DR7) used with USE_HW_BP.
+static inline int ckvm_set_guest_debug(int vcpufd, uint32_t control, const uint64_t debugreg[8]) {
+    struct kvm_guest_debug d;
+    memset(&d, 0, sizeof d);
+    d.control = control;
+    for (int i = 0; i < 8; i++) d.arch.debugreg[i] = debugreg[i];
+    return ioctl(vcpufd, KVM_SET_GUEST_DEBUG, &d);
+}
+// The KVM_GUESTDBG_* flags, in the order enable, single-step, software breakpoints, hardware ones.
+static inline uint32_t ckvm_GUESTDBG_ENABLE(void) { return KVM_GUESTDBG_ENABLE; }
+static inline uint32_t ckvm_GUESTDBG_SINGLESTEP(void) { return KVM_GUESTDBG_SINGLESTEP; }
+static inline uint32_t ckvm_GUESTDBG_USE_SW_BP(void) { return KVM_GUESTDBG_USE_SW_BP; }
+static inline uint32_t ckvm_GUESTDBG_USE_HW_BP(void) { return KVM_GUESTDBG_USE_HW_BP; }
+// KVM_TRANSLATE: the guest-physical address of guest-virtual `gva` under the vCPU's current paging.
+// Returns 0 and sets *gpa, 1 when the page is not mapped, -1 (errno) when KVM failed.
+static inline int ckvm_translate(int vcpufd, uint64_t gva, uint64_t *gpa, uint8_t *writeable) {
+    struct kvm_translation t;
+    memset(&t, 0, sizeof t);
+    t.linear_address = gva;
+    if (ioctl(vcpufd, KVM_TRANSLATE, &t) < 0) return -1;
+    if (!t.valid) return 1;
+    *gpa = t.physical_address;
+    *writeable = t.writeable;
+    return 0;
+}
 // Programs the local APIC's LINT0 as ExtINT (the PIC) and LINT1 as NMI, as a PC BIOS does.
 static inline int ckvm_set_lint(int vcpufd) {
     struct kvm_lapic_state s;

@@ -1,6 +1,7 @@
 /// Parses `solo5-hvt`'s command line (Solo5 v0.12.1): `[--mem=MB] [--net:NAME=IFACE|@FD]
 /// [--net-mac:NAME=HWADDR] [--block:NAME=PATH] [--block-sector-size:NAME=N] [--solo5:LEVEL] [--]
-/// KERNEL [ARGS…]`, plus `--help` and `--version`. Options come before KERNEL; everything after
+/// KERNEL [ARGS…]`, plus `--help` and `--version`, and solo5-hvt-debug's `--gdb`,
+/// `--gdb-port=N` and `--dumpcore=DIR`. Options come before KERNEL; everything after
 /// KERNEL belongs to the unikernel.
 public enum HvtCommandLine {
     /// What the command line asked for: a run, the usage text, or the version.
@@ -31,12 +32,20 @@ public enum HvtCommandLine {
           [ --solo5:quiet|error|warn|info|debug ] (tender log level; debug names the ABI)
             --help (display this help)
             --version (display version information)
-        Compiled-in modules: core block net
+        Compiled-in modules: core block net gdb dumpcore
         Compiled-in module options:
             --block:NAME=PATH (attach block device/file at PATH as block storage NAME)
           [ --block-sector-size:NAME=SECTORSIZE ] (set sector size for block device NAME; must be a power of two greater than or equal 512)
             --net:NAME=IFACE | @NN (attach tap at IFACE or at fd @NN as network NAME)
           [ --net-mac:NAME=HWADDR ] (set HWADDR for network NAME)
+            --gdb (optional flag for running in a gdb debug session)
+          [ --gdb-port=1234 ] (port to use)
+            --dumpcore=DIR (enable guest core dump on abort/trap)
+        Debugging (as solo5-hvt-debug): with --gdb the guest waits, stopped before its first
+        instruction, for `gdb KERNEL` and `target remote localhost:PORT` (127.0.0.1 only);
+        breakpoints (software and hardware), watchpoints, stepping, registers, memory, Ctrl-C;
+        detaching lets the guest run on. With --dumpcore=DIR an abort (solo5_abort, a fatal
+        trap) or a triple fault writes DIR/core.solo5-hvt.PID, for `gdb KERNEL CORE`.
         Networking (ABI 2): frames go through a shared ring (HVT_FEATURE_RING_IO, a kick on
         port 0x600 served by an ioeventfd and an I/O thread) when the tender can offer it and
         the unikernel uses it; otherwise through hypercalls. The guest is told the tap's MTU.
@@ -50,6 +59,8 @@ public enum HvtCommandLine {
         var sectorSizes: [(String, UInt16)] = []
         var level = HvtConfig.LogLevel.warn
         var warnings: [String] = []
+        var gdb = false, gdbPort: UInt16 = 1234
+        var dumpCore: String? = nil
         var rest = arguments[...]
 
         // solo5-hvt answers --help and --version before looking at anything else.
@@ -103,6 +114,16 @@ public enum HvtCommandLine {
                     throw VMMError(.configuration, "Block size must be a multiple of 2 greater than or equal 512 (--block-sector-size:\(name)=\(text): a power of two from 512 to 32768)")
                 }
                 sectorSizes.append((name, size))
+            } else if arg == "--gdb" {
+                gdb = true
+            } else if let value = arg.dropPrefix("--gdb-port=") {
+                guard let port = UInt16(value) else {
+                    throw VMMError(.configuration, "Malformed argument to --gdb-port: '\(value)' (a TCP port, 0 to 65535)")
+                }
+                gdbPort = port
+            } else if let directory = arg.dropPrefix("--dumpcore=") {
+                guard !directory.isEmpty else { throw VMMError(.configuration, "--dumpcore=DIR: missing directory") }
+                dumpCore = String(directory)
             } else if let name = arg.dropPrefix("--solo5:") {
                 guard let named = HvtConfig.LogLevel(name: String(name)) else { throw VMMError(.configuration, "unknown option '\(arg)'") }
                 level = named
@@ -130,6 +151,9 @@ public enum HvtCommandLine {
         config.blocks = blocks
         config.arguments = Array(rest.dropFirst())
         config.logLevel = level
+        config.gdb = gdb
+        config.gdbPort = gdbPort
+        config.dumpCoreDirectory = dumpCore
         return .run(config, warnings: warnings)
     }
 

@@ -53,6 +53,14 @@ public struct HvtConfig: Sendable, Equatable {
     public var arguments: [String] = []
     public var logLevel: LogLevel = .warn
     public var kvmDevice = "/dev/kvm"
+    /// `--gdb`: serve GDB's remote protocol on 127.0.0.1:`gdbPort`, the guest stopped before its
+    /// first instruction until a debugger connects (solo5-hvt-debug's module).
+    public var gdb = false
+    /// `--gdb-port=N` (0: the kernel picks one, and the tender prints it).
+    public var gdbPort: UInt16 = 1234
+    /// `--dumpcore=DIR`: an ELF core file in DIR when the guest aborts (exit status 255) or
+    /// triple-faults (solo5-hvt-debug's module).
+    public var dumpCoreDirectory: String?
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 }

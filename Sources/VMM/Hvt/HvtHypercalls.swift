@@ -159,8 +159,18 @@ final class HvtHypercalls {
     }
 
     /// Reads HALT's exit status (the cookie, a trap-frame hint, is not needed to exit).
-    func haltStatus(argument address: UInt64) throws(HvtGuestFault) -> Int32 {
+    /// HALT's exit status and cookie (struct hvt_hc_halt: u64 cookie, int exit_status). A
+    /// cookie (a trap frame the guest saved, Solo5's PANIC) must name HVT_HALT_COOKIE_MAX = 512
+    /// bytes of guest memory, as solo5-hvt checks; nil when the guest passed none.
+    func halt(argument address: UInt64) throws(HvtGuestFault) -> (status: Int32, cookie: UInt64?) {
         let a = try argument(address, 16, "HALT")
-        return a.loadUnaligned(fromByteOffset: 8, as: Int32.self)
+        let status = a.loadUnaligned(fromByteOffset: 8, as: Int32.self)
+        let cookie = a.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+        guard cookie != 0 else { return (status, nil) }
+        _ = try argument(cookie, Self.haltCookieSize, "HALT (cookie)")
+        return (status, cookie)
     }
+
+    /// HVT_HALT_COOKIE_MAX: the bytes a HALT cookie may point to.
+    static let haltCookieSize: UInt64 = 512
 }

@@ -36,6 +36,12 @@ public final class HvtTender: @unchecked Sendable {
     /// vCPU exits by reason (each hypercall is a port-I/O exit), for metrics.
     public let exitCounters = ExitCounters()
     private let log: VMMLog
+    /// Guest RAM (without the ring), what a core dump holds.
+    private let ram: GuestMemory
+    /// `--gdb`: the debugger's stub (bound at init, so a port in use is a configuration error).
+    private var gdbStub: GDBStub?
+    /// `--dumpcore=DIR`, checked at init.
+    private let coreDump: GuestCoreDump?
 
     /// - Parameters:
     ///   - console: where the unikernel's console output goes (stdout by default).
@@ -43,6 +49,8 @@ public final class HvtTender: @unchecked Sendable {
     public init(config: HvtConfig, console: VMConsole = .stdio, kernelBytes: [UInt8]? = nil) throws(VMMError) {
         self.config = config
         log = VMMLog(level: config.logLevel)
+
+        coreDump = try config.dumpCoreDirectory.map { dir throws(VMMError) in try GuestCoreDump(directory: dir) }
 
         // 1. The image and its manifest.
         var bytes = kernelBytes ?? []
@@ -98,7 +106,7 @@ public final class HvtTender: @unchecked Sendable {
         //    after guest RAM hold the ring, as solo5-hvt v0.12.1 places it.
         let wantsRing = image.abi >= .v2 && devices.contains { if case .net? = $0 { true } else { false } }
         let sizes = try Self.memoryLayout(requestedMiB: config.memoryMiB, ring: wantsRing, log: log)
-        let ramRegion: GuestMemoryRegion, ram: GuestMemory
+        let ramRegion: GuestMemoryRegion
         do {
             ramRegion = try GuestMemoryRegion(base: GuestAddress(0), size: sizes.ram)
             ram = try GuestMemory(regions: [ramRegion])
@@ -138,6 +146,11 @@ public final class HvtTender: @unchecked Sendable {
             case .block?: (index, entry.name, "block")
             case .net?: (index, entry.name, "net")
             case nil: nil
+            }
+        }
+        if config.gdb {
+            gdbStub = try GDBStub(port: config.gdbPort, memory: ram, vcpu: vcpu, log: log, kernelPath: config.kernelPath) { [unowned self] in
+                stopRequested.load(ordering: .sequentiallyConsistent)
             }
         }
         log.info("\(config.kernelPath): \(sizes.ram >> 20) MiB, entry 0x\(String(image.entry, radix: 16)), \(devices.compactMap { $0 }.count) device(s)")
@@ -242,7 +255,7 @@ public final class HvtTender: @unchecked Sendable {
         do {
             thread = try VCPUThread(name: "vcpu0") { [self] in
                 vcpu.attachToCurrentThread()
-                status.store(exitLoop(), ordering: .sequentiallyConsistent)
+                status.store(debuggedRun(), ordering: .sequentiallyConsistent)
                 // No kick may reach this thread once it is gone (the ring thread outlives it).
                 vcpu.detachFromCurrentThread()
                 pthread_kill(main, StopSignals.finished)
@@ -320,6 +333,27 @@ public final class HvtTender: @unchecked Sendable {
         deviceNames.map { hypercalls.counters[$0.index].statistics(id: $0.name, kind: $0.kind) }
     }
 
+    /// The exit loop, after the debugger (with --gdb) had the guest stopped before its first
+    /// instruction; a debugger still attached at the end hears how the run ended.
+    private func debuggedRun() -> Int32 {
+        guard let gdbStub else { return exitLoop() }
+        switch gdbStub.attachBeforeFirstInstruction() {
+        case nil, .kill?: return 1
+        case .run?: break
+        }
+        let status = exitLoop()
+        // Still attached: the run ended for a fault or a signal, not a guest exit (that reports
+        // its status itself). solo5-hvt-debug sends the same X09 at every exit.
+        if gdbStub.isAttached { gdbStub.guestTerminated(signal: 9) }
+        return status
+    }
+
+    /// Writes the core file when --dumpcore asked for one; false when writing it failed.
+    private func dumpCore(cookie: UInt64?, signal: UInt16) -> Bool {
+        guard let coreDump else { return true }
+        return coreDump.write(vcpu: vcpu, memory: ram, cookie: cookie, signal: signal, log: log)
+    }
+
     /// The vCPU exit loop: the hot path. It allocates nothing per exit.
     func exitLoop() -> Int32 {
         while true {
@@ -336,13 +370,24 @@ public final class HvtTender: @unchecked Sendable {
                 exitCounters.portIO.add(1, ordering: .relaxed)
                 let address = UInt64(PortIOAssist.value(of: vcpu.ioData))
                 do {
-                    if number == .halt { return try hypercalls.haltStatus(argument: address) }
+                    if number == .halt {
+                        let (status, cookie) = try hypercalls.halt(argument: address)
+                        // SOLO5_EXIT_ABORT: solo5_abort, a failed assert, a fatal trap (whose
+                        // frame is the cookie). A core that could not be written ends with 1.
+                        if status == 255, !dumpCore(cookie: cookie, signal: cookie == nil ? 6 : 11) { return 1 }
+                        gdbStub?.guestExited(status: status)
+                        return status
+                    }
                     try hypercalls.handle(number, argument: address)
                 } catch {
                     return fatal(error.message, registers: false)
                 }
             case .kicked:
                 exitCounters.kick.add(1, ordering: .relaxed)
+                // The debugger's Ctrl-C (or its connection dropping) kicks too; stops and pauses
+                // are still decided below.
+                var outcome = GDBStub.Outcome.run
+                if let gdbStub, gdbStub.takeKick(outcome: &outcome), outcome == .kill { return 1 }
                 guard pauseGate.continueAfterKick(vcpu, stopping: {
                     stopRequested.load(ordering: .sequentiallyConsistent) || ringFaulted.load(ordering: .sequentiallyConsistent)
                 }) else {
@@ -350,7 +395,11 @@ public final class HvtTender: @unchecked Sendable {
                     return 1
                 }
             case .shutdown:
-                return fatal("guest triple fault (CPU reset)", registers: true)
+                // With a debugger, stop there first: the registers are the guest's last state.
+                if let gdbStub, gdbStub.isAttached { _ = gdbStub.stopped(at: .signal(11)) }
+                let status = fatal("guest triple fault (CPU reset)", registers: true)
+                _ = dumpCore(cookie: nil, signal: 11)
+                return status
             case .halted:
                 return fatal("guest halted the CPU with interrupts it cannot receive", registers: true)
             case .mmio(let m):
@@ -361,8 +410,8 @@ public final class HvtTender: @unchecked Sendable {
                 return fatal("KVM: internal error exit: suberror=0x\(String(suberror, radix: 16))", registers: true)
             case .systemEvent(let type):
                 return fatal("guest system event \(type)", registers: false)
-            case .debug:
-                continue
+            case .debug(let event):
+                if let gdbStub, gdbStub.stopped(by: event) == .kill { return 1 }
             case .unknown(let reason):
                 return fatal("KVM: unhandled exit: exit_reason=0x\(String(reason, radix: 16))", registers: true)
             }
