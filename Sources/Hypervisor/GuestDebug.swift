@@ -67,6 +67,7 @@ public struct GuestDebug: Equatable, Sendable {
         if singleStep { control |= KVMGuestDebugFlag.singleStep }
         if softwareBreakpoints { control |= KVMGuestDebugFlag.softwareBreakpoints }
         var registers = [UInt64](repeating: 0, count: 8)
+        registers[7] = dr7
         if !hardware.isEmpty {
             control |= KVMGuestDebugFlag.hardwareBreakpoints
             for (n, bp) in hardware.prefix(Self.hardwareSlots).enumerated() { registers[n] = bp.address }

@@ -27,7 +27,9 @@ else
     FPFLAGS="-mgeneral-regs-only"
 fi
 
-CFLAGS="-O2 -ffreestanding -nostdlib -fno-pie -no-pie -static \
+# -g: debug info (not loaded into the guest) so gdb can show source, variables and
+# backtraces under --gdb and in core files.
+CFLAGS="-O2 -g -ffreestanding -nostdlib -fno-pie -no-pie -static \
 -fno-stack-protector -mno-red-zone -fno-asynchronous-unwind-tables \
 -mcmodel=small $FPFLAGS -Wall -Wextra -Werror -I$HERE/include $HVT_CFLAGS"
 LDCOMMON="-Wl,--build-id=none -Wl,-z,max-page-size=0x1000 -Wl,-z,noexecstack"

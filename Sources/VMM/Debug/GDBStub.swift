@@ -94,6 +94,15 @@ final class GDBStub: @unchecked Sendable {
         return serve(.signal(5))
     }
 
+    /// An instruction KVM could not emulate: if it is one of our INT3s, a breakpoint hit (nil
+    /// otherwise). A KVM that emulates guest code (kvm_pvm) fails to emulate INT3 in 64-bit mode
+    /// instead of reporting the #BP as a debug exit; hardware KVM never gets here for INT3.
+    func emulationFailed() -> Outcome? {
+        guard let target, let r = try? vcpu.registers(), target.hasSoftwareBreakpoint(at: r.rip) else { return nil }
+        stopWatcher()
+        return serve(.softwareBreakpoint)
+    }
+
     /// A stop the tender found (a triple fault): the debugger may look before the run ends.
     func stopped(at stop: GDBStop) -> Outcome {
         guard target != nil else { return .run }

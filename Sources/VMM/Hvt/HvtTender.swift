@@ -407,6 +407,10 @@ public final class HvtTender: @unchecked Sendable {
             case .failedEntry(let reason):
                 return fatal("KVM: entry failure: hardware_entry_failure_reason=0x\(String(reason, radix: 16))", registers: true)
             case .internalError(let suberror):
+                if let gdbStub, let outcome = gdbStub.emulationFailed() {
+                    if outcome == .kill { return 1 }
+                    continue
+                }
                 return fatal("KVM: internal error exit: suberror=0x\(String(suberror, radix: 16))", registers: true)
             case .systemEvent(let type):
                 return fatal("guest system event \(type)", registers: false)

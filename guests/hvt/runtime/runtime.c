@@ -42,6 +42,19 @@ struct hvt_boot_info *hvt_bi;
 /* Hypercall wrappers                                                  */
 /* ------------------------------------------------------------------ */
 
+/* HALT with a cookie: the guest address of 512 bytes the tender may read (Solo5
+ * passes its trap frame there; solo5-hvt-debug's dumpcore takes the registers
+ * at the fault from it). */
+static void __attribute__((noreturn)) halt_cookie(int status, void *cookie)
+{
+    volatile struct hvt_hc_halt a;
+    a.cookie = (uint64_t)(uintptr_t)cookie;
+    a.exit_status = status;
+    hvt_do_hypercall(HVT_HYPERCALL_HALT, &a);
+    for (;;)
+        __asm__ __volatile__("cli; hlt");
+}
+
 void halt(int status)
 {
     volatile struct hvt_hc_halt a;
@@ -421,16 +434,31 @@ static void idt_install(void)
     __asm__ __volatile__("lidt %0" : : "m"(p) : "memory");
 }
 
-void hvt_trap(uint64_t vector, uint64_t error, uint64_t rip, uint64_t cr2)
+/* Solo5's struct x86_trap_regs: what the trap stubs leave on the stack. */
+struct hvt_trap_frame {
+    uint64_t cr2, ec, rip, cs, rflags, rsp, ss;
+};
+
+/* The cookie must name 512 bytes of guest memory (HVT_HALT_COOKIE_MAX), which
+ * the trap stack near the top of memory may not have: pass a copy in .bss. */
+static union {
+    struct hvt_trap_frame frame;
+    uint8_t cookie[512];
+} trap_cookie;
+
+void hvt_trap(uint64_t vector, uint64_t error, uint64_t rip, uint64_t cr2,
+              const struct hvt_trap_frame *frame)
     __attribute__((noreturn, used));
-void hvt_trap(uint64_t vector, uint64_t error, uint64_t rip, uint64_t cr2)
+void hvt_trap(uint64_t vector, uint64_t error, uint64_t rip, uint64_t cr2,
+              const struct hvt_trap_frame *frame)
 {
     static volatile int in_trap;
     if (in_trap++)
         halt(255);              /* fault while reporting a fault */
+    trap_cookie.frame = *frame;
     printf("trap: vector %u rip=0x%lx cr2=0x%lx err=0x%lx\n",
            (unsigned)vector, rip, cr2, error);
-    halt(255);
+    halt_cookie(255, &trap_cookie);
 }
 
 /* ------------------------------------------------------------------ */

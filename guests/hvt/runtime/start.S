@@ -82,6 +82,10 @@ hvt_trap_common:
         movq    8(%rsp), %rsi           /* error code */
         movq    16(%rsp), %rdx          /* faulting rip */
         movq    %cr2, %rcx              /* fault address (#PF) */
+        /* Overwrite the vector with cr2: the stack then holds Solo5's trap frame
+         * (cr2, ec, rip, cs, rflags, rsp, ss), passed as the HALT cookie. */
+        movq    %rcx, 0(%rsp)
+        movq    %rsp, %r8               /* struct hvt_trap_frame * */
         andq    $-16, %rsp
         call    hvt_trap                /* never returns */
 2:      cli
