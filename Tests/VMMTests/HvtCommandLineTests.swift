@@ -89,3 +89,41 @@ import Testing
         #expect(MACAddress.parse("0a:0b:cc:dd:ee:fff") == nil)
     }
 }
+
+/// solo5-hvt-debug's options: --gdb, --gdb-port=N, --dumpcore=DIR.
+@Suite struct HvtDebugCommandLineTests {
+    func config(_ args: [String]) throws -> HvtConfig {
+        guard case .run(let c, _) = try HvtCommandLine.parse(args) else { throw VMMError(.configuration, "help") }
+        return c
+    }
+
+    func failure(_ args: [String]) -> String {
+        do { _ = try HvtCommandLine.parse(args); return "" } catch { return error.message }
+    }
+
+    @Test func debugOptions() throws {
+        let plain = try config(["k.hvt"])
+        #expect(!plain.gdb && plain.gdbPort == 1234 && plain.dumpCoreDirectory == nil)
+        let c = try config(["--gdb", "--gdb-port=4321", "--dumpcore=/tmp/cores", "k.hvt"])
+        #expect(c.gdb && c.gdbPort == 4321 && c.dumpCoreDirectory == "/tmp/cores")
+        // As solo5-hvt-debug: --gdb-port alone does not turn the stub on; port 0 is the kernel's pick.
+        let portOnly = try config(["--gdb-port=0", "k.hvt"])
+        #expect(!portOnly.gdb && portOnly.gdbPort == 0)
+    }
+
+    @Test func badDebugOptions() {
+        #expect(failure(["--gdb-port=65536", "k.hvt"]).contains("Malformed argument to --gdb-port"))
+        #expect(failure(["--gdb-port=-1", "k.hvt"]).contains("Malformed argument to --gdb-port"))
+        #expect(failure(["--gdb-port=12ab", "k.hvt"]).contains("Malformed argument to --gdb-port"))
+        #expect(failure(["--gdb-port=", "k.hvt"]).contains("Malformed argument to --gdb-port"))
+        #expect(failure(["--dumpcore=", "k.hvt"]).contains("--dumpcore=DIR"))
+        // The pre-0.6 bare form is not an option (solo5-hvt-debug: Invalid option).
+        #expect(failure(["--dumpcore", "k.hvt"]).contains("Invalid option"))
+        #expect(failure(["--gdb=1", "k.hvt"]).contains("Invalid option"))
+    }
+
+    @Test func helpNamesTheDebugModules() {
+        #expect(HvtCommandLine.usage.contains("Compiled-in modules: core block net gdb dumpcore"))
+        #expect(HvtCommandLine.usage.contains("--gdb-port=1234") && HvtCommandLine.usage.contains("--dumpcore=DIR"))
+    }
+}
