@@ -58,6 +58,15 @@ enum Harness {
         return FileManager.default.isExecutableFile(atPath: path) ? path : nil
     }()
 
+    /// solo5-hvt-debug v0.12.1 (gdb and dumpcore modules), where ../shared/peers has it.
+    static let peerDebugTender: String? = {
+        let path = peers.appendingPathComponent("solo5-hvt-debug").path
+        return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+    }()
+
+    /// Debian's gdb, which the --gdb and --dumpcore tests drive.
+    static let gdb: String? = FileManager.default.isExecutableFile(atPath: "/usr/bin/gdb") ? "/usr/bin/gdb" : nil
+
     /// Runs `body` inside a fresh network namespace holding tap interfaces `taps` (up, with
     /// 10.99.N.1/24 on tap N), removed afterwards; `body` gets the namespace's name.
     static func withTapNamespace<T>(taps: [String] = ["tap0"], mtu: Int? = nil, _ body: (String) throws -> T) throws -> T {
