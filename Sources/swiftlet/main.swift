@@ -30,6 +30,12 @@ struct LogLevelOption: ParsableArguments {
 // `swiftlet hvt` keeps solo5-hvt's exact command line (options like `--net:NAME=IFACE` that no
 // argument parser models), so it is dispatched before ArgumentParser sees it.
 let arguments = Array(CommandLine.arguments.dropFirst())
+// Installed (linked) as solo5-hvt or solo5-hvt-debug, swiftlet is that tender: its whole command
+// line is solo5-hvt's.
+let programName = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+if programName == "solo5-hvt" || programName == "solo5-hvt-debug" {
+    HvtCommand.runAndExit(arguments)
+}
 if arguments.first == "hvt" {
     HvtCommand.runAndExit(Array(arguments.dropFirst()))
 }

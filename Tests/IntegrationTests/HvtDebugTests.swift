@@ -145,6 +145,18 @@ struct HvtDebugTests {
         #expect(first.finish(timeout: 20) == 1)
     }
 
+    @Test func installedAsSolo5HvtDebugItTakesThePeersCommandLine() throws {
+        let link = Harness.scratch.appendingPathComponent("bin-\(UUID().uuidString)/solo5-hvt-debug").path
+        try FileManager.default.createDirectory(atPath: (link as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: Harness.swiftlet)
+        let help = Harness.run(link, ["--help"])
+        #expect(help.status == 1 && help.output.contains("--gdb-port=1234") && help.output.contains("--dumpcore=DIR"), "\(help.output)")
+        let r = try debugSession(tender: [link], port: Self.port(7), guest: try Harness.guest("debugme"),
+                                 commands: ["break compute", "continue", "print x", "continue"])
+        #expect(r.gdb.contains("$1 = 7") && r.gdb.contains("exited normally"), "\(r.gdb)")
+        #expect(r.status == 0 && r.output.contains("result=15"), "\(r.output)")
+    }
+
     // MARK: Core dumps
 
     /// Runs `tender --mem=4 --dumpcore=DIR guest args` and returns status, output and the core's path.
