@@ -92,14 +92,9 @@ import Testing
 
 /// solo5-hvt-debug's options: --gdb, --gdb-port=N, --dumpcore=DIR.
 @Suite struct HvtDebugCommandLineTests {
-    func config(_ args: [String]) throws -> HvtConfig {
-        guard case .run(let c, _) = try HvtCommandLine.parse(args) else { throw VMMError(.configuration, "help") }
-        return c
-    }
-
-    func failure(_ args: [String]) -> String {
-        do { _ = try HvtCommandLine.parse(args); return "" } catch { return error.message }
-    }
+    let parsing = HvtCommandLineTests()
+    func config(_ args: [String]) throws -> HvtConfig { try parsing.config(args) }
+    func failure(_ args: [String]) -> String { parsing.failure(args) }
 
     @Test func debugOptions() throws {
         let plain = try config(["k.hvt"])

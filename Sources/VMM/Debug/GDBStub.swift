@@ -80,6 +80,14 @@ final class GDBStub: @unchecked Sendable {
         guard let target else { return .run }
         stopWatcher()
         if exit.isSoftwareBreakpoint {
+            // KVM reports the INT3's own address (VMX and SVM alike); a KVM that reported the
+            // address after it gets rip moved back onto the breakpoint, as GDB expects.
+            if !target.hasSoftwareBreakpoint(at: exit.pc), exit.pc > 0, target.hasSoftwareBreakpoint(at: exit.pc - 1),
+               var r = try? vcpu.registers() {
+                r.rip = exit.pc - 1
+                try? vcpu.setRegisters(r)
+                return serve(.softwareBreakpoint)
+            }
             if !target.hasSoftwareBreakpoint(at: exit.pc) {
                 // The guest's own INT3, not ours: step past it as the CPU would have.
                 if var r = try? vcpu.registers() { r.rip = exit.pc &+ 1; try? vcpu.setRegisters(r) }
@@ -194,7 +202,8 @@ final class GDBStub: @unchecked Sendable {
                 let ready = connection.waitReadable(or: cancel.fd)
                 if ready & 2 != 0 { return }
                 guard ready & 1 != 0 else { continue }
-                let n = byte.withUnsafeMutableBytes { connection.read(into: $0, shouldStop: { true }) }
+                // Only end of stream (or an error) ends the wait; a signal is retried.
+                let n = byte.withUnsafeMutableBytes { connection.read(into: $0, shouldStop: { false }) }
                 guard let n else {
                     disconnected.store(true, ordering: .sequentiallyConsistent)
                     vcpu.kick()
