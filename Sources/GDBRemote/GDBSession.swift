@@ -52,9 +52,13 @@ public final class GDBSession: @unchecked Sendable {
     private var decoder = GDBPacketDecoder(maximumPayload: GDBSession.maximumPacket)
     private var acknowledging = true
     private var stopReasonFeatures = false
+    /// Set once GDB read our target description: from then on `g` carries all 65 registers.
+    private var described = false
     private var lastStop = GDBStop.signal(5)
     private var lastReply: [UInt8] = []
     private var buffer = [UInt8](repeating: 0, count: 4096)
+    /// What follows the name of the `q` packet being answered (`qXfer`'s object and range).
+    private var lastArguments: [UInt8]?
 
     public init(transport: any GDBTransport, target: any GDBTarget) {
         self.transport = transport
@@ -74,6 +78,11 @@ public final class GDBSession: @unchecked Sendable {
                 switch event {
                 case .packet(let payload):
                     if acknowledging { _ = transport.send([UInt8(ascii: "+")]) }
+                    if payload.first == UInt8(ascii: "q"), let colon = payload.firstIndex(of: UInt8(ascii: ":")) {
+                        lastArguments = Array(payload[(colon + 1)...])
+                    } else {
+                        lastArguments = nil
+                    }
                     if let resume = handle(GDBRequest(payload)) { return resume }
                 case .badChecksum:
                     if acknowledging { _ = transport.send([UInt8(ascii: "-")]) }
@@ -116,7 +125,7 @@ public final class GDBSession: @unchecked Sendable {
             reply(stopReply(lastStop))
         case .readRegisters:
             guard let r = target.readRegisters() else { reply("E01"); break }
-            reply(Hex.encode(r.bytes))
+            reply(Hex.encode(described ? r.bytes[...] : r.bytes.prefix(AMD64Registers.builtinByteCount)))
         case .writeRegisters(let data):
             guard var r = target.readRegisters() else { reply("E01"); break }
             r.overwrite(with: data)
@@ -158,7 +167,7 @@ public final class GDBSession: @unchecked Sendable {
         case .querySupported:
             // The stop reasons swbreak/hwbreak tell GDB the pc needs no adjusting after a trap.
             stopReasonFeatures = true
-            reply("PacketSize=\(String(Self.maximumPacket, radix: 16));QStartNoAckMode+;swbreak+;hwbreak+")
+            reply("PacketSize=\(String(Self.maximumPacket, radix: 16));QStartNoAckMode+;swbreak+;hwbreak+;qXfer:features:read+")
         case .startNoAckMode:
             reply("OK")
             acknowledging = false
@@ -169,6 +178,7 @@ public final class GDBSession: @unchecked Sendable {
             case "qfThreadInfo": reply("m1")
             case "qsThreadInfo": reply("l")
             case "qOffsets": reply("Text=0;Data=0;Bss=0")
+            case "qXfer": reply(transferFeatures(request))
             default: reply("")
             }
         case .setThread, .threadAlive:
@@ -179,6 +189,22 @@ public final class GDBSession: @unchecked Sendable {
             reply("")
         }
         return nil
+    }
+
+    /// `qXfer:features:read:target.xml:OFFSET,LENGTH`: a piece of the target description, `m`
+    /// when more follows, `l` for the last.
+    private func transferFeatures(_ request: GDBRequest) -> [UInt8] {
+        guard case .query = request, let arguments = lastArguments,
+              arguments.starts(with: Array("features:read:target.xml:".utf8)) else { return [] }
+        let range = arguments.dropFirst("features:read:target.xml:".utf8.count)
+        let parts = range.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false)
+        guard parts.count == 2, let offset = Hex.number(parts[0]), let length = Hex.number(parts[1]) else { return Array("E01".utf8) }
+        let document = Array(AMD64Registers.targetDescription.utf8)
+        described = true
+        guard offset < UInt64(document.count) else { return [UInt8(ascii: "l")] }
+        let end = Int(min(UInt64(document.count), offset + min(length, UInt64(Self.maximumPacket / 2))))
+        let piece = document[Int(offset)..<end]
+        return [end == document.count ? UInt8(ascii: "l") : UInt8(ascii: "m")] + piece
     }
 
     private func replyBreakpoint(_ result: GDBBreakpointResult) {

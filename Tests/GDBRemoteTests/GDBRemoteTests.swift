@@ -110,8 +110,8 @@ private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
     }
 
     @Test func registerLayout() {
-        #expect(AMD64Registers.count == 57)
-        #expect(AMD64Registers.byteCount == 536)
+        #expect(AMD64Registers.count == 65 && AMD64Registers.builtinCount == 57)
+        #expect(AMD64Registers.builtinByteCount == 536 && AMD64Registers.byteCount == 600)
         var r = AMD64Registers()
         r[.rip] = 0x1122334455667788
         #expect(Array(r.bytes(of: 16)) == [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11])
@@ -175,7 +175,7 @@ private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         let session = GDBSession(transport: pipe, target: target)
         #expect(session.serve(stop: .signal(5), announce: false) == .resume)
         let t = pipe.text
-        #expect(t.contains(packet("PacketSize=4000;QStartNoAckMode+;swbreak+;hwbreak+")))
+        #expect(t.contains(packet("PacketSize=4000;QStartNoAckMode+;swbreak+;hwbreak+;qXfer:features:read+")))
         #expect(t.contains(packet("S05")))
         #expect(t.contains(packet("aaaaaaaa")))
         #expect(t.contains(packet("OK")))
@@ -231,6 +231,22 @@ private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         // after QStartNoAckMode no more '+'.
         #expect(t.hasPrefix(packet("S05") + "+" + packet("S05") + packet("S05") + "+" + packet("OK")))
         #expect(t.hasSuffix(packet("OK") + packet("S05")))
+    }
+
+    @Test func targetDescriptionInPiecesAndTheLongerRegisterFile() {
+        let pipe = Pipe([packet("g"), packet("qXfer:features:read:target.xml:0,400"),
+                         packet("qXfer:features:read:target.xml:400,fffff"), packet("qXfer:features:read:other.xml:0,10"),
+                         packet("g"), packet("k")])
+        let session = GDBSession(transport: pipe, target: FakeTarget())
+        _ = session.serve(stop: .signal(5), announce: false)
+        let t = pipe.text
+        // Before GDB read the description: its built-in 536 bytes; after: all 600.
+        #expect(t.contains("$" + String(repeating: "0", count: 1072) + "#"))
+        #expect(t.contains("$" + String(repeating: "0", count: 1200) + "#"))
+        let xml = AMD64Registers.targetDescription
+        #expect(t.contains(packet("m" + String(xml.prefix(0x400)))))
+        #expect(t.contains(packet("l" + String(xml.dropFirst(0x400)))))
+        #expect(xml.contains("org.gnu.gdb.i386.core") && xml.contains("\"cr2\"") && xml.contains("\"fs_base\""))
     }
 
     @Test func disconnectWhileStopped() {

@@ -23,16 +23,21 @@ import Testing
 
     @Test func writesComeBackAndReservedFlagBitsHold() {
         let r = Registers(), f = FPUState()
-        var g = GDBRegisterMapping.file(r, SpecialRegisters(), f)
+        var s = SpecialRegisters()
+        s.cr0 = 0x80050033; s.cr2 = 0x7ffffffff000; s.efer = 0xD00; s.fs.base = 0x10c000
+        var g = GDBRegisterMapping.file(r, s, f)
+        #expect(g[.cr0] == 0x80050033 && g[.cr2] == 0x7ffffffff000 && g[.efer] == 0xD00 && g[.fsBase] == 0x10c000)
         g[.rdi] = 20
         g[.r13] = 0xDEAD
         g[.eflags] = 0x240                       // bit 1 cleared by the debugger
-        let (newR, newF) = GDBRegisterMapping.apply(g, to: r, f)
+        let (newR, newS, newF) = GDBRegisterMapping.apply(g, to: r, s, f)
         #expect(newR?.rdi == 20 && newR?.r13 == 0xDEAD && newR?.rflags == 0x242)
-        #expect(newF == nil)
+        #expect(newS == nil && newF == nil)
+        g[.gsBase] = 0x2000
+        #expect(GDBRegisterMapping.apply(g, to: r, s, f).1?.gs.base == 0x2000)
         // Nothing changed: nothing to write.
-        let same = GDBRegisterMapping.apply(GDBRegisterMapping.file(r, SpecialRegisters(), f), to: r, f)
-        #expect(same.0 == nil && same.1 == nil)
+        let same = GDBRegisterMapping.apply(GDBRegisterMapping.file(r, s, f), to: r, s, f)
+        #expect(same.0 == nil && same.1 == nil && same.2 == nil)
     }
 
     @Test func x87TagWordFromTheAbridgedOne() {

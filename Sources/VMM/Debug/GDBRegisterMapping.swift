@@ -34,12 +34,18 @@ enum GDBRegisterMapping {
         g[.fop] = UInt64(f.lastOpcode)
         for i in 0..<16 { g.set(AMD64Registers.Number.xmm0.rawValue + i, bytes: f.xmm[i * 16..<i * 16 + 16]) }
         g[.mxcsr] = UInt64(f.mxcsr)
+        g[.fsBase] = s.fs.base
+        g[.gsBase] = s.gs.base
+        g[.cr0] = s.cr0; g[.cr2] = s.cr2; g[.cr3] = s.cr3; g[.cr4] = s.cr4; g[.cr8] = s.cr8
+        g[.efer] = s.efer
         return g
     }
 
     /// Applies `g` over the current state; returns what changed (nil: unchanged). Segment
-    /// selectors are not writable (a selector alone says nothing of the descriptor behind it).
-    static func apply(_ g: AMD64Registers, to r: Registers, _ f: FPUState) -> (Registers?, FPUState?) {
+    /// selectors are not writable (a selector alone says nothing of the descriptor behind it);
+    /// the segment bases and control registers are (KVM refuses values the CPU would).
+    static func apply(_ g: AMD64Registers, to r: Registers, _ s: SpecialRegisters, _ f: FPUState)
+        -> (Registers?, SpecialRegisters?, FPUState?) {
         var newR = r
         for (n, path) in writableGPROrder.enumerated() { newR[keyPath: path] = value(g.bytes(of: n)) }
         newR.rip = g[.rip]
@@ -55,7 +61,12 @@ enum GDBRegisterMapping {
         newF.lastOpcode = UInt16(truncatingIfNeeded: g[.fop])
         for i in 0..<16 { newF.xmm.replaceSubrange(i * 16..<i * 16 + 16, with: g.bytes(of: AMD64Registers.Number.xmm0.rawValue + i)) }
         newF.mxcsr = UInt32(truncatingIfNeeded: g[.mxcsr])
-        return (newR == r ? nil : newR, newF == f ? nil : newF)
+        var newS = s
+        newS.fs.base = g[.fsBase]
+        newS.gs.base = g[.gsBase]
+        newS.cr0 = g[.cr0]; newS.cr2 = g[.cr2]; newS.cr3 = g[.cr3]; newS.cr4 = g[.cr4]; newS.cr8 = g[.cr8]
+        newS.efer = g[.efer]
+        return (newR == r ? nil : newR, newS == s ? nil : newS, newF == f ? nil : newF)
     }
 
     /// The x87 tag word (two bits per physical register: 00 valid, 01 zero, 10 special, 11

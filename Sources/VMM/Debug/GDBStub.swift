@@ -269,10 +269,11 @@ final class GDBStub: @unchecked Sendable {
         }
 
         func writeRegisters(_ registers: AMD64Registers) -> Bool {
-            guard let r = try? vcpu.registers(), let f = try? vcpu.fpuState() else { return false }
-            let (newR, newF) = GDBRegisterMapping.apply(registers, to: r, f)
+            guard let r = try? vcpu.registers(), let s = try? vcpu.specialRegisters(), let f = try? vcpu.fpuState() else { return false }
+            let (newR, newS, newF) = GDBRegisterMapping.apply(registers, to: r, s, f)
             do {
                 if let newR { try vcpu.setRegisters(newR) }
+                if let newS { try vcpu.setSpecialRegisters(newS) }
                 if let newF { try vcpu.setFPUState(newF) }
             } catch { return false }
             return true
