@@ -82,6 +82,18 @@ struct HvtDebugTests {
         #expect(r.status == 0)
     }
 
+    @Test func controlRegistersThroughTheTargetDescription() throws {
+        let r = try debugSession(tender: [Harness.swiftlet, "hvt"], port: Self.port(8), guest: try Harness.guest("trap"),
+                                 args: ["pf"], commands: ["break hvt_trap", "continue", "print/x $cr2", "print/x $efer",
+                                                          "info registers eflags", "print $xmm15.uint128", "continue"])
+        // The #PF's address, read from CR2 where the guest's handler stopped.
+        #expect(r.gdb.contains("$1 = 0x7ffffffff000"), "\(r.gdb)")
+        #expect(r.gdb.contains("$2 = 0xd00"), "\(r.gdb)")          // LME, LMA, NXE
+        #expect(r.gdb.contains("eflags         0x"), "\(r.gdb)")
+        #expect(r.gdb.contains("$3 = 0"), "\(r.gdb)")
+        #expect(r.gdb.contains("exited with code 0377") && r.status == 255, "\(r.gdb)")
+    }
+
     @Test func ctrlCInterruptsARunningGuest() throws {
         let r = try debugSession(tender: [Harness.swiftlet, "hvt"], port: Self.port(3), guest: try Harness.guest("debugme"),
                                  args: ["spin"], commands: ["continue", "print spinning", "set var spinning = 0", "continue"],
