@@ -71,6 +71,9 @@ public final class FileDescriptor: @unchecked Sendable {
     /// Takes an exclusive advisory lock without waiting; false when another process holds it.
     public func tryLockExclusive() -> Bool { flock(rawValue, LOCK_EX | LOCK_NB) == 0 }
 
+    /// Takes a shared advisory lock without waiting; false when another process holds it exclusively.
+    public func tryLockShared() -> Bool { flock(rawValue, LOCK_SH | LOCK_NB) == 0 }
+
     /// Sets the file's length (ftruncate): growing it leaves a hole that reads as zeroes.
     public func truncate(to length: UInt64) throws(HostError) {
         guard ftruncate(rawValue, off_t(length)) == 0 else { throw HostError("ftruncate", errno: errno) }

@@ -48,6 +48,16 @@ import Testing
         #expect(c.vsock == .init(cid: 3, uds: "./v.sock"))
     }
 
+    /// The bug of issue 11: an hvt drive's is_read_only was dropped and the file opened read-write.
+    @Test func hvtDrivesKeepReadOnly() throws {
+        let config = try FirecrackerConfig.parse(Data("""
+            {"boot-source": {"kernel_image_path": "blk.hvt"},
+             "drives": [{"drive_id": "storage", "path_on_host": "/d1", "is_root_device": false, "is_read_only": true},
+                        {"drive_id": "other", "path_on_host": "/d2", "is_root_device": false}]}
+            """.utf8)).hvtConfig()
+        #expect(config.blocks == [.init(name: "storage", path: "/d1", readOnly: true), .init(name: "other", path: "/d2")])
+    }
+
     @Test func defaults() throws {
         let c = try parse(#"{"boot-source": {"kernel_image_path": "k"}}"#)
         #expect(c.commandLine == LinuxConfig.defaultCommandLine)

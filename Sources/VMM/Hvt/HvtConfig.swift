@@ -18,8 +18,11 @@ public struct HvtConfig: Sendable, Equatable {
         public var name: String
         public var path: String
         public var sectorSize: UInt16
-        public init(name: String, path: String, sectorSize: UInt16 = 512) {
-            self.name = name; self.path = path; self.sectorSize = sectorSize
+        /// Opened read-only (Firecracker's `is_read_only`, swiftletd's `readonly`): the guest's
+        /// writes fail with SOLO5_R_EUNSPEC and the file is never written.
+        public var readOnly: Bool
+        public init(name: String, path: String, sectorSize: UInt16 = 512, readOnly: Bool = false) {
+            self.name = name; self.path = path; self.sectorSize = sectorSize; self.readOnly = readOnly
         }
     }
 

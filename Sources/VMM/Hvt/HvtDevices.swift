@@ -11,6 +11,8 @@ final class HvtBlockDevice {
     let file: FileDescriptor
     let capacity: UInt64
     let sectorSize: UInt64
+    /// The file is open read-only: every write is refused.
+    let readOnly: Bool
 
     init(_ config: HvtConfig.Block) throws(VMMError) {
         let sector = UInt64(config.sectorSize)
@@ -18,7 +20,7 @@ final class HvtBlockDevice {
             throw VMMError(.configuration, "block '\(config.name)': sector size \(sector) must be a power of two >= 512")
         }
         do {
-            let fd = try FileDescriptor.open(config.path, flags: O_RDWR)
+            let fd = try FileDescriptor.open(config.path, flags: config.readOnly ? O_RDONLY : O_RDWR)
             let st = try fd.status()
             guard !st.isDirectory else { throw VMMError(.configuration, "block '\(config.name)': \(config.path) is a directory") }
             // solo5-hvt's wording first (scripts may match it), then which file and its size.
@@ -28,13 +30,15 @@ final class HvtBlockDevice {
             guard st.size % sector == 0 else {
                 throw VMMError(.configuration, "\(config.name): Backing storage size must be block aligned (\(sector) bytes) (\(config.path) is \(st.size) bytes, not a multiple of the \(sector)-byte sector size)")
             }
-            guard fd.tryLockExclusive() else {
+            // Readers share a file; a writer has it alone.
+            guard config.readOnly ? fd.tryLockShared() : fd.tryLockExclusive() else {
                 throw VMMError(.configuration, "block '\(config.name)': \(config.path) is in use by another process")
             }
             name = config.name
             file = fd
             capacity = st.size
             sectorSize = sector
+            readOnly = config.readOnly
         } catch let error as HostError {
             throw VMMError(.configuration, "block '\(config.name)': \(error)")
         } catch let error as VMMError {

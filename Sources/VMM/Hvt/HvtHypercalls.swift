@@ -103,6 +103,9 @@ final class HvtHypercalls {
             var result = Self.ok
             do {
                 if isWrite {
+                    // A read-only device fails the write as a host write error would (Solo5
+                    // has no read-only status): the guest sees EUNSPEC, the file is untouched.
+                    guard !disk.readOnly else { throw HostError("pwrite", errno: EROFS) }
                     try disk.file.pwrite(UnsafeRawBufferPointer(bytes), at: offset)
                 } else if try disk.file.pread(into: bytes, at: offset) != bytes.count {
                     result = Self.unspecified

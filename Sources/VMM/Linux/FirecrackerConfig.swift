@@ -252,7 +252,7 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         guard vsock == nil else { throw VMMError(.configuration, "vsock: a Solo5 unikernel has no vsock device") }
         var config = HvtConfig(kernelPath: bootSource.kernelImagePath)
         config.memoryMiB = machineConfig?.memSizeMib ?? 128
-        config.blocks = drives.map { HvtConfig.Block(name: $0.driveId, path: $0.pathOnHost) }
+        config.blocks = drives.map { HvtConfig.Block(name: $0.driveId, path: $0.pathOnHost, readOnly: $0.isReadOnly) }
         config.nets = networkInterfaces.map { HvtConfig.Net(name: $0.ifaceId, interface: $0.hostDevName, mac: $0.guestMac) }
         config.arguments = (bootSource.bootArgs ?? "").split(whereSeparator: \.isWhitespace).map(String.init)
         return config

@@ -3,6 +3,9 @@
  * Needs a backing file of at least 8 sectors. Writes a (per-run) pattern to
  * sectors 0..7 one sector per call, reads them back and compares; then
  * checks that out-of-range and unaligned requests fail with EINVAL.
+ *   blk ro   for a read-only device: sector 0 reads, a write to it must fail
+ *            (prints "blk: write refused (ret N)"), and sector 0 reads back
+ *            unchanged; SUCCESS, exit 0. A write that succeeds: FAIL, exit 1.
  */
 #include "hvt_guest.h"
 
@@ -26,10 +29,28 @@ static int fail(const char *what, unsigned sector, int ret)
     return 1;
 }
 
+static int read_only_checks(uint64_t h, unsigned bs)
+{
+    int ret = block_read(h, 0, rbuf, bs);
+    if (ret != SOLO5_R_OK)
+        return fail("read of sector 0", 0, ret);
+    memcpy(wbuf, rbuf, bs);
+    for (unsigned i = 0; i < bs; i++)
+        wbuf[i] ^= 0xff;
+    ret = block_write(h, 0, wbuf, bs);
+    if (ret == SOLO5_R_OK)
+        return fail("write to a read-only device succeeded", 0, ret);
+    printf("blk: write refused (ret %d)\n", ret);
+    memset(wbuf, 0, bs);
+    ret = block_read(h, 0, wbuf, bs);
+    if (ret != SOLO5_R_OK || memcmp(wbuf, rbuf, bs) != 0)
+        return fail("sector 0 changed or unreadable after the refused write", 0, ret);
+    puts("SUCCESS");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
     uint64_t h;
     const struct mft_entry *e = hvt_mft_find("storage", MFT_DEV_BLOCK_BASIC, &h);
     if (e == NULL) {
@@ -52,6 +73,9 @@ int main(int argc, char **argv)
                NSECTORS * bs);
         return 1;
     }
+
+    if (argc > 1 && strcmp(argv[1], "ro") == 0)
+        return read_only_checks(h, bs);
 
     uint32_t seed = (uint32_t)(walltime() ^ rdtsc());
     int ret;
