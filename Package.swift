@@ -1,6 +1,6 @@
 // swift-tools-version: 6.0
 // Swiftlet: a hypervisor stack in Swift over Linux KVM. See shared DESIGN.md for the layering:
-// a target may import only targets listed below it here.
+// a target may import only targets listed above it here (the list goes from the bottom layer up).
 import PackageDescription
 
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
@@ -24,6 +24,9 @@ let package = Package(
         .target(name: "CKVM"),
         // Safe wrappers over /dev/kvm descriptors; errno -> typed errors.
         .target(name: "KVM", dependencies: ["CKVM"], swiftSettings: strict),
+        // The value grammars every door shares (MAC addresses, memory sizes, `k=v,...` device
+        // options and the disk/net/vsock specs written in them): parsed in one place.
+        .target(name: "VMSpec", swiftSettings: strict),
         // Guest-physical addresses and bounds/overflow-checked access to guest RAM.
         .target(name: "GuestMemory", swiftSettings: strict),
         // NVMM-style library: Machine, VCPU, typed VMExit, memory slots, opt-in assists.
@@ -32,7 +35,7 @@ let package = Package(
         .target(name: "CHost"),
         .target(name: "Host", dependencies: ["CHost"], swiftSettings: strict),
         // Port-I/O bus and legacy PC devices; they see only an interrupt-line protocol, never KVM.
-        .target(name: "Devices", dependencies: ["GuestMemory", "Host"], swiftSettings: strict),
+        .target(name: "Devices", dependencies: ["GuestMemory", "Host", "CHost", "VMSpec"], swiftSettings: strict),
         // GDB's remote serial protocol (framing, requests, the amd64 register file, one session)
         // over any transport and target: no KVM, no sockets, so it is unit-tested byte by byte.
         .target(name: "GDBRemote", swiftSettings: strict),
@@ -41,7 +44,7 @@ let package = Package(
         // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
         .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
         // Assembles and runs machines (the hvt tender today).
-        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "GuestMemory", "Host", "GDBRemote", "CoreDump"], swiftSettings: strict),
+        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec"], swiftSettings: strict),
         // HTTP/1.1 over Unix sockets (SwiftNIO's parser and encoder): the server and client every
         // control-plane piece uses.
         .target(name: "HTTPUnix", dependencies: [
@@ -51,16 +54,16 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
         // The Firecracker-compatible REST API of one VM process (`swiftlet api`).
-        .target(name: "API", dependencies: ["VMM", "HTTPUnix", "Host", .product(name: "Logging", package: "swift-log")],
+        .target(name: "API", dependencies: ["VMM", "VMSpec", "HTTPUnix", "Host", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         // swiftletd: supervises named VMs, one `swiftlet api` process each; its API, metrics and
         // the client `swiftlet ctl` uses. It never opens /dev/kvm itself.
-        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", .product(name: "Logging", package: "swift-log"),
+        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", "VMSpec", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
         .executableTarget(
             name: "swiftlet",
-            dependencies: ["VMM", "API", "Daemon", "Host", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VMM", "API", "Daemon", "Host", "VMSpec", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -73,6 +76,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "GuestMemory"]),
         .testTarget(name: "HostTests", dependencies: ["Host"]),
+        .testTarget(name: "VMSpecTests", dependencies: ["VMSpec"]),
         .testTarget(name: "GDBRemoteTests", dependencies: ["GDBRemote"]),
         .testTarget(name: "CoreDumpTests", dependencies: ["CoreDump"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
@@ -80,7 +84,7 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix", "Host"]),
         .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix", "VMSpec"]),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).
         .testTarget(name: "IntegrationTests", dependencies: [.product(name: "Yams", package: "Yams")]),
     ]

@@ -1,4 +1,5 @@
 import Foundation
+import VMSpec
 import HTTPUnix
 import Host
 import Logging
@@ -159,7 +160,7 @@ public final class VMController: @unchecked Sendable {
     static func identifier(_ path: String, prefix: String) -> String? {
         guard path.hasPrefix(prefix) else { return nil }
         let id = String(path.dropFirst(prefix.count))
-        guard (1...64).contains(id.utf8.count), id.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || $0 == 0x5F || $0 == 0x2D }) else { return nil }
+        guard DeviceName.isValid(id) else { return nil }
         return id
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import VMSpec
 import Yams
 
 /// A configuration mistake, as one line for the user: where (file, line, key path) and what.
@@ -45,7 +46,7 @@ public struct VMDefinition: Codable, Sendable, Equatable {
         initrd = try c.decodeIfPresent(String.self, forKey: .initrd)
         if verify, let initrd { try requireFile(initrd, c, .initrd) }
         cmdline = try c.decodeIfPresent(String.self, forKey: .cmdline)
-        if let size = try c.decodeIfPresent(MemorySize.self, forKey: .memory) {
+        if let size = try c.decodeIfPresent(MemoryMiB.self, forKey: .memory) {
             memoryMiB = size.mib
         } else {
             memoryMiB = Self.defaultMemoryMiB
@@ -53,6 +54,12 @@ public struct VMDefinition: Codable, Sendable, Equatable {
         cpus = try c.decodeIfPresent(Int.self, forKey: .cpus) ?? 1
         guard (1...255).contains(cpus) else { throw invalid(c, .cpus, "\(cpus) is out of range (1 to 255)") }
         disks = try c.decodeIfPresent([Disk].self, forKey: .disks) ?? []
+        if verify {
+            for (index, disk) in disks.enumerated() where !FileManager.default.fileExists(atPath: disk.path) {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.disks, IndexKey(index)],
+                                                        debugDescription: "\(disk.path): no such file"))
+            }
+        }
         networks = try c.decodeIfPresent([Network].self, forKey: .networks) ?? []
         vsock = try c.decodeIfPresent(Vsock.self, forKey: .vsock)
         autostart = try c.decodeIfPresent(Bool.self, forKey: .autostart) ?? false
@@ -64,9 +71,9 @@ public struct VMDefinition: Codable, Sendable, Equatable {
     }
 
     /// Firecracker drive ids, in order: `id=` when given, else `diskN`.
-    public var diskIDs: [String] { disks.enumerated().map { $0.element.explicitID ?? "disk\($0.offset)" } }
+    public var diskIDs: [String] { disks.enumerated().map { $0.element.id ?? "disk\($0.offset)" } }
     /// Firecracker iface ids, in order: `id=` when given, else `netN`.
-    public var networkIDs: [String] { networks.enumerated().map { $0.element.explicitID ?? "net\($0.offset)" } }
+    public var networkIDs: [String] { networks.enumerated().map { $0.element.id ?? "net\($0.offset)" } }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -81,166 +88,17 @@ public struct VMDefinition: Codable, Sendable, Equatable {
         if autostart { try c.encode(autostart, forKey: .autostart) }
     }
 
-    /// A disk: `PATH[,readonly][,root][,id=NAME]`. `id` is the Firecracker drive id (for a unikernel:
-    /// the manifest's block device name); the default is `diskN`.
-    public struct Disk: OptionText {
-        public var path: String
-        public var readOnly: Bool
-        /// Firecracker's is_root_device (it appends `root=/dev/vda` to a Linux command line).
-        public var root: Bool
-        /// The `id=` given, if any (see ``VMDefinition/diskIDs``).
-        public var explicitID: String?
-
-        public init(path: String, readOnly: Bool = false, root: Bool = false, id: String? = nil) {
-            self.path = path; self.readOnly = readOnly; self.root = root; self.explicitID = id
-        }
-
-        public static let textForm = "PATH[,readonly][,root][,id=NAME]"
-
-        public init(from decoder: any Decoder) throws {
-            let disk = try Disk(decodingText: decoder)
-            guard !verifiesFiles(decoder) || FileManager.default.fileExists(atPath: disk.path) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(disk.path): no such file"))
-            }
-            self = disk
-        }
-
-        /// The `PATH[,readonly][,root][,id=NAME]` form.
-        public var text: String {
-            var s = path
-            if readOnly { s += ",readonly" }
-            if root { s += ",root" }
-            if let explicitID { s += ",id=\(explicitID)" }
-            return s
-        }
-
-        public static func parse(_ text: String) -> Disk? {
-            var parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            guard let path = parts.first, !path.isEmpty else { return nil }
-            parts.removeFirst()
-            var disk = Disk(path: path)
-            for option in parts {
-                switch option {
-                case "readonly", "ro": disk.readOnly = true
-                case "root": disk.root = true
-                default:
-                    guard option.hasPrefix("id="), disk.explicitID == nil, isValidName(String(option.dropFirst(3))) else { return nil }
-                    disk.explicitID = String(option.dropFirst(3))
-                }
-            }
-            return disk
-        }
-
-    }
-
-    /// A network interface: `tap=NAME[,mac=02:00:00:00:00:01][,id=NAME]`. `id` is the Firecracker
-    /// iface id (for a unikernel: the manifest's net device name); the default is `netN`.
-    public struct Network: OptionText {
-        public var tap: String
-        public var mac: String?
-        /// The `id=` given, if any (see ``VMDefinition/networkIDs``).
-        public var explicitID: String?
-
-        public init(tap: String, mac: String? = nil, id: String? = nil) { self.tap = tap; self.mac = mac; self.explicitID = id }
-
-        public static let textForm = "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,id=NAME] (tap name 1 to 15 characters, a unicast MAC)"
-
-        public var text: String {
-            var s = "tap=\(tap)"
-            if let mac { s += ",mac=\(mac)" }
-            if let explicitID { s += ",id=\(explicitID)" }
-            return s
-        }
-
-        public static func parse(_ text: String) -> Network? {
-            var net = Network(tap: "")
-            for option in text.split(separator: ",", omittingEmptySubsequences: false) {
-                let pair = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                guard pair.count == 2, !pair[1].isEmpty else { return nil }
-                let value = String(pair[1])
-                switch pair[0] {
-                case "tap" where net.tap.isEmpty:
-                    // IFNAMSIZ is 16 including the NUL; a slash or space cannot be in an interface name.
-                    guard value.utf8.count <= 15, !value.contains("/"), !value.contains(" ") else { return nil }
-                    net.tap = value
-                case "mac" where net.mac == nil:
-                    let bytes = value.split(separator: ":", omittingEmptySubsequences: false)
-                    guard bytes.count == 6, bytes.allSatisfy({ $0.count == 2 && UInt8($0, radix: 16) != nil }),
-                          let first = UInt8(bytes[0], radix: 16), first & 1 == 0 else { return nil }
-                    net.mac = value.lowercased()
-                case "id" where net.explicitID == nil:
-                    guard isValidName(value) else { return nil }
-                    net.explicitID = value
-                default: return nil
-                }
-            }
-            return net.tap.isEmpty ? nil : net
-        }
-    }
-
-    /// A virtio-vsock device: `cid=N,uds=PATH`.
-    public struct Vsock: OptionText {
-        public var cid: UInt32
-        public var uds: String
-        public init(cid: UInt32, uds: String) { self.cid = cid; self.uds = uds }
-
-        public static let textForm = "cid=N,uds=PATH (N in 3 to 4294967294)"
-
-        public var text: String { "cid=\(cid),uds=\(uds)" }
-
-        public static func parse(_ text: String) -> Vsock? {
-            var cid: UInt32?
-            var uds: String?
-            for option in text.split(separator: ",", omittingEmptySubsequences: false) {
-                let pair = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                guard pair.count == 2, !pair[1].isEmpty else { return nil }
-                switch pair[0] {
-                case "cid" where cid == nil:
-                    guard let value = UInt32(pair[1]), value >= 3, value < UInt32.max else { return nil }
-                    cid = value
-                case "uds" where uds == nil: uds = String(pair[1])
-                default: return nil
-                }
-            }
-            guard let cid, let uds else { return nil }
-            return Vsock(cid: cid, uds: uds)
-        }
-    }
+    /// A disk (`PATH[,readonly][,root][,id=NAME]`), a network interface (`tap=NAME[,mac=…][,id=NAME]`)
+    /// and a vsock device (`cid=N,uds=PATH`): VMSpec's specs, written as their option strings.
+    /// `id` is the Firecracker drive or iface id (for a unikernel: the manifest's device name).
+    public typealias Disk = DiskSpec
+    public typealias Network = NetSpec
+    public typealias Vsock = VsockSpec
 }
 
-/// A device written in the config as one comma-separated option string (`PATH,readonly`,
-/// `tap=NAME,mac=…`, `cid=N,uds=PATH`), and in the daemon's JSON as that same string.
-public protocol OptionText: Codable, Sendable, Equatable {
-    /// The value `text` stands for, or nil when it is not in `textForm`.
-    static func parse(_ text: String) -> Self?
-    /// The option string (what `parse` reads back).
-    var text: String { get }
-    /// The accepted form, for error messages.
-    static var textForm: String { get }
-}
-
-extension OptionText {
-    /// Decodes the option string; an unparsable one is an error naming the accepted form.
-    init(decodingText decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        guard let value = Self.parse(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "'\(text)' is not \(Self.textForm)"))
-        }
-        self = value
-    }
-
-    public init(from decoder: any Decoder) throws { try self.init(decodingText: decoder) }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        try c.encode(text)
-    }
-}
-
-/// A memory size written as `256M`, `2G`, `131072K` or a bare number (MiB); whole MiB only,
-/// because Firecracker's machine-config counts MiB.
-struct MemorySize: Decodable {
+/// A VM's memory in swiftletd's config: VMSpec's one size grammar (`256M`, `2G`, `131072K`, a
+/// bare number of MiB), in whole MiB because Firecracker's machine-config counts MiB.
+struct MemoryMiB: Decodable {
     var mib: Int
 
     static let maximumMiB = 1 << 20  // 1 TiB: more is a typo, not a VM
@@ -249,7 +107,7 @@ struct MemorySize: Decodable {
         let c = try decoder.singleValueContainer()
         let text: String
         if let n = try? c.decode(Int.self) { text = String(n) } else { text = try c.decode(String.self) }
-        guard let mib = MemorySize.parseMiB(text) else {
+        guard let mib = MemoryMiB.parseMiB(text) else {
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
                 debugDescription: "'\(text)' is not a memory size of 1 MiB to 1 TiB in whole MiB (e.g. 256M, 2G, or a number of MiB)"))
         }
@@ -259,20 +117,8 @@ struct MemorySize: Decodable {
     /// `256M` → 256, `2G` → 2048, `4096K` → 4, `64` → 64; nil when malformed, zero, not whole
     /// MiB, or over 1 TiB.
     static func parseMiB(_ text: String) -> Int? {
-        var digits = Substring(text.trimmingCharacters(in: .whitespaces))
-        var kib: Int = 1024
-        switch digits.last {
-        case "K", "k": kib = 1; digits = digits.dropLast()
-        case "M", "m": digits = digits.dropLast()
-        case "G", "g": kib = 1024 * 1024; digits = digits.dropLast()
-        default: break
-        }
-        if digits.last == "i" || digits.last == "B" { return nil }
-        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), digits.count <= 12, let n = Int(digits), n > 0 else { return nil }
-        let totalKiB = n * kib
-        guard totalKiB % 1024 == 0 else { return nil }
-        let mib = totalKiB / 1024
-        return mib <= maximumMiB ? mib : nil
+        guard let bytes = MemorySize.bytes(text), bytes % (1 << 20) == 0, bytes >> 20 <= UInt64(maximumMiB) else { return nil }
+        return Int(bytes >> 20)
     }
 }
 
@@ -376,6 +222,15 @@ func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
         throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [key],
             debugDescription: "unknown key '\(key.stringValue)' (known keys: \(known.joined(separator: ", ")))"))
     }
+}
+
+/// An array position in a coding path (`disks[1]`).
+struct IndexKey: CodingKey {
+    var intValue: Int?
+    var stringValue: String { "\(intValue ?? 0)" }
+    init(_ index: Int) { intValue = index }
+    init?(intValue: Int) { self.intValue = intValue }
+    init?(stringValue: String) { nil }
 }
 
 func invalid<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K, _ message: String) -> DecodingError {

@@ -47,7 +47,7 @@ struct VMProcessAPI {
             try put("/drives/\(id)", Drive(drive_id: id, path_on_host: disk.path, is_root_device: disk.root, is_read_only: disk.readOnly))
         }
         for (net, id) in zip(d.networks, d.networkIDs) {
-            try put("/network-interfaces/\(id)", NetworkInterface(iface_id: id, host_dev_name: net.tap, guest_mac: net.mac))
+            try put("/network-interfaces/\(id)", NetworkInterface(iface_id: id, host_dev_name: net.tap, guest_mac: net.mac?.description))
         }
         if let v = d.vsock { try put("/vsock", Vsock(guest_cid: v.cid, uds_path: v.uds)) }
         try put("/actions", Action(action_type: "InstanceStart"))

@@ -1,5 +1,6 @@
 import ArgumentParser
 import VMM
+import VMSpec
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,15 +38,17 @@ struct RunCommand: ParsableCommand {
         } else if kernel == nil {
             throw ValidationError("--kernel is required (or --config-file)")
         }
-        guard LinuxConfig.parseMemory(memory) != nil else { throw ValidationError("--memory '\(memory)' is not a size (e.g. 256M, 2G)") }
+        guard MemorySize.bytes(memory) != nil else { throw ValidationError("--memory '\(memory)' is not a size (e.g. 256M, 2G)") }
         guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
-        for d in disks where LinuxConfig.Disk.parse(d) == nil {
-            throw ValidationError("--disk '\(d)' is not PATH[,readonly]")
+        for d in disks {
+            guard let spec = DiskSpec(d) else { throw ValidationError("--disk '\(d)' is not PATH[,readonly][,id=NAME]") }
+            // `root` names the root device for swiftletd and config files; here the command line says it.
+            guard !spec.root else { throw ValidationError("--disk '\(d)': root is for swiftletd's config; give --cmdline root=/dev/vdX") }
         }
-        for n in nets where LinuxConfig.Net.parse(n) == nil {
+        for n in nets where NetSpec(n) == nil {
             throw ValidationError("--net '\(n)' is not tap=NAME[,mac=XX:XX:XX:XX:XX:XX] (a unicast MAC)")
         }
-        if let vsock, LinuxConfig.Vsock.parse(vsock) == nil {
+        if let vsock, VsockSpec(vsock) == nil {
             throw ValidationError("--vsock '\(vsock)' is not cid=N,uds=PATH (N in 3...4294967294)")
         }
     }
@@ -63,11 +66,11 @@ struct RunCommand: ParsableCommand {
         } else {
             config.initrdPath = initrd
             config.commandLine = cmdline
-            config.memoryBytes = LinuxConfig.parseMemory(memory) ?? 0
+            config.memoryBytes = MemorySize.bytes(memory) ?? 0
             config.cpus = cpus
-            config.disks = disks.compactMap(LinuxConfig.Disk.parse)
-            config.nets = nets.compactMap(LinuxConfig.Net.parse)
-            config.vsock = vsock.flatMap(LinuxConfig.Vsock.parse)
+            config.disks = disks.compactMap(DiskSpec.init).map(LinuxConfig.Disk.init)
+            config.nets = nets.compactMap(NetSpec.init).map(LinuxConfig.Net.init)
+            config.vsock = vsock.flatMap(VsockSpec.init).map(LinuxConfig.Vsock.init)
         }
         config.entropy = rng
         do {

@@ -1,4 +1,5 @@
 import Daemon
+import VMSpec
 import Foundation
 import Testing
 
@@ -57,7 +58,7 @@ import Testing
         #expect(web.disks.map(\.path) == ["\(Self.dir)/web.img", "\(Self.dir)/data.img"])
         #expect(web.disks.map(\.readOnly) == [false, true])
         #expect(web.diskIDs == ["disk0", "disk1"])
-        #expect(web.networks == [VMDefinition.Network(tap: "tap-web", mac: "02:00:00:00:00:01")])
+        #expect(web.networks == [VMDefinition.Network(tap: "tap-web", mac: MACAddress("02:00:00:00:00:01"))])
         #expect(web.networkIDs == ["net0"])
         #expect(web.vsock == VMDefinition.Vsock(cid: 3, uds: "/run/web.vsock"))
         #expect(web.autostart)

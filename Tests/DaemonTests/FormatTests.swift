@@ -1,4 +1,5 @@
 import Daemon
+import VMSpec
 import Foundation
 import Logging
 import Testing
@@ -75,7 +76,7 @@ import Testing
         let path = NSTemporaryDirectory() + "swiftletd-record-\(getpid()).json"
         defer { unlink(path) }
         let definition = VMDefinition(kernel: "/k", initrd: "/i", cmdline: "console=ttyS0", memoryMiB: 64, cpus: 2,
-                                      disks: [.init(path: "/d", readOnly: true, id: "root")], networks: [.init(tap: "tap0", mac: "02:00:00:00:00:01")],
+                                      disks: [.init(path: "/d", readOnly: true, id: "root")], networks: [.init(tap: "tap0", mac: MACAddress("02:00:00:00:00:01"))],
                                       vsock: .init(cid: 3, uds: "/v"), autostart: true)
         let record = VMRecord(name: "web", definition: definition, adHoc: true, state: .running, pid: 1234, startTicks: 987654,
                               startedAt: 1_700_000_000.25, exitStatus: nil, signal: nil, crashes: 2, lastError: "x")

@@ -83,10 +83,11 @@ import Testing
         #expect(failure(["--solo5:loud", "k"]).contains("unknown option"))
     }
 
-    @Test func macParsing() {
-        #expect(MACAddress.parse("0a:0B:cc:dd:ee:ff") == [10, 11, 0xCC, 0xDD, 0xEE, 0xFF])
-        #expect(MACAddress.parse("0a:0b:cc:dd:ee") == nil)
-        #expect(MACAddress.parse("0a:0b:cc:dd:ee:fff") == nil)
+    @Test func macParsing() throws {
+        // One grammar (VMSpec.MACAddress), also here.
+        #expect(try config(["--net:s=tap0", "--net-mac:s=0a:0B:cc:dd:ee:ff", "k"]).nets.first?.mac == [10, 11, 0xCC, 0xDD, 0xEE, 0xFF])
+        #expect(failure(["--net:s=tap0", "--net-mac:s=0a:0b:cc:dd:ee", "k"]).contains("malformed MAC address"))
+        #expect(failure(["--net:s=tap0", "--net-mac:s=0a:0b:cc:dd:ee:fff", "k"]).contains("malformed MAC address"))
     }
 }
 

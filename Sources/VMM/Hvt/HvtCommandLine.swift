@@ -1,3 +1,5 @@
+import VMSpec
+
 /// Parses `solo5-hvt`'s command line (Solo5 v0.12.1): `[--mem=MB] [--net:NAME=IFACE|@FD]
 /// [--net-mac:NAME=HWADDR] [--block:NAME=PATH] [--block-sector-size:NAME=N] [--solo5:LEVEL] [--]
 /// KERNEL [ARGS…]`, plus `--help` and `--version`, and solo5-hvt-debug's `--gdb`,
@@ -98,8 +100,8 @@ public enum HvtCommandLine {
                 nets.append(.init(name: name, interface: iface))
             } else if let spec = arg.dropPrefix("--net-mac:") {
                 let (name, text) = try nameValue(spec, option: "--net-mac")
-                guard let mac = MACAddress.parse(text) else { throw VMMError(.configuration, "--net-mac:\(name): malformed MAC address '\(text)'") }
-                macs.append((name, mac))
+                guard let mac = MACAddress(text) else { throw VMMError(.configuration, "--net-mac:\(name): malformed MAC address '\(text)'") }
+                macs.append((name, mac.bytes))
             } else if let spec = arg.dropPrefix("--block:") {
                 let (name, path) = try nameValue(spec, option: "--block")
                 guard !path.isEmpty else { throw VMMError(.configuration, "--block:\(name): missing path") }

@@ -1,3 +1,4 @@
+import VMSpec
 import Boot
 import GuestMemory
 import Host
@@ -87,16 +88,9 @@ final class HvtNetDevice {
             }
         }
         name = config.name
-        mac = config.mac ?? Self.randomMAC()
+        mac = config.mac ?? MACAddress.random().bytes
         self.mtu = UInt16(clamping: mtu)
         maxFrame = UInt64(self.mtu) + 18
-    }
-
-    /// A random unicast, locally administered MAC (as solo5-hvt generates).
-    static func randomMAC() -> [UInt8] {
-        var mac = randomBytes(6)
-        mac[0] = (mac[0] & 0xFE) | 0x02
-        return mac
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import VMSpec
 
 /// Firecracker's `--config-file` JSON format, mapped onto a ``LinuxConfig``.
 ///
@@ -123,11 +124,11 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
             ifaceId = try c.decode(String.self, forKey: .ifaceId)
             hostDevName = try c.decodePath(.hostDevName)
             if let text = try c.decodeIfPresent(String.self, forKey: .guestMac) {
-                guard let mac = MACAddress.parseUnicast(text) else {
+                guard let mac = MACAddress(text), mac.isUnicast else {
                     throw DecodingError.dataCorruptedError(forKey: .guestMac, in: c,
                         debugDescription: "'\(text)' is not a unicast MAC (XX:XX:XX:XX:XX:XX)")
                 }
-                guestMac = mac
+                guestMac = mac.bytes
             }
         }
     }

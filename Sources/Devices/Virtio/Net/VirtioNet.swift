@@ -1,4 +1,5 @@
 import CHost
+import VMSpec
 import GuestMemory
 import Host
 import Synchronization
@@ -91,10 +92,10 @@ public final class VirtioNet: VirtioDevice {
 
     /// A device over any backend (tests use a datagram socket).
     init(backend: any VirtioNetBackend, mac: [UInt8]?, name: String = "", created: Bool = false) throws(VirtioDeviceError) {
-        let address = mac ?? Self.randomMAC()
+        let address = mac ?? MACAddress.random().bytes
         guard address.count == 6 else { throw VirtioDeviceError("virtio-net: a MAC address has 6 bytes, not \(address.count)") }
         guard address[0] & 1 == 0 else {
-            throw VirtioDeviceError("virtio-net: MAC \(Self.format(address)) is a multicast address")
+            throw VirtioDeviceError("virtio-net: MAC \(MACAddress(bytes: address).map(\.description) ?? "\(address)") is a multicast address")
         }
         let poll = chost_epoll_create()
         guard poll >= 0 else { throw VirtioDeviceError("virtio-net: epoll_create1: \(String(cString: strerror(errno)))") }
@@ -123,33 +124,6 @@ public final class VirtioNet: VirtioDevice {
     deinit {
         close(inputPoll)
         // `backend` closes its fd when released: a tap we created (not persistent) goes with it.
-    }
-
-    /// A random locally administered unicast MAC (first byte xxxxxx10).
-    public static func randomMAC() -> [UInt8] {
-        var bytes = randomBytes(6)
-        bytes[0] = (bytes[0] & 0xFC) | 0x02
-        return bytes
-    }
-
-    /// Parses `02:00:00:00:00:01` (also with `-`); nil unless six hexadecimal bytes.
-    public static func parseMAC(_ text: String) -> [UInt8]? {
-        let parts = text.split(separator: text.contains("-") ? "-" : ":", omittingEmptySubsequences: false)
-        guard parts.count == 6 else { return nil }
-        var bytes: [UInt8] = []
-        for part in parts {
-            guard (1...2).contains(part.count), let byte = UInt8(part, radix: 16) else { return nil }
-            bytes.append(byte)
-        }
-        return bytes
-    }
-
-    /// `02:00:00:00:00:01`.
-    public static func format(_ mac: [UInt8]) -> String {
-        mac.map { byte in
-            let hex = String(byte, radix: 16)
-            return hex.count == 1 ? "0" + hex : hex
-        }.joined(separator: ":")
     }
 
     // MARK: Counters (cheap, lock-free reads)

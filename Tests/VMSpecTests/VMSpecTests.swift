@@ -1,0 +1,106 @@
+import Testing
+import VMSpec
+
+/// The one MAC grammar, table-driven.
+@Suite struct MACAddressTests {
+    @Test(arguments: [
+        ("02:00:5e:10:00:ff", [2, 0, 0x5E, 0x10, 0, 0xFF] as [UInt8]?),
+        ("0A:0B:CC:DD:EE:FF", [10, 11, 0xCC, 0xDD, 0xEE, 0xFF]),
+        ("02-00-5E-10-00-01", nil),                              // the API document's form only
+        ("2:0:0:0:0:1", nil),
+        ("02:00:5e:10:00", nil),
+        ("02:00:5e:10:00:1ff", nil),
+        ("zz:00:5e:10:00:01", nil),
+        ("02:00:5e:10:00:", nil),
+        ("02:00-5e:10:00:01", nil),                              // mixed separators
+        ("+2:00:5e:10:00:01", nil),                              // UInt8(radix:) would take a sign
+        ("", nil),
+    ])
+    func parsing(_ text: String, _ bytes: [UInt8]?) {
+        #expect(MACAddress(text)?.bytes == bytes, "\(text)")
+    }
+
+    @Test func unicastCanonicalFormAndRandom() {
+        #expect(MACAddress("01:00:5e:00:00:01")?.isUnicast == false)
+        #expect(MACAddress("02:00:5e:00:00:01")?.isUnicast == true)
+        #expect(MACAddress("02:0A:5e:00:00:01")?.description == "02:0a:5e:00:00:01")
+        #expect(MACAddress(bytes: [1, 2, 3]) == nil)
+        for _ in 0..<16 {
+            let mac = MACAddress.random()
+            #expect(mac.bytes[0] & 0x03 == 0x02, "locally administered unicast")
+            #expect(MACAddress(mac.description) == mac)
+        }
+    }
+}
+
+/// The one memory-size grammar.
+@Suite struct MemorySizeTests {
+    @Test(arguments: [
+        ("256M", UInt64(256) << 20 as UInt64?), ("256m", 256 << 20), ("2G", 2 << 30), ("131072K", 128 << 20),
+        ("64", 64 << 20), (" 8M ", 8 << 20), ("1k", 1024),
+        ("0", nil), ("0M", nil), ("", nil), ("M", nil), ("2GiB", nil), ("2Gi", nil), ("12MB", nil), ("-1", nil),
+        ("+4", nil), ("1.5G", nil), ("17179869184G", nil), ("99999999999999999999", nil), ("2T", nil),
+    ])
+    func parsing(_ text: String, _ bytes: UInt64?) {
+        #expect(MemorySize.bytes(text) == bytes, "\(text)")
+    }
+}
+
+/// The `k=v,…` option grammar and the device specs written in it.
+@Suite struct OptionStringTests {
+    @Test func grammar() {
+        let o = OptionString("/d.img,readonly,id=a=b", positional: true)
+        #expect(o?.positional == "/d.img" && o?.flags == ["readonly"] && o?.pairs == ["id": "a=b"])
+        #expect(OptionString("tap=t0,mac=02:00:00:00:00:01")?.pairs.count == 2)
+        #expect(OptionString("tap=t0,,mac=x") == nil)          // empty item
+        #expect(OptionString("tap=t0,tap=t1") == nil)          // key twice
+        #expect(OptionString("=x") == nil)
+        #expect(OptionString("tap=") == nil)
+        #expect(OptionString(",readonly", positional: true) == nil)
+        #expect(OptionString("/d,ro,ro", positional: true) == nil)
+        #expect(OptionString("a")?.flags == ["a"])
+    }
+
+    @Test(arguments: [
+        ("/d.img", DiskSpec(path: "/d.img") as DiskSpec?),
+        ("/d.img,readonly", DiskSpec(path: "/d.img", readOnly: true)),
+        ("/d.img,ro,root,id=storage", DiskSpec(path: "/d.img", readOnly: true, root: true, id: "storage")),
+        ("/d.img,id=my-disk_1", DiskSpec(path: "/d.img", id: "my-disk_1")),
+        ("/d.img,id=a.b", nil),                                    // the API's ids: no dots
+        ("/d.img,readonly,ro", nil),
+        ("/d.img,rw", nil),
+        ("/d.img,id=", nil),
+        (",readonly", nil),
+        ("", nil),
+    ])
+    func disks(_ text: String, _ spec: DiskSpec?) {
+        #expect(DiskSpec(text) == spec, "\(text)")
+        if let spec { #expect(DiskSpec(spec.text) == spec) }
+    }
+
+    @Test(arguments: [
+        ("tap=tap0", NetSpec(tap: "tap0") as NetSpec?),
+        ("tap=tap0,mac=02:00:00:00:00:01,id=eth0", NetSpec(tap: "tap0", mac: MACAddress("02:00:00:00:00:01"), id: "eth0")),
+        ("mac=02:00:00:00:00:01,tap=t", NetSpec(tap: "t", mac: MACAddress("02:00:00:00:00:01"))),
+        ("tap=t0,mac=01:00:00:00:00:01", nil),                    // multicast
+        ("tap=t0,mac=02:00:00:00:00", nil),
+        ("tap=0123456789abcdef", nil),                            // 16 characters
+        ("tap=a/b", nil), ("tap=a b", nil), ("tap=", nil), ("mac=02:00:00:00:00:01", nil),
+        ("tap=t0,speed=10", nil), ("tap=t0,promisc", nil),
+    ])
+    func networks(_ text: String, _ spec: NetSpec?) {
+        #expect(NetSpec(text) == spec, "\(text)")
+        if let spec { #expect(NetSpec(spec.text) == spec) }
+    }
+
+    @Test(arguments: [
+        ("cid=3,uds=/v.sock", VsockSpec(cid: 3, uds: "/v.sock") as VsockSpec?),
+        ("uds=/v.sock,cid=4294967294", VsockSpec(cid: 4_294_967_294, uds: "/v.sock")),
+        ("cid=2,uds=/v", nil), ("cid=4294967295,uds=/v", nil), ("cid=-3,uds=/v", nil), ("cid=3", nil), ("uds=/v", nil),
+        ("cid=3,uds=/v,extra=1", nil),
+    ])
+    func vsocks(_ text: String, _ spec: VsockSpec?) {
+        #expect(VsockSpec(text) == spec, "\(text)")
+        if let spec { #expect(VsockSpec(spec.text) == spec) }
+    }
+}
