@@ -80,10 +80,10 @@ let package = Package(
         .testTarget(name: "GDBRemoteTests", dependencies: ["GDBRemote"]),
         .testTarget(name: "CoreDumpTests", dependencies: ["CoreDump"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
-        .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory"]),
+        .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory", "VMSpec"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix", "Host"]),
-        .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix"]),
+        .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix", "VMSpec"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix", "VMSpec"]),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).
         .testTarget(name: "IntegrationTests", dependencies: [.product(name: "Yams", package: "Yams")]),

@@ -1,3 +1,4 @@
+import VMSpec
 import VMM
 
 /// Bodies of the Firecracker API requests that are not part of the config file. Every one is

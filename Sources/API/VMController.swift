@@ -311,7 +311,7 @@ public final class VMController: @unchecked Sendable {
         j.add("network-interfaces", raw: "[" + networkInterfaces.map { n in
             var s = JSONText()
             s.add("iface_id", n.ifaceId); s.add("host_dev_name", n.hostDevName)
-            if let mac = n.guestMac { s.add("guest_mac", mac.map { b in let h = String(b, radix: 16); return h.count == 1 ? "0" + h : h }.joined(separator: ":")) }
+            if let mac = n.guestMac { s.add("guest_mac", mac.description) }
             return s.text
         }.joined(separator: ", ") + "]")
         if let v = vsock {

@@ -1,5 +1,6 @@
 import Foundation
 import HTTPUnix
+import VMSpec
 
 /// The daemon's side of one VM process's Firecracker-compatible API: configure and boot a VM from
 /// a ``VMDefinition``, pause/resume it, read its metrics.
@@ -11,45 +12,22 @@ struct VMProcessAPI {
         var description: String
     }
 
-    private struct BootSource: Encodable {
-        var kernel_image_path: String
-        var initrd_path: String?
-        var boot_args: String?
-    }
-    private struct MachineConfig: Encodable {
-        var vcpu_count: Int
-        var mem_size_mib: Int
-    }
-    private struct Drive: Encodable {
-        var drive_id: String
-        var path_on_host: String
-        var is_root_device: Bool
-        var is_read_only: Bool
-    }
-    private struct NetworkInterface: Encodable {
-        var iface_id: String
-        var host_dev_name: String
-        var guest_mac: String?
-    }
-    private struct Vsock: Encodable {
-        var guest_cid: UInt32
-        var uds_path: String
-    }
     private struct Action: Encodable { var action_type: String }
     private struct VMStatePatch: Encodable { var state: String }
     private struct Info: Decodable { var state: String? }
 
     /// Every PUT that describes the VM, in Firecracker's usual order, then InstanceStart.
     func configureAndStart(_ d: VMDefinition) throws(Failure) {
-        try put("/boot-source", BootSource(kernel_image_path: d.kernel, initrd_path: d.initrd, boot_args: d.cmdline))
-        try put("/machine-config", MachineConfig(vcpu_count: d.cpus, mem_size_mib: d.memoryMiB))
+        // Firecracker's schema, the same types the VM process decodes (VMSpec).
+        try put("/boot-source", FirecrackerConfig.BootSource(kernelImagePath: d.kernel, initrdPath: d.initrd, bootArgs: d.cmdline))
+        try put("/machine-config", FirecrackerConfig.MachineConfig(vcpuCount: d.cpus, memSizeMib: UInt64(d.memoryMiB)))
         for (disk, id) in zip(d.disks, d.diskIDs) {
-            try put("/drives/\(id)", Drive(drive_id: id, path_on_host: disk.path, is_root_device: disk.root, is_read_only: disk.readOnly))
+            try put("/drives/\(id)", FirecrackerConfig.Drive(driveId: id, pathOnHost: disk.path, isRootDevice: disk.root, isReadOnly: disk.readOnly))
         }
         for (net, id) in zip(d.networks, d.networkIDs) {
-            try put("/network-interfaces/\(id)", NetworkInterface(iface_id: id, host_dev_name: net.tap, guest_mac: net.mac?.description))
+            try put("/network-interfaces/\(id)", FirecrackerConfig.NetworkInterface(ifaceId: id, hostDevName: net.tap, guestMac: net.mac))
         }
-        if let v = d.vsock { try put("/vsock", Vsock(guest_cid: v.cid, uds_path: v.uds)) }
+        if let v = d.vsock { try put("/vsock", FirecrackerConfig.Vsock(guestCid: v.cid, udsPath: v.uds)) }
         try put("/actions", Action(action_type: "InstanceStart"))
     }
 

@@ -1,3 +1,4 @@
+import VMSpec
 import API
 import ArgumentParser
 import HTTPUnix

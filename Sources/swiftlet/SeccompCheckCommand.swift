@@ -1,3 +1,4 @@
+import VMSpec
 import ArgumentParser
 import Host
 import VMM

@@ -35,7 +35,7 @@ import VMM
         let config = c.configuration
         #expect(config?.drives.map(\.driveId) == ["rootfs"])
         #expect(config?.machineConfig?.vcpuCount == 2)
-        #expect(config?.networkInterfaces.first?.guestMac == [2, 0, 0, 0, 0, 1])
+        #expect(config?.networkInterfaces.first?.guestMac?.bytes == [2, 0, 0, 0, 0, 1])
         let full = send(c, "GET", "/vm/config").bodyText
         #expect(full.contains(#""path_on_host": "/r.img""#) && full.contains(#""guest_mac": "02:00:00:00:00:01""#))
         // A second PUT of the same id replaces it.

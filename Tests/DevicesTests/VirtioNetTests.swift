@@ -1,3 +1,4 @@
+import VMSpec
 import GuestMemory
 import Synchronization
 import Testing

@@ -1,3 +1,4 @@
+import VMSpec
 import Foundation
 import Testing
 @testable import VMM

@@ -1,3 +1,4 @@
+import VMSpec
 import Testing
 @testable import VMM
 

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VMSpec
 
@@ -102,5 +103,38 @@ import VMSpec
     func vsocks(_ text: String, _ spec: VsockSpec?) {
         #expect(VsockSpec(text) == spec, "\(text)")
         if let spec { #expect(VsockSpec(spec.text) == spec) }
+    }
+}
+
+/// Firecracker's schema, written once: what swiftletd encodes, the VM process decodes the same.
+@Suite struct FirecrackerSchemaTests {
+    func roundTrip<T: Codable & Equatable>(_ value: T) throws -> T {
+        try JSONDecoder().decode(T.self, from: JSONEncoder().encode(value))
+    }
+
+    @Test func requestBodiesRoundTrip() throws {
+        let boot = FirecrackerConfig.BootSource(kernelImagePath: "/k", initrdPath: nil, bootArgs: "console=ttyS0")
+        #expect(try roundTrip(boot) == boot)
+        let machine = FirecrackerConfig.MachineConfig(vcpuCount: 2, memSizeMib: 256)
+        #expect(try roundTrip(machine) == machine)
+        let drive = FirecrackerConfig.Drive(driveId: "rootfs", pathOnHost: "/r.img", isRootDevice: true, isReadOnly: true)
+        #expect(try roundTrip(drive) == drive)
+        let nic = FirecrackerConfig.NetworkInterface(ifaceId: "eth0", hostDevName: "tap0", guestMac: MACAddress("02:00:00:00:00:01"))
+        #expect(try roundTrip(nic) == nic)
+        #expect(String(decoding: try JSONEncoder().encode(nic), as: UTF8.self).contains(#""guest_mac":"02:00:00:00:00:01""#))
+        let vsock = FirecrackerConfig.Vsock(guestCid: 4_294_967_294, udsPath: "/v.sock")
+        #expect(try roundTrip(vsock) == vsock)
+    }
+
+    @Test func decodingValidates() {
+        func fails<T: Decodable>(_ type: T.Type, _ json: String) -> Bool {
+            (try? JSONDecoder().decode(T.self, from: Data(json.utf8))) == nil
+        }
+        #expect(fails(FirecrackerConfig.Vsock.self, #"{"guest_cid": 4294967295, "uds_path": "/v"}"#))
+        #expect(fails(FirecrackerConfig.Vsock.self, #"{"guest_cid": 2, "uds_path": "/v"}"#))
+        #expect(fails(FirecrackerConfig.NetworkInterface.self, #"{"iface_id": "e", "host_dev_name": "t", "guest_mac": "01:00:00:00:00:01"}"#))
+        #expect(fails(FirecrackerConfig.Drive.self, #"{"drive_id": "d", "path_on_host": "/x", "is_root_device": false, "colour": 1}"#))
+        #expect(fails(FirecrackerConfig.Drive.self, #"{"drive_id": "d", "path_on_host": "/x\u0000y", "is_root_device": false}"#))
+        #expect(!fails(FirecrackerConfig.Drive.self, #"{"drive_id": "d", "path_on_host": "/x", "is_root_device": false}"#))
     }
 }

@@ -1,3 +1,4 @@
+import VMSpec
 import Boot
 import Host
 import Hypervisor
