@@ -25,7 +25,7 @@ public struct VMDefinition: Codable, Sendable, Equatable {
     public var vsock: Vsock?
     public var autostart: Bool
 
-    public static let defaultMemoryMiB = 128
+    public static let defaultMemoryMiB = Int(FirecrackerConfig.MachineConfig.defaultMemSizeMib)
 
     public init(kernel: String, initrd: String? = nil, cmdline: String? = nil, memoryMiB: Int = VMDefinition.defaultMemoryMiB,
                 cpus: Int = 1, disks: [Disk] = [], networks: [Network] = [], vsock: Vsock? = nil, autostart: Bool = false) {
@@ -101,7 +101,7 @@ public struct VMDefinition: Codable, Sendable, Equatable {
 struct MemoryMiB: Decodable {
     var mib: Int
 
-    static let maximumMiB = 1 << 20  // 1 TiB: more is a typo, not a VM
+    static let maximumMiB = Int(FirecrackerConfig.MachineConfig.maximumMemoryMiB)
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()

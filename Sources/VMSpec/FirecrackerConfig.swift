@@ -60,8 +60,10 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
             case vcpuCount = "vcpu_count", memSizeMib = "mem_size_mib", smt, trackDirtyPages = "track_dirty_pages"
             case hugePages = "huge_pages", cpuTemplate = "cpu_template"
         }
-        /// 1 TiB.
+        /// 1 TiB: more is a typo, not a VM.
         public static let maximumMemoryMiB: UInt64 = 1 << 20
+        /// Firecracker's default when machine-config (or swiftletd's `memory:`) says nothing.
+        public static let defaultMemSizeMib: UInt64 = 128
         public init(vcpuCount: Int = 1, memSizeMib: UInt64 = 128) {
             self.vcpuCount = vcpuCount; self.memSizeMib = memSizeMib
         }

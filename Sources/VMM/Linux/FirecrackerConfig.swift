@@ -63,7 +63,7 @@ extension FirecrackerConfig {
         var config = LinuxConfig(kernelPath: bootSource.kernelImagePath)
         config.initrdPath = bootSource.initrdPath
         config.cpus = machineConfig?.vcpuCount ?? 1
-        config.memoryBytes = (machineConfig?.memSizeMib ?? 128) << 20
+        config.memoryBytes = (machineConfig?.memSizeMib ?? MachineConfig.defaultMemSizeMib) << 20
         let ordered = drives.filter(\.isRootDevice) + drives.filter { !$0.isRootDevice }
         config.disks = ordered.map { LinuxConfig.Disk(path: $0.pathOnHost, readOnly: $0.isReadOnly, id: $0.driveId) }
         var args = bootSource.bootArgs ?? LinuxConfig.defaultCommandLine
@@ -87,7 +87,7 @@ extension FirecrackerConfig {
         guard bootSource.initrdPath == nil else { throw VMMError(.configuration, "boot-source.initrd_path: a Solo5 unikernel takes no initrd") }
         guard vsock == nil else { throw VMMError(.configuration, "vsock: a Solo5 unikernel has no vsock device") }
         var config = HvtConfig(kernelPath: bootSource.kernelImagePath)
-        config.memoryMiB = machineConfig?.memSizeMib ?? 128
+        config.memoryMiB = machineConfig?.memSizeMib ?? MachineConfig.defaultMemSizeMib
         config.blocks = drives.map { HvtConfig.Block(name: $0.driveId, path: $0.pathOnHost, readOnly: $0.isReadOnly) }
         config.nets = networkInterfaces.map { HvtConfig.Net(name: $0.ifaceId, interface: $0.hostDevName, mac: $0.guestMac?.bytes) }
         config.arguments = (bootSource.bootArgs ?? "").split(whereSeparator: \.isWhitespace).map(String.init)

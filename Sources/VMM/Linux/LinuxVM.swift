@@ -78,7 +78,7 @@ public final class LinuxVM: @unchecked Sendable {
         }
         let hostMemory = Self.hostMemoryBytes()
         guard hostMemory == 0 || config.memoryBytes <= hostMemory else {
-            throw VMMError(.configuration, "--memory \(config.memoryBytes >> 20)M is more than this host has (\(hostMemory >> 20)M)")
+            throw VMMError(.configuration, "guest memory of \(config.memoryBytes >> 20) MiB is more than this host has (\(hostMemory >> 20) MiB)")
         }
 
         let kernel: KernelImage
