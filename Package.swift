@@ -20,20 +20,21 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
     ],
     targets: [
+        // The value grammars every door shares (MAC addresses, memory sizes, `k=v,...` device
+        // options and the disk/net/vsock specs written in them): parsed in one place; Firecracker's
+        // schema; the one hex format of messages.
+        .target(name: "VMSpec", swiftSettings: strict),
         // <linux/kvm.h> and static inline accessors for ioctl numbers and kvm_run fields.
         .target(name: "CKVM"),
         // Safe wrappers over /dev/kvm descriptors; errno -> typed errors.
-        .target(name: "KVM", dependencies: ["CKVM"], swiftSettings: strict),
-        // The value grammars every door shares (MAC addresses, memory sizes, `k=v,...` device
-        // options and the disk/net/vsock specs written in them): parsed in one place.
-        .target(name: "VMSpec", swiftSettings: strict),
+        .target(name: "KVM", dependencies: ["CKVM", "VMSpec"], swiftSettings: strict),
         // Guest-physical addresses and bounds/overflow-checked access to guest RAM.
         .target(name: "GuestMemory", swiftSettings: strict),
         // NVMM-style library: Machine, VCPU, typed VMExit, memory slots, opt-in assists.
-        .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory"], swiftSettings: strict),
+        .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory", "VMSpec"], swiftSettings: strict),
         // Host OS interfaces for backends: owned fds, files, tap devices, epoll/timers.
         .target(name: "CHost"),
-        .target(name: "Host", dependencies: ["CHost"], swiftSettings: strict),
+        .target(name: "Host", dependencies: ["CHost", "VMSpec"], swiftSettings: strict),
         // Port-I/O bus and legacy PC devices; they see only an interrupt-line protocol, never KVM.
         .target(name: "Devices", dependencies: ["GuestMemory", "Host", "CHost", "VMSpec"], swiftSettings: strict),
         // GDB's remote serial protocol (framing, requests, the amd64 register file, one session)

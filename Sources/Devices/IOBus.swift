@@ -1,3 +1,5 @@
+import VMSpec
+
 /// The x86 port-I/O bus: a checked map from disjoint port ranges to devices.
 ///
 /// Threading contract: `register` mutates the map and must finish before any vCPU thread starts
@@ -25,12 +27,12 @@ public final class IOBus: @unchecked Sendable {
     /// both). The same device object may be registered at several ranges.
     public func register(_ device: any PortIODevice, base: UInt16, length: UInt16) throws(DeviceError) {
         guard length > 0 else {
-            throw DeviceError(.invalidRange, "port range at 0x\(Self.hex(base)) for \(type(of: device)) has zero length")
+            throw DeviceError(.invalidRange, "port range at \(base.hexString) for \(type(of: device)) has zero length")
         }
         let (last, overflow) = base.addingReportingOverflow(length - 1)
         guard !overflow else {
             throw DeviceError(.invalidRange,
-                              "port range 0x\(Self.hex(base)) length \(length) for \(type(of: device)) runs past 0xffff")
+                              "port range \(base.hexString) length \(length) for \(type(of: device)) runs past 0xffff")
         }
         let new = Entry(base: base, last: last, device: device)
         // Entries are disjoint and sorted, so only the neighbours of the insertion point can overlap.
@@ -109,8 +111,7 @@ public final class IOBus: @unchecked Sendable {
     }
 
     static func describe(base: UInt16, last: UInt16) -> String {
-        base == last ? "0x\(hex(base))" : "0x\(hex(base))-0x\(hex(last))"
+        base == last ? "\(base.hexString)" : "\(base.hexString)-\(last.hexString)"
     }
 
-    static func hex(_ value: UInt16) -> String { String(value, radix: 16) }
 }

@@ -1,3 +1,4 @@
+import VMSpec
 import Synchronization
 
 /// A device that claims a range of guest-physical addresses (memory-mapped I/O). The `MMIOBus`
@@ -73,7 +74,7 @@ public final class MMIOBus: Sendable {
         try entries.withLock { (entries: inout [Entry]) throws(DeviceError) in
             let index = Self.firstIndex(in: entries, withBaseAbove: oldBase)
             guard index > 0, entries[index - 1].base == oldBase else {
-                throw DeviceError(.invalidRange, "no MMIO range registered at 0x\(Self.hex(oldBase))")
+                throw DeviceError(.invalidRange, "no MMIO range registered at \(oldBase.hexString)")
             }
             let old = entries.remove(at: index - 1)
             do throws(DeviceError) {
@@ -126,12 +127,12 @@ public final class MMIOBus: Sendable {
 
     private static func entry(_ device: any MMIODevice, base: UInt64, length: UInt64) throws(DeviceError) -> Entry {
         guard length > 0 else {
-            throw DeviceError(.invalidRange, "MMIO range at 0x\(hex(base)) for \(type(of: device)) has zero length")
+            throw DeviceError(.invalidRange, "MMIO range at \(base.hexString) for \(type(of: device)) has zero length")
         }
         let (last, overflow) = base.addingReportingOverflow(length - 1)
         guard !overflow else {
             throw DeviceError(.invalidRange,
-                              "MMIO range 0x\(hex(base)) length 0x\(hex(length)) for \(type(of: device)) runs past 2^64")
+                              "MMIO range \(base.hexString) length \(length.hexString) for \(type(of: device)) runs past 2^64")
         }
         return Entry(base: base, last: last, device: device)
     }
@@ -179,8 +180,7 @@ public final class MMIOBus: Sendable {
     }
 
     static func describe(base: UInt64, last: UInt64) -> String {
-        base == last ? "0x\(hex(base))" : "0x\(hex(base))-0x\(hex(last))"
+        base == last ? "\(base.hexString)" : "\(base.hexString)-\(last.hexString)"
     }
 
-    static func hex(_ value: UInt64) -> String { String(value, radix: 16) }
 }

@@ -1,3 +1,4 @@
+import VMSpec
 import CHost
 #if canImport(Glibc)
 import Glibc
@@ -288,14 +289,13 @@ public struct BPFInstruction: Hashable, Sendable, CustomStringConvertible {
     public static func ret(_ value: UInt32) -> BPFInstruction { .init(code: Opcode.ret, jt: 0, jf: 0, k: value) }
 
     public var description: String {
-        func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
         switch code {
         case Opcode.load: return "ld [\(k)]"
-        case Opcode.and: return "and #\(hex(k))"
-        case Opcode.jumpIfEqual: return "jeq #\(hex(k)), +\(jt), +\(jf)"
-        case Opcode.jumpIfGreaterOrEqual: return "jge #\(hex(k)), +\(jt), +\(jf)"
-        case Opcode.ret: return "ret #\(hex(k))"
-        default: return "op \(hex(UInt32(code))) jt=\(jt) jf=\(jf) k=\(hex(k))"
+        case Opcode.and: return "and #\(k.hexString)"
+        case Opcode.jumpIfEqual: return "jeq #\(k.hexString), +\(jt), +\(jf)"
+        case Opcode.jumpIfGreaterOrEqual: return "jge #\(k.hexString), +\(jt), +\(jf)"
+        case Opcode.ret: return "ret #\(k.hexString)"
+        default: return "op \((UInt32(code)).hexString) jt=\(jt) jf=\(jf) k=\(k.hexString)"
         }
     }
 }

@@ -1,3 +1,4 @@
+import VMSpec
 import KVM
 
 // Interrupt and I/O notifiers: eventfd-based paths between devices that run off the vCPU threads
@@ -101,7 +102,7 @@ extension Machine {
         do {
             try vm.assignIOEventFD(eventFD, address: address, length: length, space: space.kvm, datamatch: datamatch)
         } catch {
-            throw notifierError(error, hint: "an identical I/O notifier may already exist at \(hex(address))")
+            throw notifierError(error, hint: "an identical I/O notifier may already exist at \(address.hexString)")
         }
     }
 
@@ -111,7 +112,7 @@ extension Machine {
         do {
             try vm.deassignIOEventFD(eventFD, address: address, length: length, space: space.kvm, datamatch: datamatch)
         } catch {
-            throw notifierError(error, hint: "no I/O notifier with these arguments at \(hex(address))")
+            throw notifierError(error, hint: "no I/O notifier with these arguments at \(address.hexString)")
         }
     }
 
@@ -189,4 +190,3 @@ extension IONotifierSpace {
 let EEXIST_: Int32 = 17
 let EINVAL_: Int32 = 22
 
-private func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

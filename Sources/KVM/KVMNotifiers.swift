@@ -1,3 +1,4 @@
+import VMSpec
 import CKVM
 #if canImport(Glibc)
 import Glibc
@@ -109,10 +110,10 @@ extension KVMVirtualMachine {
             throw KVMError(operation: "KVM_IOEVENTFD", errno: 0, detail: "length \(length) is not 0, 1, 2, 4 or 8")
         }
         guard length == 0 || address <= UInt64.max - UInt64(length - 1) else {
-            throw KVMError(operation: "KVM_IOEVENTFD", errno: 0, detail: "address \(hex(address)) + \(length) overflows")
+            throw KVMError(operation: "KVM_IOEVENTFD", errno: 0, detail: "address \(address.hexString) + \(length) overflows")
         }
         if space == .pio, address > 0xFFFF || (length > 0 && address + UInt64(length) > 0x1_0000) {
-            throw KVMError(operation: "KVM_IOEVENTFD", errno: 0, detail: "port \(hex(address)) (+\(length)) is outside 0...0xFFFF")
+            throw KVMError(operation: "KVM_IOEVENTFD", errno: 0, detail: "port \(address.hexString) (+\(length)) is outside 0...0xFFFF")
         }
         var request = kvm_ioeventfd()
         request.addr = address
@@ -124,7 +125,7 @@ extension KVMVirtualMachine {
                 throw KVMError(operation: "KVM_IOEVENTFD", errno: 0, detail: "datamatch needs a nonzero length")
             }
             guard length == 8 || datamatch >> UInt64(length * 8) == 0 else {
-                throw KVMError(operation: "KVM_IOEVENTFD", errno: 0, detail: "datamatch \(hex(datamatch)) does not fit in \(length) bytes")
+                throw KVMError(operation: "KVM_IOEVENTFD", errno: 0, detail: "datamatch \(datamatch.hexString) does not fit in \(length) bytes")
             }
             request.flags |= ckvm_KVM_IOEVENTFD_FLAG_DATAMATCH()
             request.datamatch = datamatch
@@ -213,4 +214,3 @@ final class GSIRoutingTable {
     var declaredCount: UInt32 { raw.assumingMemoryBound(to: kvm_irq_routing.self).pointee.nr }
 }
 
-private func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

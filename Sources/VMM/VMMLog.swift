@@ -1,3 +1,4 @@
+import VMSpec
 import Hypervisor
 #if canImport(Glibc)
 import Glibc
@@ -21,10 +22,9 @@ struct VMMLog: Sendable {
 
 /// Registers in one-line error messages (triple faults, KVM failures), the same for every VMM.
 enum RegisterSummary {
-    static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
 
     /// `rip=0x… rsp=0x… rax=… rflags=0x…`.
     static func general(_ r: Registers) -> String {
-        "rip=\(hex(r.rip)) rsp=\(hex(r.rsp)) rax=\(hex(r.rax)) rbx=\(hex(r.rbx)) rcx=\(hex(r.rcx)) rdx=\(hex(r.rdx)) rsi=\(hex(r.rsi)) rdi=\(hex(r.rdi)) rflags=\(hex(r.rflags))"
+        "rip=\(r.rip.hexString) rsp=\(r.rsp.hexString) rax=\(r.rax.hexString) rbx=\(r.rbx.hexString) rcx=\(r.rcx.hexString) rdx=\(r.rdx.hexString) rsi=\(r.rsi.hexString) rdi=\(r.rdi.hexString) rflags=\(r.rflags.hexString)"
     }
 }

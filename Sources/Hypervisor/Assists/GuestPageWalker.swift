@@ -1,3 +1,4 @@
+import VMSpec
 import GuestMemory
 
 // A software walk of the guest's own page tables, for assists that must find the guest-physical
@@ -86,15 +87,14 @@ public enum GuestPageWalkError: Error, Equatable, Sendable, CustomStringConverti
 
     public var description: String {
         switch self {
-        case let .notPresent(va, level): "page not present at level \(level) for \(hex(va))"
-        case .nonCanonical(let va): "non-canonical address \(hex(va))"
+        case let .notPresent(va, level): "page not present at level \(level) for \(va.hexString)"
+        case .nonCanonical(let va): "non-canonical address \(va.hexString)"
         case let .tableOutOfBounds(va, entry, level):
-            "page-table entry \(hex(entry)) (level \(level)) for \(hex(va)) is outside guest memory"
+            "page-table entry \(entry.hexString) (level \(level)) for \(va.hexString) is outside guest memory"
         case .memory(let error): error.description
         }
     }
 
-    private func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
 }
 
 /// Walks guest page tables held in `memory`.

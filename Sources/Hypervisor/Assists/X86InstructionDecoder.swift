@@ -1,3 +1,5 @@
+import VMSpec
+
 // A small x86 decoder for the instructions guests use to touch MMIO. It decodes only the
 // memory-operand forms of those instructions: a register-to-register MOV never reaches an MMIO
 // assist, so such encodings are refused rather than half-supported.
@@ -157,14 +159,13 @@ public enum X86DecodeError: Error, Equatable, Sendable, CustomStringConvertible 
         switch self {
         case .truncated(let n): "instruction truncated after \(n) bytes"
         case .tooLong: "instruction longer than 15 bytes"
-        case .unsupportedOpcode(let op): "unsupported opcode \(hex(op))"
-        case let .unsupportedExtension(op, ext): "unsupported opcode \(hex(op)) /\(ext)"
-        case .registerOperand(let op): "opcode \(hex(op)) has a register operand where memory is required"
-        case .lockNotAllowed(let op): "LOCK prefix not allowed on opcode \(hex(op))"
+        case .unsupportedOpcode(let op): "unsupported opcode \(op.hexString)"
+        case let .unsupportedExtension(op, ext): "unsupported opcode \(op.hexString) /\(ext)"
+        case .registerOperand(let op): "opcode \(op.hexString) has a register operand where memory is required"
+        case .lockNotAllowed(let op): "LOCK prefix not allowed on opcode \(op.hexString)"
         }
     }
 
-    private func hex(_ op: UInt16) -> String { "0x" + String(op, radix: 16) }
 }
 
 /// Up to 15 instruction bytes held inline in two words, so fetching and decoding never allocate.

@@ -1,3 +1,4 @@
+import VMSpec
 import Boot
 import Devices
 import GuestMemory
@@ -452,7 +453,7 @@ public final class LinuxVM: @unchecked Sendable {
         guard let r = try? vcpu.registers() else { return "" }
         var text = ": " + RegisterSummary.general(r)
         if let s = try? vcpu.specialRegisters() {
-            text += " cr0=\(RegisterSummary.hex(s.cr0)) cr2=\(RegisterSummary.hex(s.cr2)) cr3=\(RegisterSummary.hex(s.cr3)) cr4=\(RegisterSummary.hex(s.cr4)) efer=\(RegisterSummary.hex(s.efer))"
+            text += " cr0=\(s.cr0.hexString) cr2=\(s.cr2.hexString) cr3=\(s.cr3.hexString) cr4=\(s.cr4.hexString) efer=\(s.efer.hexString)"
         }
         return text
     }

@@ -1,3 +1,5 @@
+import VMSpec
+
 /// Why a split virtqueue refused its configuration, a descriptor chain or a call from its device.
 ///
 /// Almost every case is something the guest's driver did wrong, so each message says what it did
@@ -55,9 +57,9 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
         case let .invalidQueueSize(size):
             "virtqueue: queue size \(size) is not a power of two in 1...32768 (VIRTIO 2.7)"
         case let .misalignedRing(ring, address, alignment):
-            "virtqueue: \(ring.rawValue) at \(hex(address)) is not \(alignment)-byte aligned (VIRTIO 2.7)"
+            "virtqueue: \(ring.rawValue) at \(address.hexString) is not \(alignment)-byte aligned (VIRTIO 2.7)"
         case let .ringOutOfMemory(ring, address, length):
-            "virtqueue: \(ring.rawValue) at \(hex(address)) length \(length) is outside guest memory"
+            "virtqueue: \(ring.rawValue) at \(address.hexString) length \(length) is outside guest memory"
         case let .ringHostMisaligned(ring):
             "virtqueue: host mapping of the \(ring.rawValue) is misaligned for atomic access"
         case .notReady:
@@ -71,15 +73,15 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
         case let .chainTooLong(limit, indirect):
             "virtqueue: \(indirect ? "indirect " : "")descriptor chain is longer than \(limit) descriptors: a loop (VIRTIO 2.7.5.2)"
         case let .descriptorAddressOverflow(address, length):
-            "virtqueue: descriptor at \(hex(address)) length \(length) wraps past the end of the address space"
+            "virtqueue: descriptor at \(address.hexString) length \(length) wraps past the end of the address space"
         case let .descriptorOutOfMemory(address, length):
-            "virtqueue: descriptor at \(hex(address)) length \(length) is outside guest memory"
+            "virtqueue: descriptor at \(address.hexString) length \(length) is outside guest memory"
         case let .readableAfterWritable(address):
-            "virtqueue: device-readable descriptor at \(hex(address)) follows a device-writable one (VIRTIO 2.7.4.2)"
+            "virtqueue: device-readable descriptor at \(address.hexString) follows a device-writable one (VIRTIO 2.7.4.2)"
         case let .invalidIndirectLength(length):
             "virtqueue: indirect table length \(length) is not a non-zero multiple of 16 (VIRTIO 2.7.5.3.1)"
         case let .indirectTableOutOfMemory(address, length):
-            "virtqueue: indirect table at \(hex(address)) length \(length) is outside guest memory"
+            "virtqueue: indirect table at \(address.hexString) length \(length) is outside guest memory"
         case .nestedIndirect:
             "virtqueue: descriptor inside an indirect table sets VIRTQ_DESC_F_INDIRECT (VIRTIO 2.7.5.3.1)"
         case .indirectWithNext:
@@ -90,4 +92,3 @@ public enum VirtqueueError: Error, Equatable, Sendable, CustomStringConvertible 
     }
 }
 
-private func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
