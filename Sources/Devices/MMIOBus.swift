@@ -1,4 +1,3 @@
-import VMSpec
 import Synchronization
 
 /// A device that claims a range of guest-physical addresses (memory-mapped I/O). The `MMIOBus`
@@ -30,18 +29,9 @@ public protocol MMIODevice: AnyObject, Sendable {
 /// An access that raced a move may therefore reach the device at its old address once; that is
 /// the same window real hardware has between the config write and the next access.
 ///
-/// Dispatch is a binary search over entries sorted by base address.
+/// Dispatch is `RangeMap`'s binary search over the snapshot.
 public final class MMIOBus: Sendable {
-    /// One claimed range; `last` is inclusive so a range may end at 2^64 - 1.
-    struct Entry {
-        let base: UInt64
-        let last: UInt64
-        let device: any MMIODevice
-
-        var rangeDescription: String { MMIOBus.describe(base: base, last: last) + " (\(type(of: device)))" }
-    }
-
-    private let entries = Mutex<[Entry]>([])
+    private let map = Mutex(RangeMap<UInt64, any MMIODevice>(kind: "MMIO"))
 
     public init() {}
 
@@ -49,9 +39,8 @@ public final class MMIOBus: Sendable {
     /// 2^64 - 1, and one that overlaps a range already registered (the message names both).
     /// The same device object may be registered at several ranges. Safe to call while vCPUs run.
     public func register(_ device: any MMIODevice, base: UInt64, length: UInt64) throws(DeviceError) {
-        let new = try Self.entry(device, base: base, length: length)
-        try entries.withLock { (entries: inout [Entry]) throws(DeviceError) in
-            try Self.insert(new, into: &entries)
+        try map.withLock { (map: inout RangeMap<UInt64, any MMIODevice>) throws(DeviceError) in
+            try map.insert(device, base: base, length: length)
         }
     }
 
@@ -59,11 +48,7 @@ public final class MMIOBus: Sendable {
     /// starts there. Safe to call while vCPUs run.
     @discardableResult
     public func unregister(base: UInt64) -> (any MMIODevice)? {
-        entries.withLock { entries in
-            let index = Self.firstIndex(in: entries, withBaseAbove: base)
-            guard index > 0, entries[index - 1].base == base else { return nil }
-            return entries.remove(at: index - 1).device
-        }
+        map.withLock { $0.remove(base: base)?.entry.device }
     }
 
     /// Moves the range starting at `oldBase` to start at `newBase`, keeping its device and length,
@@ -71,17 +56,14 @@ public final class MMIOBus: Sendable {
     /// range (or overflows) the range stays where it was and the error is thrown. Throws
     /// `.invalidRange` when nothing is registered at `oldBase`.
     public func move(from oldBase: UInt64, to newBase: UInt64) throws(DeviceError) {
-        try entries.withLock { (entries: inout [Entry]) throws(DeviceError) in
-            let index = Self.firstIndex(in: entries, withBaseAbove: oldBase)
-            guard index > 0, entries[index - 1].base == oldBase else {
+        try map.withLock { (map: inout RangeMap<UInt64, any MMIODevice>) throws(DeviceError) in
+            guard let (old, index) = map.remove(base: oldBase) else {
                 throw DeviceError(.invalidRange, "no MMIO range registered at \(oldBase.hexString)")
             }
-            let old = entries.remove(at: index - 1)
             do throws(DeviceError) {
-                let new = try Self.entry(old.device, base: newBase, length: old.last - old.base + 1)
-                try Self.insert(new, into: &entries)
+                try map.insert(old.device, base: newBase, length: old.last - old.base + 1)
             } catch {
-                entries.insert(old, at: index - 1)
+                map.restore(old, at: index)
                 throw error
             }
         }
@@ -93,8 +75,8 @@ public final class MMIOBus: Sendable {
     @inline(__always)
     @discardableResult
     public func read(address: UInt64, into data: UnsafeMutableRawBufferPointer) -> Bool {
-        let snapshot = entries.withLock { $0 }
-        guard let entry = Self.entry(in: snapshot, containing: address, count: data.count) else {
+        let snapshot = map.withLock { $0 }
+        guard let entry = snapshot.entry(containing: address, count: data.count) else {
             if let base = data.baseAddress { base.initializeMemory(as: UInt8.self, repeating: 0xFF, count: data.count) }
             return false
         }
@@ -107,80 +89,19 @@ public final class MMIOBus: Sendable {
     @inline(__always)
     @discardableResult
     public func write(address: UInt64, data: UnsafeRawBufferPointer) -> Bool {
-        let snapshot = entries.withLock { $0 }
-        guard let entry = Self.entry(in: snapshot, containing: address, count: data.count) else { return false }
+        let snapshot = map.withLock { $0 }
+        guard let entry = snapshot.entry(containing: address, count: data.count) else { return false }
         entry.device.write(offset: address &- entry.base, data: data)
         return true
     }
 
     /// The device claiming `address` and the address's offset within its range, or nil.
     public func device(at address: UInt64) -> (device: any MMIODevice, offset: UInt64)? {
-        let snapshot = entries.withLock { $0 }
-        guard let entry = Self.entry(in: snapshot, containing: address, count: 1) else { return nil }
+        let snapshot = map.withLock { $0 }
+        guard let entry = snapshot.entry(containing: address) else { return nil }
         return (entry.device, address &- entry.base)
     }
 
     /// The claimed ranges in ascending order, for diagnostics (`base`, inclusive `last`).
-    public var ranges: [(base: UInt64, last: UInt64)] { entries.withLock { $0 }.map { ($0.base, $0.last) } }
-
-    // MARK: - Map maintenance (callers hold the lock)
-
-    private static func entry(_ device: any MMIODevice, base: UInt64, length: UInt64) throws(DeviceError) -> Entry {
-        guard length > 0 else {
-            throw DeviceError(.invalidRange, "MMIO range at \(base.hexString) for \(type(of: device)) has zero length")
-        }
-        let (last, overflow) = base.addingReportingOverflow(length - 1)
-        guard !overflow else {
-            throw DeviceError(.invalidRange,
-                              "MMIO range \(base.hexString) length \(length.hexString) for \(type(of: device)) runs past 2^64")
-        }
-        return Entry(base: base, last: last, device: device)
-    }
-
-    private static func insert(_ new: Entry, into entries: inout [Entry]) throws(DeviceError) {
-        // Entries are disjoint and sorted, so only the neighbours of the insertion point can overlap.
-        let index = firstIndex(in: entries, withBaseAbove: new.base)
-        if index > 0, entries[index - 1].last >= new.base {
-            throw overlap(new, entries[index - 1])
-        }
-        if index < entries.count, entries[index].base <= new.last {
-            throw overlap(new, entries[index])
-        }
-        entries.insert(new, at: index)
-    }
-
-    // MARK: - Lookup
-
-    /// Index of the first entry whose base is above `address` (entries.count if none).
-    @inline(__always)
-    private static func firstIndex(in entries: [Entry], withBaseAbove address: UInt64) -> Int {
-        var low = 0
-        var high = entries.count
-        while low < high {
-            let mid = (low &+ high) >> 1
-            if entries[mid].base <= address { low = mid &+ 1 } else { high = mid }
-        }
-        return low
-    }
-
-    /// The entry holding all of `address ..< address + count` (count >= 1), or nil.
-    @inline(__always)
-    private static func entry(in entries: [Entry], containing address: UInt64, count: Int) -> Entry? {
-        let index = firstIndex(in: entries, withBaseAbove: address)
-        guard index > 0 else { return nil }
-        let candidate = entries[index - 1]
-        guard address <= candidate.last else { return nil }
-        // The bytes left in the range from `address`, minus one, so the sum cannot overflow.
-        let room = candidate.last &- address
-        return UInt64(max(count, 1) &- 1) <= room ? candidate : nil
-    }
-
-    private static func overlap(_ new: Entry, _ old: Entry) -> DeviceError {
-        DeviceError(.overlap, "MMIO range \(new.rangeDescription) overlaps \(old.rangeDescription)")
-    }
-
-    static func describe(base: UInt64, last: UInt64) -> String {
-        base == last ? "\(base.hexString)" : "\(base.hexString)-\(last.hexString)"
-    }
-
+    public var ranges: [(base: UInt64, last: UInt64)] { map.withLock { $0 }.ranges }
 }
