@@ -46,7 +46,7 @@ struct RunCommand: ParsableCommand {
             guard !spec.root else { throw ValidationError("--disk '\(d)': root is for swiftletd's config; give --cmdline root=/dev/vdX") }
         }
         for n in nets where NetSpec(n) == nil {
-            throw ValidationError("--net '\(n)' is not tap=NAME[,mac=XX:XX:XX:XX:XX:XX] (a unicast MAC)")
+            throw ValidationError("--net '\(n)' is not \(NetSpec.textForm)")
         }
         if let vsock, VsockSpec(vsock) == nil {
             throw ValidationError("--vsock '\(vsock)' is not cid=N,uds=PATH (N in 3...4294967294)")
