@@ -59,12 +59,12 @@ let package = Package(
                 swiftSettings: strict),
         // swiftletd: supervises named VMs, one `swiftlet api` process each; its API, metrics and
         // the client `swiftlet ctl` uses. It never opens /dev/kvm itself.
-        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", "VMSpec", .product(name: "Logging", package: "swift-log"),
+        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", "CHost", "VMSpec", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
         .executableTarget(
             name: "swiftlet",
-            dependencies: ["VMM", "API", "Daemon", "Host", "VMSpec", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VMM", "API", "Daemon", "Host", "CHost", "VMSpec", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         .executableTarget(

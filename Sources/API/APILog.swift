@@ -1,3 +1,4 @@
+import Host
 import Logging
 import Synchronization
 #if canImport(Glibc)
@@ -22,7 +23,7 @@ public final class APILogSink: Sendable {
         var fd: Int32?
         if let path = request.logPath {
             let opened = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o600)
-            guard opened >= 0 else { throw APIError("log_path \(path): \(String(cString: strerror(errno)))") }
+            guard opened >= 0 else { throw APIError("log_path \(path): \(HostError.text(errno: errno))") }
             fd = opened
         }
         settings.withLock { s in

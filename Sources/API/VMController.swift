@@ -349,7 +349,7 @@ public final class VMController: @unchecked Sendable {
 
     func openMetrics(_ request: APIRequests.Metrics) throws(APIError) {
         let fd = open(request.metricsPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o600)
-        guard fd >= 0 else { throw APIError("metrics_path \(request.metricsPath): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw APIError("metrics_path \(request.metricsPath): \(HostError.text(errno: errno))") }
         if metricsFD >= 0 { close(metricsFD) }
         metricsFD = fd
     }

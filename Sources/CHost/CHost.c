@@ -171,3 +171,31 @@ int chost_seccomp_install(const struct sock_filter *filter, unsigned short count
 }
 
 // MARK: - End of Sandbox
+
+// Functions Swift's Glibc module does not import (behind _GNU_SOURCE, variadic, or too new),
+// wrapped here instead of looked up with dlsym at run time. Each returns 0 or -errno.
+extern int fallocate(int fd, int mode, off_t offset, off_t len);
+int chost_fallocate(int fd, int mode, int64_t offset, int64_t length) {
+    return fallocate(fd, mode, (off_t)offset, (off_t)length) == 0 ? 0 : -errno;
+}
+
+#include <sys/ptrace.h>
+long chost_ptrace_traceme(void) { return ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0 ? -errno : 0; }
+
+int chost_pidfd_open(int pid) {
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+int chost_pidfd_send_signal(int pidfd, int signal) {
+    return syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) < 0 ? -errno : 0;
+}
+
+#include <spawn.h>
+// glibc 2.34's posix_spawn_file_actions_addclosefrom_np, weak so an older libc still links.
+extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *, int) __attribute__((weak));
+int chost_spawn_close_from(void *actions, int lowest) {
+    if (!posix_spawn_file_actions_addclosefrom_np) return -ENOSYS;
+    int r = posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowest);
+    return r == 0 ? 0 : -r;
+}

@@ -1,3 +1,4 @@
+import Host
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +17,7 @@ public enum DaemonLock {
         }
         let path = stateDirectory + "/swiftletd.lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw ConfigError("\(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw ConfigError("\(path): \(HostError.text(errno: errno))") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)
             throw ConfigError("another swiftletd uses the state directory \(stateDirectory)")

@@ -1,3 +1,5 @@
+import CHost
+import Host
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -8,7 +10,7 @@ public struct ProcessError: Error, Sendable, CustomStringConvertible {
     public var description: String
     init(_ description: String) { self.description = description }
     static func errno(_ what: String, _ code: Int32 = Glibc.errno) -> ProcessError {
-        ProcessError("\(what): \(String(cString: strerror(code)))")
+        ProcessError("\(what): \(HostError.text(errno: code))")
     }
 }
 
@@ -32,7 +34,7 @@ public enum ProcessTools {
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         // Descriptors the daemon holds (client connections, pidfds) must not leak into a VM even if
         // one was opened without close-on-exec.
-        if let closeFrom = closeFromAction { _ = closeFrom(&actions, 3) }
+        _ = chost_spawn_close_from(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -54,33 +56,18 @@ public enum ProcessTools {
         return pid
     }
 
-    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
-    typealias PidfdOpen = @convention(c) (pid_t, UInt32) -> Int32
-    typealias PidfdSendSignal = @convention(c) (Int32, Int32, UnsafeMutableRawPointer?, UInt32) -> Int32
-
-    // These glibc 2.34+/2.36 functions are not in Swift's Glibc module (their headers need
-    // _GNU_SOURCE or are not part of it); looked up once, nil on an older libc.
-    static let closeFromAction: CloseFrom? = symbol("posix_spawn_file_actions_addclosefrom_np")
-    static let pidfdOpenFunction: PidfdOpen? = symbol("pidfd_open")
-    static let pidfdSendSignalFunction: PidfdSendSignal? = symbol("pidfd_send_signal")
-
-    static func symbol<T>(_ name: String) -> T? {
-        guard let handle = dlopen(nil, RTLD_NOW), let pointer = dlsym(handle, name) else { return nil }
-        return unsafeBitCast(pointer, to: T.self)
-    }
-
     /// A pidfd for `pid` (close-on-exec, as the kernel always makes them), or nil when the kernel or
     /// libc has none or the process is gone.
     static func pidfdOpen(_ pid: pid_t) -> Int32? {
-        guard let open = pidfdOpenFunction else { return nil }
-        let fd = open(pid, 0)
+        let fd = chost_pidfd_open(pid)
         return fd >= 0 ? fd : nil
     }
 
     /// Sends `signal` through the pidfd when there is one (it cannot hit a recycled pid), else by pid.
     static func send(_ signal: Int32, pid: pid_t, pidfd: Int32?) -> Bool {
-        if let pidfd, let sendSignal = pidfdSendSignalFunction {
-            return sendSignal(pidfd, signal, nil, 0) == 0
+        if let pidfd {
+            let result = chost_pidfd_send_signal(pidfd, signal)
+            if result != -ENOSYS { return result == 0 }
         }
         return kill(pid, signal) == 0
     }

@@ -12,5 +12,11 @@ public struct HostError: Error, CustomStringConvertible, Equatable, Sendable {
         self.errno = errno
     }
 
-    public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
+    public var description: String { "\(operation): \(Self.text(errno: errno))" }
+
+    /// The C library's words for `errno` (what every one-line error says after a colon).
+    public static func text(errno code: Int32) -> String {
+        guard let text = strerror(code) else { return "errno \(code)" }
+        return String(cString: text)
+    }
 }

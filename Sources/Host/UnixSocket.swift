@@ -25,7 +25,7 @@ public enum UnixSocket {
             unlink(path)
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw PathError(description: "\(path): socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw PathError(description: "\(path): socket: \(HostError.text(errno: errno))") }
         // The umask makes bind create the file 0600, with no window where others could connect.
         let old = umask(0o177)
         let bound = withUnsafePointer(to: &address) {
@@ -35,12 +35,12 @@ public enum UnixSocket {
         umask(old)
         guard bound == 0 else {
             close(fd)
-            throw PathError(description: "\(path): \(String(cString: strerror(bindErrno)))")
+            throw PathError(description: "\(path): \(HostError.text(errno: bindErrno))")
         }
         guard Glibc.listen(fd, backlog) == 0 else {
             let e = errno
             close(fd)
-            throw PathError(description: "\(path): listen: \(String(cString: strerror(e)))")
+            throw PathError(description: "\(path): listen: \(HostError.text(errno: e))")
         }
         return fd
     }
@@ -49,14 +49,14 @@ public enum UnixSocket {
     public static func connect(path: String) throws(PathError) -> Int32 {
         var address = try self.address(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw PathError(description: "socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw PathError(description: "socket: \(HostError.text(errno: errno))") }
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         if result != 0 {
             let e = errno
             close(fd)
-            throw PathError(description: "\(path): \(String(cString: strerror(e)))")
+            throw PathError(description: "\(path): \(HostError.text(errno: e))")
         }
         return fd
     }

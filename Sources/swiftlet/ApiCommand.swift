@@ -66,7 +66,7 @@ struct ApiCommand: ParsableCommand {
 
         // The exit file is created now, while we may still create files where it lives.
         let exitFD: Int32 = exitFile.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? -1
-        if let exitFile, exitFD < 0 { fail("--exit-file \(exitFile): \(String(cString: strerror(errno)))") }
+        if let exitFile, exitFD < 0 { fail("--exit-file \(exitFile): \(HostError.text(errno: errno))") }
 
         let main = pthread_self()
         let exitStatus = Atomic<Int32>(-1)

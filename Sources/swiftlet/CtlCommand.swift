@@ -1,3 +1,4 @@
+import Host
 import ArgumentParser
 import Daemon
 import Foundation
@@ -274,7 +275,7 @@ enum ConsoleSession {
             let n = poll(&fds, nfds_t(fds.count), wait)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw Failure(description: "poll: \(String(cString: strerror(errno)))")
+                throw Failure(description: "poll: \(HostError.text(errno: errno))")
             }
             if fds[0].revents != 0 {
                 let got = read(fd, &buffer, buffer.count)
@@ -303,7 +304,7 @@ enum ConsoleSession {
             let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + done, count - done) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw Failure(description: "write: \(String(cString: strerror(errno)))")
+                throw Failure(description: "write: \(HostError.text(errno: errno))")
             }
             done += n
         }

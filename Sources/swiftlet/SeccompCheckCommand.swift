@@ -1,3 +1,4 @@
+import CHost
 import VMSpec
 import ArgumentParser
 import Host
@@ -91,10 +92,8 @@ struct SeccompCheckCommand: ParsableCommand {
             if fd >= 0 { close(fd) }
             return Int(fd)
         case .ptrace:
-            // ptrace is variadic in glibc, which Swift cannot call directly.
-            typealias Ptrace = @convention(c) (Int32, Int32, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) -> Int
-            guard let symbol = dlsym(nil, "ptrace") else { return -1 }
-            return unsafeBitCast(symbol, to: Ptrace.self)(0 /* PTRACE_TRACEME */, 0, nil, nil)
+            // ptrace is variadic in glibc, which Swift cannot call directly: CHost wraps it.
+            return chost_ptrace_traceme() < 0 ? -1 : 0
         case .mprotectExec:
             let page = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
             guard let page, page != MAP_FAILED else { return -1 }

@@ -51,6 +51,15 @@ static inline void chost_cpu_relax(void) {
     __asm__ __volatile__("yield" ::: "memory");
 #endif
 }
+// fallocate(2), ptrace(PTRACE_TRACEME), pidfd_open(2), pidfd_send_signal(2) and glibc's
+// posix_spawn_file_actions_addclosefrom_np (`actions` is a posix_spawn_file_actions_t *):
+// 0 (or the new fd) or -errno.
+int chost_fallocate(int fd, int mode, int64_t offset, int64_t length);
+long chost_ptrace_traceme(void);
+int chost_pidfd_open(int pid);
+int chost_pidfd_send_signal(int pidfd, int signal);
+int chost_spawn_close_from(void *actions, int lowest);
+
 // poll(2) for input on two descriptors; -1 waits forever. Bit 0: `a` readable, bit 1: `b`; 0 on
 // timeout or EINTR.
 int chost_poll2(int a, int b, int timeout_ms);
@@ -68,6 +77,14 @@ static inline int chost_open(const char *path, int flags) { return open(path, fl
 // epoll and timerfd through plain integers: struct epoll_event is packed on x86-64, which Swift
 // imports poorly, and the TFD_/EPOLL_ constants are macros.
 static inline int chost_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+// epoll_ctl with `events` and a 64-bit token (struct epoll_event is packed on x86-64). 0 or -errno.
+static inline int chost_epoll_control(int ep, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event e;
+    memset(&e, 0, sizeof e);
+    e.events = events;
+    e.data.u64 = token;
+    return epoll_ctl(ep, op, fd, &e) == 0 ? 0 : -errno;
+}
 static inline int chost_epoll_add_input(int ep, int fd, uint64_t token) {
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = token };
     return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);

@@ -18,11 +18,11 @@ struct GuestCoreDump {
     init(directory: String) throws(VMMError) {
         let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw VMMError(.configuration, "dumpcore: cannot open dir '\(directory)': \(String(cString: strerror(errno)))")
+            throw VMMError(.configuration, "dumpcore: cannot open dir '\(directory)': \(HostError.text(errno: errno))")
         }
         close(fd)
         guard access(directory, W_OK) == 0 else {
-            throw VMMError(.configuration, "dumpcore: dir not writable '\(directory)': \(String(cString: strerror(errno)))")
+            throw VMMError(.configuration, "dumpcore: dir not writable '\(directory)': \(HostError.text(errno: errno))")
         }
         self.directory = directory
     }

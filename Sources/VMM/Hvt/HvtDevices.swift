@@ -76,7 +76,7 @@ final class HvtNetDevice {
                 tap = try TapDevice(name: config.interface)
             }
         } catch {
-            let detail = error.operation.hasPrefix("fd ") ? "\(error)" : String(cString: strerror(error.errno))
+            let detail = error.operation.hasPrefix("fd ") ? "\(error)" : HostError.text(errno: error.errno)
             throw VMMError(.configuration, "Could not attach interface: \(config.interface): \(detail) (net '\(config.name)')")
         }
         var mtu = 1500

@@ -56,7 +56,7 @@ public final class HvtTender: @unchecked Sendable {
         var bytes = kernelBytes ?? []
         if kernelBytes == nil {
             do { bytes = try readWholeFile(config.kernelPath) } catch {
-                throw VMMError(.configuration, "\(config.kernelPath): \(String(cString: strerror(error.errno)))")
+                throw VMMError(.configuration, "\(config.kernelPath): \(HostError.text(errno: error.errno))")
             }
         }
         do { image = try HvtImage(bytes: bytes, name: config.kernelPath) } catch {

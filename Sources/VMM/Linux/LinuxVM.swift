@@ -224,7 +224,7 @@ public final class LinuxVM: @unchecked Sendable {
             guard !bytes.isEmpty else { throw VMMError(.configuration, "\(path): \(what) is empty") }
             return bytes
         } catch let error as HostError {
-            throw VMMError(.configuration, "\(path): \(String(cString: strerror(error.errno)))")
+            throw VMMError(.configuration, "\(path): \(HostError.text(errno: error.errno))")
         } catch let error as VMMError {
             throw error
         } catch { throw VMMError(.configuration, "\(path): \(error)") }

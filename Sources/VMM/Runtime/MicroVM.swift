@@ -26,7 +26,7 @@ public final class MicroVM: @unchecked Sendable {
         let path = config.bootSource.kernelImagePath
         let kernel: [UInt8]
         do { kernel = try readWholeFile(path) } catch {
-            throw VMMError(.configuration, "\(path): \(String(cString: strerror(error.errno)))")
+            throw VMMError(.configuration, "\(path): \(HostError.text(errno: error.errno))")
         }
         if HvtImage.isSolo5(kernel) {
             var hvt = try config.hvtConfig()

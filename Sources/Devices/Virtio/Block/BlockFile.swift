@@ -1,3 +1,5 @@
+import CHost
+import Host
 import Glibc
 
 /// The disk image behind a virtio-blk device: an open, locked regular file or block device, and
@@ -18,13 +20,13 @@ final class BlockFile {
         guard fd >= 0 else {
             let code = errno
             if code == EISDIR { throw VirtioDeviceError("virtio-blk: \(path) is a directory, not a disk image") }
-            throw VirtioDeviceError("virtio-blk: cannot open \(path)\(readOnly ? " read-only" : ""): \(errorText(code))")
+            throw VirtioDeviceError("virtio-blk: cannot open \(path)\(readOnly ? " read-only" : ""): \(HostError.text(errno: code))")
         }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
             let code = errno
             close(fd)
-            throw VirtioDeviceError("virtio-blk: cannot stat \(path): \(errorText(code))")
+            throw VirtioDeviceError("virtio-blk: cannot stat \(path): \(HostError.text(errno: code))")
         }
         let kind = info.st_mode & S_IFMT
         guard kind == S_IFREG || kind == S_IFBLK else {
@@ -42,14 +44,14 @@ final class BlockFile {
             if code == EWOULDBLOCK {
                 throw VirtioDeviceError("virtio-blk: \(path) is locked by another process (is another VM using it?)")
             }
-            throw VirtioDeviceError("virtio-blk: cannot lock \(path): \(errorText(code))")
+            throw VirtioDeviceError("virtio-blk: cannot lock \(path): \(HostError.text(errno: code))")
         }
         // lseek measures block devices too, where st_size is 0.
         let end = lseek(fd, 0, SEEK_END)
         guard end >= 0 else {
             let code = errno
             close(fd)
-            throw VirtioDeviceError("virtio-blk: cannot measure \(path): \(errorText(code))")
+            throw VirtioDeviceError("virtio-blk: cannot measure \(path): \(HostError.text(errno: code))")
         }
         guard end >= VirtioBlockSpec.sectorSize else {
             close(fd)
@@ -113,11 +115,10 @@ final class BlockFile {
 
     /// fallocate(2) with `mode`, retried on EINTR; returns 0 or the errno.
     func allocate(mode: Int32, offset: Int64, length: Int64) -> Int32 {
-        guard let fallocate = fallocateFunction else { return ENOSYS }
         while true {
-            if fallocate(descriptor, mode, offset, length) == 0 { return 0 }
-            let code = errno
-            if code != EINTR { return code }
+            let result = chost_fallocate(descriptor, mode, offset, length)
+            if result == 0 { return 0 }
+            if result != -EINTR { return -result }
         }
     }
 
@@ -147,14 +148,4 @@ extension BlockFile {
     static let zeroRange: Int32 = 0x10
 }
 
-/// glibc's fallocate, which Swift's Glibc module does not import (it sits behind _GNU_SOURCE in
-/// <fcntl.h>). Looked up once, with the C calling convention; off_t is 64-bit on every Linux
-/// target Swift supports.
-private typealias FallocateFunction = @convention(c) (Int32, Int32, Int64, Int64) -> Int32
-private let fallocateFunction: FallocateFunction? =
-    dlsym(nil, "fallocate").map { unsafeBitCast($0, to: FallocateFunction.self) }
 
-private func errorText(_ code: Int32) -> String {
-    guard let text = strerror(code) else { return "errno \(code)" }
-    return String(cString: text)
-}

@@ -1,3 +1,4 @@
+import CHost
 import Glibc
 import GuestMemory
 import Synchronization
@@ -79,21 +80,15 @@ public final class VirtioEntropy: VirtioDevice {
 /// until the kernel's pool is first initialised), retrying on EINTR and partial results. Returns
 /// the bytes filled; less than `count` only if getrandom fails outright.
 private func randomBytes(into buffer: UnsafeMutableRawPointer, count: Int) -> Int {
-    guard let getrandom = getrandomFunction else { return 0 }
     var done = 0
     while done < count {
-        let result = getrandom(buffer + done, count - done, 0)
+        let result = chost_getrandom(buffer + done, UInt(count - done))
         if result < 0 {
             if errno == EINTR { continue }
             break
         }
-        done += result
+        done += Int(result)
     }
     return done
 }
 
-/// glibc's getrandom (<sys/random.h>), which Swift's Glibc module does not import. Looked up
-/// once, with the C calling convention.
-private typealias GetrandomFunction = @convention(c) (UnsafeMutableRawPointer?, Int, UInt32) -> Int
-private let getrandomFunction: GetrandomFunction? =
-    dlsym(nil, "getrandom").map { unsafeBitCast($0, to: GetrandomFunction.self) }

@@ -98,13 +98,13 @@ public final class VirtioNet: VirtioDevice {
             throw VirtioDeviceError("virtio-net: MAC \(MACAddress(bytes: address).map(\.description) ?? "\(address)") is a multicast address")
         }
         let poll = chost_epoll_create()
-        guard poll >= 0 else { throw VirtioDeviceError("virtio-net: epoll_create1: \(String(cString: strerror(errno)))") }
+        guard poll >= 0 else { throw VirtioDeviceError("virtio-net: epoll_create1: \(HostError.text(errno: errno))") }
         // Registered switched off: nothing may wake the loop before the driver activates us.
         guard chost_epoll_add_input(poll, backend.descriptor, 0) == 0,
               chost_epoll_set_input(poll, backend.descriptor, 0, 0) == 0 else {
             let e = errno
             close(poll)
-            throw VirtioDeviceError("virtio-net: epoll_ctl: \(String(cString: strerror(e)))")
+            throw VirtioDeviceError("virtio-net: epoll_ctl: \(HostError.text(errno: e))")
         }
         self.backend = backend
         inputPoll = poll
@@ -162,7 +162,7 @@ public final class VirtioNet: VirtioDevice {
         let offloads = Spec.tapOffloads(forGuestFeatures: features)
         let error = backend.setReceiveOffloads(offloads)
         guard error == 0 else {
-            throw VirtioDeviceError("virtio-net: TUNSETOFFLOAD \(offloads): \(String(cString: strerror(error)))")
+            throw VirtioDeviceError("virtio-net: TUNSETOFFLOAD \(offloads): \(HostError.text(errno: error))")
         }
         // The transport hands the queues over for good on DRIVER_OK and does not touch them again
         // (the VirtioDevice contract), so moving them into the lock is a real transfer; the

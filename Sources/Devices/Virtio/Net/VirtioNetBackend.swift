@@ -45,7 +45,7 @@ final class VirtioNetTap: VirtioNetBackend {
         let fd = chost_tap_open_vnet(name, exists ? 0 : 1, Int32(VirtioNetSpec.headerSize))
         guard fd >= 0 else {
             let e = -fd
-            let reason = String(cString: strerror(e))
+            let reason = HostError.text(errno: e)
             switch e {
             case ENOENT, ENODEV, ENXIO:
                 throw VirtioDeviceError("tap \(name): /dev/net/tun: \(reason) (is the tun module loaded?)")

@@ -1,3 +1,4 @@
+import Host
 import CHost
 import GuestMemory
 import Synchronization
@@ -135,7 +136,7 @@ public final class VirtioVsock: VirtioDevice {
         self.guestCID = guestCID
         self.udsPath = udsPath
         let poll = chost_epoll_create()
-        guard poll >= 0 else { throw VirtioDeviceError("virtio-vsock: epoll_create1: \(VsockSocket.errorText(errno))") }
+        guard poll >= 0 else { throw VirtioDeviceError("virtio-vsock: epoll_create1: \(HostError.text(errno: errno))") }
         do { listener = try VsockSocket.listen(path: udsPath) } catch {
             close(poll)
             throw error

@@ -1,4 +1,6 @@
 #if canImport(Glibc)
+import CHost
+import Host
 import Glibc
 #endif
 
@@ -24,7 +26,6 @@ enum VsockSocket {
         }
     }
 
-    static func errorText(_ code: Int32) -> String { String(cString: strerror(code)) }
 
     /// Binds and listens on `path`, first removing a stale socket file there (not other files).
     static func listen(path: String, backlog: Int32 = 128) throws(VirtioDeviceError) -> Int32 {
@@ -36,7 +37,7 @@ enum VsockSocket {
             unlink(path)
         }
         let fd = socket(AF_UNIX, streamFlags, 0)
-        guard fd >= 0 else { throw VirtioDeviceError("virtio-vsock: socket: \(errorText(errno))") }
+        guard fd >= 0 else { throw VirtioDeviceError("virtio-vsock: socket: \(HostError.text(errno: errno))") }
         guard let result = withAddress(path, { bind(fd, $0, $1) }) else {
             close(fd)
             throw VirtioDeviceError("virtio-vsock: socket path too long: \(path)")
@@ -44,7 +45,7 @@ enum VsockSocket {
         guard result == 0, Glibc.listen(fd, backlog) == 0 else {
             let e = errno
             close(fd)
-            throw VirtioDeviceError("virtio-vsock: bind/listen \(path): \(errorText(e))")
+            throw VirtioDeviceError("virtio-vsock: bind/listen \(path): \(HostError.text(errno: e))")
         }
         return fd
     }
@@ -98,14 +99,11 @@ enum VsockSocket {
         }
     }
 
-    // MARK: epoll (struct epoll_event is packed on x86-64: 4-byte events, 8-byte data at offset 4)
+    // MARK: epoll (through CHost: struct epoll_event is packed on x86-64)
 
     static let epollIn: UInt32 = 0x001, epollOut: UInt32 = 0x004, epollRDHUP: UInt32 = 0x2000,
                epollET: UInt32 = 1 << 31
     static let streamEvents = epollIn | epollOut | epollRDHUP | epollET
-
-    private typealias EpollCtl = @convention(c) (Int32, Int32, Int32, UnsafeMutableRawPointer?) -> Int32
-    private static let epollCtl: EpollCtl? = dlsym(nil, "epoll_ctl").map { unsafeBitCast($0, to: EpollCtl.self) }
 
     @discardableResult
     static func epollAdd(_ epoll: Int32, _ fd: Int32, token: UInt64, events: UInt32 = streamEvents) -> Bool {
@@ -118,12 +116,6 @@ enum VsockSocket {
     }
 
     private static func epollControl(_ epoll: Int32, _ op: Int32, _ fd: Int32, events: UInt32, token: UInt64) -> Bool {
-        guard let epollCtl else { return false }
-        var event: (UInt32, UInt32, UInt32) = (0, 0, 0)  // 12 bytes
-        return withUnsafeMutableBytes(of: &event) { raw in
-            raw.storeBytes(of: events, toByteOffset: 0, as: UInt32.self)
-            raw.storeBytes(of: token, toByteOffset: 4, as: UInt64.self)
-            return epollCtl(epoll, op, fd, raw.baseAddress) == 0
-        }
+        chost_epoll_control(epoll, op, fd, events, token) == 0
     }
 }
