@@ -68,11 +68,6 @@ public final class FileDescriptor: @unchecked Sendable {
         return (UInt64(st.st_size), type == S_IFREG, type == S_IFDIR)
     }
 
-    /// Takes an exclusive advisory lock without waiting; false when another process holds it.
-    public func tryLockExclusive() -> Bool { flock(rawValue, LOCK_EX | LOCK_NB) == 0 }
-
-    /// Takes a shared advisory lock without waiting; false when another process holds it exclusively.
-    public func tryLockShared() -> Bool { flock(rawValue, LOCK_SH | LOCK_NB) == 0 }
 
     /// Sets the file's length (ftruncate): growing it leaves a hole that reads as zeroes.
     public func truncate(to length: UInt64) throws(HostError) {

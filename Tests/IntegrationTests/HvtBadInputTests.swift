@@ -120,6 +120,19 @@ struct HvtBadInputTests {
         expectOneLineError([overlapping], contains: "appears")
     }
 
+    /// A FIFO where a disk belongs: refused at once (it used to block in open() for a writer),
+    /// by hvt block devices and virtio-blk alike (one `Host.DiskImage`).
+    @Test func aFIFOAsADiskIsRefusedAtOnce() throws {
+        let fifo = Harness.scratch.appendingPathComponent("disk-\(UUID().uuidString).fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        let hvt = Harness.hvt(["--block:storage=\(fifo)", try Harness.guest("blk")], timeout: 20)
+        #expect(hvt.status == 1 && hvt.output.split(separator: "\n").count == 1, "\(hvt.output)")
+        #expect(hvt.output.contains("is neither a regular file nor a block device"), "\(hvt.output)")
+        let run = Harness.run(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("blk"), "--disk", fifo], timeout: 20)
+        #expect(run.status == 1 && run.output.contains("virtio-blk: \(fifo) is neither a regular file nor a block device"), "\(run.output)")
+    }
+
     @Test func missingBlockFile() throws {
         expectOneLineError(["--block:storage=/nonexistent/disk", try Harness.guest("blk")], contains: "No such file")
     }

@@ -66,6 +66,12 @@ int chost_poll2(int a, int b, int timeout_ms);
 
 static inline long chost_getrandom(void *buf, unsigned long n) { return getrandom(buf, n, 0); }
 
+static inline int chost_set_blocking(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -errno;
+    return fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 ? -errno : 0;
+}
+
 static inline int chost_set_nonblocking(int fd) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0) return -errno;

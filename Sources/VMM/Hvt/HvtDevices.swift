@@ -9,44 +9,33 @@ import Glibc
 /// A block device backed by a host file: the manifest's MFT_DEV_BLOCK_BASIC.
 final class HvtBlockDevice {
     let name: String
-    let file: FileDescriptor
+    /// The image: opened, locked and measured as virtio-blk's are (`Host.DiskImage`).
+    let image: DiskImage
+    var file: FileDescriptor { image.file }
     let capacity: UInt64
     let sectorSize: UInt64
     /// The file is open read-only: every write is refused.
-    let readOnly: Bool
+    var readOnly: Bool { image.readOnly }
 
     init(_ config: HvtConfig.Block) throws(VMMError) {
         let sector = UInt64(config.sectorSize)
         guard sector >= 512, sector & (sector - 1) == 0 else {
             throw VMMError(.configuration, "block '\(config.name)': sector size \(sector) must be a power of two >= 512")
         }
-        do {
-            let fd = try FileDescriptor.open(config.path, flags: config.readOnly ? O_RDONLY : O_RDWR)
-            let st = try fd.status()
-            guard !st.isDirectory else { throw VMMError(.configuration, "block '\(config.name)': \(config.path) is a directory") }
-            // solo5-hvt's wording first (scripts may match it), then which file and its size.
-            guard st.size >= sector else {
-                throw VMMError(.configuration, "\(config.name): Backing storage must be at least 1 block (\(sector) bytes) in size (\(config.path) is \(st.size) bytes)")
-            }
-            guard st.size % sector == 0 else {
-                throw VMMError(.configuration, "\(config.name): Backing storage size must be block aligned (\(sector) bytes) (\(config.path) is \(st.size) bytes, not a multiple of the \(sector)-byte sector size)")
-            }
-            // Readers share a file; a writer has it alone.
-            guard config.readOnly ? fd.tryLockShared() : fd.tryLockExclusive() else {
-                throw VMMError(.configuration, "block '\(config.name)': \(config.path) is in use by another process")
-            }
-            name = config.name
-            file = fd
-            capacity = st.size
-            sectorSize = sector
-            readOnly = config.readOnly
-        } catch let error as HostError {
-            throw VMMError(.configuration, "block '\(config.name)': \(error)")
-        } catch let error as VMMError {
-            throw error
-        } catch {
+        do { image = try DiskImage(path: config.path, readOnly: config.readOnly) } catch {
             throw VMMError(.configuration, "block '\(config.name)': \(error)")
         }
+        let size = image.size
+        // solo5-hvt's wording first (scripts may match it), then which file and its size.
+        guard size >= sector else {
+            throw VMMError(.configuration, "\(config.name): Backing storage must be at least 1 block (\(sector) bytes) in size (\(config.path) is \(size) bytes)")
+        }
+        guard size % sector == 0 else {
+            throw VMMError(.configuration, "\(config.name): Backing storage size must be block aligned (\(sector) bytes) (\(config.path) is \(size) bytes, not a multiple of the \(sector)-byte sector size)")
+        }
+        name = config.name
+        capacity = size
+        sectorSize = sector
     }
 
     /// Whether [offset, offset+length) lies inside the device. Like solo5-hvt v0.12.1 the tender

@@ -1,3 +1,4 @@
+import Host
 import Glibc
 import Synchronization
 
@@ -9,14 +10,14 @@ final class BlockCounters: Sendable {
     let errors = Atomic<UInt64>(0)
 }
 
-/// Executes virtio-blk requests (VIRTIO 1.2 5.2.6) against a `BlockFile`, reading and writing the
+/// Executes virtio-blk requests (VIRTIO 1.2 5.2.6) against a `DiskImage`, reading and writing the
 /// guest's buffers in place with preadv/pwritev. Owns preallocated scratch (an iovec array for
 /// seg_max + 2 descriptors, header and segment bytes, a zero buffer), so a request allocates
 /// nothing. Not thread-safe: it lives inside the device's lock.
 final class BlockRequestProcessor {
     typealias Spec = VirtioBlockSpec
 
-    let file: BlockFile
+    let file: DiskImage
     let readOnly: Bool
     /// Capacity in 512-byte sectors.
     let capacity: UInt64
@@ -34,7 +35,7 @@ final class BlockRequestProcessor {
     /// Zeros for WRITE_ZEROES when the file system cannot fallocate them.
     private let zeros: UnsafeMutableRawBufferPointer
 
-    init(file: BlockFile, readOnly: Bool, serial: [UInt8], maxDescriptors: Int, counters: BlockCounters,
+    init(file: DiskImage, readOnly: Bool, serial: [UInt8], maxDescriptors: Int, counters: BlockCounters,
          maxDiscardSectors: UInt32, maxWriteZeroesSectors: UInt32) {
         self.file = file
         self.readOnly = readOnly
@@ -204,17 +205,17 @@ final class BlockRequestProcessor {
         if discard {
             // The device MAY deallocate (5.2.6.2): a file system without hole punching still
             // answers OK, the data simply stays.
-            let error = file.allocate(mode: BlockFile.punchHole | BlockFile.keepSize, offset: offset, length: length)
+            let error = file.allocate(mode: DiskImage.punchHole | DiskImage.keepSize, offset: offset, length: length)
             return error == 0 || error == EOPNOTSUPP || error == ENOSYS ? Spec.statusOK : Spec.statusIOError
         }
         // WRITE_ZEROES: afterwards the range MUST read as zeros (5.2.6.2). With unmap, punching a
         // hole does both; otherwise ZERO_RANGE; and when the file system supports neither, write.
         if flags & Spec.segmentFlagUnmap != 0,
-           file.allocate(mode: BlockFile.punchHole | BlockFile.keepSize, offset: offset, length: length) == 0 {
+           file.allocate(mode: DiskImage.punchHole | DiskImage.keepSize, offset: offset, length: length) == 0 {
             counters.bytesWritten.add(UInt64(length), ordering: .relaxed)
             return Spec.statusOK
         }
-        if file.allocate(mode: BlockFile.zeroRange | BlockFile.keepSize, offset: offset, length: length) == 0 {
+        if file.allocate(mode: DiskImage.zeroRange | DiskImage.keepSize, offset: offset, length: length) == 0 {
             counters.bytesWritten.add(UInt64(length), ordering: .relaxed)
             return Spec.statusOK
         }

@@ -1,3 +1,4 @@
+import Host
 import GuestMemory
 import Synchronization
 
@@ -48,7 +49,11 @@ public final class VirtioBlock: VirtioDevice {
         guard serialBytes.count <= Spec.idBytes else {
             throw VirtioDeviceError("virtio-blk: serial \"\(serial ?? "")\" is longer than \(Spec.idBytes) bytes")
         }
-        let file = try BlockFile(path: path, readOnly: readOnly)
+        let file: DiskImage
+        do { file = try DiskImage(path: path, readOnly: readOnly) } catch { throw VirtioDeviceError("virtio-blk: \(error)") }
+        guard file.size >= VirtioBlockSpec.sectorSize else {
+            throw VirtioDeviceError("virtio-blk: \(path) is \(file.size) bytes; a disk needs at least one 512-byte sector")
+        }
         let counters = BlockCounters()
         self.counters = counters
         let processor = BlockRequestProcessor(

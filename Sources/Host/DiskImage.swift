@@ -1,73 +1,66 @@
 import CHost
-import Host
+#if canImport(Glibc)
 import Glibc
+#endif
 
-/// The disk image behind a virtio-blk device: an open, locked regular file or block device, and
-/// the positional I/O the request processor needs, each retried on EINTR and on short transfers.
-/// It owns the descriptor (closed on deinit, which also drops the flock).
-final class BlockFile {
-    let descriptor: Int32
-    /// Bytes; capacity is this divided by 512, rounded down.
-    let size: UInt64
+/// A disk image opened for a guest's block device (virtio-blk or a Solo5 hvt block device): a
+/// regular file or a block device, locked so a second VM cannot use it (exclusive; shared when
+/// read-only), measured, with the positional I/O a block device needs, each call retried on
+/// EINTR and on short transfers. One place for what both block devices did apart.
+public final class DiskImage: @unchecked Sendable {
+    /// Why an image could not be opened, as one line naming the path.
+    public struct OpenError: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    public let file: FileDescriptor
+    public var descriptor: Int32 { file.rawValue }
+    /// Bytes (block devices measured with lseek: their st_size is 0).
+    public let size: UInt64
     /// st_blksize of the file, a hint for discard alignment.
-    let preferredBlockSize: Int
+    public let preferredBlockSize: Int
+    public let readOnly: Bool
 
-    /// Opens `path` (O_CLOEXEC; O_RDONLY when `readOnly`), refuses anything but a regular file or
-    /// a block device, takes an exclusive flock (shared when read-only) without waiting, and
-    /// measures it. Every failure is one line naming the path.
-    init(path: String, readOnly: Bool) throws(VirtioDeviceError) {
-        let fd = open(path, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
-        guard fd >= 0 else {
-            let code = errno
-            if code == EISDIR { throw VirtioDeviceError("virtio-blk: \(path) is a directory, not a disk image") }
-            throw VirtioDeviceError("virtio-blk: cannot open \(path)\(readOnly ? " read-only" : ""): \(HostError.text(errno: code))")
+    /// Opens `path` read-write (read-only when `readOnly`). The open does not block (a FIFO given
+    /// as a disk would wait forever for a writer): O_NONBLOCK, then anything but a regular file
+    /// or a block device is refused.
+    public init(path: String, readOnly: Bool) throws(OpenError) {
+        func fail(_ text: String) -> OpenError { OpenError(description: text) }
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, flags: (readOnly ? O_RDONLY : O_RDWR) | O_NONBLOCK) } catch {
+            if error.errno == EISDIR { throw fail("\(path) is a directory, not a disk image") }
+            throw fail("cannot open \(path)\(readOnly ? " read-only" : ""): \(HostError.text(errno: error.errno))")
         }
         var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            let code = errno
-            close(fd)
-            throw VirtioDeviceError("virtio-blk: cannot stat \(path): \(HostError.text(errno: code))")
-        }
+        guard fstat(fd.rawValue, &info) == 0 else { throw fail("cannot stat \(path): \(HostError.text(errno: errno))") }
         let kind = info.st_mode & S_IFMT
         guard kind == S_IFREG || kind == S_IFBLK else {
-            close(fd)
-            if kind == S_IFDIR { throw VirtioDeviceError("virtio-blk: \(path) is a directory, not a disk image") }
-            throw VirtioDeviceError("virtio-blk: \(path) is neither a regular file nor a block device")
+            if kind == S_IFDIR { throw fail("\(path) is a directory, not a disk image") }
+            throw fail("\(path) is neither a regular file nor a block device")
         }
+        _ = chost_set_blocking(fd.rawValue)
         // flock locks belong to the open file description, so a second open of the same image
         // (this process or another) conflicts, which is what keeps two VMs off one disk.
         var locked: Int32
-        repeat { locked = flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) } while locked != 0 && errno == EINTR
+        repeat { locked = flock(fd.rawValue, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) } while locked != 0 && errno == EINTR
         guard locked == 0 else {
             let code = errno
-            close(fd)
-            if code == EWOULDBLOCK {
-                throw VirtioDeviceError("virtio-blk: \(path) is locked by another process (is another VM using it?)")
-            }
-            throw VirtioDeviceError("virtio-blk: cannot lock \(path): \(HostError.text(errno: code))")
+            if code == EWOULDBLOCK { throw fail("\(path) is locked by another process (is another VM using it?)") }
+            throw fail("cannot lock \(path): \(HostError.text(errno: code))")
         }
         // lseek measures block devices too, where st_size is 0.
-        let end = lseek(fd, 0, SEEK_END)
-        guard end >= 0 else {
-            let code = errno
-            close(fd)
-            throw VirtioDeviceError("virtio-blk: cannot measure \(path): \(HostError.text(errno: code))")
-        }
-        guard end >= VirtioBlockSpec.sectorSize else {
-            close(fd)
-            throw VirtioDeviceError("virtio-blk: \(path) is \(end) bytes; a disk needs at least one 512-byte sector")
-        }
-        descriptor = fd
+        let end = lseek(fd.rawValue, 0, SEEK_END)
+        guard end >= 0 else { throw fail("cannot measure \(path): \(HostError.text(errno: errno))") }
+        file = fd
         size = UInt64(end)
         preferredBlockSize = Int(info.st_blksize)
+        self.readOnly = readOnly
     }
-
-    deinit { close(descriptor) }
 
     /// preadv/pwritev of `count` iovecs at `offset` until `total` bytes moved. The iovecs are
     /// scratch: they are advanced in place over partial transfers. Returns the bytes moved and
     /// whether all of them did (an error or an unexpected end of file stops early).
-    func transfer(write: Bool, _ iovecs: UnsafeMutablePointer<iovec>, count: Int, offset: Int64, total: Int)
+    public func transfer(write: Bool, _ iovecs: UnsafeMutablePointer<iovec>, count: Int, offset: Int64, total: Int)
         -> (moved: Int, complete: Bool)
     {
         var vector = iovecs
@@ -106,7 +99,7 @@ final class BlockFile {
     }
 
     /// fdatasync, retried on EINTR.
-    func flush() -> Bool {
+    public func flush() -> Bool {
         while true {
             if fdatasync(descriptor) == 0 { return true }
             if errno != EINTR { return false }
@@ -114,7 +107,7 @@ final class BlockFile {
     }
 
     /// fallocate(2) with `mode`, retried on EINTR; returns 0 or the errno.
-    func allocate(mode: Int32, offset: Int64, length: Int64) -> Int32 {
+    public func allocate(mode: Int32, offset: Int64, length: Int64) -> Int32 {
         while true {
             let result = chost_fallocate(descriptor, mode, offset, length)
             if result == 0 { return 0 }
@@ -123,7 +116,7 @@ final class BlockFile {
     }
 
     /// Writes `length` zero bytes at `offset` from `zeros` (a preallocated zero-filled buffer).
-    func writeZeros(offset: Int64, length: Int64, from zeros: UnsafeRawBufferPointer) -> Bool {
+    public func writeZeros(offset: Int64, length: Int64, from zeros: UnsafeRawBufferPointer) -> Bool {
         var position = offset
         var left = length
         while left > 0 {
@@ -141,11 +134,11 @@ final class BlockFile {
     }
 }
 
-extension BlockFile {
+extension DiskImage {
     // fallocate(2) modes (<linux/falloc.h>).
-    static let keepSize: Int32 = 0x01
-    static let punchHole: Int32 = 0x02
-    static let zeroRange: Int32 = 0x10
+    public static let keepSize: Int32 = 0x01
+    public static let punchHole: Int32 = 0x02
+    public static let zeroRange: Int32 = 0x10
 }
 
 
