@@ -106,3 +106,22 @@ struct ReadOnlyDriveTests {
         #expect((try? Data(contentsOf: URL(fileURLWithPath: d.path))) != d.bytes)
     }
 }
+
+/// A device error reached through the API names the API's field, not a `swiftlet run` flag.
+@Suite(.enabled(if: Harness.hasKVM, "needs /dev/kvm"))
+struct DeviceErrorNamesTests {
+    @Test func aMissingDriveThroughAConfigFileNamesTheDrive() throws {
+        let dir = try APIServer.directory("names")
+        let path = dir + "/vm.json"
+        try """
+            {"boot-source": {"kernel_image_path": "\(try Harness.pvhGuest("blk"))"},
+             "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
+             "drives": [{"drive_id": "data", "path_on_host": "/nonexistent/disk.img", "is_root_device": false}]}
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let r = Harness.run(Harness.swiftlet, ["api", "--api-sock", dir + "/a.sock", "--config-file", path], timeout: 30)
+        #expect(r.status == 1 && r.output.contains("drive 'data' (path_on_host /nonexistent/disk.img)"), "\(r.output)")
+        #expect(!r.output.contains("--disk"), "\(r.output)")
+        let run = Harness.run(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("blk"), "--disk", "/nonexistent/disk.img"], timeout: 30)
+        #expect(run.status == 1 && run.output.contains("--disk /nonexistent/disk.img"), "\(run.output)")
+    }
+}

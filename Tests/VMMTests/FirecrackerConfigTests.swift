@@ -147,3 +147,17 @@ import Testing
     ] as [(String, String)])
     func invalidJSONIsNamed(_ text: String, _ message: String) { #expect(failure(text) == message) }
 }
+
+/// A VMM error names the mistake in the user's terms: the flag on `swiftlet run`, the JSON field
+/// in a Firecracker config (file, API, swiftletd).
+@Suite struct ErrorNamesTests {
+    @Test func flagsOnTheCommandLineFieldsInJSON() throws {
+        let disk = LinuxConfig.Disk(path: "/d.img", id: "rootfs")
+        #expect(LinuxConfig.Source.commandLine.disk(disk) == "--disk /d.img")
+        #expect(LinuxConfig.Source.firecracker.disk(disk) == "drive 'rootfs' (path_on_host /d.img)")
+        #expect(LinuxConfig.Source.firecracker.cpus(300) == "machine-config.vcpu_count 300")
+        let fromJSON = try FirecrackerConfig.parse(Data(#"{"boot-source": {"kernel_image_path": "/k"}}"#.utf8)).linuxConfig()
+        #expect(fromJSON.source == .firecracker)
+        #expect(LinuxConfig(kernelPath: "/k").source == .commandLine)
+    }
+}

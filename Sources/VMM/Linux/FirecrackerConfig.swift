@@ -61,6 +61,7 @@ extension FirecrackerConfig {
     public func linuxConfig() throws(VMMError) -> LinuxConfig {
         try checkUnique()
         var config = LinuxConfig(kernelPath: bootSource.kernelImagePath)
+        config.source = .firecracker
         config.initrdPath = bootSource.initrdPath
         config.cpus = machineConfig?.vcpuCount ?? 1
         config.memoryBytes = (machineConfig?.memSizeMib ?? MachineConfig.defaultMemSizeMib) << 20

@@ -49,6 +49,25 @@ public struct LinuxConfig: Sendable, Equatable {
 
     }
     public var kvmDevice = "/dev/kvm"
+    /// Which door the configuration came in by, so errors name what the user wrote: a flag of
+    /// `swiftlet run`, or a field of Firecracker's JSON (config file, API, swiftletd).
+    public var source = Source.commandLine
+
+    /// See ``source``.
+    public enum Source: Sendable, Equatable {
+        case commandLine, firecracker
+
+        func cpus(_ n: Int) -> String { self == .commandLine ? "--cpus \(n)" : "machine-config.vcpu_count \(n)" }
+        func disk(_ d: Disk) -> String {
+            self == .commandLine ? "--disk \(d.path)" : "drive '\(d.id ?? "")' (path_on_host \(d.path))"
+        }
+        func net(_ n: Net) -> String {
+            self == .commandLine ? "--net tap=\(n.tap)" : "network interface '\(n.id ?? "")' (host_dev_name \(n.tap))"
+        }
+        func vsock(_ v: Vsock) -> String {
+            self == .commandLine ? "--vsock cid=\(v.cid),uds=\(v.uds)" : "vsock (guest_cid \(v.cid), uds_path \(v.uds))"
+        }
+    }
 
     public static let defaultCommandLine = "console=ttyS0 reboot=k panic=-1"
     public static let minimumMemory: UInt64 = 32 << 20

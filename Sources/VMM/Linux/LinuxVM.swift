@@ -73,7 +73,7 @@ public final class LinuxVM: @unchecked Sendable {
         self.config = config
         self.console = console
         log = VMMLog(level: logLevel)
-        guard config.cpus >= 1 else { throw VMMError(.configuration, "--cpus must be at least 1") }
+        guard config.cpus >= 1 else { throw VMMError(.configuration, "\(config.source.cpus(config.cpus)): must be at least 1") }
         guard config.memoryBytes >= LinuxConfig.minimumMemory else {
             throw VMMError(.configuration, "guest memory must be at least \(LinuxConfig.minimumMemory >> 20) MiB for a Linux or PVH kernel (unikernels can use less)")
         }
@@ -109,7 +109,7 @@ public final class LinuxVM: @unchecked Sendable {
         do {
             machine = try Machine(memory: memory, devicePath: config.kvmDevice)
             guard config.cpus <= min(machine.limits.maximumVCPUs, 255) else {
-                throw VMMError(.configuration, "--cpus \(config.cpus) is more than KVM allows here (\(min(machine.limits.maximumVCPUs, 255)))")
+                throw VMMError(.configuration, "\(config.source.cpus(config.cpus)) is more than KVM allows here (\(min(machine.limits.maximumVCPUs, 255)))")
             }
             try machine.createPlatformInterruptControllers()
         } catch let error as HypervisorError {
@@ -145,7 +145,7 @@ public final class LinuxVM: @unchecked Sendable {
             for (index, disk) in config.disks.enumerated() {
                 let device: VirtioBlock
                 do { device = try VirtioBlock(path: disk.path, readOnly: disk.readOnly) } catch {
-                    throw VMMError(.configuration, "--disk \(disk.path): \(error.message)")
+                    throw VMMError(.configuration, "\(config.source.disk(disk)): \(error.message)")
                 }
                 try virtio.attach(device, to: pci, memory: memory)
                 devices.append((disk.id ?? "vd" + String(UnicodeScalar(UInt8(ascii: "a") &+ UInt8(truncatingIfNeeded: index))), device))
@@ -153,7 +153,7 @@ public final class LinuxVM: @unchecked Sendable {
             for (index, net) in config.nets.enumerated() {
                 let device: VirtioNet
                 do { device = try VirtioNet(tap: net.tap, mac: net.mac) } catch {
-                    throw VMMError(.configuration, "--net tap=\(net.tap): \(error.message)")
+                    throw VMMError(.configuration, "\(config.source.net(net)): \(error.message)")
                 }
                 try virtio.attach(device, to: pci, memory: memory)
                 devices.append((net.id ?? "eth\(index)", device))
@@ -166,7 +166,7 @@ public final class LinuxVM: @unchecked Sendable {
             if let vsock = config.vsock {
                 let device: VirtioVsock
                 do { device = try VirtioVsock(guestCID: vsock.cid, udsPath: vsock.uds) } catch {
-                    throw VMMError(.configuration, "--vsock cid=\(vsock.cid),uds=\(vsock.uds): \(error.message)")
+                    throw VMMError(.configuration, "\(config.source.vsock(vsock)): \(error.message)")
                 }
                 try virtio.attach(device, to: pci, memory: memory)
                 devices.append(("vsock0", device))
