@@ -39,6 +39,9 @@ public final class APILogSink: Sendable {
 
     var level: APILogLevel { settings.withLock { $0.level } }
 
+    /// The level before any `PUT /logger` (`swiftlet api --log-level`).
+    public func setLevel(_ level: APILogLevel) { settings.withLock { $0.level = level } }
+
     func write(level: APILogLevel, label: String, message: String, metadata: String, origin: String) {
         settings.withLock { s in
             guard level <= s.level, level != .off else { return }

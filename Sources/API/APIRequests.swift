@@ -76,6 +76,17 @@ public enum APIRequests {
 public enum APILogLevel: Int, Sendable, Comparable {
     case off, error, warning, info, debug, trace
 
+    /// The VMM's level vocabulary (Solo5's names) in the API's.
+    public init(_ level: HvtConfig.LogLevel) {
+        switch level {
+        case .quiet: self = .off
+        case .error: self = .error
+        case .warn: self = .warning
+        case .info: self = .info
+        case .debug: self = .debug
+        }
+    }
+
     public init?(firecrackerName: String) {
         switch firecrackerName.lowercased() {
         case "off": self = .off

@@ -233,7 +233,11 @@ public final class VMController: @unchecked Sendable {
             console = .stdio
         }
         let vm: MicroVM
-        do { vm = try MicroVM(config, console: console, logLevel: options.logLevel) } catch {
+        // The VMM's messages go to the API process's log, so PUT /logger applies to them too.
+        let sink: VMMLogSink = { level, message in
+            APILogSink.shared.write(level: APILogLevel(level), label: "vmm", message: message, metadata: "", origin: "")
+        }
+        do { vm = try MicroVM(config, console: console, logLevel: options.logLevel, logSink: sink) } catch {
             throw APIError("Start microvm error: \(error.message)")
         }
         try sandbox(options)

@@ -55,6 +55,8 @@ struct ApiCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
         signal(SIGPIPE, SIG_IGN)
         LoggingSystem.bootstrap { APILogHandler(label: $0) }
+        // One level for the API's messages and the VMM's, until PUT /logger changes it.
+        APILogSink.shared.setLevel(APILogLevel(logLevel.level))
 
         var options = VMController.Options()
         options.id = id

@@ -125,3 +125,23 @@ struct DeviceErrorNamesTests {
         #expect(run.status == 1 && run.output.contains("--disk /nonexistent/disk.img"), "\(run.output)")
     }
 }
+
+/// `PUT /logger` applies to the VMM's own messages too (one log in the API process).
+@Suite(.enabled(if: Harness.hasKVM, "needs /dev/kvm"))
+struct VMMMessagesFollowTheLoggerTests {
+    @Test func aTenderWarningGoesToTheLoggersFile() throws {
+        let dir = try APIServer.directory("vmmlog")
+        let log = dir + "/vm.log"
+        let vm = try APIServer(dir: dir)
+        defer { vm.kill() }
+        try vm.expect("PUT", "/logger", #"{"log_path": "\#(log)", "level": "Info"}"#, 204)
+        try vm.expect("PUT", "/boot-source", #"{"kernel_image_path": "\#(try Harness.guest("hello"))"}"#, 204)
+        // 3 MiB: the hvt tender rounds it down to 2 MiB and says so (solo5-hvt's warning).
+        try vm.expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 3}"#, 204)
+        try vm.expect("PUT", "/actions", #"{"action_type": "InstanceStart"}"#, 204)
+        #expect(vm.waitForExit(timeout: 30) == 0, "\(vm.output)")
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(text.contains("[vmm] WARN adjusting memory to 2097152 bytes"), "log file: \(text)")
+        #expect(!vm.output.contains("adjusting memory"), "the VMM wrote to stderr past the logger: \(vm.output)")
+    }
+}

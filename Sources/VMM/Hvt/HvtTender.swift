@@ -46,9 +46,10 @@ public final class HvtTender: @unchecked Sendable {
     /// - Parameters:
     ///   - console: where the unikernel's console output goes (stdout by default).
     ///   - kernelBytes: the image's contents when the caller has read it already.
-    public init(config: HvtConfig, console: VMConsole = .stdio, kernelBytes: [UInt8]? = nil) throws(VMMError) {
+    ///   - logSink: where messages go instead of stderr (the API process's log).
+    public init(config: HvtConfig, console: VMConsole = .stdio, kernelBytes: [UInt8]? = nil, logSink: VMMLogSink? = nil) throws(VMMError) {
         self.config = config
-        log = VMMLog(level: config.logLevel)
+        log = VMMLog(level: config.logLevel, sink: logSink)
 
         coreDump = try config.dumpCoreDirectory.map { dir throws(VMMError) in try GuestCoreDump(directory: dir) }
 

@@ -69,10 +69,10 @@ public final class LinuxVM: @unchecked Sendable {
     ///   - console: where the serial console goes (stdio, or a socket for `swiftlet api`).
     ///   - kernelBytes: the kernel file's contents when the caller has read it already.
     public init(config: LinuxConfig, logLevel: HvtConfig.LogLevel = .warn, console: VMConsole = .stdio,
-                kernelBytes: [UInt8]? = nil) throws(VMMError) {
+                kernelBytes: [UInt8]? = nil, logSink: VMMLogSink? = nil) throws(VMMError) {
         self.config = config
         self.console = console
-        log = VMMLog(level: logLevel)
+        log = VMMLog(level: logLevel, sink: logSink)
         guard config.cpus >= 1 else { throw VMMError(.configuration, "\(config.source.cpus(config.cpus)): must be at least 1") }
         guard config.memoryBytes >= LinuxConfig.minimumMemory else {
             throw VMMError(.configuration, "guest memory must be at least \(LinuxConfig.minimumMemory >> 20) MiB for a Linux or PVH kernel (unikernels can use less)")

@@ -22,7 +22,8 @@ public final class MicroVM: @unchecked Sendable {
     public let memoryMiB: UInt64
 
     /// Reads the kernel once, tells the kind from it, then builds the VM (every file opened, every check done).
-    public init(_ config: FirecrackerConfig, console: VMConsole = .stdio, logLevel: HvtConfig.LogLevel = .warn) throws(VMMError) {
+    public init(_ config: FirecrackerConfig, console: VMConsole = .stdio, logLevel: HvtConfig.LogLevel = .warn,
+                logSink: VMMLogSink? = nil) throws(VMMError) {
         let path = config.bootSource.kernelImagePath
         let kernel: [UInt8]
         do { kernel = try readWholeFile(path) } catch {
@@ -31,12 +32,12 @@ public final class MicroVM: @unchecked Sendable {
         if HvtImage.isSolo5(kernel) {
             var hvt = try config.hvtConfig()
             hvt.logLevel = logLevel
-            engine = .hvt(try HvtTender(config: hvt, console: console, kernelBytes: kernel))
+            engine = .hvt(try HvtTender(config: hvt, console: console, kernelBytes: kernel, logSink: logSink))
             vcpuCount = 1
             memoryMiB = hvt.memoryMiB
         } else {
             let linux = try config.linuxConfig()
-            engine = .linux(try LinuxVM(config: linux, logLevel: logLevel, console: console, kernelBytes: kernel))
+            engine = .linux(try LinuxVM(config: linux, logLevel: logLevel, console: console, kernelBytes: kernel, logSink: logSink))
             vcpuCount = linux.cpus
             memoryMiB = linux.memoryBytes >> 20
         }
