@@ -1,3 +1,4 @@
+import VMSpec
 import Host
 import ArgumentParser
 import Daemon
@@ -40,9 +41,17 @@ struct CtlCommand: ParsableCommand {
         @Option(help: "Kernel command line (for a unikernel: its arguments).") var cmdline: String?
         @Option(help: "Guest memory: 128M, 2G, … (a bare number is MiB).") var memory: String?
         @Option(help: "Number of vCPUs (1 to 255).") var cpus: Int?
-        @Option(name: .customLong("disk"), help: "PATH[,readonly][,root][,id=NAME] (repeatable).") var disks: [String] = []
-        @Option(name: .customLong("net"), help: "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,id=NAME] (repeatable).") var nets: [String] = []
-        @Option(help: "cid=N,uds=PATH.") var vsock: String?
+        @Option(name: .customLong("disk"), help: "PATH[,readonly][,root][,id=NAME] (repeatable).", transform: Start.spec(DiskSpec.self, "--disk")) var disks: [DiskSpec] = []
+        @Option(name: .customLong("net"), help: "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,id=NAME] (repeatable).", transform: Start.spec(NetSpec.self, "--net")) var nets: [NetSpec] = []
+        @Option(help: "cid=N,uds=PATH.", transform: Start.spec(VsockSpec.self, "--vsock")) var vsock: VsockSpec?
+
+        /// Parses a device option once, with VMSpec's grammar (the daemon reads the same text back).
+        static func spec<T: OptionStringCodable>(_: T.Type, _ flag: String) -> @Sendable (String) throws -> T {
+            { text in
+                guard let value = T(text) else { throw ValidationError("\(flag) '\(text)' is not \(T.textForm)") }
+                return value
+            }
+        }
 
         func validate() throws {
             guard isValidName(name) else { throw ValidationError("'\(name)' is not a VM name (1 to 64 of A-Z a-z 0-9 . _ -)") }
@@ -65,13 +74,13 @@ struct CtlCommand: ParsableCommand {
                 if let cpus { object["cpus"] = cpus }
                 if !disks.isEmpty {
                     object["disks"] = disks.map { d -> String in
-                        var parts = d.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-                        parts[0] = absolute(parts[0])
-                        return parts.joined(separator: ",")
+                        var disk = d
+                        disk.path = absolute(d.path)
+                        return disk.text
                     }
                 }
-                if !nets.isEmpty { object["networks"] = nets }
-                if let vsock { object["vsock"] = vsock }
+                if !nets.isEmpty { object["networks"] = nets.map(\.text) }
+                if let vsock { object["vsock"] = vsock.text }
                 // Validated here with the daemon's own decoder, so a typo gets the same one-line
                 // message without a round trip.
                 do {

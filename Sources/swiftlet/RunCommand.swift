@@ -22,12 +22,12 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("config-file"), help: "A Firecracker JSON config file (boot-source, machine-config, drives, network-interfaces, vsock); it replaces --kernel, --initrd, --cmdline, --memory, --cpus, --disk, --net and --vsock.") var configFile: String?
     @Option(help: "Initial ramdisk.") var initrd: String?
     @Option(help: "Kernel command line.") var cmdline: String = LinuxConfig.defaultCommandLine
-    @Option(help: "Guest memory: 128M, 2G, … (a bare number is MiB).") var memory: String = "256M"
+    @Option(help: "Guest memory: 128M, 2G, … (a bare number is MiB).", transform: RunCommand.memoryBytes) var memory: UInt64 = 256 << 20
     @Option(help: "Number of vCPUs.") var cpus: Int = 1
-    @Option(name: .customLong("disk"), help: "A virtio-blk disk: PATH[,readonly] (repeat for vdb, vdc, …).") var disks: [String] = []
-    @Option(name: .customLong("net"), help: "A virtio-net device on a tap: tap=NAME[,mac=02:xx:xx:xx:xx:xx] (repeat for eth1, …; a missing tap is created when root).") var nets: [String] = []
+    @Option(name: .customLong("disk"), help: "A virtio-blk disk: PATH[,readonly][,id=NAME] (repeat for vdb, vdc, …).", transform: RunCommand.disk) var disks: [DiskSpec] = []
+    @Option(name: .customLong("net"), help: "A virtio-net device on a tap: tap=NAME[,mac=02:xx:xx:xx:xx:xx][,id=NAME] (repeat for eth1, …; a missing tap is created when root).", transform: RunCommand.net) var nets: [NetSpec] = []
     @Flag(inversion: .prefixedNo, help: "A virtio-rng device fed from the host's getrandom.") var rng = true
-    @Option(name: .customLong("vsock"), help: "A virtio-vsock device: cid=N,uds=PATH (host programs connect to PATH and write CONNECT <port>; guest connections to CID 2 port P go to PATH_P).") var vsock: String?
+    @Option(name: .customLong("vsock"), help: "A virtio-vsock device: cid=N,uds=PATH (host programs connect to PATH and write CONNECT <port>; guest connections to CID 2 port P go to PATH_P).", transform: RunCommand.vsockSpec) var vsock: VsockSpec?
     @OptionGroup var logLevel: LogLevelOption
 
     func validate() throws {
@@ -38,19 +38,30 @@ struct RunCommand: ParsableCommand {
         } else if kernel == nil {
             throw ValidationError("--kernel is required (or --config-file)")
         }
-        guard MemorySize.bytes(memory) != nil else { throw ValidationError("--memory '\(memory)' is not a size (e.g. 256M, 2G)") }
         guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
-        for d in disks {
-            guard let spec = DiskSpec(d) else { throw ValidationError("--disk '\(d)' is not PATH[,readonly][,id=NAME]") }
-            // `root` names the root device for swiftletd and config files; here the command line says it.
-            guard !spec.root else { throw ValidationError("--disk '\(d)': root is for swiftletd's config; give --cmdline root=/dev/vdX") }
-        }
-        for n in nets where NetSpec(n) == nil {
-            throw ValidationError("--net '\(n)' is not \(NetSpec.textForm)")
-        }
-        if let vsock, VsockSpec(vsock) == nil {
-            throw ValidationError("--vsock '\(vsock)' is not cid=N,uds=PATH (N in 3...4294967294)")
-        }
+    }
+
+    // Each value is parsed once, by VMSpec's grammar, as ArgumentParser reads the flag.
+    static func memoryBytes(_ text: String) throws -> UInt64 {
+        guard let bytes = MemorySize.bytes(text) else { throw ValidationError("--memory '\(text)' is not a size (e.g. 256M, 2G)") }
+        return bytes
+    }
+
+    static func disk(_ text: String) throws -> DiskSpec {
+        guard let spec = DiskSpec(text) else { throw ValidationError("--disk '\(text)' is not PATH[,readonly][,id=NAME]") }
+        // `root` names the root device for swiftletd and config files; here the command line says it.
+        guard !spec.root else { throw ValidationError("--disk '\(text)': root is for swiftletd's config; give --cmdline root=/dev/vdX") }
+        return spec
+    }
+
+    static func net(_ text: String) throws -> NetSpec {
+        guard let spec = NetSpec(text) else { throw ValidationError("--net '\(text)' is not \(NetSpec.textForm)") }
+        return spec
+    }
+
+    static func vsockSpec(_ text: String) throws -> VsockSpec {
+        guard let spec = VsockSpec(text) else { throw ValidationError("--vsock '\(text)' is not cid=N,uds=PATH (N in 3...4294967294)") }
+        return spec
     }
 
     func run() throws {
@@ -66,11 +77,11 @@ struct RunCommand: ParsableCommand {
         } else {
             config.initrdPath = initrd
             config.commandLine = cmdline
-            config.memoryBytes = MemorySize.bytes(memory) ?? 0
+            config.memoryBytes = memory
             config.cpus = cpus
-            config.disks = disks.compactMap(DiskSpec.init).map(LinuxConfig.Disk.init)
-            config.nets = nets.compactMap(NetSpec.init).map(LinuxConfig.Net.init)
-            config.vsock = vsock.flatMap(VsockSpec.init).map(LinuxConfig.Vsock.init)
+            config.disks = disks.map(LinuxConfig.Disk.init)
+            config.nets = nets.map(LinuxConfig.Net.init)
+            config.vsock = vsock.map(LinuxConfig.Vsock.init)
         }
         config.entropy = rng
         do {

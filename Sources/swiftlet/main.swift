@@ -47,6 +47,11 @@ do {
     if Swiftlet.exitCode(for: error) == .success { Swiftlet.exit(withError: error) }
     var message = Swiftlet.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
     if message.hasPrefix("Error: ") { message.removeFirst(7) }
+    // A flag's own transform already names the flag and the value (VMSpec's grammar errors):
+    // drop ArgumentParser's "The value 'X' is invalid for '--flag <flag>': " in front of it.
+    if message.hasPrefix("The value '"), let range = message.range(of: ">': --") {
+        message = String(message[message.index(range.upperBound, offsetBy: -2)...])
+    }
     printError("swiftlet: " + message)
     Glibc.exit(Swiftlet.exitCode(for: error).rawValue)
 }
