@@ -24,17 +24,19 @@ let package = Package(
         // options and the disk/net/vsock specs written in them): parsed in one place; Firecracker's
         // schema; the one hex format of messages.
         .target(name: "VMSpec", swiftSettings: strict),
+        // The OS layer: every system call our code makes outside KVM goes through here (owned fds,
+        // files, paths, taps, sockets, epoll, threads, signals, clocks, memory mappings, processes).
+        // CHost holds the C shims Swift cannot express (variadic ioctl/fcntl, packed structs, macros).
+        .target(name: "CHost"),
+        .target(name: "Host", dependencies: ["CHost", "VMSpec"], swiftSettings: strict),
         // <linux/kvm.h> and static inline accessors for ioctl numbers and kvm_run fields.
         .target(name: "CKVM"),
         // Safe wrappers over /dev/kvm descriptors; errno -> typed errors.
         .target(name: "KVM", dependencies: ["CKVM", "VMSpec"], swiftSettings: strict),
         // Guest-physical addresses and bounds/overflow-checked access to guest RAM.
-        .target(name: "GuestMemory", swiftSettings: strict),
+        .target(name: "GuestMemory", dependencies: ["Host"], swiftSettings: strict),
         // NVMM-style library: Machine, VCPU, typed VMExit, memory slots, opt-in assists.
-        .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory", "VMSpec"], swiftSettings: strict),
-        // Host OS interfaces for backends: owned fds, files, tap devices, epoll/timers.
-        .target(name: "CHost"),
-        .target(name: "Host", dependencies: ["CHost", "VMSpec"], swiftSettings: strict),
+        .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory", "Host", "VMSpec"], swiftSettings: strict),
         // Port-I/O bus and legacy PC devices; they see only an interrupt-line protocol, never KVM.
         .target(name: "Devices", dependencies: ["GuestMemory", "Host", "CHost", "VMSpec"], swiftSettings: strict),
         // GDB's remote serial protocol (framing, requests, the amd64 register file, one session)

@@ -20,6 +20,41 @@ public final class FileDescriptor: @unchecked Sendable {
         }
     }
 
+    /// Opens `path` with an explicit creation `mode` (0o600 for a log or metrics file).
+    public static func open(_ path: String, flags: Int32, mode: UInt32) throws(HostError) -> FileDescriptor {
+        while true {
+            let fd = chost_open_mode(path, flags, mode)
+            if fd >= 0 { return FileDescriptor(owning: fd) }
+            if errno == EINTR { continue }
+            throw HostError(path, errno: errno)
+        }
+    }
+
+    /// A second descriptor for the same open file (dup), owned by the result.
+    public func duplicate() throws(HostError) -> FileDescriptor {
+        let fd = fcntl(rawValue, F_DUPFD_CLOEXEC, 0)
+        guard fd >= 0 else { throw HostError("dup", errno: errno) }
+        return FileDescriptor(owning: fd)
+    }
+
+    /// One read(2) into `buffer`, retried on EINTR: the byte count (0 at end of file), or nil when
+    /// a non-blocking descriptor has nothing now (EAGAIN).
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(HostError) -> Int? {
+        while true {
+            let n = Glibc.read(rawValue, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            if errno == EAGAIN { return nil }
+            throw HostError("read", errno: errno)
+        }
+    }
+
+    /// Makes reads and writes on the descriptor return EAGAIN instead of waiting (or wait again).
+    public func setNonBlocking(_ nonBlocking: Bool = true) throws(HostError) {
+        let rc = nonBlocking ? chost_set_nonblocking(rawValue) : chost_set_blocking(rawValue)
+        guard rc == 0 else { throw HostError("fcntl", errno: -rc) }
+    }
+
     /// Reads exactly `buffer.count` bytes at `offset`, unless end of file comes first. Returns bytes read.
     public func pread(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(HostError) -> Int {
         var done = 0

@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -79,6 +80,10 @@ static inline int chost_set_nonblocking(int fd) {
 }
 
 static inline int chost_open(const char *path, int flags) { return open(path, flags | O_CLOEXEC, 0644); }
+// open(2) with an explicit creation mode (0600 for logs and metrics a user may not share).
+static inline int chost_open_mode(const char *path, int flags, unsigned int mode) { return open(path, flags | O_CLOEXEC, mode); }
+// PR_SET_NAME: the calling thread's name (15 characters and a NUL at most).
+static inline int chost_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 // epoll and timerfd through plain integers: struct epoll_event is packed on x86-64, which Swift
 // imports poorly, and the TFD_/EPOLL_ constants are macros.
