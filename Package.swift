@@ -88,6 +88,8 @@ let package = Package(
         .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix", "Host"]),
         .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix", "VMSpec"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix", "VMSpec"]),
+        // The architecture's own rules, checked on the source text (no system call outside the OS layer).
+        .testTarget(name: "ArchitectureTests"),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).
         .testTarget(name: "IntegrationTests", dependencies: [.product(name: "Yams", package: "Yams")]),
     ]
