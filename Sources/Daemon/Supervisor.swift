@@ -2,6 +2,7 @@ import Foundation
 import HTTPUnix
 import Host
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,10 +19,11 @@ public struct DaemonError: Error, Sendable, CustomStringConvertible, Equatable {
 /// separation): spawns and configures them, watches them exit or crash, cleans up after them, and
 /// after a restart of the daemon finds the ones still running from the state directory.
 ///
-/// All mutable state lives in `entries` under `lock`; slow work (spawning, waiting for sockets,
-/// API calls to a VM) happens outside it, and a per-VM `generation` makes a late result of an
-/// older run harmless.
-public final class Supervisor: @unchecked Sendable {
+/// All mutable state lives in `state` (a `Mutex`); slow work (spawning, waiting for sockets, API
+/// calls to a VM) happens outside it, and a per-VM `generation` makes a late result of an older
+/// run harmless. One thread of its own watches the VM processes: it sleeps in epoll on their
+/// pidfds and a wake-up eventfd, so an exit is seen at once and an idle daemon does nothing.
+public final class Supervisor: Sendable {
     /// How the supervisor runs VM processes.
     public struct Options: Sendable {
         public var stateDirectory: String
@@ -42,8 +44,9 @@ public final class Supervisor: @unchecked Sendable {
         }
     }
 
-    /// One VM's runtime facts. Mutated only under `Supervisor.lock`.
-    final class Entry {
+    /// One VM's runtime facts. Read and mutated only inside `Supervisor.state.withLock`, which is
+    /// what makes sharing it between threads sound.
+    final class Entry: @unchecked Sendable {
         let name: String
         /// What the next start uses (the config file's definition or the ad-hoc one).
         var definition: VMDefinition
@@ -51,12 +54,13 @@ public final class Supervisor: @unchecked Sendable {
         var active: VMDefinition?
         var inConfig: Bool
         var state: VMState = .stopped
-        var pid: pid_t?
+        var pid: Int32?
         var startTicks: UInt64?
         var startedAt: Double?
         /// Started by this daemon instance (waitpid works); adopted VMs are watched via pidfd or /proc.
         var ownChild = false
-        var pidfd: Int32?
+        /// Its pidfd, registered in the monitor's poller; dropping it closes it (and unregisters it).
+        var pidfd: ProcessDescriptor?
         var exitStatus: Int32?
         var signal: Int32?
         var crashes = 0
@@ -72,13 +76,24 @@ public final class Supervisor: @unchecked Sendable {
         }
     }
 
+    /// Everything that changes, under one lock.
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var finished = false
+        /// Threads waiting for a VM's end to be recorded (`waitUntilEnded`); signalled at each end.
+        var endWaiters: [EventFD] = []
+        /// Autostarts still running in the background.
+        var background: [BackgroundThread] = []
+    }
+
     public let options: Options
     let logger: Logger
-    private let lock = NSLock()
-    private var entries: [String: Entry] = [:]
-    private let wake: (read: Int32, write: Int32)
-    private var monitor: Thread?
-    private var finished = false
+    private let state = Mutex(State())
+    /// Wakes the monitor when a VM process appears or the daemon shuts down.
+    private let wake: EventFD
+    /// The monitor's epoll set: `wake` and the pidfd of every live VM.
+    private let poller: Poller
+    private let monitor = Mutex<HostThread?>(nil)
 
     /// Creates the state directory if needed, reads back what a previous daemon left there
     /// (adopting VM processes that still run), and starts watching.
@@ -92,24 +107,33 @@ public final class Supervisor: @unchecked Sendable {
         } catch {
             throw DaemonError(500, "cannot create state directory \(options.stateDirectory): \(error.localizedDescription)")
         }
-        do { wake = try ProcessTools.pipe() } catch { throw DaemonError(500, error.description) }
+        do {
+            wake = try EventFD()
+            poller = try Poller()
+            try poller.add(wake.fd, token: 0)
+        } catch { throw DaemonError(500, error.description) }
+        var entries: [String: Entry] = [:]
         for (name, definition) in config.vms {
             entries[name] = Entry(name: name, definition: definition, inConfig: true)
         }
-        recover()
-        let thread = Thread { [self] in monitorLoop() }
-        thread.name = "vm-monitor"
-        monitor = thread
-        thread.start()
+        recover(into: &entries)
+        for e in entries.values { watch(e) }
+        state.withLock { $0.entries = entries }
+        do {
+            let thread = try HostThread(name: "vm-monitor") { [self] in monitorLoop() }
+            monitor.withLock { $0 = thread }
+        } catch { throw DaemonError(500, error.description) }
     }
 
-    /// Stops watching (VM processes keep running; a new daemon adopts them).
+    /// Stops watching (VM processes keep running; a new daemon adopts them). Returns once the
+    /// monitor thread has ended; autostarts still under way finish on their own.
     public func shutdown() {
-        lock.lock()
-        finished = true
-        for e in entries.values { if let fd = e.pidfd { close(fd); e.pidfd = nil } }
-        lock.unlock()
+        state.withLock { s in
+            s.finished = true
+            for e in s.entries.values { e.pidfd = nil }
+        }
         wakeMonitor()
+        monitor.withLock { $0 }?.join()
     }
 
     func paths(_ name: String) -> VMPaths { VMPaths(directory: options.stateDirectory, name: name) }
@@ -117,21 +141,24 @@ public final class Supervisor: @unchecked Sendable {
     // MARK: - queries
 
     public func list() -> [VMStatus] {
-        lock.lock(); defer { lock.unlock() }
-        return entries.values.map(status).sorted { $0.name < $1.name }
+        state.withLock { s in s.entries.values.map(status) }.sorted { $0.name < $1.name }
     }
 
     public func status(name: String) throws(DaemonError) -> VMStatus {
-        lock.lock(); defer { lock.unlock() }
-        guard let e = entries[name] else { throw notFound(name) }
-        return status(e)
+        try state.withLock { s throws(DaemonError) in
+            guard let e = s.entries[name] else { throw notFound(name) }
+            return status(e)
+        }
     }
+
+    /// Seconds since 1970 (start times and uptime).
+    private static func now() -> Double { Double(Clock.realtimeNanoseconds()) / 1e9 }
 
     private func status(_ e: Entry) -> VMStatus {
         // A live VM shows what it runs with; otherwise what the next start would use.
         let d = e.state.isLive ? (e.active ?? e.definition) : e.definition
         var uptime: Double?
-        if e.state.isLive, e.state != .starting, let startedAt = e.startedAt { uptime = max(0, Date().timeIntervalSince1970 - startedAt) }
+        if e.state.isLive, e.state != .starting, let startedAt = e.startedAt { uptime = max(0, Self.now() - startedAt) }
         return VMStatus(name: e.name, state: e.state, pid: e.state.isLive ? e.pid : nil, vcpus: d.cpus, memoryMiB: d.memoryMiB,
                         uptimeSeconds: uptime, exitStatus: e.exitStatus, signal: e.signal, crashes: e.crashes, kernel: d.kernel,
                         autostart: e.definition.autostart, adHoc: !e.inConfig, lastError: e.lastError)
@@ -141,10 +168,7 @@ public final class Supervisor: @unchecked Sendable {
 
     /// The console log (all of it, or its last `tail` bytes).
     public func logs(name: String, tail: Int?) throws(DaemonError) -> [UInt8] {
-        lock.lock()
-        let known = entries[name] != nil
-        lock.unlock()
-        guard known else { throw notFound(name) }
+        guard state.withLock({ $0.entries[name] != nil }) else { throw notFound(name) }
         guard let handle = FileHandle(forReadingAtPath: paths(name).consoleLog) else { return [] }
         defer { try? handle.close() }
         if let tail, let end = try? handle.seekToEnd(), end > UInt64(tail) {
@@ -157,28 +181,25 @@ public final class Supervisor: @unchecked Sendable {
 
     /// The console socket of a running VM.
     public func consoleSocket(name: String) throws(DaemonError) -> String {
-        lock.lock(); defer { lock.unlock() }
-        guard let e = entries[name] else { throw notFound(name) }
-        guard e.state == .running || e.state == .paused else { throw DaemonError(409, "VM '\(name)' is \(e.state.rawValue), not running") }
-        return paths(name).consoleSocket
+        try state.withLock { s throws(DaemonError) in
+            guard let e = s.entries[name] else { throw notFound(name) }
+            guard e.state == .running || e.state == .paused else { throw DaemonError(409, "VM '\(name)' is \(e.state.rawValue), not running") }
+            return paths(name).consoleSocket
+        }
     }
 
     /// Every VM for `/metrics`; running VMs are asked for their counters in parallel.
     public func metrics() -> [VMMetricsSample] {
-        lock.lock()
-        let snapshot = entries.values.map { e in (status(e), e.state == .running || e.state == .paused) }
-        lock.unlock()
-        let results = Results(count: snapshot.count)
+        let snapshot = state.withLock { s in s.entries.values.map { e in (status(e), e.state == .running || e.state == .paused) } }
         let stateDirectory = options.stateDirectory
-        DispatchQueue.concurrentPerform(iterations: snapshot.count) { i in
-            guard snapshot[i].1 else { return }
-            let socket = VMPaths(directory: stateDirectory, name: snapshot[i].0.name).apiSocket
-            results.set(i, VMProcessAPI(socketPath: socket).metrics())
+        let results = Workers.map(snapshot.count, width: 8, name: "vm-metrics") { i -> VMProcessMetrics? in
+            guard snapshot[i].1 else { return nil }
+            return VMProcessAPI(socketPath: VMPaths(directory: stateDirectory, name: snapshot[i].0.name).apiSocket).metrics()
         }
         return snapshot.enumerated().map { i, item in
             let s = item.0
             return VMMetricsSample(name: s.name, state: s.state, uptimeSeconds: s.uptimeSeconds ?? 0, vcpus: s.vcpus,
-                                   memoryMiB: s.memoryMiB, crashes: s.crashes, process: results.get(i))
+                                   memoryMiB: s.memoryMiB, crashes: s.crashes, process: results[i])
         }
     }
 
@@ -190,80 +211,75 @@ public final class Supervisor: @unchecked Sendable {
     public func start(name: String, definition adHoc: VMDefinition? = nil) throws(DaemonError) -> VMStatus {
         guard isValidName(name) else { throw DaemonError(400, "'\(name)' is not a VM name (1 to 64 of A-Z a-z 0-9 . _ -)") }
         let paths = paths(name)
-        lock.lock()
-        let e: Entry
-        if let existing = entries[name] {
-            e = existing
-            if adHoc != nil && e.inConfig {
-                lock.unlock()
-                throw DaemonError(409, "VM '\(name)' is defined in the config file; start it without a definition")
+        let (e, generation, definition) = try state.withLock { s throws(DaemonError) -> (Entry, Int, VMDefinition) in
+            let e: Entry
+            if let existing = s.entries[name] {
+                e = existing
+                if adHoc != nil && e.inConfig {
+                    throw DaemonError(409, "VM '\(name)' is defined in the config file; start it without a definition")
+                }
+            } else if let adHoc {
+                e = Entry(name: name, definition: adHoc, inConfig: false)
+                s.entries[name] = e
+            } else {
+                throw notFound(name)
             }
-        } else if let adHoc {
-            e = Entry(name: name, definition: adHoc, inConfig: false)
-            entries[name] = e
-        } else {
-            lock.unlock()
-            throw notFound(name)
+            guard !e.state.isLive else { throw DaemonError(409, "VM '\(name)' is already \(e.state.rawValue)") }
+            if let adHoc { e.definition = adHoc }
+            e.generation += 1
+            e.state = .starting
+            e.exitStatus = nil; e.signal = nil; e.lastError = nil
+            e.stopRequested = false; e.forceRequested = false; e.startFailed = false
+            e.pid = nil; e.startTicks = nil; e.startedAt = nil; e.ownChild = false
+            e.active = e.definition
+            // NAME.json is written once the process exists (a record without a pid helps no one).
+            return (e, e.generation, e.definition)
         }
-        guard !e.state.isLive else {
-            let state = e.state
-            lock.unlock()
-            throw DaemonError(409, "VM '\(name)' is already \(state.rawValue)")
-        }
-        if let adHoc { e.definition = adHoc }
-        e.generation += 1
-        let generation = e.generation
-        e.state = .starting
-        e.exitStatus = nil; e.signal = nil; e.lastError = nil
-        e.stopRequested = false; e.forceRequested = false; e.startFailed = false
-        e.pid = nil; e.startTicks = nil; e.startedAt = nil; e.ownChild = false
-        e.active = e.definition
-        let definition = e.definition
-        // NAME.json is written once the process exists (a record without a pid helps no one).
-        lock.unlock()
 
         // Leftovers of an earlier run would confuse the new process and the socket wait below.
-        for file in [paths.apiSocket, paths.consoleSocket, paths.exitFile, paths.pidFile] { unlink(file) }
-        rename(paths.consoleLog, paths.consoleLog + ".old")
+        FileSystem.removeIfPresent([paths.apiSocket, paths.consoleSocket, paths.exitFile, paths.pidFile])
+        try? FileSystem.rename(paths.consoleLog, to: paths.consoleLog + ".old")
 
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = Clock.monotonicNanoseconds()
         var arguments = ["api", "--api-sock", paths.apiSocket, "--id", name, "--console-sock", paths.consoleSocket,
                          "--console-log", paths.consoleLog, "--exit-file", paths.exitFile]
         if let uid = options.uid, let gid = options.gid { arguments += ["--uid", String(uid), "--gid", String(gid)] }
         arguments += options.extraArguments
-        let pid: pid_t
+        let pid: Int32
         do {
-            pid = try ProcessTools.spawn(path: options.swiftletPath, arguments: arguments, outputPath: paths.stderrFile)
+            pid = try HostProcess.spawn(path: options.swiftletPath, arguments: arguments, outputPath: paths.stderrFile)
         } catch {
             failStart(e, generation: generation, message: error.description)
             throw DaemonError(500, "VM '\(name)': \(error.description)")
         }
 
-        lock.lock()
-        e.pid = pid
-        e.ownChild = true
-        e.startTicks = ProcessTools.stat(pid)?.startTicks
-        e.pidfd = ProcessTools.pidfdOpen(pid)
-        e.startedAt = Date().timeIntervalSince1970
-        try? "\(pid)\n".write(toFile: paths.pidFile, atomically: true, encoding: .utf8)
-        persist(e)
-        lock.unlock()
+        state.withLock { _ in
+            e.pid = pid
+            e.ownChild = true
+            e.startTicks = ProcessStat(pid: pid)?.startTicks
+            e.pidfd = ProcessDescriptor(pid: pid)
+            e.startedAt = Self.now()
+            try? "\(pid)\n".write(toFile: paths.pidFile, atomically: true, encoding: .utf8)
+            persist(e)
+            watch(e)
+        }
         wakeMonitor()
         logger.debug("vm process spawned", metadata: ["vm": "\(name)", "pid": "\(pid)"])
 
-        // The API socket appears once `swiftlet api` is listening.
-        let t1 = DispatchTime.now().uptimeNanoseconds
-        let deadline = Date().addingTimeInterval(options.startTimeout)
+        // The API socket appears once `swiftlet api` is listening. Nothing announces it, so this
+        // one wait looks every millisecond (a start's socket wait is tens of milliseconds).
+        let t1 = Clock.monotonicNanoseconds()
+        let deadline = t1 + UInt64(options.startTimeout * 1e9)
         while !UnixSocket.isListening(paths.apiSocket) {
             if let failure = startAbandoned(e, generation: generation) { throw failure }
-            if Date() > deadline {
+            if Clock.monotonicNanoseconds() > deadline {
                 abortStart(e, generation: generation, message: "no API socket after \(Int(options.startTimeout)) s")
                 throw DaemonError(500, "VM '\(name)': the VM process did not open its API socket within \(Int(options.startTimeout)) s")
             }
-            usleep(1000)
+            Clock.sleep(milliseconds: 1)
         }
 
-        let t2 = DispatchTime.now().uptimeNanoseconds
+        let t2 = Clock.monotonicNanoseconds()
         do {
             try VMProcessAPI(socketPath: paths.apiSocket).configureAndStart(definition)
         } catch {
@@ -276,19 +292,16 @@ public final class Supervisor: @unchecked Sendable {
         // to finish (or a stop that came meanwhile) may already have ended it; the answer then
         // says so (stopped, with its exit status) rather than calling the start a failure. Only
         // a newer start of the same VM (another generation) makes this answer meaningless.
-        lock.lock()
-        guard e.generation == generation else {
-            lock.unlock()
-            throw DaemonError(409, "VM '\(name)' ended and was started again meanwhile")
+        let answer = try state.withLock { _ throws(DaemonError) -> VMStatus in
+            guard e.generation == generation else { throw DaemonError(409, "VM '\(name)' ended and was started again meanwhile") }
+            if e.state == .starting {
+                e.state = .running
+                e.startedAt = Self.now()
+                persist(e)
+            }
+            return status(e)
         }
-        if e.state == .starting {
-            e.state = .running
-            e.startedAt = Date().timeIntervalSince1970
-            persist(e)
-        }
-        let answer = status(e)
-        lock.unlock()
-        let t3 = DispatchTime.now().uptimeNanoseconds
+        let t3 = Clock.monotonicNanoseconds()
         func ms(_ a: UInt64, _ b: UInt64) -> String { String(format: "%.1f", Double(b - a) / 1e6) }
         // Where a start's time goes: spawning, until the API socket listens, configuring + booting.
         logger.info("vm started", metadata: ["vm": "\(name)", "pid": "\(pid)", "vcpus": "\(definition.cpus)",
@@ -300,53 +313,75 @@ public final class Supervisor: @unchecked Sendable {
     /// Nil while the start may continue; the error to answer when the process ended or a stop
     /// was asked for meanwhile.
     private func startAbandoned(_ e: Entry, generation: Int) -> DaemonError? {
-        lock.lock(); defer { lock.unlock() }
-        if e.generation == generation && e.state == .starting { return nil }
-        if e.generation == generation && e.state == .stopping { return DaemonError(409, "VM '\(e.name)' was stopped while starting") }
-        var message = "VM '\(e.name)': the VM process ended while starting"
-        if let status = e.exitStatus { message += " (exit status \(status))" }
-        if let signal = e.signal { message += " (signal \(signal))" }
-        if let error = e.lastError { message += ": \(error)" }
-        return DaemonError(500, message)
+        state.withLock { _ in
+            if e.generation == generation && e.state == .starting { return nil }
+            if e.generation == generation && e.state == .stopping { return DaemonError(409, "VM '\(e.name)' was stopped while starting") }
+            var message = "VM '\(e.name)': the VM process ended while starting"
+            if let status = e.exitStatus { message += " (exit status \(status))" }
+            if let signal = e.signal { message += " (signal \(signal))" }
+            if let error = e.lastError { message += ": \(error)" }
+            return DaemonError(500, message)
+        }
     }
 
     /// A start that failed before a process existed.
     private func failStart(_ e: Entry, generation: Int, message: String) {
-        lock.lock()
-        if e.generation == generation {
+        state.withLock { _ in
+            guard e.generation == generation else { return }
             e.state = .stopped
             e.lastError = message
             e.startedAt = nil
             persist(e)
         }
-        lock.unlock()
         logger.error("vm start failed", metadata: ["vm": "\(e.name)", "error": "\(message)"])
     }
 
     /// A start that failed with a process: kill it (it never ran a guest) and wait until the
     /// monitor has recorded its end, so the answer and `status` agree.
     private func abortStart(_ e: Entry, generation: Int, message: String) {
-        lock.lock()
-        guard e.generation == generation, e.state.isLive, let pid = e.pid else { lock.unlock(); return }
-        e.stopRequested = true
-        e.forceRequested = true
-        e.startFailed = true
-        e.lastError = message
-        _ = ProcessTools.send(SIGKILL, pid: pid, pidfd: e.pidfd)
-        lock.unlock()
+        let killed = state.withLock { _ -> Int32? in
+            guard e.generation == generation, e.state.isLive, let pid = e.pid else { return nil }
+            e.stopRequested = true
+            e.forceRequested = true
+            e.startFailed = true
+            e.lastError = message
+            _ = HostProcess.send(SIGKILL, to: pid, descriptor: e.pidfd)
+            return pid
+        }
+        guard let pid = killed else { return }
         wakeMonitor()
         logger.error("vm start failed", metadata: ["vm": "\(e.name)", "pid": "\(pid)", "error": "\(message)"])
         waitUntilEnded(e, generation: generation, timeout: 5)
     }
 
+    /// Returns once the monitor has recorded the end of run `generation` of `e`, or after
+    /// `timeout` seconds. Sleeps on an eventfd `processEnded` signals, not in a polling loop.
     private func waitUntilEnded(_ e: Entry, generation: Int, timeout: Double) {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            lock.lock()
-            let ended = e.generation != generation || !e.state.isLive
-            lock.unlock()
-            if ended { return }
-            usleep(2000)
+        let deadline = Clock.monotonicNanoseconds() + UInt64(timeout * 1e9)
+        func ended() -> Bool { e.generation != generation || !e.state.isLive }
+        let signal: EventFD
+        let poller: Poller
+        do {
+            signal = try EventFD()
+            poller = try Poller()
+            try poller.add(signal.fd, token: 0)
+        } catch {
+            // Out of descriptors: look now and then instead.
+            while !state.withLock({ _ in ended() }) && Clock.monotonicNanoseconds() < deadline { Clock.sleep(milliseconds: 2) }
+            return
+        }
+        let alreadyEnded = state.withLock { s in
+            if ended() { return true }
+            s.endWaiters.append(signal)
+            return false
+        }
+        if alreadyEnded { return }
+        defer { state.withLock { s in s.endWaiters.removeAll { $0 === signal } } }
+        while !state.withLock({ _ in ended() }) {
+            let now = Clock.monotonicNanoseconds()
+            guard now < deadline else { return }
+            _ = poller.wait(timeoutNanoseconds: deadline - now) { _ in }
+            _ = signal.drain()
         }
     }
 
@@ -356,31 +391,21 @@ public final class Supervisor: @unchecked Sendable {
     /// returns once the process has exited.
     @discardableResult
     public func stop(name: String, force: Bool = false, wait: Bool = false) throws(DaemonError) -> VMStatus {
-        lock.lock()
-        guard let e = entries[name] else { lock.unlock(); throw notFound(name) }
-        guard e.state.isLive else {
-            let state = e.state
-            lock.unlock()
-            throw DaemonError(409, "VM '\(name)' is not running (\(state.rawValue))")
+        let (e, generation, pid, sent) = try state.withLock { s throws(DaemonError) -> (Entry, Int, Int32, Bool) in
+            guard let e = s.entries[name] else { throw notFound(name) }
+            guard e.state.isLive else { throw DaemonError(409, "VM '\(name)' is not running (\(e.state.rawValue))") }
+            guard let pid = e.pid else { throw DaemonError(409, "VM '\(name)' is starting; try again in a moment") }
+            e.stopRequested = true
+            if force { e.forceRequested = true }
+            e.state = .stopping
+            persist(e)
+            return (e, e.generation, pid, HostProcess.send(force ? SIGKILL : SIGTERM, to: pid, descriptor: e.pidfd))
         }
-        guard let pid = e.pid else {
-            lock.unlock()
-            throw DaemonError(409, "VM '\(name)' is starting; try again in a moment")
-        }
-        let generation = e.generation
-        e.stopRequested = true
-        if force { e.forceRequested = true }
-        e.state = .stopping
-        persist(e)
-        let sent = ProcessTools.send(force ? SIGKILL : SIGTERM, pid: pid, pidfd: e.pidfd)
-        lock.unlock()
         wakeMonitor()
         logger.info("vm stop requested", metadata: ["vm": "\(name)", "pid": "\(pid)", "force": "\(force)", "signal_sent": "\(sent)"])
         if wait {
             waitUntilEnded(e, generation: generation, timeout: options.stopTimeout)
-            lock.lock()
-            let ended = e.generation != generation || !e.state.isLive
-            lock.unlock()
+            let ended = state.withLock { _ in e.generation != generation || !e.state.isLive }
             if !ended {
                 throw DaemonError(504, "VM '\(name)' did not exit within \(Int(options.stopTimeout)) s (stop it with force)")
             }
@@ -391,39 +416,35 @@ public final class Supervisor: @unchecked Sendable {
     /// Pauses (`true`) or resumes a running VM through its API (PATCH /vm).
     @discardableResult
     public func setPaused(name: String, _ paused: Bool) throws(DaemonError) -> VMStatus {
-        lock.lock()
-        guard let e = entries[name] else { lock.unlock(); throw notFound(name) }
-        let required: VMState = paused ? .running : .paused
-        guard e.state == required else {
-            let state = e.state
-            lock.unlock()
-            throw DaemonError(409, "VM '\(name)' is \(state.rawValue), not \(required.rawValue)")
+        let (e, generation) = try state.withLock { s throws(DaemonError) -> (Entry, Int) in
+            guard let e = s.entries[name] else { throw notFound(name) }
+            let required: VMState = paused ? .running : .paused
+            guard e.state == required else { throw DaemonError(409, "VM '\(name)' is \(e.state.rawValue), not \(required.rawValue)") }
+            return (e, e.generation)
         }
-        let generation = e.generation
-        lock.unlock()
         do { try VMProcessAPI(socketPath: paths(name).apiSocket).setPaused(paused) } catch {
             throw DaemonError(400, "VM '\(name)': \(error.description)")
         }
-        lock.lock()
-        if e.generation == generation && (e.state == .running || e.state == .paused) {
-            e.state = paused ? .paused : .running
-            persist(e)
+        state.withLock { _ in
+            if e.generation == generation && (e.state == .running || e.state == .paused) {
+                e.state = paused ? .paused : .running
+                persist(e)
+            }
         }
-        lock.unlock()
         logger.info(paused ? "vm paused" : "vm resumed", metadata: ["vm": "\(name)"])
         return try status(name: name)
     }
 
     /// Forgets an ad-hoc VM that is not running, with its state files.
     public func remove(name: String) throws(DaemonError) {
-        lock.lock()
-        guard let e = entries[name] else { lock.unlock(); throw notFound(name) }
-        guard !e.inConfig else { lock.unlock(); throw DaemonError(409, "VM '\(name)' is defined in the config file") }
-        guard !e.state.isLive else { lock.unlock(); throw DaemonError(409, "VM '\(name)' is \(e.state.rawValue); stop it first") }
-        entries[name] = nil
-        lock.unlock()
+        try state.withLock { s throws(DaemonError) in
+            guard let e = s.entries[name] else { throw notFound(name) }
+            guard !e.inConfig else { throw DaemonError(409, "VM '\(name)' is defined in the config file") }
+            guard !e.state.isLive else { throw DaemonError(409, "VM '\(name)' is \(e.state.rawValue); stop it first") }
+            s.entries[name] = nil
+        }
         let p = paths(name)
-        for file in [p.stateFile, p.exitFile, p.stderrFile, p.consoleLog, p.consoleLog + ".old", p.pidFile] { unlink(file) }
+        FileSystem.removeIfPresent([p.stateFile, p.exitFile, p.stderrFile, p.consoleLog, p.consoleLog + ".old", p.pidFile])
         logger.info("vm removed", metadata: ["vm": "\(name)"])
     }
 
@@ -434,159 +455,159 @@ public final class Supervisor: @unchecked Sendable {
     /// start in the background; their names are returned.
     @discardableResult
     public func reload(config: DaemonConfig) -> [String] {
-        lock.lock()
-        var added: [String] = []
-        for (name, e) in entries where e.inConfig && config.vms[name] == nil {
-            if e.state.isLive {
-                e.inConfig = false
-                persist(e)
-            } else {
-                entries[name] = nil
-                unlink(paths(name).stateFile)
+        let added = state.withLock { s -> [String] in
+            var added: [String] = []
+            for (name, e) in s.entries where e.inConfig && config.vms[name] == nil {
+                if e.state.isLive {
+                    e.inConfig = false
+                    persist(e)
+                } else {
+                    s.entries[name] = nil
+                    FileSystem.removeIfPresent([paths(name).stateFile])
+                }
             }
-        }
-        for (name, definition) in config.vms {
-            if let e = entries[name] {
-                e.definition = definition
-                e.inConfig = true
-            } else {
-                entries[name] = Entry(name: name, definition: definition, inConfig: true)
-                if definition.autostart { added.append(name) }
+            for (name, definition) in config.vms {
+                if let e = s.entries[name] {
+                    e.definition = definition
+                    e.inConfig = true
+                } else {
+                    s.entries[name] = Entry(name: name, definition: definition, inConfig: true)
+                    if definition.autostart { added.append(name) }
+                }
             }
+            return added.sorted()
         }
-        lock.unlock()
         logger.info("config reloaded", metadata: ["vms": "\(config.vms.count)"])
-        startInBackground(added.sorted())
-        return added.sorted()
+        startInBackground(added)
+        return added
     }
 
     /// Starts the configured autostart VMs that are not running, in the background; returns
     /// their names.
     @discardableResult
     public func autostart() -> [String] {
-        lock.lock()
-        let names = entries.values.filter { $0.inConfig && $0.definition.autostart && !$0.state.isLive }.map(\.name).sorted()
-        lock.unlock()
+        let names = state.withLock { s in
+            s.entries.values.filter { $0.inConfig && $0.definition.autostart && !$0.state.isLive }.map(\.name).sorted()
+        }
         startInBackground(names)
         return names
     }
 
     private func startInBackground(_ names: [String]) {
         guard !names.isEmpty else { return }
-        DispatchQueue.global().async { [self] in startAll(names) }
+        let thread = BackgroundThread.start(name: "vm-autostart") { [self] in startAll(names) }
+        state.withLock { s in
+            s.background.removeAll { $0.joinIfFinished() }
+            if let thread { s.background.append(thread) }
+        }
     }
 
     /// Starts `names` a few at a time and returns when all have been tried, logging failures.
     func startAll(_ names: [String], concurrency: Int = 4) {
-        let semaphore = DispatchSemaphore(value: concurrency)
-        let group = DispatchGroup()
-        for name in names {
-            semaphore.wait()
-            group.enter()
-            DispatchQueue.global().async { [self] in
-                defer { semaphore.signal(); group.leave() }
-                do { try start(name: name) } catch {
-                    logger.error("autostart failed", metadata: ["vm": "\(name)", "error": "\(error)"])
-                }
+        _ = Workers.map(names.count, width: concurrency, name: "vm-start") { [self] i in
+            do { try start(name: names[i]) } catch {
+                logger.error("autostart failed", metadata: ["vm": "\(names[i])", "error": "\(error)"])
             }
         }
-        group.wait()
     }
 
     // MARK: - watching processes
 
-    private func wakeMonitor() {
-        var byte: UInt8 = 1
-        _ = write(wake.write, &byte, 1)
+    private func wakeMonitor() { wake.signal() }
+
+    /// Adds `e`'s pidfd to the monitor's epoll set (under the lock, or before the monitor runs).
+    /// Closing the pidfd later takes it out again: epoll forgets a file once its last descriptor
+    /// is closed, and nothing else holds a pidfd (the kernel makes it close-on-exec).
+    private func watch(_ e: Entry) {
+        guard let pidfd = e.pidfd else { return }
+        do { try poller.add(pidfd.fd, token: 1) } catch {
+            // Watched through /proc then, as on a kernel without pidfds.
+            logger.warning("cannot watch the VM process", metadata: ["vm": "\(e.name)", "error": "\(error)"])
+            e.pidfd = nil
+        }
     }
 
-    /// Sleeps in poll() on the pidfds of live VMs (and a wake-up pipe), then checks every live VM.
-    /// The timeout also covers VMs without a pidfd (an old kernel), checked through /proc.
+    /// Sleeps in epoll on the pidfds of live VMs and the wake-up eventfd, then checks every live
+    /// VM. Only a VM without a pidfd (a kernel before 5.3) makes it look every 500 ms.
     private func monitorLoop() {
         while true {
-            lock.lock()
-            if finished { lock.unlock(); return }
-            var fds = [pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0)]
-            for e in entries.values where e.state.isLive { if let fd = e.pidfd { fds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) } }
-            lock.unlock()
-            _ = poll(&fds, nfds_t(fds.count), 500)
-            var drain = [UInt8](repeating: 0, count: 64)
-            while read(wake.read, &drain, drain.count) > 0 {}
+            let (finished, unwatched) = state.withLock { s in
+                (s.finished, s.entries.values.contains { $0.state.isLive && $0.pid != nil && $0.pidfd == nil })
+            }
+            if finished { return }
+            _ = poller.wait(timeoutNanoseconds: unwatched ? 500_000_000 : nil) { _ in }
+            _ = wake.drain()
             checkProcesses()
         }
     }
 
     /// Finds VM processes that have ended and records how.
     func checkProcesses() {
-        lock.lock()
-        let live = entries.values.compactMap { e -> (Entry, Int, pid_t, Bool, Int32?, UInt64?)? in
-            guard e.state.isLive, let pid = e.pid else { return nil }
-            return (e, e.generation, pid, e.ownChild, e.pidfd, e.startTicks)
+        let live = state.withLock { s in
+            s.entries.values.compactMap { e -> (Entry, Int, Int32, Bool, ProcessDescriptor?, UInt64?)? in
+                guard e.state.isLive, let pid = e.pid else { return nil }
+                return (e, e.generation, pid, e.ownChild, e.pidfd, e.startTicks)
+            }
         }
-        lock.unlock()
         for (e, generation, pid, ownChild, pidfd, startTicks) in live {
-            if ownChild, let reaped = ProcessTools.reap(pid) {
-                if let termination = reaped { processEnded(e, generation: generation, termination: termination) }
-                continue
+            if ownChild {
+                switch HostProcess.reap(pid) {
+                case .running: continue
+                case .ended(let termination): processEnded(e, generation: generation, termination: termination); continue
+                case .notChild: break  // checked below, as an adopted one
+                }
             }
             // Not our child (adopted after a daemon restart): the pidfd turns readable at exit.
-            var ended: Bool
-            if let pidfd {
-                var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-                ended = poll(&p, 1, 0) > 0
-            } else {
-                ended = !ProcessTools.isSameProcess(pid: pid, startTicks: startTicks ?? 0, apiSocket: paths(e.name).apiSocket)
-                    && ProcessTools.stat(pid).map { $0.startTicks != startTicks || $0.state == "Z" } ?? true
-            }
+            let ended = pidfd?.hasExited ?? !ProcessIdentity(pid: pid, startTicks: startTicks ?? 0).isRunning
             if ended { processEnded(e, generation: generation, termination: nil) }
         }
     }
 
     /// Records the end of a VM process: stopped (an exit status; or a signal we sent) or crashed
     /// (a signal nobody asked for, or gone without its exit file). Cleans up its files.
-    private func processEnded(_ e: Entry, generation: Int, termination: ProcessTools.Termination?) {
+    private func processEnded(_ e: Entry, generation: Int, termination: ProcessTermination?) {
         let paths = paths(e.name)
         let fromFile = Self.readExitFile(paths.exitFile)
-        lock.lock()
-        guard e.generation == generation, e.state.isLive else { lock.unlock(); return }
-        let pid = e.pid ?? 0
-        var code: Int32?
-        var signal: Int32?
-        switch termination {
-        case .exited(let c)?: code = c
-        case .signaled(let s)?: signal = s
-        case nil: code = fromFile
+        let recorded = state.withLock { s -> (pid: Int32, code: Int32?, signal: Int32?, state: VMState, error: String?)? in
+            guard e.generation == generation, e.state.isLive else { return nil }
+            let pid = e.pid ?? 0
+            var code: Int32?
+            var signal: Int32?
+            switch termination {
+            case .exited(let c)?: code = c
+            case .signaled(let s)?: signal = s
+            case nil: code = fromFile
+            }
+            if code == nil && signal == nil && e.forceRequested { signal = SIGKILL }
+            if e.startFailed { code = nil; signal = nil }  // lastError says why; the kill was ours
+            let wasStarting = e.state == .starting || (e.state == .stopping && e.startedAt == nil)
+            if code != nil || e.startFailed {
+                e.state = .stopped
+            } else {
+                e.state = e.stopRequested ? .stopped : .crashed
+            }
+            e.exitStatus = code
+            e.signal = signal
+            if e.state == .crashed { e.crashes += 1 }
+            // The process's last stderr line explains a crash, a failed start or an unasked-for
+            // non-zero status; after a stop it would only say "exiting on signal 15".
+            if e.lastError == nil && (e.state == .crashed || wasStarting || ((code ?? 0) != 0 && !e.stopRequested)) {
+                e.lastError = Self.lastLine(of: paths.stderrFile)
+            }
+            e.pidfd = nil
+            e.startedAt = nil
+            e.ownChild = false
+            FileSystem.removeIfPresent([paths.apiSocket, paths.consoleSocket, paths.pidFile])
+            persist(e)
+            for waiter in s.endWaiters { waiter.signal() }
+            return (pid, code, signal, e.state, e.lastError)
         }
-        if code == nil && signal == nil && e.forceRequested { signal = SIGKILL }
-        if e.startFailed { code = nil; signal = nil }  // lastError says why; the kill was ours
-        let wasStarting = e.state == .starting || (e.state == .stopping && e.startedAt == nil)
-        if code != nil || e.startFailed {
-            e.state = .stopped
-        } else {
-            e.state = e.stopRequested ? .stopped : .crashed
-        }
-        e.exitStatus = code
-        e.signal = signal
-        if e.state == .crashed { e.crashes += 1 }
-        // The process's last stderr line explains a crash, a failed start or an unasked-for
-        // non-zero status; after a stop it would only say "exiting on signal 15".
-        if e.lastError == nil && (e.state == .crashed || wasStarting || ((code ?? 0) != 0 && !e.stopRequested)) {
-            e.lastError = Self.lastLine(of: paths.stderrFile)
-        }
-        if let fd = e.pidfd { close(fd) }
-        e.pidfd = nil
-        e.startedAt = nil
-        e.ownChild = false
-        for file in [paths.apiSocket, paths.consoleSocket, paths.pidFile] { unlink(file) }
-        persist(e)
-        let state = e.state
-        let error = e.lastError
-        lock.unlock()
-        var metadata: Logger.Metadata = ["vm": "\(e.name)", "pid": "\(pid)"]
-        if let code { metadata["exit_status"] = "\(code)" }
-        if let signal { metadata["signal"] = "\(signal)" }
-        if let error, state == .crashed || (code ?? 0) != 0 { metadata["error"] = "\(error)" }
-        if state == .crashed {
+        guard let recorded else { return }
+        var metadata: Logger.Metadata = ["vm": "\(e.name)", "pid": "\(recorded.pid)"]
+        if let code = recorded.code { metadata["exit_status"] = "\(code)" }
+        if let signal = recorded.signal { metadata["signal"] = "\(signal)" }
+        if let error = recorded.error, recorded.state == .crashed || (recorded.code ?? 0) != 0 { metadata["error"] = "\(error)" }
+        if recorded.state == .crashed {
             logger.warning("vm crashed", metadata: metadata)
         } else {
             logger.info("vm stopped", metadata: metadata)
@@ -607,7 +628,7 @@ public final class Supervisor: @unchecked Sendable {
         return text.split(whereSeparator: \.isNewline).last.map { String($0.prefix(400)) }
     }
 
-    /// Writes `NAME.json` (under `lock`).
+    /// Writes `NAME.json` (inside `state.withLock`, or before the monitor runs).
     private func persist(_ e: Entry) {
         let record = VMRecord(name: e.name, definition: e.active ?? e.definition, adHoc: !e.inConfig, state: e.state, pid: e.pid,
                               startTicks: e.startTicks, startedAt: e.startedAt, exitStatus: e.exitStatus, signal: e.signal,
@@ -619,9 +640,16 @@ public final class Supervisor: @unchecked Sendable {
 
     // MARK: - after a daemon restart
 
-    /// Reads every `NAME.json`: VMs whose process still runs (same pid, start time and API socket)
-    /// are adopted; VMs that ended while no daemon watched are recorded as stopped or crashed.
-    private func recover() {
+    /// Whether `pid` is still the very process a daemon started for the VM at `apiSocket`: the
+    /// same process (start time), and serving that socket. Guards against pid reuse.
+    static func isVMProcess(_ identity: ProcessIdentity, apiSocket: String) -> Bool {
+        identity.isRunning && HostProcess.commandLine(identity.pid).contains(apiSocket)
+    }
+
+    /// Reads every `NAME.json` into `entries` (before the monitor runs): VMs whose process still
+    /// runs (same pid, start time and API socket) are adopted; VMs that ended while no daemon
+    /// watched are recorded as stopped or crashed.
+    private func recover(into entries: inout [String: Entry]) {
         let directory = options.stateDirectory
         guard let files = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
         for file in files.sorted() where file.hasSuffix(".json") {
@@ -640,12 +668,12 @@ public final class Supervisor: @unchecked Sendable {
             e.lastError = record.lastError
             e.state = record.state.isLive ? .stopped : record.state
             if record.state.isLive, let pid = record.pid, let ticks = record.startTicks,
-               ProcessTools.isSameProcess(pid: pid, startTicks: ticks, apiSocket: paths.apiSocket) {
+               Self.isVMProcess(ProcessIdentity(pid: pid, startTicks: ticks), apiSocket: paths.apiSocket) {
                 e.pid = pid
                 e.startTicks = ticks
                 e.startedAt = record.startedAt
                 e.ownChild = false
-                e.pidfd = ProcessTools.pidfdOpen(pid)
+                e.pidfd = ProcessDescriptor(pid: pid)
                 e.generation = 1
                 switch VMProcessAPI(socketPath: paths.apiSocket).state() {
                 case "Paused": e.state = .paused
@@ -656,7 +684,7 @@ public final class Supervisor: @unchecked Sendable {
                     e.stopRequested = true
                     e.forceRequested = true
                     e.lastError = "the daemon restarted while the VM was starting"
-                    _ = ProcessTools.send(SIGKILL, pid: pid, pidfd: e.pidfd)
+                    _ = HostProcess.send(SIGKILL, to: pid, descriptor: e.pidfd)
                 default:
                     e.state = record.state == .stopping ? .stopping : .running
                     e.stopRequested = record.state == .stopping
@@ -678,26 +706,17 @@ public final class Supervisor: @unchecked Sendable {
                         e.lastError = Self.lastLine(of: paths.stderrFile)
                     }
                 }
-                for file in [paths.apiSocket, paths.consoleSocket, paths.pidFile] { unlink(file) }
+                FileSystem.removeIfPresent([paths.apiSocket, paths.consoleSocket, paths.pidFile])
                 logger.warning(e.state == .crashed ? "vm crashed while the daemon was away" : "vm stopped while the daemon was away",
                                metadata: ["vm": "\(name)", "pid": "\(record.pid ?? 0)"])
             }
             if !e.inConfig && !record.adHoc {
                 // It came from a config file that no longer names it, and it is not running.
-                unlink(paths.stateFile)
+                FileSystem.removeIfPresent([paths.stateFile])
                 continue
             }
             entries[name] = e
             persist(e)
         }
     }
-}
-
-/// Answers gathered by concurrentPerform's workers, each setting only its own slot.
-private final class Results: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [VMProcessMetrics?]
-    init(count: Int) { items = Array(repeating: nil, count: count) }
-    func set(_ i: Int, _ value: VMProcessMetrics?) { lock.lock(); items[i] = value; lock.unlock() }
-    func get(_ i: Int) -> VMProcessMetrics? { lock.lock(); defer { lock.unlock() }; return items[i] }
 }

@@ -2,9 +2,6 @@ import Host
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A blocking HTTP/1.1 client over a Unix socket (SwiftNIO's codec underneath): `swiftlet ctl`
 /// talking to the daemon, the daemon talking to each VM's API, and the tests.

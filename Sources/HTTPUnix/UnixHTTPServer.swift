@@ -4,9 +4,6 @@ import NIOCore
 import Synchronization
 import NIOHTTP1
 import NIOPosix
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Errors from setting up a Unix-socket listener; `message` is one line for the user.
 public struct UnixSocketError: Error, Sendable, CustomStringConvertible {
@@ -44,9 +41,11 @@ public final class UnixHTTPServer: @unchecked Sendable {
     /// exits when its VM ends calls it first, so that the request that ended the VM (a
     /// SendCtrlAltDel the guest reboots on at once) still gets its answer.
     public func waitUntilAnswered(seconds: Double) {
+        // Looks every millisecond: it runs once, at exit, under the VM process's seccomp filter,
+        // where a sleep is allowed and a new epoll set may not be.
         var left = Int(seconds * 1000)
         while inProgress.count.load(ordering: .sequentiallyConsistent) > 0 && left > 0 {
-            usleep(1000)
+            Clock.sleep(milliseconds: 1)
             left -= 1
         }
     }
@@ -83,7 +82,8 @@ public final class UnixHTTPServer: @unchecked Sendable {
         do {
             channel = try bootstrap.withBoundSocket(fd).wait()
         } catch {
-            close(fd)
+            // NIO did not take the socket: an owning FileDescriptor closes it as it goes.
+            _ = FileDescriptor(owning: fd)
             throw UnixSocketError("\(socketPath): \(error)")
         }
     }
@@ -91,13 +91,13 @@ public final class UnixHTTPServer: @unchecked Sendable {
     /// Removes the socket file only: for a process about to exit, where NIO's graceful shutdown
     /// (which hands its completion to a Dispatch queue) would run under a seccomp filter that
     /// forbids what Dispatch's worker threads do.
-    public func removeSocketFile() { unlink(socketPath) }
+    public func removeSocketFile() { FileSystem.removeIfPresent([socketPath]) }
 
     /// Stops accepting, closes the listener and removes the socket file.
     public func stop() {
         try? channel?.close().wait()
         channel = nil
-        unlink(socketPath)
+        FileSystem.removeIfPresent([socketPath])
         try? group?.syncShutdownGracefully()
         group = nil
     }

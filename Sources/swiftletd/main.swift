@@ -44,23 +44,20 @@ struct SwiftletD: ParsableCommand {
             do { daemonConfig = try DaemonConfig.load(path: configPath) } catch { fail(error.message) }
         }
         let stateDirectory = stateDir ?? daemonConfig.stateDir ?? "/run/swiftlet"
-        guard let swiftletPath = swiftlet ?? ProcessTools.besideExecutable("swiftlet") else { fail("cannot find the swiftlet binary; give --swiftlet PATH") }
-        guard access(swiftletPath, X_OK) == 0 else { fail("\(swiftletPath): not an executable file (give --swiftlet PATH)") }
+        guard let swiftletPath = swiftlet ?? Self.besideExecutable("swiftlet") else { fail("cannot find the swiftlet binary; give --swiftlet PATH") }
+        guard FileSystem.isExecutable(swiftletPath) else { fail("\(swiftletPath): not an executable file (give --swiftlet PATH)") }
         if UnixSocket.isListening(socket) { fail("\(socket): another swiftletd is listening on it") }
 
         // Only the signal-waiting loop below sees these; every thread created later inherits the
         // mask. VM processes get a clean mask and default dispositions from the spawn attributes.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-        signal(SIGPIPE, SIG_IGN)
+        let signals = SignalWaiter([SIGTERM, SIGINT, SIGHUP])
+        Signals.ignore(SIGPIPE)
 
         var options = Supervisor.Options(stateDirectory: stateDirectory, swiftletPath: swiftletPath, uid: daemonConfig.uid, gid: daemonConfig.gid)
         options.extraArguments = vmArguments
-        let lock: Int32
+        let lock: FileLock
         do { lock = try DaemonLock.acquire(stateDirectory: stateDirectory) } catch { fail(error.message) }
-        defer { close(lock) }
+        defer { withExtendedLifetime(lock) {} }
         let supervisor: Supervisor
         do { supervisor = try Supervisor(options: options, config: daemonConfig, logger: logger) } catch { fail(error.message) }
         var reload: (@Sendable () -> Result<DaemonConfig, ConfigError>)?
@@ -78,8 +75,7 @@ struct SwiftletD: ParsableCommand {
         supervisor.autostart()
 
         while true {
-            var received: Int32 = 0
-            guard sigwait(&signals, &received) == 0 else { continue }
+            let received = signals.wait()
             if received == SIGHUP {
                 guard let reload else { logger.warning("SIGHUP ignored: no config file"); continue }
                 switch reload() {
@@ -95,6 +91,12 @@ struct SwiftletD: ParsableCommand {
         }
         server.stop()
         supervisor.shutdown()
+    }
+
+    /// `name` in the directory of the running executable (the default `swiftlet` beside `swiftletd`).
+    static func besideExecutable(_ name: String) -> String? {
+        guard let path = HostProcess.executablePath(), let slash = path.lastIndex(of: "/") else { return nil }
+        return path[..<slash] + "/" + name
     }
 
     func fail(_ message: String) -> Never {

@@ -1,0 +1,172 @@
+import CHost
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a child process ended: its exit code, or the signal that terminated it.
+public enum ProcessTermination: Sendable, Equatable {
+    case exited(Int32)
+    case signaled(Int32)
+
+    /// Decodes a wait status (WIFEXITED / WEXITSTATUS / WTERMSIG are macros Swift does not import).
+    init(waitStatus status: Int32) {
+        let signal = status & 0x7f
+        self = signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
+    }
+}
+
+/// Other processes: starting them, signalling them, reaping them, reading what /proc says about
+/// them. The one place our code calls posix_spawn, kill and waitpid.
+public enum HostProcess {
+    /// The signals whose dispositions a new process gets back at their defaults: a supervisor
+    /// ignores SIGPIPE and blocks the stop signals, and both would otherwise survive exec.
+    static let signalsReset: [Int32] = [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGQUIT]
+
+    // glibc's <spawn.h> defines POSIX_SPAWN_SETSID (0x80) only under _GNU_SOURCE, which Swift's
+    // Glibc module does not see.
+    private static let spawnSetSID: Int16 = 0x80
+
+    /// Starts `path arguments` with stdin from /dev/null and stdout+stderr going to `outputPath`
+    /// (created or truncated, mode 0640), in a new session (so a terminal's Ctrl-C or the parent's
+    /// death never reaches it), with an empty signal mask and `signalsReset` at their defaults,
+    /// and with no descriptor above stderr inherited (even one opened without close-on-exec).
+    /// Returns the pid. The error's operation is "cannot start PATH".
+    public static func spawn(path: String, arguments: [String], outputPath: String) throws(HostError) -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o640)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        _ = chost_spawn_close_from(&actions, 3)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for s in signalsReset { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, spawnSetSID | Int16(POSIX_SPAWN_SETSIGMASK) | Int16(POSIX_SPAWN_SETSIGDEF))
+
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        guard rc == 0 else { throw HostError("cannot start \(path)", errno: rc) }
+        return pid
+    }
+
+    /// Sends `signal` to `pid` (kill). False when there is no such process or it is not ours to signal.
+    public static func send(_ signal: Int32, to pid: Int32) -> Bool { kill(pid, signal) == 0 }
+
+    /// Sends `signal` through `descriptor` when there is one and the kernel supports it (it cannot
+    /// hit a recycled pid), else by pid.
+    public static func send(_ signal: Int32, to pid: Int32, descriptor: ProcessDescriptor?) -> Bool {
+        if let sent = descriptor?.send(signal) { return sent }
+        return send(signal, to: pid)
+    }
+
+    /// A child's state as `reap` finds it.
+    public enum ChildState: Sendable, Equatable {
+        /// Still running.
+        case running
+        /// It ended and is reaped now.
+        case ended(ProcessTermination)
+        /// Not a child of this process (ECHILD), or already reaped: ask some other way.
+        case notChild
+    }
+
+    /// Reaps `pid` if it has ended (waitpid WNOHANG); never waits.
+    public static func reap(_ pid: Int32) -> ChildState {
+        var status: Int32 = 0
+        var rc: pid_t
+        repeat { rc = waitpid(pid, &status, WNOHANG) } while rc < 0 && errno == EINTR
+        if rc == 0 { return .running }
+        if rc < 0 { return .notChild }
+        return .ended(ProcessTermination(waitStatus: status))
+    }
+
+    /// The command line of `pid` (/proc/PID/cmdline split at NULs); empty when it is gone.
+    public static func commandLine(_ pid: Int32) -> [String] {
+        guard pid > 0, let bytes = try? readWholeFile("/proc/\(pid)/cmdline") else { return [] }
+        return bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// The path of the running executable (/proc/self/exe).
+    public static func executablePath() -> String? { try? FileSystem.linkTarget("/proc/self/exe") }
+}
+
+/// What /proc/PID/stat says about a live process: its start time (clock ticks after boot, field
+/// 22) and its state letter (Z for a zombie).
+public struct ProcessStat: Sendable, Equatable {
+    public var startTicks: UInt64
+    public var state: Character
+
+    /// Reads /proc/`pid`/stat; nil when there is no such process.
+    public init?(pid: Int32) {
+        guard pid > 0, let bytes = try? readWholeFile("/proc/\(pid)/stat") else { return nil }
+        self.init(parsing: String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Parses the text of a stat file.
+    public init?(parsing text: String) {
+        // The command name in parentheses may itself contain spaces and parentheses.
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 19, let state = fields[0].first, let ticks = UInt64(fields[19]) else { return nil }
+        startTicks = ticks
+        self.state = state
+    }
+}
+
+/// A process named for good: pid plus start time, which a recycled pid does not repeat. What a
+/// supervisor records to find its processes again after its own restart.
+public struct ProcessIdentity: Sendable, Equatable {
+    public var pid: Int32
+    public var startTicks: UInt64
+
+    public init(pid: Int32, startTicks: UInt64) { self.pid = pid; self.startTicks = startTicks }
+
+    /// The identity of the process `pid` is now; nil when there is none.
+    public init?(currentOf pid: Int32) {
+        guard let stat = ProcessStat(pid: pid) else { return nil }
+        self.init(pid: pid, startTicks: stat.startTicks)
+    }
+
+    /// Whether this very process still runs: the pid exists, started at `startTicks`, and is not a zombie.
+    public var isRunning: Bool {
+        guard let stat = ProcessStat(pid: pid) else { return false }
+        return stat.state != "Z" && stat.startTicks == startTicks
+    }
+}
+
+/// A pidfd (pidfd_open): refers to one process for good, so a signal sent through it cannot hit a
+/// recycled pid, and it turns readable (in a `Poller`) once the process has exited. Owned:
+/// closed on deinit, which also takes it out of any epoll set it was added to.
+public final class ProcessDescriptor: Sendable {
+    /// The descriptor, for `Poller.add`. Valid while this object lives.
+    public let fd: Int32
+
+    /// A pidfd for `pid`, or nil when the kernel has none (before 5.3) or the process is gone.
+    public init?(pid: Int32) {
+        let fd = chost_pidfd_open(pid)
+        guard fd >= 0 else { return nil }
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    /// Sends `signal`; nil when the kernel has no pidfd_send_signal (then send by pid).
+    public func send(_ signal: Int32) -> Bool? {
+        let result = chost_pidfd_send_signal(fd, signal)
+        if result == -ENOSYS { return nil }
+        return result == 0
+    }
+
+    /// Whether the process has exited (the pidfd is readable); never waits.
+    public var hasExited: Bool { chost_poll2(fd, -1, 0) & 1 != 0 }
+}
