@@ -61,7 +61,7 @@ let package = Package(
                 swiftSettings: strict),
         // swiftletd: supervises named VMs, one `swiftlet api` process each; its API, metrics and
         // the client `swiftlet ctl` uses. It never opens /dev/kvm itself.
-        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", "CHost", "VMSpec", .product(name: "Logging", package: "swift-log"),
+        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", "VMSpec", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
         .executableTarget(
@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
         .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix", "Host"]),
         .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix", "VMSpec"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix", "VMSpec"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix", "Host", "VMSpec"]),
         // The architecture's own rules, checked on the source text (no system call outside the OS layer).
         .testTarget(name: "ArchitectureTests"),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).
