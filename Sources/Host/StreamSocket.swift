@@ -20,20 +20,11 @@ public final class StreamSocket: @unchecked Sendable {
 
     static let streamFlags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
 
-    /// Calls `body` with a sockaddr_un for `path`; nil when the path does not fit sun_path.
+    /// Calls `body` with a sockaddr_un for `path` (UnixSocket's); nil when the path does not fit.
     static func withAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R? {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let utf8 = Array(path.utf8)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard !utf8.isEmpty, utf8.count < capacity, !utf8.contains(0) else { return nil }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, byte) in utf8.enumerated() { raw[i] = byte }
-            raw[utf8.count] = 0
-        }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + utf8.count + 1)
+        guard var address = try? UnixSocket.address(path) else { return nil }
         return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, length) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
     }
 
