@@ -38,12 +38,17 @@ private func read(_ socket: StreamSocket) -> String {
     return ""
 }
 
+/// A listening muxer and a program connected to it.
+private func listeningMuxer(_ tag: String) throws -> (VsockMuxer, StreamSocket) {
+    let path = uniquePath(tag)
+    let muxer = try VsockMuxer(udsPath: path)
+    muxer.startListening()
+    return (muxer, try #require(StreamSocket.connect(path: path)))
+}
+
 @Suite struct VsockMuxerTests {
     @Test func connectLineBecomesARequestAndOKGoesBack() throws {
-        let path = uniquePath("connect")
-        let muxer = try VsockMuxer(udsPath: path)
-        muxer.startListening()
-        let client = try #require(StreamSocket.connect(path: path))
+        let (muxer, client) = try listeningMuxer("connect")
         write(client, "CONNECT 52\nhello")
         let seen = events(muxer) { !$0.isEmpty }
         guard case .connectRequest(let stream, let port)? = seen.first else {
@@ -64,10 +69,7 @@ private func read(_ socket: StreamSocket) -> String {
     }
 
     @Test func badCommandsCloseTheClient() throws {
-        let path = uniquePath("bad")
-        let muxer = try VsockMuxer(udsPath: path)
-        muxer.startListening()
-        let client = try #require(StreamSocket.connect(path: path))
+        let (muxer, client) = try listeningMuxer("bad")
         write(client, "LISTEN 52\n")
         let seen = events(muxer) { _ in muxer.streamCount == 0 }
         #expect(seen.isEmpty)
