@@ -37,8 +37,12 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["Host"], swiftSettings: strict),
         // NVMM-style library: Machine, VCPU, typed VMExit, memory slots, opt-in assists.
         .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory", "Host", "VMSpec"], swiftSettings: strict),
-        // Port-I/O bus and legacy PC devices; they see only an interrupt-line protocol, never KVM.
-        .target(name: "Devices", dependencies: ["GuestMemory", "Host", "CHost", "VMSpec"], swiftSettings: strict),
+        // Guest-facing device models (legacy PC devices, PCI, virtio) and the back-end protocols
+        // they need; no host resources (no files, sockets, epoll or threads), never KVM.
+        .target(name: "Devices", dependencies: ["GuestMemory", "VMSpec"], swiftSettings: strict),
+        // The host side of devices: disk images, taps, vsock's Unix-socket muxer, the host clock
+        // and random source, implementing Devices' back-end protocols through Host.
+        .target(name: "Backends", dependencies: ["Devices", "GuestMemory", "Host", "VMSpec"], swiftSettings: strict),
         // GDB's remote serial protocol (framing, requests, the amd64 register file, one session)
         // over any transport and target: no KVM, no sockets, so it is unit-tested byte by byte.
         .target(name: "GDBRemote", swiftSettings: strict),
@@ -47,7 +51,7 @@ let package = Package(
         // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
         .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
         // Assembles and runs machines (the hvt tender today).
-        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec"], swiftSettings: strict),
+        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "Backends", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec"], swiftSettings: strict),
         // HTTP/1.1 over Unix sockets (SwiftNIO's parser and encoder): the server and client every
         // control-plane piece uses.
         .target(name: "HTTPUnix", dependencies: [
@@ -84,7 +88,8 @@ let package = Package(
         .testTarget(name: "CoreDumpTests", dependencies: ["CoreDump"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory", "VMSpec"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "Backends", "Host"]),
+        .testTarget(name: "BackendsTests", dependencies: ["Backends", "Devices", "Host"]),
         .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix", "Host"]),
         .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix", "VMSpec"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix", "Host", "VMSpec"]),

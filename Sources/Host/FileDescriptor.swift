@@ -144,3 +144,20 @@ public func randomBytes(_ count: Int) -> [UInt8] {
     _ = bytes.withUnsafeMutableBytes { chost_getrandom($0.baseAddress, UInt($0.count)) }
     return bytes
 }
+
+/// Fills `buffer` from the kernel's random source (getrandom, flags 0: blocks only until the pool
+/// is first initialised), retrying on EINTR and partial results. Bytes filled: fewer than
+/// `buffer.count` only if getrandom fails outright.
+public func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
+    guard let base = buffer.baseAddress else { return 0 }
+    var done = 0
+    while done < buffer.count {
+        let result = chost_getrandom(base + done, UInt(buffer.count - done))
+        if result < 0 {
+            if errno == EINTR { continue }
+            break
+        }
+        done += Int(result)
+    }
+    return done
+}

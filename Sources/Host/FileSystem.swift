@@ -63,3 +63,8 @@ public enum CurrentProcess {
     /// Its process ID.
     public static var id: Int32 { getpid() }
 }
+
+extension CurrentProcess {
+    /// Whether it runs with effective user ID 0.
+    public static var isRoot: Bool { geteuid() == 0 }
+}

@@ -59,3 +59,29 @@ public final class Poller: @unchecked Sendable {
         return true
     }
 }
+
+/// Edge-triggered and switchable registrations, for a back end whose own event set is polled by a
+/// device's event loop (nested epoll): the loop sees `descriptor` readable, the back end then
+/// collects the ready tokens with `readyNow` without blocking.
+extension Poller {
+    /// The epoll descriptor itself, to register in an outer event loop.
+    public var descriptor: Int32 { epoll }
+    /// epoll event bits (EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLET).
+    public static let input: UInt32 = 0x001, output: UInt32 = 0x004, peerHangUp: UInt32 = 0x2000, edgeTriggered: UInt32 = 1 << 31
+
+    /// Watches `fd` for `events`.
+    public func add(_ fd: Int32, token: UInt64, events: UInt32) throws(HostError) {
+        let r = chost_epoll_control(epoll, 1, fd, events, token)
+        guard r == 0 else { throw HostError("epoll_ctl", errno: -r) }
+    }
+    /// Changes what `fd` is watched for (0: nothing, while it stays registered).
+    @discardableResult
+    public func modify(_ fd: Int32, token: UInt64, events: UInt32) -> Bool { chost_epoll_control(epoll, 3, fd, events, token) == 0 }
+    /// Stops watching `fd` (closing it does that too).
+    @discardableResult
+    public func remove(_ fd: Int32) -> Bool { chost_epoll_control(epoll, 2, fd, 0, 0) == 0 }
+    /// The tokens ready now, without waiting (the timer is not involved): how many were stored.
+    public func readyNow(into tokens: UnsafeMutableBufferPointer<UInt64>) -> Int {
+        max(0, Int(chost_epoll_wait_tokens(epoll, tokens.baseAddress, Int32(min(tokens.count, 64)), 0)))
+    }
+}

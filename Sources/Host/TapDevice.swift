@@ -72,3 +72,23 @@ public final class TapDevice: @unchecked Sendable {
         }
     }
 }
+
+/// A tap for a virtio-net back end: vnet-header mode and receive offloads.
+extension TapDevice {
+    /// Whether an interface called `name` exists.
+    public static func interfaceExists(_ name: String) -> Bool { if_nametoindex(name) != 0 }
+
+    /// Opens tap `name` with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR and a `headerSize`-byte vnet header,
+    /// creating it (not persistent) when `create`. The owned descriptor, or the errno.
+    public static func openVnet(name: String, create: Bool, headerSize: Int) -> Result<FileDescriptor, HostError> {
+        let fd = chost_tap_open_vnet(name, create ? 1 : 0, Int32(headerSize))
+        guard fd >= 0 else { return .failure(HostError("tap \(name)", errno: -fd)) }
+        return .success(FileDescriptor(owning: fd))
+    }
+
+    /// TUNSETOFFLOAD: which offloads (TUN_F_*) the reader of the tap open on `fd` accepts. 0 or the errno.
+    public static func setOffloads(_ fd: Int32, _ flags: UInt32) -> Int32 {
+        let r = chost_tap_set_offload(fd, flags)
+        return r < 0 ? -r : 0
+    }
+}

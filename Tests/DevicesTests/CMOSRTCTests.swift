@@ -1,4 +1,5 @@
 import Testing
+import Backends
 @testable import Devices
 
 @Suite struct CMOSRTCTests {

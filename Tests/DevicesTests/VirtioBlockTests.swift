@@ -2,6 +2,7 @@ import Glibc
 import GuestMemory
 import Synchronization
 import Testing
+import Backends
 @testable import Devices
 
 /// Counts used-buffer and configuration interrupts.

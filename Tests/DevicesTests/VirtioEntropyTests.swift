@@ -1,6 +1,7 @@
 import GuestMemory
 import Synchronization
 import Testing
+import Backends
 @testable import Devices
 
 private final class EntropyTestInterrupt: VirtioInterrupt {

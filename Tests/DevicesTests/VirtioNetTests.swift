@@ -2,6 +2,8 @@ import VMSpec
 import GuestMemory
 import Synchronization
 import Testing
+import Backends
+import Host
 @testable import Devices
 #if canImport(Glibc)
 import Glibc
@@ -9,11 +11,13 @@ import Glibc
 
 /// A datagram socket pair standing in for a tap: the device's end behaves like a tap in vnet-header
 /// mode (one frame per read/write, the 12-byte header first); the test holds the other end.
-private final class SocketPairBackend: VirtioNetBackend {
+private final class SocketPairBackend: NetBackend, @unchecked Sendable {
     let descriptor: Int32
     /// The peer: what the "host network" sends and receives.
     let peer: Int32
     private let offloads = Mutex<[UInt32]>([])
+    /// Input readiness, switched like the tap back end's.
+    private let poller: Poller
 
     init() throws {
         var fds: [Int32] = [0, 0]
@@ -22,6 +26,8 @@ private final class SocketPairBackend: VirtioNetBackend {
         }
         descriptor = fds[0]
         peer = fds[1]
+        poller = try Poller()
+        try poller.add(descriptor, token: 0, events: Poller.input)
         // Room for a few 64 KiB datagrams queued at once.
         var size: Int32 = 1 << 20
         setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, 4)
@@ -35,13 +41,14 @@ private final class SocketPairBackend: VirtioNetBackend {
     let receiveError = Mutex<Int32?>(nil)
 
     func receive(_ vectors: UnsafeMutablePointer<iovec>, count: Int) -> Int {
-        if let error = receiveError.withLock({ $0 }) { return -Int(error) }
+        if receiveError.withLock({ $0 }) != nil { return -1 }
         // MSG_TRUNC: the datagram's real length, like a tap's read, even when it did not fit.
         var message = msghdr()
         message.msg_iov = vectors
         message.msg_iovlen = count
         let n = recvmsg(descriptor, &message, Int32(MSG_TRUNC) | Int32(MSG_DONTWAIT))
-        return n >= 0 ? n : -Int(errno)
+        if n < 0, errno == EAGAIN { return 0 }
+        return n > 0 ? n : -1
     }
 
     func send(_ vectors: UnsafeMutablePointer<iovec>, count: Int) -> Int {
@@ -49,9 +56,12 @@ private final class SocketPairBackend: VirtioNetBackend {
         return n >= 0 ? n : -Int(errno)
     }
 
-    func setReceiveOffloads(_ flags: UInt32) -> Int32 {
+    var readinessSource: Int32 { poller.descriptor }
+    func setInputEnabled(_ enabled: Bool) { poller.modify(descriptor, token: 0, events: enabled ? Poller.input : 0) }
+
+    func setReceiveOffloads(_ flags: UInt32) -> String? {
         offloads.withLock { $0.append(flags) }
-        return 0
+        return nil
     }
     var offloadHistory: [UInt32] { offloads.withLock { $0 } }
 

@@ -1,6 +1,7 @@
 import GuestMemory
 import Synchronization
 import Testing
+import Backends
 @testable import Devices
 #if canImport(Glibc)
 import Glibc
@@ -120,6 +121,20 @@ private final class Rig {
 
 // MARK: Unix-socket helpers (blocking, with timeouts)
 
+/// Calls `body` with a sockaddr_un for `path`.
+private func withUnixAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let utf8 = Array(path.utf8)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        for (i, byte) in utf8.enumerated() { raw[i] = byte }
+        raw[utf8.count] = 0
+    }
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sa_family_t>.size + utf8.count + 1)) }
+    }
+}
+
 private func unixSocket(timeoutMilliseconds: Int = 2000) -> Int32 {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
     var tv = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
@@ -129,7 +144,7 @@ private func unixSocket(timeoutMilliseconds: Int = 2000) -> Int32 {
 
 private func connectUnix(_ path: String) throws -> Int32 {
     let fd = unixSocket()
-    let ok = VsockSocket.withAddress(path) { connect(fd, $0, $1) }
+    let ok = withUnixAddress(path) { connect(fd, $0, $1) }
     guard ok == 0 else { close(fd); throw VirtioDeviceError("connect \(path): \(errno)") }
     return fd
 }
@@ -137,7 +152,7 @@ private func connectUnix(_ path: String) throws -> Int32 {
 private func listenUnix(_ path: String) throws -> Int32 {
     let fd = unixSocket()
     unlink(path)
-    guard VsockSocket.withAddress(path, { bind(fd, $0, $1) }) == 0, listen(fd, 8) == 0 else {
+    guard withUnixAddress(path, { bind(fd, $0, $1) }) == 0, listen(fd, 8) == 0 else {
         throw VirtioDeviceError("listen \(path): \(errno)")
     }
     return fd

@@ -44,8 +44,9 @@ public final class CMOSRTC: PortIODevice {
     private let state = Mutex(State())
     private let now: @Sendable () -> Int
 
-    /// `now` returns seconds since the Unix epoch (UTC); tests inject a fixed time.
-    public init(now: @escaping @Sendable () -> Int = { Int(time(nil)) }) {
+    /// `now` returns seconds since the Unix epoch (UTC): the host clock (Backends' `init()`), or a
+    /// fixed time in tests.
+    public init(now: @escaping @Sendable () -> Int) {
         self.now = now
     }
 

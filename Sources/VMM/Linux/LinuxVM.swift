@@ -1,5 +1,6 @@
 import VMSpec
 import Boot
+import Backends
 import Devices
 import GuestMemory
 import Host

@@ -1,5 +1,6 @@
-import Host
+#if canImport(Glibc)
 import Glibc
+#endif
 import Synchronization
 
 /// Request counters of a virtio-blk device, updated as requests complete and read without a lock.
@@ -10,14 +11,14 @@ final class BlockCounters: Sendable {
     let errors = Atomic<UInt64>(0)
 }
 
-/// Executes virtio-blk requests (VIRTIO 1.2 5.2.6) against a `DiskImage`, reading and writing the
-/// guest's buffers in place with preadv/pwritev. Owns preallocated scratch (an iovec array for
+/// Executes virtio-blk requests (VIRTIO 1.2 5.2.6) against a `BlockBackend`, reading and writing
+/// the guest's buffers in place (preadv/pwritev over a disk image). Owns preallocated scratch (an iovec array for
 /// seg_max + 2 descriptors, header and segment bytes, a zero buffer), so a request allocates
 /// nothing. Not thread-safe: it lives inside the device's lock.
 final class BlockRequestProcessor {
     typealias Spec = VirtioBlockSpec
 
-    let file: DiskImage
+    let file: any BlockBackend
     let readOnly: Bool
     /// Capacity in 512-byte sectors.
     let capacity: UInt64
@@ -35,7 +36,7 @@ final class BlockRequestProcessor {
     /// Zeros for WRITE_ZEROES when the file system cannot fallocate them.
     private let zeros: UnsafeMutableRawBufferPointer
 
-    init(file: DiskImage, readOnly: Bool, serial: [UInt8], maxDescriptors: Int, counters: BlockCounters,
+    init(file: any BlockBackend, readOnly: Bool, serial: [UInt8], maxDescriptors: Int, counters: BlockCounters,
          maxDiscardSectors: UInt32, maxWriteZeroesSectors: UInt32) {
         self.file = file
         self.readOnly = readOnly
@@ -205,17 +206,16 @@ final class BlockRequestProcessor {
         if discard {
             // The device MAY deallocate (5.2.6.2): a file system without hole punching still
             // answers OK, the data simply stays.
-            let error = file.allocate(mode: DiskImage.punchHole | DiskImage.keepSize, offset: offset, length: length)
-            return error == 0 || error == EOPNOTSUPP || error == ENOSYS ? Spec.statusOK : Spec.statusIOError
+            return file.punchHole(offset: offset, length: length) == .failed ? Spec.statusIOError : Spec.statusOK
         }
         // WRITE_ZEROES: afterwards the range MUST read as zeros (5.2.6.2). With unmap, punching a
         // hole does both; otherwise ZERO_RANGE; and when the file system supports neither, write.
         if flags & Spec.segmentFlagUnmap != 0,
-           file.allocate(mode: DiskImage.punchHole | DiskImage.keepSize, offset: offset, length: length) == 0 {
+           file.punchHole(offset: offset, length: length) == .done {
             counters.bytesWritten.add(UInt64(length), ordering: .relaxed)
             return Spec.statusOK
         }
-        if file.allocate(mode: DiskImage.zeroRange | DiskImage.keepSize, offset: offset, length: length) == 0 {
+        if file.zeroRange(offset: offset, length: length) {
             counters.bytesWritten.add(UInt64(length), ordering: .relaxed)
             return Spec.statusOK
         }

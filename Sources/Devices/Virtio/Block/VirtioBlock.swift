@@ -1,16 +1,16 @@
-import Host
 import GuestMemory
 import Synchronization
 
-/// A virtio block device (VIRTIO 1.2 section 5.2) backed by a disk image file or block device.
+/// A virtio block device (VIRTIO 1.2 section 5.2) over a `BlockBackend` (Backends: a disk image
+/// file or block device).
 ///
 /// One request queue. Offers SEG_MAX, BLK_SIZE (512), FLUSH, and RO for a read-only disk or
 /// DISCARD and WRITE_ZEROES for a writable one. Requests run synchronously on the thread that
 /// calls `queueNotified` (the device's event-loop thread), reading and writing the guest's buffers
 /// in place with preadv/pwritev; nothing is allocated per request.
 ///
-/// The image is opened with O_CLOEXEC and locked with flock (exclusive, or shared when
-/// read-only) for the device's lifetime, so two VMs cannot write one disk.
+/// Backends' `init(path:readOnly:serial:)` opens the image with O_CLOEXEC and locks it with flock
+/// (exclusive, or shared when read-only) for the device's lifetime, so two VMs cannot write one disk.
 ///
 /// A guest that breaks the queue itself (see `SplitVirtqueue.brokenReason`) stops the device:
 /// `needsReset` turns true and stays true until `reset()`; the transport should then set
@@ -41,16 +41,20 @@ public final class VirtioBlock: VirtioDevice {
     public var maximumQueueSize: UInt16 { Self.queueSize }
     public var configurationSize: Int { Spec.configurationSize }
 
-    /// Opens the image at `path`. `serial` is the GET_ID answer (at most 20 bytes of UTF-8;
-    /// none answers 20 NUL bytes). Throws one line naming the problem: the file is missing, a
-    /// directory, smaller than one sector, or locked by another process.
-    public init(path: String, readOnly: Bool, serial: String? = nil) throws(VirtioDeviceError) {
-        let serialBytes = Array((serial ?? "").utf8)
-        guard serialBytes.count <= Spec.idBytes else {
+    /// Checks a GET_ID answer: at most 20 bytes of UTF-8 (none answers 20 NUL bytes).
+    public static func serialBytes(_ serial: String?) throws(VirtioDeviceError) -> [UInt8] {
+        let bytes = Array((serial ?? "").utf8)
+        guard bytes.count <= Spec.idBytes else {
             throw VirtioDeviceError("virtio-blk: serial \"\(serial ?? "")\" is longer than \(Spec.idBytes) bytes")
         }
-        let file: DiskImage
-        do { file = try DiskImage(path: path, readOnly: readOnly) } catch { throw VirtioDeviceError("virtio-blk: \(error)") }
+        return bytes
+    }
+
+    /// A disk over `file`, named `path` in messages. `serial` is the GET_ID answer (see
+    /// `serialBytes`). Throws one line naming the problem: a serial too long, storage smaller
+    /// than one sector.
+    public init(backend file: any BlockBackend, path: String, readOnly: Bool, serial: String? = nil) throws(VirtioDeviceError) {
+        let serialBytes = try Self.serialBytes(serial)
         guard file.size >= VirtioBlockSpec.sectorSize else {
             throw VirtioDeviceError("virtio-blk: \(path) is \(file.size) bytes; a disk needs at least one 512-byte sector")
         }

@@ -1,11 +1,9 @@
-import CHost
-import Glibc
 import GuestMemory
 import Synchronization
 
 /// A virtio entropy device, virtio-rng (VIRTIO 1.2 section 5.4): one request queue, no feature
 /// bits, no configuration space. Each chain's device-writable buffers are filled in place from
-/// getrandom(2), at most `requestLimit` bytes per chain; the used length is the bytes filled
+/// an `EntropySource` (Backends: getrandom(2)), at most `requestLimit` bytes per chain; the used length is the bytes filled
 /// (5.4.6). Device-readable buffers are ignored.
 ///
 /// A guest that breaks the queue stops the device: `needsReset` turns true until `reset()`, and
@@ -26,7 +24,10 @@ public final class VirtioEntropy: VirtioDevice {
     public var deviceFeatures: UInt64 { 0 }
     public var configurationSize: Int { 0 }
 
-    public init() {}
+    private let source: any EntropySource
+
+    /// A device drawing its bytes from `source`.
+    public init(source: any EntropySource) { self.source = source }
 
     /// Requests taken from the queue.
     public var requests: UInt64 { served.load(ordering: .relaxed) }
@@ -67,7 +68,7 @@ public final class VirtioEntropy: VirtioDevice {
             guard let descriptor else { break }
             guard descriptor.isWriteOnly, descriptor.length != 0 else { continue }
             let want = min(descriptor.bytes.count, Self.requestLimit - total)
-            let got = randomBytes(into: descriptor.bytes.baseAddress!, count: want)
+            let got = source.fill(UnsafeMutableRawBufferPointer(rebasing: descriptor.bytes[0..<want]))
             total += got
             if got < want { break }
         }
@@ -76,19 +77,8 @@ public final class VirtioEntropy: VirtioDevice {
     }
 }
 
-/// Fills `count` bytes at `buffer` from getrandom(2) (flags 0: the urandom source, blocking only
-/// until the kernel's pool is first initialised), retrying on EINTR and partial results. Returns
-/// the bytes filled; less than `count` only if getrandom fails outright.
-private func randomBytes(into buffer: UnsafeMutableRawPointer, count: Int) -> Int {
-    var done = 0
-    while done < count {
-        let result = chost_getrandom(buffer + done, UInt(count - done))
-        if result < 0 {
-            if errno == EINTR { continue }
-            break
-        }
-        done += Int(result)
-    }
-    return done
+/// Where virtio-rng's bytes come from.
+public protocol EntropySource: Sendable {
+    /// Fills `buffer` with random bytes; returns how many were filled (fewer only on failure).
+    func fill(_ buffer: UnsafeMutableRawBufferPointer) -> Int
 }
-

@@ -1,7 +1,5 @@
-import CHost
 import VMSpec
 import GuestMemory
-import Host
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -27,9 +25,10 @@ import Glibc
 /// frame. When the receiveq runs dry the device stops reading, leaving frames queued in the tap,
 /// until the driver posts buffers. Nothing is allocated per frame.
 ///
-/// The device's event source is a private epoll set holding the tap's fd: the event loop polls it,
-/// and the device switches the tap's input off in it while it cannot receive (not activated, or no
-/// receive buffers), so pending frames do not wake the loop over and over.
+/// The device's event source is its back end's readiness source (Backends: a private epoll set
+/// holding the tap's fd): the event loop polls it, and the device switches input off while it
+/// cannot receive (not activated, or no receive buffers), so pending frames do not wake the loop
+/// over and over.
 ///
 /// A guest that breaks a queue stops the device: `needsReset` turns true until `reset()`.
 public final class VirtioNet: VirtioDevice {
@@ -50,7 +49,7 @@ public final class VirtioNet: VirtioDevice {
         var interrupt: (any VirtioInterrupt)?
         var features: UInt64 = 0
         var needsReset = false
-        /// Whether the tap's input is switched on in `inputPoll`.
+        /// Whether the back end's input readiness is switched on.
         var inputEnabled = false
         /// The backend failed a read with something other than EAGAIN (the tap was deleted under
         /// us: its fd then polls as an error forever). Input stays off for good.
@@ -61,9 +60,7 @@ public final class VirtioNet: VirtioDevice {
 
     private let state: Mutex<State>
     private let counters = NetCounters()
-    private let backend: any VirtioNetBackend
-    /// epoll set with only the backend's fd; the event loop polls this (`eventSources`).
-    private let inputPoll: Int32
+    private let backend: any NetBackend
     private let configuration: [UInt8]
 
     /// The MAC address in the configuration space.
@@ -81,33 +78,18 @@ public final class VirtioNet: VirtioDevice {
         | Spec.featureChecksum | Spec.featureHostTSO4 | Spec.featureHostTSO6 | Spec.featureHostECN
         | Spec.featureGuestChecksum | Spec.featureGuestTSO4 | Spec.featureGuestTSO6 | Spec.featureGuestECN
 
-    /// Attaches to tap `name`, or creates it when it does not exist and we run as root (then it
-    /// is removed when the device goes away). `mac` is the guest's address (6 bytes, unicast);
-    /// nil picks a random locally administered one. Throws one line naming the problem.
-    public convenience init(tap name: String, mac: [UInt8]? = nil) throws(VirtioDeviceError) {
-        let tap: VirtioNetTap
-        do { tap = try VirtioNetTap(name: name) } catch { throw VirtioDeviceError("virtio-net: \(error.message)") }
-        try self.init(backend: tap, mac: mac, name: name, created: tap.created)
-    }
-
-    /// A device over any backend (tests use a datagram socket).
-    init(backend: any VirtioNetBackend, mac: [UInt8]?, name: String = "", created: Bool = false) throws(VirtioDeviceError) {
+    /// A device over `backend` (Backends' tap, or a test's). `mac` is the guest's address (6
+    /// bytes, unicast); nil picks a random locally administered one. `name` and `created` describe
+    /// the interface for reports. Throws one line naming the problem.
+    public init(backend: any NetBackend, mac: [UInt8]?, name: String = "", created: Bool = false) throws(VirtioDeviceError) {
         let address = mac ?? MACAddress.random().bytes
         guard address.count == 6 else { throw VirtioDeviceError("virtio-net: a MAC address has 6 bytes, not \(address.count)") }
         guard address[0] & 1 == 0 else {
             throw VirtioDeviceError("virtio-net: MAC \(MACAddress(bytes: address).map(\.description) ?? "\(address)") is a multicast address")
         }
-        let poll = chost_epoll_create()
-        guard poll >= 0 else { throw VirtioDeviceError("virtio-net: epoll_create1: \(HostError.text(errno: errno))") }
-        // Registered switched off: nothing may wake the loop before the driver activates us.
-        guard chost_epoll_add_input(poll, backend.descriptor, 0) == 0,
-              chost_epoll_set_input(poll, backend.descriptor, 0, 0) == 0 else {
-            let e = errno
-            close(poll)
-            throw VirtioDeviceError("virtio-net: epoll_ctl: \(HostError.text(errno: e))")
-        }
+        // Input starts switched off: nothing may wake the loop before the driver activates us.
+        backend.setInputEnabled(false)
         self.backend = backend
-        inputPoll = poll
         self.mac = address
         interfaceName = name
         createdInterface = created
@@ -121,10 +103,7 @@ public final class VirtioNet: VirtioDevice {
         state = Mutex(State(receiveBuffers: NetReceiveBuffers(), transmitVectors: NetTransmitVectors(capacity: Self.transmitVectorCapacity)))
     }
 
-    deinit {
-        close(inputPoll)
-        // `backend` closes its fd when released: a tap we created (not persistent) goes with it.
-    }
+    // `backend` closes its tap when released: a tap it created (not persistent) goes with it.
 
     // MARK: Counters (cheap, lock-free reads)
 
@@ -153,16 +132,15 @@ public final class VirtioNet: VirtioDevice {
     /// writable only through the legacy interface, 5.1.4.3): writes are ignored.
     public func writeConfiguration(offset: Int, data: UnsafeRawBufferPointer) {}
 
-    public var eventSources: [Int32] { [inputPoll] }
+    public var eventSources: [Int32] { [backend.readinessSource] }
 
     public func activate(features: UInt64, memory: GuestMemory, queues: [SplitVirtqueue?],
                          interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
         // Tell the tap what the guest accepts before any frame can reach it (5.1.6.4: the device
         // sets NEEDS_CSUM or a gso_type only when the matching GUEST_ feature was negotiated).
         let offloads = Spec.tapOffloads(forGuestFeatures: features)
-        let error = backend.setReceiveOffloads(offloads)
-        guard error == 0 else {
-            throw VirtioDeviceError("virtio-net: TUNSETOFFLOAD \(offloads): \(HostError.text(errno: error))")
+        if let error = backend.setReceiveOffloads(offloads) {
+            throw VirtioDeviceError("virtio-net: TUNSETOFFLOAD \(offloads): \(error)")
         }
         // The transport hands the queues over for good on DRIVER_OK and does not touch them again
         // (the VirtioDevice contract), so moving them into the lock is a real transfer; the
@@ -194,7 +172,7 @@ public final class VirtioNet: VirtioDevice {
         }
     }
 
-    /// The tap has frames (the private epoll set is readable).
+    /// The back end has frames (its readiness source is readable).
     public func eventSourceReady(_ index: Int) {
         let interrupt = state.withLock { state in receive(&state) }
         interrupt?.signalUsedBuffers(queue: Self.receiveQueue)
@@ -219,7 +197,7 @@ public final class VirtioNet: VirtioDevice {
     private func setInput(_ enabled: Bool, _ state: inout State) {
         let enabled = enabled && !state.backendFailed
         guard state.inputEnabled != enabled else { return }
-        _ = chost_epoll_set_input(inputPoll, backend.descriptor, 0, enabled ? 1 : 0)
+        backend.setInputEnabled(enabled)
         state.inputEnabled = enabled
     }
 
@@ -273,8 +251,8 @@ public final class VirtioNet: VirtioDevice {
             let vectorCount = mergeable ? buffers.vectorCount : buffers.vectors(0)
             let capacity = mergeable ? buffers.byteCount : buffers.bytes(0)
             let length = backend.receive(buffers.vectors, count: vectorCount)
-            if length == -Int(EAGAIN) { break }  // no frame waiting
-            if length <= 0 {
+            if length == 0 { break }  // no frame waiting
+            if length < 0 {
                 // A level-triggered error would wake the loop again at once, forever: stop
                 // reading from this backend. Transmit keeps trying (and counts its drops).
                 state.backendFailed = true

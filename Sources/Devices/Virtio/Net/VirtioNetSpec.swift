@@ -1,6 +1,6 @@
 /// Constants of the virtio network device (VIRTIO 1.2 section 5.1) and of the Linux tap
 /// interface behind it.
-enum VirtioNetSpec {
+public enum VirtioNetSpec {
     // MARK: Feature bits (5.1.3)
 
     /// Device handles packets with partial checksum (the driver may send NEEDS_CSUM).
@@ -37,7 +37,7 @@ enum VirtioNetSpec {
 
     /// struct virtio_net_hdr with num_buffers: with VIRTIO_F_VERSION_1 the header always has it,
     /// mergeable buffers or not (5.1.6.1), so it is 12 bytes either way.
-    static let headerSize = 12
+    public static let headerSize = 12
     /// Offset of le16 num_buffers in the header.
     static let numBuffersOffset = 10
     /// Largest Ethernet frame: a 64 KiB GSO packet plus Ethernet and VLAN headers (what the
