@@ -31,7 +31,7 @@ public final class HvtTender: @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
     /// The signal `requestStop` was given (0: none), so `run` can report it.
     private let stopSignal = Atomic<Int32>(0)
-    private let runner = Mutex<pthread_t?>(nil)
+    private let runner = Mutex<ThreadHandle?>(nil)
     let pauseGate = PauseGate()
     /// vCPU exits by reason (each hypercall is a port-I/O exit), for metrics.
     public let exitCounters = ExitCounters()
@@ -241,9 +241,9 @@ public final class HvtTender: @unchecked Sendable {
     public func run() -> Int32 {
         // Signals are taken synchronously by this thread; the vCPU thread inherits the mask, so
         // only our kick signal ever interrupts it.
-        var signals = StopSignals()
+        let signals = StopSignals()
 
-        let main = pthread_self()
+        let main = ThreadHandle.current
         runner.withLock { $0 = main }
         let status = Atomic<Int32>(1)
         let ioThread: VCPUThread?
@@ -259,7 +259,7 @@ public final class HvtTender: @unchecked Sendable {
                 status.store(debuggedRun(), ordering: .sequentiallyConsistent)
                 // No kick may reach this thread once it is gone (the ring thread outlives it).
                 vcpu.detachFromCurrentThread()
-                pthread_kill(main, StopSignals.finished)
+                main.send(StopSignals.finished)
             }
         } catch {
             log.error(error.message)
@@ -310,7 +310,7 @@ public final class HvtTender: @unchecked Sendable {
     public func requestStop(signal: Int32) {
         stopSignal.store(signal, ordering: .sequentiallyConsistent)
         pauseGate.release()
-        runner.withLock { thread in if let thread { pthread_kill(thread, signal) } }
+        runner.withLock { $0?.send(signal) }
     }
 
     /// The signal a stop was requested with, or nil.

@@ -50,6 +50,7 @@ public final class LinuxVM: @unchecked Sendable {
     let bus = IOBus()
     let mmio = MMIOBus()
     let serial: Serial16550
+    let serialInput: SerialInput
     let virtio: VirtioHub
     let control = RunControl()
     let pauseGate = PauseGate()
@@ -120,10 +121,13 @@ public final class LinuxVM: @unchecked Sendable {
 
         // Devices on the port-I/O bus.
         let sink = console.sink
-        serial = Serial16550(interrupt: KVMInterruptLine(machine: machine, line: 4)) { byte in
-            var b = byte
-            withUnsafeBytes(of: &b) { sink.write($0) }
-        }
+        do {
+            serialInput = try SerialInput(interrupt: KVMInterruptLine(machine: machine, line: 4)) { byte in
+                var b = byte
+                withUnsafeBytes(of: &b) { sink.write($0) }
+            }
+        } catch { throw VMMError(.host, "serial console: \(error)") }
+        serial = serialInput.serial
         i8042 = I8042(keyboardInterrupt: KVMInterruptLine(machine: machine, line: 1), onReset: { [control] in control.finish(.rebooted) })
         do {
             try bus.register(serial, base: 0x3F8, length: 8)
@@ -281,21 +285,17 @@ public final class LinuxVM: @unchecked Sendable {
 
     /// Runs the VM until it powers off, reboots, fails, or a signal arrives.
     public func run() -> LinuxVMOutcome {
-        var signals = StopSignals()
-        control.mainThread = pthread_self()
+        let signals = StopSignals()
+        control.mainThread = .current
 
         let input: ConsoleInput?
         switch console {
         case .stdio:
-            input = ConsoleInput(serial: serial) { [control] in control.finish(.stopped(signal: SIGINT)) }
+            input = ConsoleInput(input: serialInput) { [control] in control.finish(.stopped(signal: SIGINT)) }
             input?.start()
         case .socket(let socket):
             input = nil
-            let serial = self.serial
-            socket.startInput { bytes in
-                while !serial.wantsInput { usleep(1000) }
-                serial.enqueueInput(bytes)
-            }
+            socket.startInput { [serialInput] bytes in serialInput.feed(bytes) }
         }
         defer { input?.restoreTerminal() }
 
@@ -376,7 +376,7 @@ public final class LinuxVM: @unchecked Sendable {
                 i8042.repeatKeyboardInterrupt()
                 retry = now + .milliseconds(50)
             }
-            usleep(1000)
+            Clock.sleep(milliseconds: 1)
         }
         return true
     }
@@ -464,7 +464,7 @@ public final class LinuxVM: @unchecked Sendable {
 final class RunControl: @unchecked Sendable {
     private let state = Mutex<LinuxVMOutcome?>(nil)
     /// Set by `run()` before any vCPU starts.
-    var mainThread: pthread_t?
+    var mainThread: ThreadHandle?
 
     var outcome: LinuxVMOutcome? { state.withLock { $0 } }
 
@@ -474,6 +474,6 @@ final class RunControl: @unchecked Sendable {
             current = result
             return true
         }
-        if first, let main = mainThread { pthread_kill(main, StopSignals.finished) }
+        if first, let main = mainThread { main.send(StopSignals.finished) }
     }
 }
