@@ -52,11 +52,15 @@ public final class LinuxVM: @unchecked Sendable {
     let serial: Serial16550
     let serialInput: SerialInput
     let virtio: VirtioHub
-    let control = RunControl()
-    let pauseGate = PauseGate()
+    let control: RunControl
+    /// The lifecycle every guest kind shares: state, pause gate, counters, stop signalling.
+    let lifecycle: VMLifecycle
+    var pauseGate: PauseGate { lifecycle.pauseGate }
     let i8042: I8042
     /// vCPU exits by reason, for metrics.
-    public let exitCounters = ExitCounters()
+    public var exitCounters: ExitCounters { lifecycle.exitCounters }
+    /// Where the VM is in its life.
+    public var state: VMState { lifecycle.state }
     private let console: VMConsole
     private var devices: [(id: String, device: any VirtioDevice)] = []
     private let log: VMMLog
@@ -73,6 +77,9 @@ public final class LinuxVM: @unchecked Sendable {
                 kernelBytes: [UInt8]? = nil, logSink: VMMLogSink? = nil) throws(VMMError) {
         self.config = config
         self.console = console
+        let lifecycle = VMLifecycle()
+        self.lifecycle = lifecycle
+        control = RunControl(lifecycle: lifecycle)
         log = VMMLog(level: logLevel, sink: logSink)
         guard config.cpus >= 1 else { throw VMMError(.configuration, "\(config.source.cpus(config.cpus)): must be at least 1") }
         guard config.memoryBytes >= LinuxConfig.minimumMemory else {
@@ -285,8 +292,7 @@ public final class LinuxVM: @unchecked Sendable {
 
     /// Runs the VM until it powers off, reboots, fails, or a signal arrives.
     public func run() -> LinuxVMOutcome {
-        let signals = StopSignals()
-        control.mainThread = .current
+        let signals = lifecycle.beginRun()
 
         let input: ConsoleInput?
         switch console {
@@ -302,26 +308,20 @@ public final class LinuxVM: @unchecked Sendable {
         do { try virtio.start() } catch {
             control.finish(.failed(error.message))
         }
-        var threads: [VCPUThread] = []
-        for vcpu in vcpus {
-            do {
-                threads.append(try VCPUThread(name: "vcpu\(vcpu.index)") { [self] in
-                    vcpu.attachToCurrentThread()
-                    if let result = exitLoop(vcpu) { control.finish(result) }
-                })
-            } catch {
-                control.finish(.failed(error.message))
-                break
-            }
+        let started = lifecycle.startVCPUs(vcpus) { [self] vcpu in
+            if let result = exitLoop(vcpu) { control.finish(result) }
         }
+        if let failure = started.failure { control.finish(.failed(failure.message)) }
         while control.outcome == nil {
             let signal = signals.wait()
             if signal != StopSignals.finished { control.finish(.stopped(signal: signal)) }
         }
-        pauseGate.release()
-        for vcpu in vcpus { vcpu.kick() }
-        for t in threads { t.join() }
         let result = control.outcome ?? .failed("no outcome")
+        if case .failed = result {
+            lifecycle.stopVCPUs(vcpus, threads: started.threads, final: .crashed)
+        } else {
+            lifecycle.stopVCPUs(vcpus, threads: started.threads, final: .stopped)
+        }
         if case .failed(let message) = result { log.error(message) }
         return result
     }
@@ -336,17 +336,14 @@ public final class LinuxVM: @unchecked Sendable {
         pauseGate.release()
     }
 
-    /// Parks every vCPU outside the guest; returns once none runs guest code. Devices keep
-    /// their host-side I/O going (as in Firecracker); the guest sees time jump on resume.
+    /// Parks every vCPU outside the guest; returns once none runs guest code (`VMLifecycle.pause`).
     public func pause() throws(VMMError) {
         guard control.outcome == nil else { throw VMMError(.configuration, "the VM is not running") }
-        pauseGate.requestPause()
-        for vcpu in vcpus { vcpu.kick() }
-        guard pauseGate.waitUntilParked(count: vcpus.count) else { throw VMMError(.configuration, "the VM stopped while pausing") }
+        try lifecycle.pause(vcpus)
     }
 
     /// Lets the vCPUs run again.
-    public func resume() { pauseGate.resume() }
+    public func resume() { lifecycle.resume() }
 
     /// Presses Ctrl+Alt+Del on the i8042 keyboard: a Linux guest reboots (and the VM ends).
     /// One scan code at a time, each with its own IRQ 1, waiting for the guest to read it before
@@ -461,10 +458,11 @@ public final class LinuxVM: @unchecked Sendable {
 
 /// How a run ends, shared by devices, vCPU threads and the main thread: the first outcome wins,
 /// and recording it wakes the main thread (SIGUSR1), which stops the vCPUs.
-final class RunControl: @unchecked Sendable {
+final class RunControl: Sendable {
     private let state = Mutex<LinuxVMOutcome?>(nil)
-    /// Set by `run()` before any vCPU starts.
-    var mainThread: ThreadHandle?
+    private let lifecycle: VMLifecycle
+
+    init(lifecycle: VMLifecycle) { self.lifecycle = lifecycle }
 
     var outcome: LinuxVMOutcome? { state.withLock { $0 } }
 
@@ -474,6 +472,10 @@ final class RunControl: @unchecked Sendable {
             current = result
             return true
         }
-        if first, let main = mainThread { main.send(StopSignals.finished) }
+        if first { lifecycle.wakeRunner() }
     }
+}
+
+extension LinuxVM: VirtualMachine {
+    public func runToExitStatus() -> Int32 { run().exitStatus }
 }
