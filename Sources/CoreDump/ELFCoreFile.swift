@@ -115,9 +115,7 @@ public struct ELFCoreFile {
     /// page is read).
     static func residentPages(_ memory: UnsafeRawBufferPointer, count: Int) -> [Bool]? {
         guard let base = memory.baseAddress, Int(bitPattern: base) % pageSize == 0, count > 0 else { return nil }
-        var vector = [UInt8](repeating: 0, count: count)
-        let ok = vector.withUnsafeMutableBufferPointer { mincore(UnsafeMutableRawPointer(mutating: base), memory.count, $0.baseAddress) == 0 }
-        return ok ? vector.map { $0 & 1 != 0 } : nil
+        return Memory.residentPages(base, memory.count)
     }
 
     static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {

@@ -1,3 +1,4 @@
+import Host
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,18 +20,17 @@ public final class GuestMemoryRegion: @unchecked Sendable {
             throw .invalidLayout("region at \(base) of size \(size)")
         }
         let slack = hugePages ? Int(Self.hugePageSize) : 0
-        let p = mmap(nil, Int(size) + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let p, p != MAP_FAILED else { throw .allocationFailed(size: size, errno: errno) }
+        guard let p = Memory.mapAnonymous(Int(size) + slack) else { throw .allocationFailed(size: size, errno: errno) }
         var start = p
         if hugePages {
             // Trim the mapping to a 2 MiB-aligned start so guest and host huge pages line up.
             let address = UInt(bitPattern: p)
             let aligned = (address + UInt(slack) - 1) & ~(UInt(slack) - 1)
             let head = Int(aligned - address)
-            if head > 0 { munmap(p, head) }
-            if slack - head > 0 { munmap(p + head + Int(size), slack - head) }
+            if head > 0 { Memory.unmap(p, head) }
+            if slack - head > 0 { Memory.unmap(p + head + Int(size), slack - head) }
             start = p + head
-            _ = madvise(start, Int(size), MADV_HUGEPAGE)
+            Memory.adviseHugePages(start, Int(size))
         }
         self.base = base
         self.size = size
@@ -50,7 +50,7 @@ public final class GuestMemoryRegion: @unchecked Sendable {
     }
 
     deinit {
-        if ownsMapping { munmap(host, Int(size)) }
+        if ownsMapping { Memory.unmap(host, Int(size)) }
     }
 
     /// The end address (exclusive); cannot overflow, checked at init.

@@ -1,4 +1,6 @@
+import Host
 import KVM
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,8 +10,7 @@ public final class VCPU: @unchecked Sendable {
     public let index: Int
     let kvm: KVMVCPU
     /// The thread that runs this vCPU, recorded by `attachToCurrentThread()`, for kicks.
-    private var thread: pthread_t?
-    private let threadLock = PThreadMutex()
+    private let thread = Mutex<ThreadHandle?>(nil)
 
     init(_ kvm: KVMVCPU, index: Int) {
         self.kvm = kvm
@@ -99,26 +100,21 @@ public final class VCPU: @unchecked Sendable {
         VCPUKick.installHandler()
         // A parent process may have left the kick signal blocked; a blocked kick never interrupts
         // KVM_RUN, so unblock it for this thread whatever mask we inherited.
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, VCPUKick.signal)
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        threadLock.locked { thread = pthread_self() }
+        Signals.unblock([VCPUKick.signal])
+        thread.withLock { $0 = .current }
     }
 
     /// Forgets the thread `attachToCurrentThread` recorded: call it last on the vCPU thread, so a
     /// later `kick` from another thread signals no thread that has ended.
     public func detachFromCurrentThread() {
-        threadLock.locked { thread = nil }
+        thread.withLock { $0 = nil }
     }
 
     /// Stops the vCPU: its current or next `run()` returns `.kicked`. Safe from any thread.
     /// immediate_exit covers the window before KVM_RUN; the signal covers a vCPU inside the guest.
     public func kick() {
         kvm.requestImmediateExit()
-        threadLock.locked {
-            if let thread { pthread_kill(thread, VCPUKick.signal) }
-        }
+        thread.withLock { $0?.send(VCPUKick.signal) }
     }
 
     /// Clears a kick that arrived after the last exit (the loop decided to keep running).
@@ -129,34 +125,7 @@ public final class VCPU: @unchecked Sendable {
 /// so the ioctl returns EINTR.
 enum VCPUKick {
     static let signal = SIGUSR2
-    private static let once: Void = {
-        var action = sigaction()
-        action.__sigaction_handler.sa_handler = { _ in }
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = 0
-        sigaction(signal, &action, nil)
-    }()
+    private static let once: Void = Signals.installInterruptingNoOp(signal)
 
     static func installHandler() { _ = once }
-}
-
-/// A minimal pthread mutex (Foundation-free; the VMM process keeps Foundation out).
-final class PThreadMutex: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
-    }
 }

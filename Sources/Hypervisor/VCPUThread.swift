@@ -1,7 +1,5 @@
-import KVM
-#if canImport(Glibc)
-import Glibc
-#endif
+import Host
+import Synchronization
 
 /// Lifecycle of a vCPU thread: created → running → (paused ↔ running) → stopped.
 public enum VCPURunState: Equatable, Sendable {
@@ -11,40 +9,27 @@ public enum VCPURunState: Equatable, Sendable {
 /// Runs a vCPU loop on its own named OS thread. KVM_RUN blocks, so vCPUs never run on Swift
 /// concurrency's cooperative pool.
 public final class VCPUThread: @unchecked Sendable {
-    private let lock = PThreadMutex()
-    private var _state: VCPURunState = .created
-    private var handle: pthread_t?
+    private let state_ = Mutex<VCPURunState>(.created)
+    private let thread: HostThread
     public let name: String
 
     /// Starts `body` on a new thread named `name` (at most 15 characters are shown by the kernel).
     public init(name: String, body: @escaping @Sendable () -> Void) throws(HypervisorError) {
         self.name = name
-        final class Box { let body: () -> Void; let name: String; init(_ b: @escaping () -> Void, _ n: String) { body = b; name = n } }
-        let context = Unmanaged.passRetained(Box(body, name)).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            setCurrentThreadName(box.name)
-            box.body()
-            return nil
-        }, context)
-        guard rc == 0 else {
-            Unmanaged<Box>.fromOpaque(context).release()
-            throw HypervisorError(.kernel, "cannot start thread \(name): error \(rc)")
+        do { thread = try HostThread(name: name, body: body) } catch {
+            throw HypervisorError(.kernel, "cannot start thread \(name): \(HostError.text(errno: error.errno))")
         }
-        handle = thread
-        _state = .running
+        state_.withLock { $0 = .running }
     }
 
-    public var state: VCPURunState { lock.locked { _state } }
+    public var state: VCPURunState { state_.withLock { $0 } }
 
     /// Records a state change made by the loop itself (e.g. paused, stopped).
-    public func transition(to state: VCPURunState) { lock.locked { _state = state } }
+    public func transition(to state: VCPURunState) { state_.withLock { $0 = state } }
 
     /// Waits for the thread to finish.
     public func join() {
-        guard let h = lock.locked({ handle }) else { return }
-        pthread_join(h, nil)
-        lock.locked { handle = nil; _state = .stopped }
+        thread.join()
+        state_.withLock { $0 = .stopped }
     }
 }

@@ -7,8 +7,3 @@ import CKVM
 @inline(__always) func ckvmIoctlValue(_ fd: Int32, _ request: UInt, _ value: UInt) -> Int32 {
     ckvm_ioctl_val(fd, request, value)
 }
-
-/// Names the calling OS thread as `ps -L`/`top -H` show it (the kernel keeps 15 characters).
-public func setCurrentThreadName(_ name: String) {
-    _ = ckvm_set_thread_name(String(name.prefix(15)))
-}

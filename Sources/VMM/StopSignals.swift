@@ -1,3 +1,4 @@
+import Host
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,23 +15,12 @@ public struct StopSignals {
     public static func blockEarly() { _ = StopSignals() }
 
     static let finished = SIGUSR1
-    private var set = sigset_t()
+    private let waiter: SignalWaiter
 
     /// Blocks the signals in the calling thread (call before starting vCPU threads) and resets an
-    /// inherited SIG_IGN, which would make them vanish before `sigwait` could see them.
-    init() {
-        sigemptyset(&set)
-        for s in [SIGINT, SIGTERM, SIGHUP, Self.finished] {
-            sigaddset(&set, s)
-            signal(s, SIG_DFL)
-        }
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-    }
+    /// inherited SIG_IGN, which would make them vanish before `wait` could see them.
+    init() { waiter = SignalWaiter([SIGINT, SIGTERM, SIGHUP, Self.finished]) }
 
     /// Waits for the next one and returns it.
-    mutating func wait() -> Int32 {
-        var received: Int32 = 0
-        while sigwait(&set, &received) != 0 {}
-        return received
-    }
+    func wait() -> Int32 { waiter.wait() }
 }

@@ -16,19 +16,18 @@ struct GuestCoreDump {
     /// Checks that `directory` is a folder we can create files in (solo5-hvt-debug's checks,
     /// with its words).
     init(directory: String) throws(VMMError) {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw VMMError(.configuration, "dumpcore: cannot open dir '\(directory)': \(HostError.text(errno: errno))")
+        do { _ = try FileSystem.openDirectory(directory) } catch {
+            throw VMMError(.configuration, "dumpcore: cannot open dir '\(directory)': \(HostError.text(errno: error.errno))")
         }
-        close(fd)
-        guard access(directory, W_OK) == 0 else {
+        // access(2) leaves errno set when it refuses: read at once, it names why.
+        guard FileSystem.isWritable(directory) else {
             throw VMMError(.configuration, "dumpcore: dir not writable '\(directory)': \(HostError.text(errno: errno))")
         }
         self.directory = directory
     }
 
     /// The core file's name, as solo5-hvt-debug names it (scripts look for it).
-    static func fileName(pid: Int32 = getpid()) -> String { "core.solo5-hvt.\(pid)" }
+    static func fileName(pid: Int32 = CurrentProcess.id) -> String { "core.solo5-hvt.\(pid)" }
 
     /// Solo5's trap frame (`struct x86_trap_regs`), which a guest's PANIC passes as HALT's cookie:
     /// cr2, error code, then the CPU's interrupt frame rip, cs, rflags, rsp, ss.
@@ -71,16 +70,15 @@ struct GuestCoreDump {
                                memory: UnsafeRawBufferPointer(start: region.host, count: Int(region.size)))
         log.warn("dumpcore: dumping guest core to: \(final)")
         do {
-            let file = try FileDescriptor.open(temporary, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW)
-            fchmod(file.rawValue, 0o600)
+            let file = try FileDescriptor.open(temporary, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600)
             do {
                 let pages = try core.write(to: file)
                 try file.syncData()
-                guard rename(temporary, final) == 0 else { throw HostError("rename to \(final)", errno: errno) }
+                try FileSystem.rename(temporary, to: final)
                 log.warn("dumpcore: dumped \(pages.written) pages of total \(pages.total) pages")
                 return true
             } catch {
-                unlink(temporary)
+                FileSystem.removeIfPresent([temporary])
                 throw error
             }
         } catch {

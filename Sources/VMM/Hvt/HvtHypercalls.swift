@@ -66,9 +66,7 @@ final class HvtHypercalls {
         switch number {
         case .walltime:
             let a = try argument(address, 8, "WALLTIME")
-            var ts = timespec()
-            clock_gettime(CLOCK_REALTIME, &ts)
-            a.storeBytes(of: UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec), toByteOffset: 0, as: UInt64.self)
+            a.storeBytes(of: Clock.realtimeNanoseconds(), toByteOffset: 0, as: UInt64.self)
 
         case .puts:
             let a = try argument(address, 16, "PUTS")

@@ -31,10 +31,15 @@ public final class HvtTender: @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
     /// The signal `requestStop` was given (0: none), so `run` can report it.
     private let stopSignal = Atomic<Int32>(0)
-    private let runner = Mutex<pthread_t?>(nil)
-    let pauseGate = PauseGate()
+    /// The lifecycle every guest kind shares: state, pause gate, counters, stop signalling.
+    let lifecycle = VMLifecycle()
+    var pauseGate: PauseGate { lifecycle.pauseGate }
     /// vCPU exits by reason (each hypercall is a port-I/O exit), for metrics.
-    public let exitCounters = ExitCounters()
+    public var exitCounters: ExitCounters { lifecycle.exitCounters }
+    /// Where the VM is in its life.
+    public var state: VMState { lifecycle.state }
+    /// Set when the run ended in a fault (the VM crashed rather than stopped).
+    private let crashed = Atomic<Bool>(false)
     private let log: VMMLog
     /// Guest RAM (without the ring), what a core dump holds.
     private let ram: GuestMemory
@@ -241,28 +246,24 @@ public final class HvtTender: @unchecked Sendable {
     public func run() -> Int32 {
         // Signals are taken synchronously by this thread; the vCPU thread inherits the mask, so
         // only our kick signal ever interrupts it.
-        var signals = StopSignals()
-
-        let main = pthread_self()
-        runner.withLock { $0 = main }
+        let signals = lifecycle.beginRun()
         let status = Atomic<Int32>(1)
         let ioThread: VCPUThread?
         do { ioThread = try startRingThread() } catch {
             log.error(error.message)
+            lifecycle.stopVCPUs([], threads: [], final: .crashed)
             return 1
         }
         defer { stopRingThread(ioThread) }
-        let thread: VCPUThread
-        do {
-            thread = try VCPUThread(name: "vcpu0") { [self] in
-                vcpu.attachToCurrentThread()
-                status.store(debuggedRun(), ordering: .sequentiallyConsistent)
-                // No kick may reach this thread once it is gone (the ring thread outlives it).
-                vcpu.detachFromCurrentThread()
-                pthread_kill(main, StopSignals.finished)
-            }
-        } catch {
-            log.error(error.message)
+        // The vCPU is detached before its thread ends: the ring thread, which outlives it, may
+        // still kick it.
+        let started = lifecycle.startVCPUs([vcpu]) { [self] _ in
+            status.store(debuggedRun(), ordering: .sequentiallyConsistent)
+            lifecycle.wakeRunner()
+        }
+        if let failure = started.failure {
+            log.error(failure.message)
+            lifecycle.stopVCPUs([], threads: [], final: .crashed)
             return 1
         }
         let signal = signals.wait()
@@ -271,12 +272,11 @@ public final class HvtTender: @unchecked Sendable {
             _ = stopSignal.compareExchange(expected: 0, desired: signal, ordering: .sequentiallyConsistent)
             log.error("Exiting on signal \(signal)")
             stopRequested.store(true, ordering: .sequentiallyConsistent)
-            pauseGate.release()
-            vcpu.kick()
-            thread.join()
+            lifecycle.stopVCPUs([vcpu], threads: started.threads, final: .stopped)
             return signal == SIGHUP ? 128 + SIGHUP : 1
         }
-        thread.join()
+        lifecycle.stopVCPUs([vcpu], threads: started.threads,
+                            final: crashed.load(ordering: .sequentiallyConsistent) ? .crashed : .stopped)
         return status.load(ordering: .sequentiallyConsistent)
     }
 
@@ -310,7 +310,7 @@ public final class HvtTender: @unchecked Sendable {
     public func requestStop(signal: Int32) {
         stopSignal.store(signal, ordering: .sequentiallyConsistent)
         pauseGate.release()
-        runner.withLock { thread in if let thread { pthread_kill(thread, signal) } }
+        lifecycle.signalRunner(signal)
     }
 
     /// The signal a stop was requested with, or nil.
@@ -320,14 +320,10 @@ public final class HvtTender: @unchecked Sendable {
     }
 
     /// Parks the vCPU outside the guest; returns once it runs no guest code.
-    public func pause() throws(VMMError) {
-        pauseGate.requestPause()
-        vcpu.kick()
-        guard pauseGate.waitUntilParked(count: 1) else { throw VMMError(.configuration, "the VM stopped while pausing") }
-    }
+    public func pause() throws(VMMError) { try lifecycle.pause([vcpu]) }
 
     /// Lets the vCPU run again.
-    public func resume() { pauseGate.resume() }
+    public func resume() { lifecycle.resume() }
 
     /// Per-device counters, in manifest order.
     public var deviceStatistics: [DeviceStatistics] {
@@ -430,6 +426,20 @@ public final class HvtTender: @unchecked Sendable {
             if let s = try? vcpu.specialRegisters() { line += " cr2=0x\(String(s.cr2, radix: 16))" }
         }
         log.error(line)
+        crashed.store(true, ordering: .sequentiallyConsistent)
         return 1
+    }
+}
+
+extension HvtTender: VirtualMachine {
+    /// `run`'s status, except 128+N after a stop requested with signal N (as `swiftlet run`).
+    public func runToExitStatus() -> Int32 {
+        let status = run()
+        if let signal = requestedStopSignal { return 128 + signal }
+        return status
+    }
+
+    public func sendCtrlAltDel() throws(VMMError) {
+        throw VMMError(.configuration, "SendCtrlAltDel needs a keyboard; a Solo5 unikernel has none")
     }
 }

@@ -1,43 +1,56 @@
 import Devices
-import Hypervisor
-import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
+import Host
+
+/// The guest's serial input, fed by a console thread (stdin or a console socket's client). While
+/// the UART's receive queue is full the thread sleeps on an eventfd the UART signals when the
+/// guest has drained it (`Serial16550.onInputSpace`), instead of polling.
+final class SerialInput: Sendable {
+    let serial: Serial16550
+    private let space: EventFD
+
+    /// A 16550 on `interrupt` whose output goes to `output`, with its input side.
+    init(interrupt: any InterruptLine, output: @escaping @Sendable (UInt8) -> Void) throws(HostError) {
+        let space = try EventFD()
+        self.space = space
+        serial = Serial16550(interrupt: interrupt, onInputSpace: { space.signal() }, output: output)
+    }
+
+    /// Queues `bytes` for the guest once its receive queue has room.
+    func feed(_ bytes: [UInt8]) {
+        while !serial.wantsInput {
+            // The timeout only guards against a wake-up the UART never sends (a FIFO reset).
+            _ = space.waitReadable(or: space, timeoutMilliseconds: 200)
+            _ = space.drain()
+        }
+        serial.enqueueInput(bytes)
+    }
+}
 
 /// Feeds the host's stdin to the guest's serial port. On a TTY it switches the terminal to raw
 /// mode (so Ctrl-C reaches the guest) and watches for the escape Ctrl-A x, which stops the VM;
 /// `restoreTerminal()` puts the terminal back.
 final class ConsoleInput: @unchecked Sendable {
-    private let serial: Serial16550
+    private let input: SerialInput
     private let onEscape: @Sendable () -> Void
-    private var saved: termios?
-    private let isTTY = isatty(0) == 1
+    private let terminal = Terminal(descriptor: 0)
 
-    init(serial: Serial16550, onEscape: @escaping @Sendable () -> Void) {
-        self.serial = serial
+    init(input: SerialInput, onEscape: @escaping @Sendable () -> Void) {
+        self.input = input
         self.onEscape = onEscape
     }
 
     func start() {
-        if isTTY {
-            var t = termios()
-            if tcgetattr(0, &t) == 0 {
-                saved = t
-                cfmakeraw(&t)
-                t.c_oflag |= tcflag_t(OPOST) // keep "\n" -> "\r\n" on output
-                tcsetattr(0, TCSANOW, &t)
-            }
-        }
-        let serial = self.serial, onEscape = self.onEscape, tty = isTTY
+        terminal?.enterRawMode(keepOutputProcessing: true) // keep "\n" -> "\r\n" on output
+        guard let stdin = try? FileDescriptor.duplicate(standardStream: 0) else { return }
+        let input = self.input, onEscape = self.onEscape, tty = terminal != nil
         // A detached reader; the process exits when the VM ends, which ends it too.
-        _ = try? VCPUThread(name: "console") {
+        _ = try? HostThread(name: "console") {
             var buffer = [UInt8](repeating: 0, count: 512)
             var escape = false
             while true {
-                let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
+                // End of input, or an error: nothing more will come.
+                let n = buffer.withUnsafeMutableBytes { (try? stdin.read(into: $0)) ?? 0 }
+                guard n > 0 else { return }
                 var out: [UInt8] = []
                 out.reserveCapacity(n)
                 for b in buffer[0..<n] {
@@ -51,13 +64,10 @@ final class ConsoleInput: @unchecked Sendable {
                     }
                     out.append(b)
                 }
-                while !serial.wantsInput { usleep(1000) }
-                serial.enqueueInput(out)
+                input.feed(out)
             }
         }
     }
 
-    func restoreTerminal() {
-        if var t = saved { tcsetattr(0, TCSANOW, &t) }
-    }
+    func restoreTerminal() { terminal?.restore() }
 }

@@ -51,12 +51,17 @@ public final class LinuxVM: @unchecked Sendable {
     let bus = IOBus()
     let mmio = MMIOBus()
     let serial: Serial16550
+    let serialInput: SerialInput
     let virtio: VirtioHub
-    let control = RunControl()
-    let pauseGate = PauseGate()
+    let control: RunControl
+    /// The lifecycle every guest kind shares: state, pause gate, counters, stop signalling.
+    let lifecycle: VMLifecycle
+    var pauseGate: PauseGate { lifecycle.pauseGate }
     let i8042: I8042
     /// vCPU exits by reason, for metrics.
-    public let exitCounters = ExitCounters()
+    public var exitCounters: ExitCounters { lifecycle.exitCounters }
+    /// Where the VM is in its life.
+    public var state: VMState { lifecycle.state }
     private let console: VMConsole
     private var devices: [(id: String, device: any VirtioDevice)] = []
     private let log: VMMLog
@@ -73,6 +78,9 @@ public final class LinuxVM: @unchecked Sendable {
                 kernelBytes: [UInt8]? = nil, logSink: VMMLogSink? = nil) throws(VMMError) {
         self.config = config
         self.console = console
+        let lifecycle = VMLifecycle()
+        self.lifecycle = lifecycle
+        control = RunControl(lifecycle: lifecycle)
         log = VMMLog(level: logLevel, sink: logSink)
         guard config.cpus >= 1 else { throw VMMError(.configuration, "\(config.source.cpus(config.cpus)): must be at least 1") }
         guard config.memoryBytes >= LinuxConfig.minimumMemory else {
@@ -121,10 +129,13 @@ public final class LinuxVM: @unchecked Sendable {
 
         // Devices on the port-I/O bus.
         let sink = console.sink
-        serial = Serial16550(interrupt: KVMInterruptLine(machine: machine, line: 4)) { byte in
-            var b = byte
-            withUnsafeBytes(of: &b) { sink.write($0) }
-        }
+        do {
+            serialInput = try SerialInput(interrupt: KVMInterruptLine(machine: machine, line: 4)) { byte in
+                var b = byte
+                withUnsafeBytes(of: &b) { sink.write($0) }
+            }
+        } catch { throw VMMError(.host, "serial console: \(error)") }
+        serial = serialInput.serial
         i8042 = I8042(keyboardInterrupt: KVMInterruptLine(machine: machine, line: 1), onReset: { [control] in control.finish(.rebooted) })
         do {
             try bus.register(serial, base: 0x3F8, length: 8)
@@ -282,47 +293,36 @@ public final class LinuxVM: @unchecked Sendable {
 
     /// Runs the VM until it powers off, reboots, fails, or a signal arrives.
     public func run() -> LinuxVMOutcome {
-        var signals = StopSignals()
-        control.mainThread = pthread_self()
+        let signals = lifecycle.beginRun()
 
         let input: ConsoleInput?
         switch console {
         case .stdio:
-            input = ConsoleInput(serial: serial) { [control] in control.finish(.stopped(signal: SIGINT)) }
+            input = ConsoleInput(input: serialInput) { [control] in control.finish(.stopped(signal: SIGINT)) }
             input?.start()
         case .socket(let socket):
             input = nil
-            let serial = self.serial
-            socket.startInput { bytes in
-                while !serial.wantsInput { usleep(1000) }
-                serial.enqueueInput(bytes)
-            }
+            socket.startInput { [serialInput] bytes in serialInput.feed(bytes) }
         }
         defer { input?.restoreTerminal() }
 
         do { try virtio.start() } catch {
             control.finish(.failed(error.message))
         }
-        var threads: [VCPUThread] = []
-        for vcpu in vcpus {
-            do {
-                threads.append(try VCPUThread(name: "vcpu\(vcpu.index)") { [self] in
-                    vcpu.attachToCurrentThread()
-                    if let result = exitLoop(vcpu) { control.finish(result) }
-                })
-            } catch {
-                control.finish(.failed(error.message))
-                break
-            }
+        let started = lifecycle.startVCPUs(vcpus) { [self] vcpu in
+            if let result = exitLoop(vcpu) { control.finish(result) }
         }
+        if let failure = started.failure { control.finish(.failed(failure.message)) }
         while control.outcome == nil {
             let signal = signals.wait()
             if signal != StopSignals.finished { control.finish(.stopped(signal: signal)) }
         }
-        pauseGate.release()
-        for vcpu in vcpus { vcpu.kick() }
-        for t in threads { t.join() }
         let result = control.outcome ?? .failed("no outcome")
+        if case .failed = result {
+            lifecycle.stopVCPUs(vcpus, threads: started.threads, final: .crashed)
+        } else {
+            lifecycle.stopVCPUs(vcpus, threads: started.threads, final: .stopped)
+        }
         if case .failed(let message) = result { log.error(message) }
         return result
     }
@@ -337,17 +337,14 @@ public final class LinuxVM: @unchecked Sendable {
         pauseGate.release()
     }
 
-    /// Parks every vCPU outside the guest; returns once none runs guest code. Devices keep
-    /// their host-side I/O going (as in Firecracker); the guest sees time jump on resume.
+    /// Parks every vCPU outside the guest; returns once none runs guest code (`VMLifecycle.pause`).
     public func pause() throws(VMMError) {
         guard control.outcome == nil else { throw VMMError(.configuration, "the VM is not running") }
-        pauseGate.requestPause()
-        for vcpu in vcpus { vcpu.kick() }
-        guard pauseGate.waitUntilParked(count: vcpus.count) else { throw VMMError(.configuration, "the VM stopped while pausing") }
+        try lifecycle.pause(vcpus)
     }
 
     /// Lets the vCPUs run again.
-    public func resume() { pauseGate.resume() }
+    public func resume() { lifecycle.resume() }
 
     /// Presses Ctrl+Alt+Del on the i8042 keyboard: a Linux guest reboots (and the VM ends).
     /// One scan code at a time, each with its own IRQ 1, waiting for the guest to read it before
@@ -377,7 +374,7 @@ public final class LinuxVM: @unchecked Sendable {
                 i8042.repeatKeyboardInterrupt()
                 retry = now + .milliseconds(50)
             }
-            usleep(1000)
+            Clock.sleep(milliseconds: 1)
         }
         return true
     }
@@ -462,10 +459,11 @@ public final class LinuxVM: @unchecked Sendable {
 
 /// How a run ends, shared by devices, vCPU threads and the main thread: the first outcome wins,
 /// and recording it wakes the main thread (SIGUSR1), which stops the vCPUs.
-final class RunControl: @unchecked Sendable {
+final class RunControl: Sendable {
     private let state = Mutex<LinuxVMOutcome?>(nil)
-    /// Set by `run()` before any vCPU starts.
-    var mainThread: pthread_t?
+    private let lifecycle: VMLifecycle
+
+    init(lifecycle: VMLifecycle) { self.lifecycle = lifecycle }
 
     var outcome: LinuxVMOutcome? { state.withLock { $0 } }
 
@@ -475,6 +473,10 @@ final class RunControl: @unchecked Sendable {
             current = result
             return true
         }
-        if first, let main = mainThread { pthread_kill(main, StopSignals.finished) }
+        if first { lifecycle.wakeRunner() }
     }
+}
+
+extension LinuxVM: VirtualMachine {
+    public func runToExitStatus() -> Int32 { run().exitStatus }
 }

@@ -23,9 +23,9 @@ extension FileDescriptor: ConsoleSink {
 /// The socket and log are opened when the VM is built, before privileges are dropped.
 public final class SocketConsole: ConsoleSink, @unchecked Sendable {
     public let socketPath: String
-    private let listener: Int32
+    private let listener: ConsoleListener
     private let log: FileDescriptor?
-    private let client = Mutex<Int32>(-1)
+    private let client = Mutex<StreamConnection?>(nil)
 
     public init(socketPath: String, logPath: String?) throws(VMMError) {
         self.socketPath = socketPath
@@ -34,61 +34,37 @@ public final class SocketConsole: ConsoleSink, @unchecked Sendable {
                 try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_APPEND)
             }
         } catch { throw VMMError(.configuration, "console log \(error)") }
-        do { listener = try UnixSocket.listen(path: socketPath, backlog: 4) } catch {
+        do { listener = try ConsoleListener(path: socketPath, backlog: 4) } catch {
             throw VMMError(.configuration, "console socket \(error)")
         }
     }
 
-    deinit { close(listener) }
-
     public func write(_ bytes: UnsafeRawBufferPointer) {
         if let log { try? log.writeAll(bytes) }
-        client.withLock { fd in
-            guard fd >= 0, !bytes.isEmpty else { return }
-            var done = 0
-            while done < bytes.count {
-                let n = send(fd, bytes.baseAddress! + done, bytes.count - done, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
-                if n > 0 { done += n; continue }
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return } // slow reader: drop
-                close(fd)
-                fd = -1
-                return
-            }
+        guard !bytes.isEmpty else { return }
+        client.withLock { client in
+            // A slow reader loses what did not fit; a client that is gone is dropped.
+            if let connection = client, connection.sendWithoutWaiting(bytes) == .failed { client = nil }
         }
     }
 
     /// Accepts clients and feeds what they send to `input` on a thread of its own.
     func startInput(_ input: @escaping @Sendable ([UInt8]) -> Void) {
-        let listener = self.listener
-        _ = try? VCPUThread(name: "console") { [self] in
+        _ = try? HostThread(name: "console") { [self] in
             var buffer = [UInt8](repeating: 0, count: 512)
             while true {
                 let current = client.withLock { $0 }
-                var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0),
-                           pollfd(fd: current, events: Int16(POLLIN), revents: 0)]
-                let n = poll(&fds, current >= 0 ? 2 : 1, -1)
-                if n < 0 { if errno == EINTR { continue }; return }
-                if fds[0].revents & Int16(POLLIN) != 0 {
-                    let fd = accept(listener, nil, nil)
-                    if fd >= 0 {
-                        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-                        client.withLock { old in
-                            if old >= 0 { close(old) }
-                            old = fd
-                        }
-                    }
+                let ready = listener.wait(client: current)
+                if ready.connecting {
+                    // A new client replaces the previous one (which is closed when released).
+                    if let fresh = listener.accept() { client.withLock { $0 = fresh } }
                     continue
                 }
-                if current >= 0 && fds[1].revents != 0 {
-                    let got = buffer.withUnsafeMutableBytes { recv(current, $0.baseAddress, $0.count, 0) }
-                    if got > 0 {
-                        input(Array(buffer[0..<got]))
-                    } else if got == 0 || (errno != EINTR && errno != EAGAIN) {
-                        client.withLock { fd in
-                            if fd == current { close(fd); fd = -1 }
-                        }
-                    }
+                guard let current, ready.clientReadable else { continue }
+                if let got = buffer.withUnsafeMutableBytes({ current.read(into: $0, shouldStop: { false }) }) {
+                    input(Array(buffer[0..<got]))
+                } else {
+                    client.withLock { if $0 === current { $0 = nil } }
                 }
             }
         }
@@ -102,7 +78,9 @@ public enum VMConsole: Sendable {
 
     var sink: any ConsoleSink {
         switch self {
-        case .stdio: FileDescriptor(owning: dup(1))
+        // A descriptor of its own, so the sink's end never closes standard output; without one
+        // (no stdout at all) the output is lost, never the VM.
+        case .stdio: (try? FileDescriptor.duplicate(standardStream: 1)) ?? FileDescriptor(owning: -1)
         case .socket(let socket): socket
         }
     }

@@ -7,17 +7,13 @@ import Glibc
 #endif
 
 /// One VM described in Firecracker's terms, whatever it boots: a Linux kernel (bzImage or PVH
-/// ELF) runs as a ``LinuxVM``, a Solo5 hvt unikernel under the ``HvtTender``. The API process
-/// builds one at InstanceStart, runs it on a thread of its own and pauses, resumes or stops it
-/// from the API thread.
+/// ELF) runs as a ``LinuxVM``, a Solo5 hvt unikernel under the ``HvtTender``; both are a
+/// ``VirtualMachine`` with one lifecycle. The API process builds one at InstanceStart, runs it on
+/// a thread of its own and pauses, resumes or stops it from the API thread.
 public final class MicroVM: @unchecked Sendable {
-    /// What runs underneath.
-    public enum Engine: Sendable {
-        case linux(LinuxVM)
-        case hvt(HvtTender)
-    }
-
-    public let engine: Engine
+    /// The machine, of either kind.
+    public let vm: any VirtualMachine
+    public let isUnikernel: Bool
     public let vcpuCount: Int
     public let memoryMiB: UInt64
 
@@ -29,34 +25,24 @@ public final class MicroVM: @unchecked Sendable {
         do { kernel = try readWholeFile(path) } catch {
             throw VMMError(.configuration, "\(path): \(HostError.text(errno: error.errno))")
         }
-        if HvtImage.isSolo5(kernel) {
+        isUnikernel = HvtImage.isSolo5(kernel)
+        if isUnikernel {
             var hvt = try config.hvtConfig()
             hvt.logLevel = logLevel
-            engine = .hvt(try HvtTender(config: hvt, console: console, kernelBytes: kernel, logSink: logSink))
+            vm = try HvtTender(config: hvt, console: console, kernelBytes: kernel, logSink: logSink)
             vcpuCount = 1
             memoryMiB = hvt.memoryMiB
         } else {
             let linux = try config.linuxConfig()
-            engine = .linux(try LinuxVM(config: linux, logLevel: logLevel, console: console, kernelBytes: kernel, logSink: logSink))
+            vm = try LinuxVM(config: linux, logLevel: logLevel, console: console, kernelBytes: kernel, logSink: logSink)
             vcpuCount = linux.cpus
             memoryMiB = linux.memoryBytes >> 20
         }
     }
 
-    public var isUnikernel: Bool { if case .hvt = engine { true } else { false } }
-
     /// Runs until the guest ends or `requestStop`; returns the process exit status (as
     /// `swiftlet run` / `swiftlet hvt` would: 128+N after a stop requested with signal N).
-    public func run() -> Int32 {
-        switch engine {
-        case .linux(let vm):
-            return vm.run().exitStatus
-        case .hvt(let tender):
-            let status = tender.run()
-            if let signal = tender.requestedStopSignal { return 128 + signal }
-            return status
-        }
-    }
+    public func run() -> Int32 { vm.runToExitStatus() }
 
     /// Runs the VM on a thread of its own (named `vmm`); `onExit` gets `run()`'s status there.
     public func start(onExit: @escaping @Sendable (Int32) -> Void) throws(VMMError) {
@@ -65,46 +51,19 @@ public final class MicroVM: @unchecked Sendable {
         } catch { throw VMMError(.host, error.message) }
     }
 
-    public func requestStop(signal: Int32) {
-        switch engine {
-        case .linux(let vm): vm.requestStop(signal: signal)
-        case .hvt(let tender): tender.requestStop(signal: signal)
-        }
-    }
+    public func requestStop(signal: Int32) { vm.requestStop(signal: signal) }
 
-    public func pause() throws(VMMError) {
-        switch engine {
-        case .linux(let vm): try vm.pause()
-        case .hvt(let tender): try tender.pause()
-        }
-    }
+    public func pause() throws(VMMError) { try vm.pause() }
 
-    public func resume() {
-        switch engine {
-        case .linux(let vm): vm.resume()
-        case .hvt(let tender): tender.resume()
-        }
-    }
+    public func resume() { vm.resume() }
 
     /// Ctrl+Alt+Del on the keyboard (Linux guests; a unikernel has no keyboard).
-    public func sendCtrlAltDel() throws(VMMError) {
-        switch engine {
-        case .linux(let vm): vm.sendCtrlAltDel()
-        case .hvt: throw VMMError(.configuration, "SendCtrlAltDel needs a keyboard; a Solo5 unikernel has none")
-        }
-    }
+    public func sendCtrlAltDel() throws(VMMError) { try vm.sendCtrlAltDel() }
 
-    public var exitCounters: ExitCounters {
-        switch engine {
-        case .linux(let vm): vm.exitCounters
-        case .hvt(let tender): tender.exitCounters
-        }
-    }
+    /// Where the VM is in its life.
+    public var state: VMState { vm.state }
 
-    public var deviceStatistics: [DeviceStatistics] {
-        switch engine {
-        case .linux(let vm): vm.deviceStatistics
-        case .hvt(let tender): tender.deviceStatistics
-        }
-    }
+    public var exitCounters: ExitCounters { vm.exitCounters }
+
+    public var deviceStatistics: [DeviceStatistics] { vm.deviceStatistics }
 }
