@@ -38,8 +38,11 @@ public enum FileSystem {
         }
     }
 
-    /// Whether the calling process may write into (create files in) `path`.
-    public static func isWritable(_ path: String) -> Bool { access(path, W_OK) == 0 }
+    /// Checks that the calling process may write into (create files in) `path`; the error names
+    /// why not (EACCES, EROFS, ...).
+    public static func checkWritable(_ path: String) throws(HostError) {
+        guard access(path, W_OK) == 0 else { throw HostError(path, errno: errno) }
+    }
 
     /// Whether the calling process may execute `path`.
     public static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 }

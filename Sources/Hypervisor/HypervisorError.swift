@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import KVM
 
 /// A Hypervisor-layer failure: a stable code for programs and a one-line message for people.
@@ -16,13 +19,10 @@ public struct HypervisorError: Error, CustomStringConvertible, Equatable, Sendab
     }
 
     init(_ error: KVMError) {
-        let code: Code = (error.errno == ENOENT_ || error.errno == EACCES_) ? .unavailable : .kernel
+        let code: Code = (error.errno == ENOENT || error.errno == EACCES) ? .unavailable : .kernel
         self.init(code, error.description)
     }
 
     public var description: String { message }
 }
 
-// errno values without importing Glibc into every file of this target.
-let ENOENT_: Int32 = 2
-let EACCES_: Int32 = 13

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import VMSpec
 import KVM
 
@@ -172,8 +175,8 @@ extension Machine {
     private func notifierError(_ error: KVMError, hint: String) -> HypervisorError {
         if error.errno == 0 { return HypervisorError(.invalidArgument, error.description) }
         var e = HypervisorError(error)
-        if [EINVAL_, EEXIST_, ENOENT_].contains(error.errno) { e.message += " (\(hint))" }
-        if [EEXIST_, ENOENT_].contains(error.errno) { e.code = .invalidArgument }
+        if [EINVAL, EEXIST, ENOENT].contains(error.errno) { e.message += " (\(hint))" }
+        if [EEXIST, ENOENT].contains(error.errno) { e.code = .invalidArgument }
         return e
     }
 }
@@ -187,6 +190,6 @@ extension IONotifierSpace {
     }
 }
 
-let EEXIST_: Int32 = 17
-let EINVAL_: Int32 = 22
+let EEXIST: Int32 = 17
+let EINVAL: Int32 = 22
 

@@ -22,7 +22,7 @@ public final class VCPU: @unchecked Sendable {
     public func run() throws(HypervisorError) -> VMExit {
         let reason: KVMVCPU.ExitReason
         do { reason = try kvm.run() } catch {
-            if error.errno == 14 /* EFAULT */ {
+            if error.errno == EFAULT {
                 throw HypervisorError(.guestFault, "guest access faulted in the host (KVM_RUN: EFAULT)")
             }
             throw HypervisorError(error)
@@ -90,7 +90,7 @@ public final class VCPU: @unchecked Sendable {
     /// Guest TSC frequency in Hz.
     public func tscFrequency() throws(HypervisorError) -> UInt64 {
         do { return UInt64(try kvm.tscKHz()) * 1000 } catch {
-            if error.errno == 5 /* EIO */ { throw HypervisorError(.unsupported, "host TSC is unstable") }
+            if error.errno == EIO { throw HypervisorError(.unsupported, "host TSC is unstable") }
             throw HypervisorError(error)
         }
     }

@@ -23,7 +23,9 @@ import Testing
         "pthread_kill", "pthread_create", "pthread_join", "pthread_self", "clock_gettime", "gettimeofday",
         "nanosleep", "usleep", "getpid", "getppid", "gettid", "prctl", "ptrace", "isatty", "tcgetattr",
         "tcsetattr", "flock", "setsid", "setuid", "setgid", "chdir", "chroot", "umask", "getrandom", "syscall",
-        "opendir", "readdir", "dlsym", "dlopen",
+        "opendir", "readdir", "dlsym", "dlopen", "pthread_mutex_init", "pthread_mutex_lock", "pthread_mutex_unlock",
+        "pthread_mutex_destroy", "pthread_cond_init", "pthread_cond_wait", "pthread_cond_timedwait",
+        "pthread_cond_signal", "pthread_cond_broadcast", "pthread_cond_destroy", "strerror",
     ]
 
     static var sourcesDirectory: URL {

@@ -18,7 +18,6 @@ static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { ret
 static inline int ckvm_ioctl_val(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 
 // Names the calling thread (prctl is variadic, so Swift cannot call it directly).
-static inline int ckvm_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 // MARK: request numbers (pinned by KVMTests)
 

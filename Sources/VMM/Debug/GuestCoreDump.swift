@@ -19,9 +19,8 @@ struct GuestCoreDump {
         do { _ = try FileSystem.openDirectory(directory) } catch {
             throw VMMError(.configuration, "dumpcore: cannot open dir '\(directory)': \(HostError.text(errno: error.errno))")
         }
-        // access(2) leaves errno set when it refuses: read at once, it names why.
-        guard FileSystem.isWritable(directory) else {
-            throw VMMError(.configuration, "dumpcore: dir not writable '\(directory)': \(HostError.text(errno: errno))")
+        do { try FileSystem.checkWritable(directory) } catch {
+            throw VMMError(.configuration, "dumpcore: dir not writable '\(directory)': \(HostError.text(errno: error.errno))")
         }
         self.directory = directory
     }

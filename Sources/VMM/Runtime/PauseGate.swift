@@ -1,68 +1,34 @@
+import Host
 import Hypervisor
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Parks vCPU threads for `PATCH /vm {"state": "Paused"}`. The API thread asks for a pause and
 /// kicks every vCPU; each vCPU thread, back from KVM_RUN with `.kicked`, parks here until resumed
 /// or released (the VM is stopping). `pause` returns once all vCPUs are parked, so a paused VM
-/// really runs no guest code. A pthread mutex and condition: the waits are long and blocking.
-final class PauseGate: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let condition: UnsafeMutablePointer<pthread_cond_t>
-    private var pauseRequested = false
-    private var released = false
-    private var parked = 0
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        condition = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
+/// really runs no guest code. A mutex and condition variable: the waits are long and blocking.
+final class PauseGate: Sendable {
+    private struct State {
+        var pauseRequested = false
+        var released = false
+        var parked = 0
     }
-
-    deinit {
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-        condition.deallocate()
-    }
-
-    private func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return body()
-    }
+    private let state = ConditionLock(State())
 
     /// Asks vCPUs to park; the caller kicks them, then calls `waitUntilParked`.
-    func requestPause() { locked { pauseRequested = true } }
+    func requestPause() { state.withLock { $0.pauseRequested = true } }
 
     /// Waits until `count` vCPUs are parked or the gate is released. Returns whether all parked.
     func waitUntilParked(count: Int) -> Bool {
-        locked {
-            while parked < count && !released { pthread_cond_wait(condition, mutex) }
-            return parked >= count
-        }
+        state.wait(until: { $0.parked >= count || $0.released }, then: { $0.parked >= count })
     }
 
     /// Whether a pause is asked for (the vCPUs are parked or about to be).
-    var isPaused: Bool { locked { pauseRequested } }
+    var isPaused: Bool { state.withLock { $0.pauseRequested } }
 
     /// Lets parked vCPUs go back to the guest.
-    func resume() {
-        locked {
-            pauseRequested = false
-            pthread_cond_broadcast(condition)
-        }
-    }
+    func resume() { state.withLockBroadcasting { $0.pauseRequested = false } }
 
     /// Ends every wait for good: the VM is stopping.
-    func release() {
-        locked {
-            released = true
-            pthread_cond_broadcast(condition)
-        }
-    }
+    func release() { state.withLockBroadcasting { $0.released = true } }
 
     /// The `.kicked` exit of every exit loop: false when the VM is stopping; otherwise parks while
     /// a pause is asked for, clears a kick that found the vCPU outside KVM_RUN (immediate_exit
@@ -78,14 +44,15 @@ final class PauseGate: @unchecked Sendable {
         return !stopping()
     }
 
-    /// Called by a vCPU thread after a kick: parks while a pause is requested.
+    /// Called by a vCPU thread after a kick: parks while a pause is requested. Parking is
+    /// announced (broadcast) so `waitUntilParked` sees it; leaving needs no announcement.
     func parkWhilePaused() {
-        locked {
-            guard pauseRequested && !released else { return }
-            parked += 1
-            pthread_cond_broadcast(condition)
-            while pauseRequested && !released { pthread_cond_wait(condition, mutex) }
-            parked -= 1
+        let parks = state.withLockBroadcasting { s -> Bool in
+            guard s.pauseRequested && !s.released else { return false }
+            s.parked += 1
+            return true
         }
+        guard parks else { return }
+        state.wait(until: { !$0.pauseRequested || $0.released }, then: { $0.parked -= 1 })
     }
 }
