@@ -10,14 +10,11 @@
 #include <string.h>
 #include <sys/eventfd.h> // KVM_IRQFD and KVM_IOEVENTFD take eventfds (Swift's Glibc lacks this header)
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 
 // MARK: ioctl calls
 
 static inline int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 static inline int ckvm_ioctl_val(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
-
-// Names the calling thread (prctl is variadic, so Swift cannot call it directly).
 
 // MARK: request numbers (pinned by KVMTests)
 
