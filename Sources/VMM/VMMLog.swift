@@ -9,13 +9,13 @@ public typealias VMMLogSink = LogDestination
 
 extension LogThreshold {
     /// Solo5's levels (`--solo5:NAME`) in the one vocabulary: `quiet` lets nothing through.
-    public init(_ level: HvtConfig.LogLevel) {
+    public init(solo5 level: HvtConfig.LogLevel) {
         switch level {
         case .quiet: self = .off
-        case .error: self.init(.error)
-        case .warn: self.init(.warning)
-        case .info: self.init(.info)
-        case .debug: self.init(.debug)
+        case .error: self.init(Logger.Level.error)
+        case .warn: self.init(Logger.Level.warning)
+        case .info: self.init(Logger.Level.info)
+        case .debug: self.init(Logger.Level.debug)
         }
     }
 }
@@ -27,7 +27,7 @@ struct VMMLog: Sendable {
 
     init(level: HvtConfig.LogLevel, sink: VMMLogSink? = nil) {
         // With a sink the process's destination decides what is written (PUT /logger's level).
-        let destination = sink ?? LogDestination(layout: .tender, threshold: LogThreshold(level))
+        let destination = sink ?? LogDestination(layout: .tender, threshold: LogThreshold(solo5: level))
         logger = Logger(label: "vmm") { SwiftletLogHandler(label: $0, destination: destination) }
     }
 

@@ -34,7 +34,7 @@ struct HvtCommand: ParsableCommand {
                 Glibc.exit(0)
             case .run(let config, let warnings):
                 // One log for the command line's warnings and the tender's messages, at --solo5:NAME.
-                let log = LogDestination(layout: .tender, threshold: LogThreshold(config.logLevel))
+                let log = LogDestination(layout: .tender, threshold: LogThreshold(solo5: config.logLevel))
                 let logger = Logger(label: "hvt") { SwiftletLogHandler(label: $0, destination: log) }
                 for w in warnings { logger.warning("\(w)") }
                 let tender = try HvtTender(config: config, logSink: log)
