@@ -86,8 +86,15 @@ public struct LogLayout: Sendable {
         }
     }
 
+    /// A metadata value as is, or quoted and escaped when it has spaces, quotes, `=` or newlines.
     static func quote(_ value: String) -> String {
         guard value.isEmpty || value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }) else { return value }
+        return "\"" + escape(value) + "\""
+    }
+
+    /// Backslash, double quote and line feed escaped with a backslash: the escaping of a quoted
+    /// log value (and of a Prometheus label value, format 0.0.4).
+    public static func escape(_ value: String) -> String {
         var escaped = ""
         for c in value {
             switch c {
@@ -97,7 +104,7 @@ public struct LogLayout: Sendable {
             default: escaped.append(c)
             }
         }
-        return "\"" + escaped + "\""
+        return escaped
     }
 
     /// RFC 3339 UTC with milliseconds, computed from the epoch (no time zone database, no libc).

@@ -176,7 +176,7 @@ struct CtlCommand: ParsableCommand {
         }
         func run() throws {
             let bytes = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.logs(name, tail: tail) }
-            FileHandle.standardOutput.write(Data(bytes))
+            bytes.withUnsafeBytes { _ = try? FileDescriptor.standardOutput.writeAll($0) }
         }
     }
 
