@@ -50,8 +50,12 @@ let package = Package(
         .target(name: "CoreDump", dependencies: ["Host"], swiftSettings: strict),
         // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
         .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
+        // The one log: a swift-log handler, one level vocabulary and one line format for every
+        // message of a process, written where the process's destination says (PUT /logger).
+        .target(name: "Logs", dependencies: ["Host", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Assembles and runs machines (the hvt tender today).
-        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "Backends", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec"], swiftSettings: strict),
+        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "Backends", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec", "Logs",
+                                            .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // HTTP/1.1 over Unix sockets (SwiftNIO's parser and encoder): the server and client every
         // control-plane piece uses.
         .target(name: "HTTPUnix", dependencies: [
@@ -61,16 +65,17 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
         // The Firecracker-compatible REST API of one VM process (`swiftlet api`).
-        .target(name: "API", dependencies: ["VMM", "VMSpec", "HTTPUnix", "Host", .product(name: "Logging", package: "swift-log")],
+        .target(name: "API", dependencies: ["VMM", "VMSpec", "HTTPUnix", "Host", "Logs", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         // swiftletd: supervises named VMs, one `swiftlet api` process each; its API, metrics and
         // the client `swiftlet ctl` uses. It never opens /dev/kvm itself.
-        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", "VMSpec", .product(name: "Logging", package: "swift-log"),
+        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
         .executableTarget(
             name: "swiftlet",
-            dependencies: ["VMM", "API", "Daemon", "Host", "CHost", "VMSpec", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VMM", "API", "Daemon", "Host", "CHost", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -87,6 +92,7 @@ let package = Package(
         .testTarget(name: "GDBRemoteTests", dependencies: ["GDBRemote"]),
         .testTarget(name: "CoreDumpTests", dependencies: ["CoreDump"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
+        .testTarget(name: "LogsTests", dependencies: ["Logs", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory", "VMSpec"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "Backends", "Host"]),
         .testTarget(name: "BackendsTests", dependencies: ["Backends", "Devices", "Host"]),

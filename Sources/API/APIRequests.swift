@@ -1,5 +1,6 @@
 import VMSpec
 import VMM
+import Logs
 
 /// Bodies of the Firecracker API requests that are not part of the config file. Every one is
 /// decoded strictly: an unknown field is a 400, as in Firecracker.
@@ -38,7 +39,7 @@ public enum APIRequests {
     /// `PUT /logger`.
     public struct Logger: Decodable, Sendable, Equatable {
         public var logPath: String?
-        public var level: APILogLevel?
+        public var level: LogThreshold?
         public var showLevel: Bool?
         public var showLogOrigin: Bool?
         public var module: String?
@@ -49,7 +50,7 @@ public enum APIRequests {
             let c = try strictContainer(decoder, CodingKeys.self)
             logPath = try c.decodePathIfPresent(.logPath)
             if let text = try c.decodeIfPresent(String.self, forKey: .level) {
-                guard let l = APILogLevel(firecrackerName: text) else {
+                guard let l = LogThreshold(name: text) else {
                     throw DecodingError.dataCorruptedError(forKey: .level, in: c,
                         debugDescription: "'\(text)' is not one of Off, Error, Warning, Info, Debug, Trace")
                 }
@@ -70,34 +71,4 @@ public enum APIRequests {
             metricsPath = try c.decodePath(.metricsPath)
         }
     }
-}
-
-/// Firecracker's logger levels (case-insensitive, `Warn` accepted for `Warning`).
-public enum APILogLevel: Int, Sendable, Comparable {
-    case off, error, warning, info, debug, trace
-
-    /// The VMM's level vocabulary (Solo5's names) in the API's.
-    public init(_ level: HvtConfig.LogLevel) {
-        switch level {
-        case .quiet: self = .off
-        case .error: self = .error
-        case .warn: self = .warning
-        case .info: self = .info
-        case .debug: self = .debug
-        }
-    }
-
-    public init?(firecrackerName: String) {
-        switch firecrackerName.lowercased() {
-        case "off": self = .off
-        case "error": self = .error
-        case "warning", "warn": self = .warning
-        case "info": self = .info
-        case "debug": self = .debug
-        case "trace": self = .trace
-        default: return nil
-        }
-    }
-
-    public static func < (a: APILogLevel, b: APILogLevel) -> Bool { a.rawValue < b.rawValue }
 }

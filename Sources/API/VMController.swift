@@ -3,6 +3,7 @@ import VMSpec
 import HTTPUnix
 import Host
 import Logging
+import Logs
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -25,7 +26,8 @@ public final class VMController: @unchecked Sendable {
         public var dropTo: (uid: UInt32, gid: UInt32)?
         /// Install the seccomp filter at InstanceStart.
         public var seccomp = true
-        public var logLevel: HvtConfig.LogLevel = .warn
+        /// The process's log: the API's messages and the VMM's; `PUT /logger` configures it.
+        public var log = LogDestination.apiProcess()
         public init() {}
     }
 
@@ -38,7 +40,7 @@ public final class VMController: @unchecked Sendable {
     private let onExit: @Sendable (Int32) -> Void
     /// Installs the sandbox at InstanceStart (the seccomp filter and privilege drop live in Host).
     private let sandbox: @Sendable (Options) throws(APIError) -> Void
-    private let log = Logger(label: "api")
+    private let log: Logger
 
     // Configuration before boot.
     private(set) var bootSource: FirecrackerConfig.BootSource?
@@ -46,18 +48,20 @@ public final class VMController: @unchecked Sendable {
     private(set) var drives: [FirecrackerConfig.Drive] = []
     private(set) var networkInterfaces: [FirecrackerConfig.NetworkInterface] = []
     private(set) var vsock: FirecrackerConfig.Vsock?
-    private var metricsFD: Int32 = -1
+    private var metricsFile: FileDescriptor?
 
     // After boot.
     public private(set) var state = State.notStarted
     private var vm: MicroVM?
-    private var startedAt = timespec()
+    private var startedAt: UInt64 = 0
 
     public init(options: Options, sandbox: @escaping @Sendable (Options) throws(APIError) -> Void,
                 onExit: @escaping @Sendable (Int32) -> Void) {
         self.options = options
         self.sandbox = sandbox
         self.onExit = onExit
+        let destination = options.log
+        log = Logger(label: "api") { SwiftletLogHandler(label: $0, destination: destination) }
     }
 
     /// Applies a whole Firecracker config file (`--config-file`) as the PUTs would.
@@ -117,7 +121,7 @@ public final class VMController: @unchecked Sendable {
             return .noContent
         case ("PUT", "/logger"):
             try requireNotStarted()
-            try APILogSink.shared.configure(try decode(APIRequests.Logger.self, r))
+            try options.log.apply(try decode(APIRequests.Logger.self, r))
             return .noContent
         case ("PUT", "/metrics"):
             try requireNotStarted()
@@ -214,7 +218,7 @@ public final class VMController: @unchecked Sendable {
             let vm = try requireStarted()
             do { try vm.sendCtrlAltDel() } catch { throw APIError(error.message) }
         case .flushMetrics:
-            guard metricsFD >= 0 else { throw APIError("Metrics system not initialized (PUT /metrics first).") }
+            guard metricsFile != nil else { throw APIError("Metrics system not initialized (PUT /metrics first).") }
             flushMetrics()
         }
         return .noContent
@@ -234,21 +238,18 @@ public final class VMController: @unchecked Sendable {
         }
         let vm: MicroVM
         // The VMM's messages go to the API process's log, so PUT /logger applies to them too.
-        let sink: VMMLogSink = { level, message in
-            APILogSink.shared.write(level: APILogLevel(level), label: "vmm", message: message, metadata: "", origin: "")
-        }
-        do { vm = try MicroVM(config, console: console, logLevel: options.logLevel, logSink: sink) } catch {
+        do { vm = try MicroVM(config, console: console, logSink: options.log) } catch {
             throw APIError("Start microvm error: \(error.message)")
         }
         try sandbox(options)
         self.vm = vm
-        clock_gettime(CLOCK_MONOTONIC, &startedAt)
+        startedAt = Clock.monotonicNanoseconds()
         state = .running
         log.info("instance started", metadata: ["kernel": "\(config.bootSource.kernelImagePath)", "vcpus": "\(vm.vcpuCount)", "memory_mib": "\(vm.memoryMiB)"])
         do {
             try vm.start { [self] status in
                 log.info("instance exited", metadata: ["status": "\(status)"])
-                if metricsFD >= 0 { flushMetrics() }
+                if metricsFile != nil { flushMetrics() }
                 onExit(status)
             }
         } catch { throw APIError("cannot start the VM: \(error.message)") }
@@ -331,9 +332,7 @@ public final class VMController: @unchecked Sendable {
         var j = JSONText()
         j.add("id", options.id)
         j.add("state", state.rawValue)
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        let uptime = vm == nil ? 0 : Double(now.tv_sec - startedAt.tv_sec) + Double(now.tv_nsec - startedAt.tv_nsec) / 1e9
+        let uptime = vm == nil ? 0 : Double(Clock.monotonicNanoseconds() - startedAt) / 1e9
         j.add("uptime_seconds", (uptime * 1000).rounded() / 1000)
         j.add("vcpus", vm?.vcpuCount ?? machineConfig.vcpuCount)
         j.add("memory_mib", vm?.memoryMiB ?? machineConfig.memSizeMib)
@@ -352,16 +351,17 @@ public final class VMController: @unchecked Sendable {
     // MARK: Metrics file (Firecracker's PUT /metrics: one JSON line per flush)
 
     func openMetrics(_ request: APIRequests.Metrics) throws(APIError) {
-        let fd = open(request.metricsPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o600)
-        guard fd >= 0 else { throw APIError("metrics_path \(request.metricsPath): \(HostError.text(errno: errno))") }
-        if metricsFD >= 0 { close(metricsFD) }
-        metricsFD = fd
+        do {
+            metricsFile = try FileDescriptor.open(request.metricsPath, flags: O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK, mode: 0o600)
+        } catch {
+            throw APIError("metrics_path \(error)")
+        }
     }
 
     func flushMetrics() {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        let line = String(metricsJSON().dropLast()) + ", \"utc_timestamp_ms\": \(Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000)}\n"
-        _ = line.withCString { write(metricsFD, $0, strlen($0)) }
+        guard let metricsFile else { return }
+        var line = String(metricsJSON().dropLast()) + ", \"utc_timestamp_ms\": \(Clock.realtimeNanoseconds() / 1_000_000)}\n"
+        // Like the log: a line a full FIFO cannot take now is dropped, never waited for.
+        line.withUTF8 { utf8 in _ = try? metricsFile.writeOnce(UnsafeRawBufferPointer(utf8)) }
     }
 }

@@ -161,3 +161,33 @@ public func fillRandom(_ buffer: UnsafeMutableRawBufferPointer) -> Int {
     }
     return done
 }
+
+// Added for the one log and the CLI (helper wt-log): the standard streams, a write that never
+// waits, and a two-descriptor input wait.
+extension FileDescriptor {
+    /// The process's standard streams. Process-lifetime globals, so never released: descriptors
+    /// 0, 1 and 2 are never closed through them.
+    public static let standardInput = FileDescriptor(owning: 0)
+    public static let standardOutput = FileDescriptor(owning: 1)
+    public static let standardError = FileDescriptor(owning: 2)
+
+    /// One write(2) of as much of `buffer` as fits now, retried on EINTR: the byte count, or nil
+    /// when a non-blocking descriptor is full (EAGAIN). A log drops a line rather than stall the
+    /// VM behind a slow FIFO reader.
+    public func writeOnce(_ buffer: UnsafeRawBufferPointer) throws(HostError) -> Int? {
+        while true {
+            let n = Glibc.write(rawValue, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            if errno == EAGAIN { return nil }
+            throw HostError("write", errno: errno)
+        }
+    }
+
+    /// Waits until this descriptor or `other` has input or hung up (poll(2), so regular files
+    /// count as always ready): bit 0 this one, bit 1 `other`; 0 on timeout or a signal. -1 waits
+    /// forever.
+    public func waitReadable(or other: FileDescriptor?, timeoutMilliseconds: Int32 = -1) -> Int32 {
+        chost_poll2(rawValue, other?.rawValue ?? -1, timeoutMilliseconds)
+    }
+}

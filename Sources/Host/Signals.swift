@@ -61,3 +61,17 @@ public struct SignalWaiter: @unchecked Sendable {
         return received
     }
 }
+
+// Added for `swiftlet api`'s bounded stop (helper wt-log).
+extension SignalWaiter {
+    /// Waits at most `seconds` for the next of the signals: nil when none came in time.
+    public func wait(timeoutSeconds seconds: Int) -> Int32? {
+        var set = self.set
+        var deadline = timespec(tv_sec: seconds, tv_nsec: 0)
+        while true {
+            let received = sigtimedwait(&set, nil, &deadline)
+            if received >= 0 { return received }
+            if errno != EINTR { return nil }
+        }
+    }
+}

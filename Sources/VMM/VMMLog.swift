@@ -1,30 +1,42 @@
 import VMSpec
 import Hypervisor
-#if canImport(Glibc)
-import Glibc
-#endif
+import Logging
+import Logs
 
 /// Where a VMM's messages go when its host process has a log of its own (`swiftlet api`: the
-/// file `PUT /logger` names, at the level it sets): the sink receives every message and filters.
-public typealias VMMLogSink = @Sendable (HvtConfig.LogLevel, String) -> Void
+/// destination `PUT /logger` configures; `swiftlet run`/`hvt`: stderr at `--log-level`).
+public typealias VMMLogSink = LogDestination
 
-/// The VMM's own messages: on stderr, one line each, prefixed `swiftlet:` (Foundation-free), or
-/// into the host process's log through a `VMMLogSink`.
-struct VMMLog: Sendable {
-    let level: HvtConfig.LogLevel
-    var sink: VMMLogSink? = nil
-
-    func error(_ message: @autoclosure () -> String) { emit(.error, message()) }
-    func warn(_ message: @autoclosure () -> String) { emit(.warn, message()) }
-    func info(_ message: @autoclosure () -> String) { emit(.info, message()) }
-    func debug(_ message: @autoclosure () -> String) { emit(.debug, message()) }
-
-    private func emit(_ at: HvtConfig.LogLevel, _ message: String) {
-        if let sink { return sink(at, message) }
-        guard at <= level else { return }
-        let line = "swiftlet: " + message + "\n"
-        _ = line.withCString { write(2, $0, strlen($0)) }
+extension LogThreshold {
+    /// Solo5's levels (`--solo5:NAME`) in the one vocabulary: `quiet` lets nothing through.
+    public init(solo5 level: HvtConfig.LogLevel) {
+        switch level {
+        case .quiet: self = .off
+        case .error: self.init(Logger.Level.error)
+        case .warn: self.init(Logger.Level.warning)
+        case .info: self.init(Logger.Level.info)
+        case .debug: self.init(Logger.Level.debug)
+        }
     }
+}
+
+/// The VMM's own messages, through swift-log: into the host process's log (a `VMMLogSink`,
+/// label `vmm`), or without one on stderr at `level`, one line each, prefixed `swiftlet:`.
+struct VMMLog: Sendable {
+    private let logger: Logger
+
+    init(level: HvtConfig.LogLevel, sink: VMMLogSink? = nil) {
+        // With a sink the process's destination decides what is written (PUT /logger's level).
+        let destination = sink ?? LogDestination(layout: .tender, threshold: LogThreshold(solo5: level))
+        logger = Logger(label: "vmm") { SwiftletLogHandler(label: $0, destination: destination) }
+    }
+
+    // swift-log asks the handler's level before it builds the message, so a filtered-out
+    // message costs no formatting.
+    func error(_ message: @autoclosure () -> String) { logger.error("\(message())") }
+    func warn(_ message: @autoclosure () -> String) { logger.warning("\(message())") }
+    func info(_ message: @autoclosure () -> String) { logger.info("\(message())") }
+    func debug(_ message: @autoclosure () -> String) { logger.debug("\(message())") }
 }
 
 /// Registers in one-line error messages (triple faults, KVM failures), the same for every VMM.

@@ -4,6 +4,7 @@ import ArgumentParser
 import HTTPUnix
 import Host
 import Logging
+import Logs
 import Synchronization
 import VMM
 #if canImport(Glibc)
@@ -45,18 +46,12 @@ struct ApiCommand: ParsableCommand {
 
     func run() throws {
         // Block the stop signals before any thread exists, so every thread inherits the mask and
-        // only this thread (sigwait below) or the VM's own thread takes them.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for s in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] {
-            sigaddset(&signals, s)
-            signal(s, SIG_DFL)
-        }
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-        signal(SIGPIPE, SIG_IGN)
-        LoggingSystem.bootstrap { APILogHandler(label: $0) }
-        // One level for the API's messages and the VMM's, until PUT /logger changes it.
-        APILogSink.shared.setLevel(APILogLevel(logLevel.level))
+        // only this thread (the waiter below) or the VM's own thread takes them.
+        let signals = SignalWaiter([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
+        Signals.ignore(SIGPIPE)
+        // One log for the API's messages and the VMM's, at --log-level until PUT /logger changes it.
+        let log = LogDestination.apiProcess(threshold: logLevel.threshold)
+        LoggingSystem.bootstrap { SwiftletLogHandler(label: $0, destination: log) }
 
         var options = VMController.Options()
         options.id = id
@@ -64,17 +59,21 @@ struct ApiCommand: ParsableCommand {
         options.consoleLog = consoleLog
         if let uid, let gid { options.dropTo = (uid, gid) }
         options.seccomp = !noSeccomp
-        options.logLevel = logLevel.level
+        options.log = log
 
         // The exit file is created now, while we may still create files where it lives.
-        let exitFD: Int32 = exitFile.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? -1
-        if let exitFile, exitFD < 0 { fail("--exit-file \(exitFile): \(HostError.text(errno: errno))") }
+        var exitFD: FileDescriptor?
+        if let exitFile {
+            do { exitFD = try FileDescriptor.open(exitFile, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644) } catch {
+                fail("--exit-file \(error)")
+            }
+        }
 
-        let main = pthread_self()
+        let main = ThreadHandle.current
         let exitStatus = Atomic<Int32>(-1)
         let controller = VMController(options: options, sandbox: ApiCommand.applySandbox) { status in
             exitStatus.store(status, ordering: .sequentiallyConsistent)
-            pthread_kill(main, SIGUSR1)
+            main.send(SIGUSR1)
         }
         let server = UnixHTTPServer(socketPath: apiSock, handler: controller.handle)
         do { try server.start() } catch { fail(error.message) }
@@ -92,24 +91,20 @@ struct ApiCommand: ParsableCommand {
             } catch { server.stop(); fail("\(error)") }
         }
 
-        var received: Int32 = 0
         var stopping: Int32 = 0
         while true {
-            var deadline = timespec(tv_sec: 10, tv_nsec: 0)
-            received = stopping == 0 ? { var r: Int32 = 0; while sigwait(&signals, &r) != 0 {}; return r }()
-                                      : sigtimedwait(&signals, nil, &deadline)
+            // After the first stop signal, wait at most 10 s for the VM to end.
+            guard let received = stopping == 0 ? signals.wait() : signals.wait(timeoutSeconds: 10) else { break }
             if received == SIGUSR1 { break }
-            if received < 0 { break } // a stop that did not finish in 10 s
             if controller.state == .notStarted { stopping = received; break }
             stopping = received
             controller.stop(signal: received)
         }
         var status = exitStatus.load(ordering: .sequentiallyConsistent)
         if status < 0 { status = 128 + stopping }
-        if exitFD >= 0 {
-            let text = "\(status)\n"
-            _ = text.withCString { write(exitFD, $0, strlen($0)) }
-            close(exitFD)
+        if let exitFD {
+            var text = "\(status)\n"
+            text.withUTF8 { utf8 in _ = try? exitFD.writeAll(UnsafeRawBufferPointer(utf8)) }
         }
         // The request that ended the VM (SendCtrlAltDel, then a reboot) still gets its answer.
         server.waitUntilAnswered(seconds: 2)

@@ -152,24 +152,18 @@ struct CtlCommand: ParsableCommand {
         }
     }
 
-    struct Pause: ParsableCommand {
+    struct Pause: StateChange {
         static let configuration = CommandConfiguration(abstract: "Pause a running VM.")
         @ParentCommand var ctl: CtlCommand
         @Argument(help: "The VM's name.") var name: String
-        func run() throws {
-            let status = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.pause(name) }
-            print("\(status.name): \(status.stateText)")
-        }
+        static func change(_ client: DaemonClient, _ name: String) throws(DaemonClient.Failure) -> VMStatus { try client.pause(name) }
     }
 
-    struct Resume: ParsableCommand {
+    struct Resume: StateChange {
         static let configuration = CommandConfiguration(abstract: "Resume a paused VM.")
         @ParentCommand var ctl: CtlCommand
         @Argument(help: "The VM's name.") var name: String
-        func run() throws {
-            let status = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.resume(name) }
-            print("\(status.name): \(status.stateText)")
-        }
+        static func change(_ client: DaemonClient, _ name: String) throws(DaemonClient.Failure) -> VMStatus { try client.resume(name) }
     }
 
     struct Logs: ParsableCommand {
@@ -182,7 +176,7 @@ struct CtlCommand: ParsableCommand {
         }
         func run() throws {
             let bytes = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.logs(name, tail: tail) }
-            FileHandle.standardOutput.write(Data(bytes))
+            bytes.withUnsafeBytes { _ = try? FileDescriptor.standardOutput.writeAll($0) }
         }
     }
 
@@ -242,6 +236,21 @@ struct CtlCommand: ParsableCommand {
     }
 }
 
+/// `ctl pause` and `ctl resume`: one request about one VM, then its new state.
+protocol StateChange: ParsableCommand {
+    var ctl: CtlCommand { get }
+    var name: String { get }
+    static func change(_ client: DaemonClient, _ name: String) throws(DaemonClient.Failure) -> VMStatus
+}
+
+extension StateChange {
+    func run() throws {
+        let client = ctl.client, name = name
+        let status = CtlCommand.call { () throws(DaemonClient.Failure) in try Self.change(client, name) }
+        print("\(status.name): \(status.stateText)")
+    }
+}
+
 /// The console attach loop: socket ⇄ stdin/stdout.
 enum ConsoleSession {
     struct Failure: Error, CustomStringConvertible { var description: String }
@@ -250,72 +259,66 @@ enum ConsoleSession {
     static let detachByte: UInt8 = 0x1d
 
     static func run(socketPath: String, timeout: Double?) throws {
-        let fd: Int32
-        do { fd = try DaemonClient.connectStream(path: socketPath) } catch { throw Failure(description: error.message) }
-        defer { close(fd) }
-        let interactive = isatty(0) == 1
-        var saved = termios()
-        if interactive {
-            tcgetattr(0, &saved)
-            var raw = saved
-            cfmakeraw(&raw)
-            tcsetattr(0, TCSANOW, &raw)
+        let socket: FileDescriptor
+        do { socket = FileDescriptor(owning: try DaemonClient.connectStream(path: socketPath)) } catch {
+            throw Failure(description: error.message)
+        }
+        let input = FileDescriptor.standardInput, output = FileDescriptor.standardOutput
+        // On a terminal: raw input, so Ctrl-C and the detach byte reach us as bytes.
+        let terminal = Terminal()
+        if let terminal {
+            terminal.enterRawMode(keepOutputProcessing: false)
             printError("[attached to the console; Ctrl-] detaches]\r")
         }
         defer {
-            if interactive {
-                var restore = saved
-                tcsetattr(0, TCSANOW, &restore)
+            if let terminal {
+                terminal.restore()
                 printError("\n[detached]")
             }
         }
-        let deadline = timeout.map { Date().addingTimeInterval($0) }
+        let deadline = timeout.map { Clock.monotonicNanoseconds() + UInt64($0 * 1e9) }
         var stdinOpen = true
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
-            if stdinOpen { fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
             var wait: Int32 = -1
             if let deadline {
-                let left = deadline.timeIntervalSinceNow
-                if left <= 0 { return }
-                wait = Int32(min(left * 1000, 1000)) + 1
+                let now = Clock.monotonicNanoseconds()
+                if now >= deadline { return }
+                wait = Int32(min((deadline - now) / 1_000_000, 1000)) + 1
             }
-            let n = poll(&fds, nfds_t(fds.count), wait)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Failure(description: "poll: \(HostError.text(errno: errno))")
-            }
-            if fds[0].revents != 0 {
-                let got = read(fd, &buffer, buffer.count)
+            let ready = socket.waitReadable(or: stdinOpen ? input : nil, timeoutMilliseconds: wait)
+            if ready & 1 != 0 {
+                let got = read(socket, into: &buffer)
                 if got <= 0 { return }  // the VM (its process) ended: the console closed
-                try writeAll(1, buffer, count: got)
+                try write(output, buffer[..<got])
             }
-            if stdinOpen, fds[1].revents != 0 {
-                let got = read(0, &buffer, buffer.count)
+            if stdinOpen, ready & 2 != 0 {
+                let got = read(input, into: &buffer)
                 if got <= 0 {
                     // End of input: keep showing output until the VM ends or the timeout.
                     stdinOpen = false
                     continue
                 }
-                if interactive, let i = buffer[0..<got].firstIndex(of: detachByte) {
-                    if i > 0 { try writeAll(fd, buffer, count: i) }
+                if terminal != nil, let i = buffer[0..<got].firstIndex(of: detachByte) {
+                    if i > 0 { try write(socket, buffer[..<i]) }
                     return
                 }
-                try writeAll(fd, buffer, count: got)
+                try write(socket, buffer[..<got])
             }
         }
     }
 
-    static func writeAll(_ fd: Int32, _ buffer: [UInt8], count: Int) throws {
-        var done = 0
-        while done < count {
-            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + done, count - done) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Failure(description: "write: \(HostError.text(errno: errno))")
-            }
-            done += n
+    /// One read: the byte count; 0 at the end, on an error or with nothing to read now (all of
+    /// which end that direction).
+    static func read(_ fd: FileDescriptor, into buffer: inout [UInt8]) -> Int {
+        buffer.withUnsafeMutableBytes { raw in (try? fd.read(into: raw)) ?? 0 }
+    }
+
+    static func write(_ fd: FileDescriptor, _ bytes: ArraySlice<UInt8>) throws(Failure) {
+        var failure: HostError?
+        bytes.withUnsafeBytes { raw in
+            do throws(HostError) { try fd.writeAll(raw) } catch { failure = error }
         }
+        if let failure { throw Failure(description: "\(failure)") }
     }
 }

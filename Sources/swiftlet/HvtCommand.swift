@@ -1,4 +1,7 @@
 import ArgumentParser
+import Host
+import Logging
+import Logs
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -30,8 +33,11 @@ struct HvtCommand: ParsableCommand {
                 printError(HvtCommandLine.version)
                 Glibc.exit(0)
             case .run(let config, let warnings):
-                if config.logLevel >= .warn { for w in warnings { printError("swiftlet: \(w)") } }
-                let tender = try HvtTender(config: config)
+                // One log for the command line's warnings and the tender's messages, at --solo5:NAME.
+                let log = LogDestination(layout: .tender, threshold: LogThreshold(solo5: config.logLevel))
+                let logger = Logger(label: "hvt") { SwiftletLogHandler(label: $0, destination: log) }
+                for w in warnings { logger.warning("\(w)") }
+                let tender = try HvtTender(config: config, logSink: log)
                 Glibc.exit(tender.run())
             }
         } catch {
@@ -43,6 +49,6 @@ struct HvtCommand: ParsableCommand {
 
 /// Writes one line to stderr without touching the C `stderr` global (not concurrency-safe).
 func printError(_ line: String) {
-    let text = line + "\n"
-    _ = text.withCString { write(2, $0, strlen($0)) }
+    var text = line + "\n"
+    text.withUTF8 { utf8 in try? FileDescriptor.standardError.writeAll(UnsafeRawBufferPointer(utf8)) }
 }

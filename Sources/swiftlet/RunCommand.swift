@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logs
 import VMM
 import VMSpec
 #if canImport(Glibc)
@@ -85,7 +86,7 @@ struct RunCommand: ParsableCommand {
         }
         config.entropy = rng
         do {
-            let vm = try LinuxVM(config: config, logLevel: logLevel.level)
+            let vm = try LinuxVM(config: config, logSink: LogDestination(layout: .tender, threshold: logLevel.threshold))
             Glibc.exit(vm.run().exitStatus)
         } catch {
             printError("swiftlet: \(error.message)")

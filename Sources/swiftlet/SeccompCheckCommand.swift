@@ -1,4 +1,3 @@
-import CHost
 import VMSpec
 import ArgumentParser
 import Host
@@ -24,14 +23,8 @@ struct SeccompCheckCommand: ParsableCommand {
         shouldDisplay: false
     )
 
-    /// The system calls to try, named as on the command line.
-    enum Probe: String, CaseIterable, ExpressibleByArgument {
-        case getpid, socketUnix = "socket-unix", thread
-        case execve, socketInet = "socket-inet", fork, open, ptrace, mprotectExec = "mprotect-exec", kill
-
-        static let allowed: [Probe] = [.getpid, .socketUnix, .thread]
-        static var forbidden: [Probe] { allCases.filter { !allowed.contains($0) } }
-    }
+    /// The system calls to try, named as on the command line (Host makes them).
+    typealias Probe = SeccompProbe
 
     @Option(help: "Drop to this user id first (with --gid).") var uid: UInt32?
     @Option(help: "Drop to this group id first (with --uid).") var gid: UInt32?
@@ -60,51 +53,20 @@ struct SeccompCheckCommand: ParsableCommand {
         if let vm { Glibc.exit(vm.run()) }
         guard let probe else { fail("no probe") }
 
-        let result = Self.attempt(probe)
-        print("\(probe.rawValue) returned \(result); survived uid=\(getuid()) gid=\(getgid())")
+        let result = probe.attempt()
+        let ids = SeccompProbe.credentials
+        print("\(probe.rawValue) returned \(result); survived uid=\(ids.uid) gid=\(ids.gid)")
         Glibc.exit(Probe.allowed.contains(probe) ? 0 : 1)
-    }
-
-    /// Makes the call; returns its result (or -1 with errno for the failing ones).
-    static func attempt(_ probe: Probe) -> Int {
-        switch probe {
-        case .getpid:
-            return Int(getpid())
-        case .socketUnix, .socketInet:
-            let fd = socket(probe == .socketUnix ? AF_UNIX : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            if fd >= 0 { close(fd) }
-            return Int(fd)
-        case .thread:
-            // pthread_create: clone3 gets ENOSYS and glibc falls back to clone(CLONE_THREAD).
-            var thread = pthread_t()
-            guard pthread_create(&thread, nil, { _ in nil }, nil) == 0 else { return -1 }
-            return Int(pthread_join(thread, nil))
-        case .execve:
-            let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
-            return Int(execv("/bin/true", argv))
-        case .fork:
-            // glibc's fork is clone without CLONE_THREAD.
-            let pid = fork()
-            if pid == 0 { _exit(0) }
-            return Int(pid)
-        case .open:
-            let fd = Glibc.open("/etc/hostname", O_RDONLY)
-            if fd >= 0 { close(fd) }
-            return Int(fd)
-        case .ptrace:
-            // ptrace is variadic in glibc, which Swift cannot call directly: CHost wraps it.
-            return chost_ptrace_traceme() < 0 ? -1 : 0
-        case .mprotectExec:
-            let page = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-            guard let page, page != MAP_FAILED else { return -1 }
-            return Int(mprotect(page, 4096, PROT_READ | PROT_EXEC))
-        case .kill:
-            return Int(Glibc.kill(getpid(), 0))
-        }
     }
 
     private func fail(_ message: String) -> Never {
         printError("swiftlet: " + message)
         Glibc.exit(1)
     }
+}
+
+extension SeccompProbe: ExpressibleByArgument {
+    /// The probes the filter lets through; every other one must die of SIGSYS.
+    static let allowed: [SeccompProbe] = [.getpid, .socketUnix, .thread]
+    static var forbidden: [SeccompProbe] { allCases.filter { !allowed.contains($0) } }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logs
 import VMM
 #if canImport(Glibc)
 import Glibc
@@ -13,15 +14,16 @@ struct Swiftlet: ParsableCommand {
     )
 }
 
-/// `--log-level NAME` of the commands that run a VM (swiftlet hvt spells it `--solo5:NAME`).
+/// `--log-level NAME` of the commands that run a VM (swiftlet hvt spells it `--solo5:NAME`):
+/// the one level vocabulary, Solo5's names (quiet, warn) included.
 struct LogLevelOption: ParsableArguments {
-    @Option(name: .customLong("log-level"), help: "The VMM's own stderr messages: quiet, error, warn, info or debug.")
+    @Option(name: .customLong("log-level"), help: "The VMM's own messages: quiet, error, warn, info or debug (or trace, notice, warning, critical, off).")
     var name: String = "warn"
 
-    var level: HvtConfig.LogLevel { HvtConfig.LogLevel(name: name) ?? .warn }
+    var threshold: LogThreshold { LogThreshold(name: name) ?? LogThreshold(.warning) }
 
     func validate() throws {
-        guard HvtConfig.LogLevel(name: name) != nil else {
+        guard LogThreshold(name: name) != nil else {
             throw ValidationError("--log-level: '\(name)' is not quiet, error, warn, info or debug")
         }
     }
