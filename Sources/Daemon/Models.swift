@@ -1,4 +1,5 @@
 import Foundation
+import VMSpec
 
 /// One VM as `GET /vms` and `GET /vms/NAME` report it (and `swiftlet ctl status` prints it).
 public struct VMStatus: Codable, Sendable, Equatable {
@@ -66,29 +67,8 @@ public struct VMProcessMetrics: Decodable, Sendable, Equatable {
     public var exits: [String: UInt64]
     public var devices: [Device]
 
-    /// One virtio device's counters.
-    public struct Device: Decodable, Sendable, Equatable {
-        public var id: String
-        public var kind: String
-        public var requests: UInt64
-        public var bytesIn: UInt64
-        public var bytesOut: UInt64
-
-        public init(id: String, kind: String, requests: UInt64, bytesIn: UInt64, bytesOut: UInt64) {
-            self.id = id; self.kind = kind; self.requests = requests; self.bytesIn = bytesIn; self.bytesOut = bytesOut
-        }
-
-        enum CodingKeys: String, CodingKey { case id, kind, requests, bytesIn = "bytes_in", bytesOut = "bytes_out" }
-
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            id = try c.decode(String.self, forKey: .id)
-            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "unknown"
-            requests = try c.decodeIfPresent(UInt64.self, forKey: .requests) ?? 0
-            bytesIn = try c.decodeIfPresent(UInt64.self, forKey: .bytesIn) ?? 0
-            bytesOut = try c.decodeIfPresent(UInt64.self, forKey: .bytesOut) ?? 0
-        }
-    }
+    /// One device's counters: the record the VM process writes (VMSpec).
+    public typealias Device = DeviceStatistics
 
     public init(exits: [String: UInt64] = [:], devices: [Device] = []) { self.exits = exits; self.devices = devices }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logs
 
 /// What `/metrics` knows about one VM: the daemon's own view plus, for a live VM, its process's
 /// counters (nil when the VM is not running or did not answer).
@@ -72,19 +73,9 @@ public enum Prometheus {
         return out
     }
 
-    /// Label values escape backslash, double quote and line feed (format 0.0.4).
-    static func escapeLabel(_ s: String) -> String {
-        var out = ""
-        for c in s {
-            switch c {
-            case "\\": out += "\\\\"
-            case "\"": out += "\\\""
-            case "\n": out += "\\n"
-            default: out.append(c)
-            }
-        }
-        return out
-    }
+    /// Label values escape backslash, double quote and line feed (format 0.0.4): as a quoted log
+    /// value does.
+    static func escapeLabel(_ s: String) -> String { LogLayout.escape(s) }
 
     /// HELP text escapes backslash and line feed.
     static func escapeHelp(_ s: String) -> String {

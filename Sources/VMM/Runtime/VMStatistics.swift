@@ -1,4 +1,5 @@
 import Synchronization
+import VMSpec
 
 /// Exit counters of a VM's vCPUs, bumped on the exit path (one relaxed atomic add per exit, no
 /// allocation) and read by the metrics endpoint without stopping anything.
@@ -20,20 +21,9 @@ public final class ExitCounters: Sendable {
     }
 }
 
-/// What one device has done: requests, bytes the device wrote into the guest (`bytesIn`) and
-/// bytes it took from the guest (`bytesOut`).
-public struct DeviceStatistics: Sendable, Equatable {
-    public var id: String
-    /// block, net, rng, vsock.
-    public var kind: String
-    public var requests: UInt64
-    public var bytesIn: UInt64
-    public var bytesOut: UInt64
-
-    public init(id: String, kind: String, requests: UInt64, bytesIn: UInt64, bytesOut: UInt64) {
-        self.id = id; self.kind = kind; self.requests = requests; self.bytesIn = bytesIn; self.bytesOut = bytesOut
-    }
-}
+/// One device's counters, as the metrics endpoint reports them (VMSpec's type: swiftletd reads
+/// the same record back).
+public typealias DeviceStatistics = VMSpec.DeviceStatistics
 
 /// Request and byte counters of one device without counters of its own (hvt devices).
 final class DeviceCounters: Sendable {
