@@ -10,7 +10,7 @@ public final class ConsoleListener: @unchecked Sendable {
     private let fd: Int32
 
     /// Listens at `path` (mode 0600; a stale socket file is replaced, see `UnixSocket.listen`).
-    public init(path: String, backlog: Int32) throws(UnixSocket.PathError) {
+    public init(path: String, backlog: Int32) throws(HostError) {
         fd = try UnixSocket.listen(path: path, backlog: backlog)
     }
 

@@ -8,11 +8,6 @@ import Glibc
 /// read-only), measured, with the positional I/O a block device needs, each call retried on
 /// EINTR and on short transfers. One place for what both block devices did apart.
 public final class DiskImage: @unchecked Sendable {
-    /// Why an image could not be opened, as one line naming the path.
-    public struct OpenError: Error, CustomStringConvertible, Sendable {
-        public let description: String
-    }
-
     public let file: FileDescriptor
     public var descriptor: Int32 { file.rawValue }
     /// Bytes (block devices measured with lseek: their st_size is 0).
@@ -24,8 +19,8 @@ public final class DiskImage: @unchecked Sendable {
     /// Opens `path` read-write (read-only when `readOnly`). The open does not block (a FIFO given
     /// as a disk would wait forever for a writer): O_NONBLOCK, then anything but a regular file
     /// or a block device is refused.
-    public init(path: String, readOnly: Bool) throws(OpenError) {
-        func fail(_ text: String) -> OpenError { OpenError(description: text) }
+    public init(path: String, readOnly: Bool) throws(HostError) {
+        func fail(_ text: String) -> HostError { HostError(message: text) }
         let fd: FileDescriptor
         do { fd = try FileDescriptor.open(path, flags: (readOnly ? O_RDONLY : O_RDWR) | O_NONBLOCK) } catch {
             if error.errno == EISDIR { throw fail("\(path) is a directory, not a disk image") }

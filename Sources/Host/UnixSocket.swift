@@ -4,28 +4,24 @@ import Glibc
 
 /// Unix stream sockets for the control plane: API sockets, console sockets, liveness checks.
 public enum UnixSocket {
-    /// Errors of `listen`/`connect` that are not a system call's: one line for the user.
-    public struct PathError: Error, CustomStringConvertible, Sendable {
-        public let description: String
-    }
-
     /// A listening socket at `path`, mode 0600 (only its owner, normally root, may connect), made
     /// by hand so it accepts connections as soon as this returns. A stale socket file is replaced;
     /// a socket something still listens on, or a file that is not a socket, is an error.
     /// Returns the fd (close-on-exec, blocking).
-    public static func listen(path: String, backlog: Int32 = 128) throws(PathError) -> Int32 {
+    /// With `nonBlocking`, the listener and what it accepts would wait for nothing (an event loop's).
+    public static func listen(path: String, backlog: Int32 = 128, nonBlocking: Bool = false) throws(HostError) -> Int32 {
         var address = try self.address(path)
         if let fd = try? connect(path: path) {
             close(fd)
-            throw PathError(description: "\(path): another process is listening on it")
+            throw HostError(message: "\(path): another process is listening on it")
         }
         var st = stat()
         if lstat(path, &st) == 0 {
-            guard st.st_mode & S_IFMT == S_IFSOCK else { throw PathError(description: "\(path): exists and is not a socket") }
+            guard st.st_mode & S_IFMT == S_IFSOCK else { throw HostError(message: "\(path): exists and is not a socket") }
             unlink(path)
         }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw PathError(description: "\(path): socket: \(HostError.text(errno: errno))") }
+        let fd = socket(AF_UNIX, streamType(nonBlocking: nonBlocking), 0)
+        guard fd >= 0 else { throw HostError(message: "\(path): socket: \(HostError.text(errno: errno))") }
         // The umask makes bind create the file 0600, with no window where others could connect.
         let old = umask(0o177)
         let bound = withUnsafePointer(to: &address) {
@@ -35,28 +31,30 @@ public enum UnixSocket {
         umask(old)
         guard bound == 0 else {
             close(fd)
-            throw PathError(description: "\(path): \(HostError.text(errno: bindErrno))")
+            throw HostError(message: "\(path): \(HostError.text(errno: bindErrno))")
         }
         guard Glibc.listen(fd, backlog) == 0 else {
             let e = errno
             close(fd)
-            throw PathError(description: "\(path): listen: \(HostError.text(errno: e))")
+            throw HostError(message: "\(path): listen: \(HostError.text(errno: e))")
         }
         return fd
     }
 
     /// Connects to `path`; returns the fd (close-on-exec, blocking).
-    public static func connect(path: String) throws(PathError) -> Int32 {
+    /// With `nonBlocking`, transfers on it never wait (a Unix socket's connect completes at once
+    /// or fails).
+    public static func connect(path: String, nonBlocking: Bool = false) throws(HostError) -> Int32 {
         var address = try self.address(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw PathError(description: "socket: \(HostError.text(errno: errno))") }
+        let fd = socket(AF_UNIX, streamType(nonBlocking: nonBlocking), 0)
+        guard fd >= 0 else { throw HostError(message: "socket: \(HostError.text(errno: errno))") }
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         if result != 0 {
             let e = errno
             close(fd)
-            throw PathError(description: "\(path): \(HostError.text(errno: e))")
+            throw HostError(message: "\(path): \(HostError.text(errno: e))")
         }
         return fd
     }
@@ -68,12 +66,17 @@ public enum UnixSocket {
         return true
     }
 
-    static func address(_ path: String) throws(PathError) -> sockaddr_un {
+    /// SOCK_STREAM, close-on-exec, and non-blocking if asked.
+    static func streamType(nonBlocking: Bool) -> Int32 {
+        Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
+    }
+
+    static func address(_ path: String) throws(HostError) -> sockaddr_un {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
         guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path), !bytes.contains(0) else {
-            throw PathError(description: "\(path.isEmpty ? "''" : path): not a usable socket path (1 to 107 bytes)")
+            throw HostError(message: "\(path.isEmpty ? "''" : path): not a usable socket path (1 to 107 bytes)")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             raw.copyBytes(from: bytes)

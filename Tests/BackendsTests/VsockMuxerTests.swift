@@ -106,6 +106,6 @@ private func listeningMuxer(_ tag: String) throws -> (VsockMuxer, StreamSocket) 
         let file = try FileDescriptor.open(path, flags: O_CREAT | O_WRONLY | O_CLOEXEC, mode: 0o600)
         _ = file
         defer { FileSystem.removeIfPresent([path]) }
-        #expect(throws: VirtioDeviceError("virtio-vsock: \(path) exists and is not a socket")) { try VsockMuxer(udsPath: path) }
+        #expect(throws: VirtioDeviceError("virtio-vsock: \(path): exists and is not a socket")) { try VsockMuxer(udsPath: path) }
     }
 }
