@@ -2,13 +2,6 @@ import Foundation
 import VMSpec
 import Yams
 
-/// A configuration mistake, as one line for the user: where (file, line, key path) and what.
-public struct ConfigError: Error, Sendable, CustomStringConvertible, Equatable {
-    public var message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
 /// One VM as the config file (or `ctl start --kernel …`) defines it. The same Codable shape is read
 /// from YAML (the config file), from JSON (the body of `PUT /vms/NAME/start`) and written to the
 /// state directory, so the three never drift apart. Decoding is strict: an unknown key is an error.
@@ -170,29 +163,29 @@ public struct DaemonConfig: Decodable, Sendable, Equatable {
 
     /// Reads and validates a config file. Every error is one line naming the file and, where the
     /// YAML parser or the node tree knows it, the line.
-    public static func load(path: String) throws(ConfigError) -> DaemonConfig {
+    public static func load(path: String) throws(DaemonError) -> DaemonConfig {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             let reason = FileManager.default.fileExists(atPath: path) ? "cannot read it (or it is not UTF-8)" : "no such file"
-            throw ConfigError("\(path): \(reason)")
+            throw DaemonError(400, "\(path): \(reason)")
         }
         return try parse(yaml: text, name: path)
     }
 
     /// Parses config text; `name` prefixes every error (the file's path).
-    public static func parse(yaml text: String, name: String) throws(ConfigError) -> DaemonConfig {
+    public static func parse(yaml text: String, name: String) throws(DaemonError) -> DaemonConfig {
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch {
-            throw ConfigError("\(name): \(describeYAMLError(error))")
+            throw DaemonError(400, "\(name): \(describeYAMLError(error))")
         }
         guard let root, root != Node("") else { return DaemonConfig() }  // an empty file: no VMs
-        if case .scalar = root { throw ConfigError("\(name): line 1: expected a mapping (state_dir, user, vms)") }
+        if case .scalar = root { throw DaemonError(400, "\(name): line 1: expected a mapping (state_dir, user, vms)") }
         do {
             return try YAMLDecoder().decode(DaemonConfig.self, from: text)
         } catch let error as DecodingError {
-            throw ConfigError("\(name): \(describe(error, root: root))")
+            throw DaemonError(400, "\(name): \(describe(error, root: root))")
         } catch {
-            throw ConfigError("\(name): \(error)")
+            throw DaemonError(400, "\(name): \(error)")
         }
     }
 }

@@ -21,11 +21,11 @@ import Logging
 public final class DaemonAPI: Sendable {
     public let supervisor: Supervisor
     /// Re-reads the config file for `POST /reload` (nil: no config file, reload refused).
-    let reloadConfig: (@Sendable () -> Result<DaemonConfig, ConfigError>)?
+    let reloadConfig: (@Sendable () -> Result<DaemonConfig, DaemonError>)?
     let logger: Logger
     public static let version = "0.1.0"
 
-    public init(supervisor: Supervisor, logger: Logger, reloadConfig: (@Sendable () -> Result<DaemonConfig, ConfigError>)? = nil) {
+    public init(supervisor: Supervisor, logger: Logger, reloadConfig: (@Sendable () -> Result<DaemonConfig, DaemonError>)? = nil) {
         self.supervisor = supervisor
         self.logger = logger
         self.reloadConfig = reloadConfig

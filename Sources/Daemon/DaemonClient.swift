@@ -13,58 +13,52 @@ public struct DaemonClient: Sendable {
     public init(socketPath: String = DaemonClient.defaultSocket) { self.socketPath = socketPath }
 
     /// A failed call: `status` is 0 when the daemon could not be reached.
-    public struct Failure: Error, Sendable, CustomStringConvertible {
-        public var status: Int
-        public var message: String
-        public var description: String { message }
-    }
+    public func list() throws(DaemonError) -> [VMStatus] { try decode(VMList.self, call("GET", "/vms")).vms }
 
-    public func list() throws(Failure) -> [VMStatus] { try decode(VMList.self, call("GET", "/vms")).vms }
-
-    public func status(_ name: String) throws(Failure) -> VMStatus { try decode(VMStatus.self, call("GET", "/vms/\(name)")) }
+    public func status(_ name: String) throws(DaemonError) -> VMStatus { try decode(VMStatus.self, call("GET", "/vms/\(name)")) }
 
     /// Starts the configured VM `name`, or an ad-hoc one described by `definition`.
     @discardableResult
-    public func start(_ name: String, definition: VMDefinition? = nil) throws(Failure) -> VMStatus {
+    public func start(_ name: String, definition: VMDefinition? = nil) throws(DaemonError) -> VMStatus {
         var body: [UInt8]?
         if let definition { body = Array(JSON.encode(definition).utf8) }
         return try decode(VMStatus.self, call("PUT", "/vms/\(name)/start", body: body))
     }
 
     @discardableResult
-    public func stop(_ name: String, force: Bool = false, wait: Bool = false) throws(Failure) -> VMStatus {
+    public func stop(_ name: String, force: Bool = false, wait: Bool = false) throws(DaemonError) -> VMStatus {
         try decode(VMStatus.self, call("PUT", "/vms/\(name)/stop?force=\(force ? 1 : 0)&wait=\(wait ? 1 : 0)"))
     }
 
     @discardableResult
-    public func pause(_ name: String) throws(Failure) -> VMStatus { try decode(VMStatus.self, call("PUT", "/vms/\(name)/pause")) }
+    public func pause(_ name: String) throws(DaemonError) -> VMStatus { try decode(VMStatus.self, call("PUT", "/vms/\(name)/pause")) }
 
     @discardableResult
-    public func resume(_ name: String) throws(Failure) -> VMStatus { try decode(VMStatus.self, call("PUT", "/vms/\(name)/resume")) }
+    public func resume(_ name: String) throws(DaemonError) -> VMStatus { try decode(VMStatus.self, call("PUT", "/vms/\(name)/resume")) }
 
-    public func remove(_ name: String) throws(Failure) { _ = try call("DELETE", "/vms/\(name)") }
+    public func remove(_ name: String) throws(DaemonError) { _ = try call("DELETE", "/vms/\(name)") }
 
     /// The console log; `tail`: only its last bytes.
-    public func logs(_ name: String, tail: Int? = nil) throws(Failure) -> [UInt8] {
+    public func logs(_ name: String, tail: Int? = nil) throws(DaemonError) -> [UInt8] {
         try call("GET", "/vms/\(name)/logs" + (tail.map { "?tail=\($0)" } ?? "")).body
     }
 
-    public func consoleSocket(_ name: String) throws(Failure) -> String {
+    public func consoleSocket(_ name: String) throws(DaemonError) -> String {
         try decode(ConsoleInfo.self, call("GET", "/vms/\(name)/console")).consoleSocket
     }
 
     /// The Prometheus text.
-    public func metrics() throws(Failure) -> String { try call("GET", "/metrics").bodyText }
+    public func metrics() throws(DaemonError) -> String { try call("GET", "/metrics").bodyText }
 
-    public func reload() throws(Failure) -> [VMStatus] { try decode(VMList.self, call("POST", "/reload")).vms }
+    public func reload() throws(DaemonError) -> [VMStatus] { try decode(VMList.self, call("POST", "/reload")).vms }
 
     /// A plain stream connection (a VM's console socket); returns the fd.
-    public static func connectStream(path: String) throws(Failure) -> Int32 {
-        do { return try UnixSocket.connect(path: path) } catch { throw Failure(status: 0, message: error.description) }
+    public static func connectStream(path: String) throws(DaemonError) -> Int32 {
+        do { return try UnixSocket.connect(path: path) } catch { throw DaemonError(0, error.description) }
     }
 
     /// One request; a non-2xx answer becomes a ``Failure`` with the daemon's fault message.
-    public func call(_ method: String, _ path: String, body: [UInt8]? = nil) throws(Failure) -> HTTPResponse {
+    public func call(_ method: String, _ path: String, body: [UInt8]? = nil) throws(DaemonError) -> HTTPResponse {
         let response: HTTPResponse
         do {
             response = try UnixHTTPClient.request(socketPath: socketPath, method: method, path: path, body: body, timeoutSeconds: timeoutSeconds)
@@ -72,17 +66,17 @@ public struct DaemonClient: Sendable {
             var reason = error.message
             // The socket error starts with the path; it is already in the sentence.
             if reason.hasPrefix(socketPath + ": ") { reason.removeFirst(socketPath.count + 2) }
-            throw Failure(status: 0, message: "cannot reach swiftletd at \(socketPath): \(reason)")
+            throw DaemonError(0, "cannot reach swiftletd at \(socketPath): \(reason)")
         }
         guard (200..<300).contains(response.status) else {
-            throw Failure(status: response.status, message: JSON.faultMessage(response.body))
+            throw DaemonError(response.status, JSON.faultMessage(response.body))
         }
         return response
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ response: HTTPResponse) throws(Failure) -> T {
+    private func decode<T: Decodable>(_ type: T.Type, _ response: HTTPResponse) throws(DaemonError) -> T {
         do { return try JSONDecoder().decode(T.self, from: Data(response.body)) } catch {
-            throw Failure(status: response.status, message: "unexpected answer from swiftletd: \(response.bodyText.prefix(200))")
+            throw DaemonError(response.status, "unexpected answer from swiftletd: \(response.bodyText.prefix(200))")
         }
     }
 }

@@ -23,10 +23,10 @@ public struct VMPaths: Sendable, Equatable {
     public var stateFile: String { file("json") }
 
     /// The longest path a VM name of 64 bytes gives must fit in sockaddr_un's 108 bytes.
-    public static func checkDirectory(_ directory: String) throws(ConfigError) {
+    public static func checkDirectory(_ directory: String) throws(DaemonError) {
         let longest = VMPaths(directory: directory, name: String(repeating: "x", count: 64)).consoleSocket
         guard longest.utf8.count < 108 else {
-            throw ConfigError("state directory \(directory): too long for Unix socket paths (at most \(107 - 64 - 9) bytes)")
+            throw DaemonError(400, "state directory \(directory): too long for Unix socket paths (at most \(107 - 64 - 9) bytes)")
         }
     }
 }

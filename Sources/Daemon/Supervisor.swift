@@ -7,14 +7,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// An error for an API client: the HTTP status to answer and one line of explanation.
-public struct DaemonError: Error, Sendable, CustomStringConvertible, Equatable {
-    public var status: Int
-    public var message: String
-    public init(_ status: Int, _ message: String) { self.status = status; self.message = message }
-    public var description: String { message }
-}
-
 /// Supervises named VMs, each in its own `swiftlet api` process (OpenBSD vmd's privilege
 /// separation): spawns and configures them, watches them exit or crash, cleans up after them, and
 /// after a restart of the daemon finds the ones still running from the state directory.

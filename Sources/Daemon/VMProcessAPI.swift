@@ -8,16 +8,12 @@ struct VMProcessAPI {
     let socketPath: String
 
     /// A request the VM answered with an error (or could not be reached).
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
-    }
-
     private struct Action: Encodable { var action_type: String }
     private struct VMStatePatch: Encodable { var state: String }
     private struct Info: Decodable { var state: String? }
 
     /// Every PUT that describes the VM, in Firecracker's usual order, then InstanceStart.
-    func configureAndStart(_ d: VMDefinition) throws(Failure) {
+    func configureAndStart(_ d: VMDefinition) throws(DaemonError) {
         // Firecracker's schema, the same types the VM process decodes (VMSpec).
         try put("/boot-source", FirecrackerConfig.BootSource(kernelImagePath: d.kernel, initrdPath: d.initrd, bootArgs: d.cmdline))
         try put("/machine-config", FirecrackerConfig.MachineConfig(vcpuCount: d.cpus, memSizeMib: UInt64(d.memoryMiB)))
@@ -32,7 +28,7 @@ struct VMProcessAPI {
     }
 
     /// PATCH /vm {"state": "Paused" | "Resumed"}.
-    func setPaused(_ paused: Bool) throws(Failure) {
+    func setPaused(_ paused: Bool) throws(DaemonError) {
         try send("PATCH", "/vm", VMStatePatch(state: paused ? "Paused" : "Resumed"))
     }
 
@@ -50,19 +46,19 @@ struct VMProcessAPI {
         return try? JSONDecoder().decode(VMProcessMetrics.self, from: Data(r.body))
     }
 
-    private func put<T: Encodable>(_ path: String, _ body: T) throws(Failure) { try send("PUT", path, body) }
+    private func put<T: Encodable>(_ path: String, _ body: T) throws(DaemonError) { try send("PUT", path, body) }
 
-    private func send<T: Encodable>(_ method: String, _ path: String, _ body: T) throws(Failure) {
+    private func send<T: Encodable>(_ method: String, _ path: String, _ body: T) throws(DaemonError) {
         let data: Data
-        do { data = try JSON.data(body) } catch { throw Failure(description: "\(method) \(path): \(error)") }
+        do { data = try JSON.data(body) } catch { throw DaemonError(500, "\(method) \(path): \(error)") }
         let response: HTTPResponse
         do {
             response = try UnixHTTPClient.request(socketPath: socketPath, method: method, path: path, body: Array(data), timeoutSeconds: 30)
         } catch {
-            throw Failure(description: "\(method) \(path): \(error.message)")
+            throw DaemonError(500, "\(method) \(path): \(error.message)")
         }
         guard (200..<300).contains(response.status) else {
-            throw Failure(description: "\(method) \(path): \(JSON.faultMessage(response.body))")
+            throw DaemonError(500, "\(method) \(path): \(JSON.faultMessage(response.body))")
         }
     }
 }

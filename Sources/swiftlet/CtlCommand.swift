@@ -26,7 +26,7 @@ struct CtlCommand: ParsableCommand {
     }
 
     /// Runs a client call, turning its failure into the one-line exit.
-    static func call<T>(_ body: () throws(DaemonClient.Failure) -> T) -> T {
+    static func call<T>(_ body: () throws(DaemonError) -> T) -> T {
         do { return try body() } catch { fail(error.message) }
     }
 
@@ -90,7 +90,7 @@ struct CtlCommand: ParsableCommand {
                     CtlCommand.fail(CtlCommand.describe(error))
                 }
             }
-            let status = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.start(name, definition: definition) }
+            let status = CtlCommand.call { () throws(DaemonError) in try ctl.client.start(name, definition: definition) }
             // A guest that already ended has no pid to show.
             print("\(status.name): \(status.stateText)" + (status.pid.map { " (pid \($0))" } ?? ""))
         }
@@ -104,7 +104,7 @@ struct CtlCommand: ParsableCommand {
         @Flag(help: "Return only after the VM process has exited.") var wait = false
 
         func run() throws {
-            let status = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.stop(name, force: force, wait: wait) }
+            let status = CtlCommand.call { () throws(DaemonError) in try ctl.client.stop(name, force: force, wait: wait) }
             print("\(status.name): \(status.stateText)")
         }
     }
@@ -119,9 +119,9 @@ struct CtlCommand: ParsableCommand {
             let client = ctl.client
             let vms: [VMStatus]
             if let name {
-                vms = [CtlCommand.call { () throws(DaemonClient.Failure) in try client.status(name) }]
+                vms = [CtlCommand.call { () throws(DaemonError) in try client.status(name) }]
             } else {
-                vms = CtlCommand.call { () throws(DaemonClient.Failure) in try client.list() }
+                vms = CtlCommand.call { () throws(DaemonError) in try client.list() }
             }
             if json {
                 print(String(decoding: (try? JSON.data(VMList(vms: vms), pretty: true)) ?? Data(), as: UTF8.self))
@@ -145,7 +145,7 @@ struct CtlCommand: ParsableCommand {
 
         func run() throws {
             let client = ctl.client
-            let path = CtlCommand.call { () throws(DaemonClient.Failure) in try client.consoleSocket(name) }
+            let path = CtlCommand.call { () throws(DaemonError) in try client.consoleSocket(name) }
             do { try ConsoleSession.run(socketPath: path, timeout: timeout > 0 ? timeout : nil) } catch {
                 CtlCommand.fail("console of \(name): \(error)")
             }
@@ -156,14 +156,14 @@ struct CtlCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Pause a running VM.")
         @ParentCommand var ctl: CtlCommand
         @Argument(help: "The VM's name.") var name: String
-        static func change(_ client: DaemonClient, _ name: String) throws(DaemonClient.Failure) -> VMStatus { try client.pause(name) }
+        static func change(_ client: DaemonClient, _ name: String) throws(DaemonError) -> VMStatus { try client.pause(name) }
     }
 
     struct Resume: StateChange {
         static let configuration = CommandConfiguration(abstract: "Resume a paused VM.")
         @ParentCommand var ctl: CtlCommand
         @Argument(help: "The VM's name.") var name: String
-        static func change(_ client: DaemonClient, _ name: String) throws(DaemonClient.Failure) -> VMStatus { try client.resume(name) }
+        static func change(_ client: DaemonClient, _ name: String) throws(DaemonError) -> VMStatus { try client.resume(name) }
     }
 
     struct Logs: ParsableCommand {
@@ -175,7 +175,7 @@ struct CtlCommand: ParsableCommand {
             if let tail, tail < 0 { throw ValidationError("--tail must be 0 or more") }
         }
         func run() throws {
-            let bytes = CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.logs(name, tail: tail) }
+            let bytes = CtlCommand.call { () throws(DaemonError) in try ctl.client.logs(name, tail: tail) }
             bytes.withUnsafeBytes { _ = try? FileDescriptor.standardOutput.writeAll($0) }
         }
     }
@@ -184,7 +184,7 @@ struct CtlCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the daemon's metrics (Prometheus text format).")
         @ParentCommand var ctl: CtlCommand
         func run() throws {
-            print(CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.metrics() }, terminator: "")
+            print(CtlCommand.call { () throws(DaemonError) in try ctl.client.metrics() }, terminator: "")
         }
     }
 
@@ -193,7 +193,7 @@ struct CtlCommand: ParsableCommand {
         @ParentCommand var ctl: CtlCommand
         @Argument(help: "The VM's name.") var name: String
         func run() throws {
-            CtlCommand.call { () throws(DaemonClient.Failure) in try ctl.client.remove(name) }
+            CtlCommand.call { () throws(DaemonError) in try ctl.client.remove(name) }
         }
     }
 
@@ -240,13 +240,13 @@ struct CtlCommand: ParsableCommand {
 protocol StateChange: ParsableCommand {
     var ctl: CtlCommand { get }
     var name: String { get }
-    static func change(_ client: DaemonClient, _ name: String) throws(DaemonClient.Failure) -> VMStatus
+    static func change(_ client: DaemonClient, _ name: String) throws(DaemonError) -> VMStatus
 }
 
 extension StateChange {
     func run() throws {
         let client = ctl.client, name = name
-        let status = CtlCommand.call { () throws(DaemonClient.Failure) in try Self.change(client, name) }
+        let status = CtlCommand.call { () throws(DaemonError) in try Self.change(client, name) }
         print("\(status.name): \(status.stateText)")
     }
 }

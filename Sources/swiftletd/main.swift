@@ -60,9 +60,9 @@ struct SwiftletD: ParsableCommand {
         defer { withExtendedLifetime(lock) {} }
         let supervisor: Supervisor
         do { supervisor = try Supervisor(options: options, config: daemonConfig, logger: logger) } catch { fail(error.message) }
-        var reload: (@Sendable () -> Result<DaemonConfig, ConfigError>)?
+        var reload: (@Sendable () -> Result<DaemonConfig, DaemonError>)?
         if let configPath {
-            reload = { Result { () throws(ConfigError) -> DaemonConfig in try DaemonConfig.load(path: configPath) } }
+            reload = { Result { () throws(DaemonError) -> DaemonConfig in try DaemonConfig.load(path: configPath) } }
         }
         let api = DaemonAPI(supervisor: supervisor, logger: logger, reloadConfig: reload)
         let server = UnixHTTPServer(socketPath: socket, maximumBodyBytes: 64 << 10, concurrent: true) { api.handle($0) }

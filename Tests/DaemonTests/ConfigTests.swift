@@ -35,7 +35,7 @@ import Testing
         """
     }
 
-    func parse(_ text: String) throws(ConfigError) -> DaemonConfig {
+    func parse(_ text: String) throws(DaemonError) -> DaemonConfig {
         try DaemonConfig.parse(yaml: text, name: "swiftletd.yaml")
     }
 
@@ -176,7 +176,7 @@ import Testing
     }
 
     @Test func stateDirectoryLength() {
-        #expect(throws: ConfigError.self) { try VMPaths.checkDirectory("/" + String(repeating: "d", count: 60)) }
+        #expect(throws: DaemonError.self) { try VMPaths.checkDirectory("/" + String(repeating: "d", count: 60)) }
         #expect(throws: Never.self) { try VMPaths.checkDirectory("/run/swiftlet") }
     }
 }
