@@ -34,7 +34,7 @@ let package = Package(
         // Safe wrappers over /dev/kvm descriptors; errno -> typed errors.
         .target(name: "KVM", dependencies: ["CKVM", "VMSpec"], swiftSettings: strict),
         // Guest-physical addresses and bounds/overflow-checked access to guest RAM.
-        .target(name: "GuestMemory", dependencies: ["Host"], swiftSettings: strict),
+        .target(name: "GuestMemory", dependencies: ["Host", "VMSpec"], swiftSettings: strict),
         // NVMM-style library: Machine, VCPU, typed VMExit, memory slots, opt-in assists.
         .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory", "Host", "VMSpec"], swiftSettings: strict),
         // Guest-facing device models (legacy PC devices, PCI, virtio) and the back-end protocols
@@ -49,7 +49,7 @@ let package = Package(
         // ELF core files (notes, loadable segments) as gdb reads them, written without holes lost.
         .target(name: "CoreDump", dependencies: ["Host"], swiftSettings: strict),
         // Image loaders and x86 boot structures (ELF, Solo5 hvt notes and guest layout).
-        .target(name: "Boot", dependencies: ["GuestMemory"], swiftSettings: strict),
+        .target(name: "Boot", dependencies: ["GuestMemory", "VMSpec"], swiftSettings: strict),
         // The one log: a swift-log handler, one level vocabulary and one line format for every
         // message of a process, written where the process's destination says (PUT /logger).
         .target(name: "Logs", dependencies: ["Host", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),

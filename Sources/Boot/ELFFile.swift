@@ -1,3 +1,4 @@
+import VMSpec
 /// A parsed ELF64 little-endian executable: header, program headers and notes. Parsing only; a
 /// loader decides what to map. Every field is validated against the file size.
 public struct ELFFile: Sendable {
@@ -130,16 +131,16 @@ public struct ELFFile: Sendable {
             let (fileEnd, o1) = ph.offset.addingReportingOverflow(ph.fileSize)
             guard !o1, fileEnd <= UInt64(bytes.count) else { throw BootError("\(name): segment extends past the end of the file") }
             guard ph.physicalAddress >= minimumAddress else {
-                let limit = minimumAddress % (1 << 20) == 0 ? "\(minimumAddress >> 20) MiB" : "0x" + String(minimumAddress, radix: 16)
-                throw BootError("\(name): segment at 0x\(String(ph.physicalAddress, radix: 16)) is below \(limit)")
+                let limit = minimumAddress % (1 << 20) == 0 ? "\(minimumAddress >> 20) MiB" : minimumAddress.hexString
+                throw BootError("\(name): segment at \(ph.physicalAddress.hexString) is below \(limit)")
             }
             let (segEnd, o2) = ph.physicalAddress.addingReportingOverflow(ph.memorySize)
-            guard !o2, segEnd <= maximumEnd else { throw BootError("\(name): segment address overflows (above 0x\(String(maximumEnd, radix: 16)))") }
+            guard !o2, segEnd <= maximumEnd else { throw BootError("\(name): segment address overflows (above \(maximumEnd.hexString))") }
             guard ph.alignment == 0 || ph.alignment & (ph.alignment - 1) == 0 else {
                 throw BootError("\(name): segment alignment \(ph.alignment) is not a power of two")
             }
             for other in segments where ph.physicalAddress < other.end && other.guestAddress < segEnd {
-                throw BootError("\(name): loadable segments overlap at 0x\(String(max(ph.physicalAddress, other.guestAddress), radix: 16))")
+                throw BootError("\(name): loadable segments overlap at \((max(ph.physicalAddress, other.guestAddress)).hexString)")
             }
             segments.append(LoadSegment(guestAddress: ph.physicalAddress, fileOffset: ph.offset, fileSize: ph.fileSize,
                                         memorySize: ph.memorySize, writable: ph.isWritable, executable: ph.isExecutable))

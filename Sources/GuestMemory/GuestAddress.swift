@@ -1,3 +1,4 @@
+import VMSpec
 /// A guest-physical address. A distinct type so host pointers and guest addresses never mix.
 public struct GuestAddress: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
     public var rawValue: UInt64
@@ -12,7 +13,7 @@ public struct GuestAddress: RawRepresentable, Hashable, Comparable, Sendable, Cu
     }
 
     public static func < (a: GuestAddress, b: GuestAddress) -> Bool { a.rawValue < b.rawValue }
-    public var description: String { "0x" + String(rawValue, radix: 16) }
+    public var description: String { rawValue.hexString }
 }
 
 /// Why a guest-memory access or layout was refused.
@@ -27,7 +28,7 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
     public var description: String {
         switch self {
         case let .outOfBounds(address, length):
-            "guest access out of bounds: 0x\(String(address, radix: 16)) length \(length)"
+            "guest access out of bounds: \(address.hexString) length \(length)"
         case let .invalidLayout(why): "invalid guest memory layout: \(why)"
         case let .allocationFailed(size, errno): "cannot allocate \(size) bytes of guest memory (errno \(errno))"
         }

@@ -1,3 +1,4 @@
+import VMSpec
 /// What the ACPI tables describe: the vCPUs and interrupt controllers (MADT), the PM1 register
 /// blocks the VMM emulates for S5 poweroff (FADT), the reset register, and the legacy devices
 /// the DSDT lists. Defaults match a KVM in-kernel irqchip (IOAPIC at 0xFEC00000, 24 pins) and
@@ -103,9 +104,9 @@ public struct ACPIConfiguration: Sendable {
         }
         if let ecam = pcieECAM {
             guard (1...256).contains(ecam.busCount) else { throw BootError("ACPI: ECAM bus count \(ecam.busCount), must be 1...256") }
-            guard ecam.base & 0xF_FFFF == 0 else { throw BootError("ACPI: ECAM base 0x\(String(ecam.base, radix: 16)) is not 1 MiB aligned") }
+            guard ecam.base & 0xF_FFFF == 0 else { throw BootError("ACPI: ECAM base \(ecam.base.hexString) is not 1 MiB aligned") }
             guard ecam.base.addingReportingOverflow(UInt64(ecam.busCount) << 20).overflow == false else {
-                throw BootError("ACPI: ECAM window at 0x\(String(ecam.base, radix: 16)) wraps")
+                throw BootError("ACPI: ECAM window at \(ecam.base.hexString) wraps")
             }
         }
     }

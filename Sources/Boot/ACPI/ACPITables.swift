@@ -1,3 +1,4 @@
+import VMSpec
 /// Builds the ACPI tables a Linux guest needs when it has no firmware: the RSDP, XSDT and RSDT,
 /// FADT (+ FACS), MADT, DSDT and, with a PCIe ECAM window, MCFG, as one blob for guest memory.
 ///
@@ -22,8 +23,8 @@ public enum ACPITables {
     /// The whole blob for guest-physical `base` (16-byte aligned; the RSDP is at `base`).
     public static func build(_ config: ACPIConfiguration, at base: UInt64) throws(BootError) -> [UInt8] {
         try config.validate()
-        guard base & 0xF == 0 else { throw BootError("ACPI: table base 0x\(String(base, radix: 16)) is not 16-byte aligned") }
-        guard base < limit else { throw BootError("ACPI: table base 0x\(String(base, radix: 16)) is not below 1 MiB") }
+        guard base & 0xF == 0 else { throw BootError("ACPI: table base \(base.hexString) is not 16-byte aligned") }
+        guard base < limit else { throw BootError("ACPI: table base \(base.hexString) is not below 1 MiB") }
 
         var blob = Blob(base: base)
         _ = blob.place([UInt8](repeating: 0, count: 36), alignment: 16) // the RSDP, written last
@@ -40,7 +41,7 @@ public enum ACPITables {
 
         let end = base + UInt64(blob.bytes.count)
         guard end <= limit else {
-            throw BootError("ACPI: tables at 0x\(String(base, radix: 16)) need \(blob.bytes.count) bytes and would end at 0x\(String(end, radix: 16)), past 1 MiB")
+            throw BootError("ACPI: tables at \(base.hexString) need \(blob.bytes.count) bytes and would end at \(end.hexString), past 1 MiB")
         }
         return blob.bytes
     }

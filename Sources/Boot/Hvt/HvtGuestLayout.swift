@@ -1,3 +1,4 @@
+import VMSpec
 import GuestMemory
 
 /// Lays out a Solo5 hvt guest in memory: segments, GDT, page tables with per-segment protections,
@@ -107,7 +108,7 @@ public enum HvtGuestLayout {
             let fits = if let ramSize { s.guestAddress < ramSize && s.fileSize <= ramSize - s.guestAddress }
                        else { memory.contains(GuestAddress(s.guestAddress), count: s.memorySize) }
             guard fits else {
-                throw BootError("image segment at 0x\(String(s.guestAddress, radix: 16)) does not fit in guest memory")
+                throw BootError("image segment at \(s.guestAddress.hexString) does not fit in guest memory")
             }
             let inRAM = ramSize.map { min(s.memorySize, $0 - s.guestAddress) } ?? s.memorySize
             let dest = try memory.bytes(at: GuestAddress(s.guestAddress), count: inRAM)

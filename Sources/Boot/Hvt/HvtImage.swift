@@ -1,3 +1,4 @@
+import VMSpec
 /// The hvt ABI versions a unikernel can be built for. The image's `.note.solo5.abi` names one;
 /// the tender speaks the one the image asks for (solo5-hvt speaks only its own).
 public enum HvtABI: UInt32, Sendable, CaseIterable, Comparable {
@@ -91,10 +92,10 @@ public struct HvtImage: Sendable {
             (segments, end) = try elf.loadSegments(name: name, minimumAddress: Self.minimumLoadAddress, maximumEnd: 1 << 46)
         } catch { throw Self.invalid(name, error) }
         if let both = segments.first(where: { $0.writable && $0.executable }) {
-            throw Self.invalid(name, "segment at 0x\(String(both.guestAddress, radix: 16)) requests WRITE and EXEC permissions")
+            throw Self.invalid(name, "segment at \(both.guestAddress.hexString) requests WRITE and EXEC permissions")
         }
         guard segments.contains(where: { $0.executable && elf.entry >= $0.guestAddress && elf.entry < $0.guestAddress + $0.memorySize }) else {
-            throw Self.invalid(name, "entry point 0x\(String(elf.entry, radix: 16)) is not in an executable segment")
+            throw Self.invalid(name, "entry point \(elf.entry.hexString) is not in an executable segment")
         }
         self.abi = abi
         self.elf = elf

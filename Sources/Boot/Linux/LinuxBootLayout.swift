@@ -1,3 +1,4 @@
+import VMSpec
 import GuestMemory
 
 /// Places a bzImage, its command line, initrd, zero page (boot_params), e820 map, GDT and
@@ -79,7 +80,7 @@ public enum LinuxBootLayout {
     static func placeInitrd(_ initrd: [UInt8], below top: UInt64, above floor: UInt64, into memory: GuestMemory) throws -> UInt64 {
         let size = UInt64(initrd.count)
         guard size <= top, (top - size) & ~0xFFF >= floor else {
-            throw BootError("initrd (\(initrd.count) bytes) does not fit below the kernel's limit of 0x\(String(top, radix: 16)) (give the VM more memory)")
+            throw BootError("initrd (\(initrd.count) bytes) does not fit below the kernel's limit of \(top.hexString) (give the VM more memory)")
         }
         let address = (top - size) & ~0xFFF
         try memory.write(initrd, at: GuestAddress(address))

@@ -1,3 +1,4 @@
+import VMSpec
 /// An ELF kernel with a PVH entry point (Xen ELF note XEN_ELFNOTE_PHYS32_ENTRY): an uncompressed
 /// Linux vmlinux built with CONFIG_PVH, or our own freestanding test guests. The entry runs in
 /// 32-bit protected mode, paging off, with EBX pointing at a `struct hvm_start_info`.
@@ -27,7 +28,7 @@ public struct PVHImage: Sendable {
         let entry = try r.u32(0)
         let (segments, end) = try elf.loadSegments(name: name, minimumAddress: Self.minimumLoadAddress, maximumEnd: 1 << 32)
         guard segments.contains(where: { UInt64(entry) >= $0.guestAddress && UInt64(entry) < $0.end }) else {
-            throw BootError("\(name): PVH entry 0x\(String(entry, radix: 16)) is outside the loaded segments")
+            throw BootError("\(name): PVH entry \(entry.hexString) is outside the loaded segments")
         }
         self.elf = elf
         self.entry = entry

@@ -1,3 +1,4 @@
+import VMSpec
 import Synchronization
 
 /// Sends one message-signalled interrupt: a dword write of `data` to `address`, which on x86
@@ -103,7 +104,7 @@ public final class MSIXCapability: Sendable {
                                       (pbaBAR, UInt64(pbaOffset), Self.pendingBitArraySize(vectors: vectorCount))] {
             if let bar = configuration.bars.first(where: { $0.index == index })?.bar {
                 guard bar.kind != .io, offset + size <= bar.size else {
-                    throw DeviceError(.invalidRange, "MSI-X structure at 0x\(String(offset, radix: 16)) (0x\(String(size, radix: 16)) bytes) does not fit BAR \(index) (\(bar))")
+                    throw DeviceError(.invalidRange, "MSI-X structure at \(offset.hexString) (\(size.hexString) bytes) does not fit BAR \(index) (\(bar))")
                 }
             }
         }

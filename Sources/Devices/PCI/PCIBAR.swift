@@ -1,3 +1,4 @@
+import VMSpec
 /// One base address register as a device declares it: what it decodes and how big it is.
 ///
 /// Sizes are powers of two, and a BAR is always naturally aligned to its size: that is how the
@@ -60,7 +61,7 @@ public struct PCIBAR: Sendable, Equatable, CustomStringConvertible {
         case .memory64: "mem64"
         case .io: "io"
         }
-        return "\(kindName) 0x\(String(size, radix: 16))\(prefetchable ? " prefetchable" : "")"
+        return "\(kindName) \(size.hexString)\(prefetchable ? " prefetchable" : "")"
     }
 }
 

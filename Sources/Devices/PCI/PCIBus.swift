@@ -1,3 +1,4 @@
+import VMSpec
 import Synchronization
 
 /// Where the PCI bus lives in the guest's address spaces. The defaults fit the Linux layout
@@ -143,7 +144,7 @@ public final class PCIBus: Sendable {
                 throw DeviceError(.invalidRange, "\(type(of: device)): MMIO region for BAR \(region.barIndex), which is not a memory BAR")
             }
             guard region.length > 0, region.offset < bar.size, region.length <= bar.size - region.offset else {
-                throw DeviceError(.invalidRange, "\(type(of: device)): region 0x\(String(region.offset, radix: 16))+0x\(String(region.length, radix: 16)) lies outside BAR \(region.barIndex) (\(bar))")
+                throw DeviceError(.invalidRange, "\(type(of: device)): region \(region.offset.hexString)+\(region.length.hexString) lies outside BAR \(region.barIndex) (\(bar))")
             }
         }
         let assignments = try assign(bars, for: device)
@@ -242,7 +243,7 @@ public final class PCIBus: Sendable {
 
     private static func exhausted(_ name: String, _ window: PCIBusConfiguration.Window, _ bar: PCIBAR, _ index: Int,
                                   _ device: any PCIDevice) -> DeviceError {
-        DeviceError(.invalidRange, "\(type(of: device)) BAR \(index) (\(bar)) does not fit in the \(name) window 0x\(String(window.base, radix: 16))+0x\(String(window.size, radix: 16))")
+        DeviceError(.invalidRange, "\(type(of: device)) BAR \(index) (\(bar)) does not fit in the \(name) window \(window.base.hexString)+\(window.size.hexString)")
     }
 
     private static func validate(_ c: PCIBusConfiguration) throws(DeviceError) {
@@ -250,7 +251,7 @@ public final class PCIBus: Sendable {
         if let w = c.mmio64 { windows.append(("64-bit MMIO", w)) }
         for (name, w) in windows + (c.io.map { [("I/O", $0)] } ?? []) {
             guard w.size > 0, !w.base.addingReportingOverflow(w.size - 1).overflow else {
-                throw DeviceError(.invalidRange, "PCI \(name) window 0x\(String(w.base, radix: 16))+0x\(String(w.size, radix: 16)) is empty or wraps")
+                throw DeviceError(.invalidRange, "PCI \(name) window \(w.base.hexString)+\(w.size.hexString) is empty or wraps")
             }
         }
         guard c.mmio32.last <= 0xFFFF_FFFF else {
@@ -260,7 +261,7 @@ public final class PCIBus: Sendable {
             throw DeviceError(.invalidRange, "PCI I/O window ends above port 0xffff")
         }
         guard c.ecamBase & (PCIECAM.bytesPerBus - 1) == 0 else {
-            throw DeviceError(.invalidRange, "PCI ECAM base 0x\(String(c.ecamBase, radix: 16)) is not 1 MiB aligned")
+            throw DeviceError(.invalidRange, "PCI ECAM base \(c.ecamBase.hexString) is not 1 MiB aligned")
         }
         for i in windows.indices {
             for j in windows.indices where j > i {

@@ -1,3 +1,4 @@
+import VMSpec
 import Synchronization
 
 /// The configuration space of one PCI function with a type-0 header (PCI Local Bus 3.0 §6.1):
@@ -241,7 +242,7 @@ public final class PCIConfigurationSpace: Sendable {
         case .memory64: (16, 1 << 63)
         }
         guard bar.size.nonzeroBitCount == 1, (minimum...maximum).contains(bar.size) else {
-            throw DeviceError(.invalidRange, "PCI BAR \(index) size 0x\(String(bar.size, radix: 16)) must be a power of two in 0x\(String(minimum, radix: 16))...0x\(String(maximum, radix: 16))")
+            throw DeviceError(.invalidRange, "PCI BAR \(index) size \(bar.size.hexString) must be a power of two in \(minimum.hexString)...\(maximum.hexString)")
         }
         guard bar.kind != .io || !bar.prefetchable else {
             throw DeviceError(.invalidRange, "PCI BAR \(index): an I/O BAR cannot be prefetchable")
@@ -274,13 +275,13 @@ public final class PCIConfigurationSpace: Sendable {
     @discardableResult
     public func addCapability(id: UInt8, bytes: [UInt8], writeMask: [UInt8] = []) throws(DeviceError) -> Int {
         guard writeMask.isEmpty || writeMask.count == bytes.count else {
-            throw DeviceError(.invalidRange, "PCI capability 0x\(String(id, radix: 16)): write mask has \(writeMask.count) bytes for \(bytes.count)")
+            throw DeviceError(.invalidRange, "PCI capability \(id.hexString): write mask has \(writeMask.count) bytes for \(bytes.count)")
         }
         return try state.withLock { (s: inout State) throws(DeviceError) -> Int in
             let offset = s.nextFreeCapabilityOffset
             let length = 2 + bytes.count
             guard offset + length <= Self.conventionalSize else {
-                throw DeviceError(.invalidRange, "PCI capability 0x\(String(id, radix: 16)) (\(length) bytes) does not fit below 0x100")
+                throw DeviceError(.invalidRange, "PCI capability \(id.hexString) (\(length) bytes) does not fit below 0x100")
             }
             s.bytes[offset] = id
             s.bytes[offset + 1] = 0

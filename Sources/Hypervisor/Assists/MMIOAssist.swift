@@ -1,3 +1,4 @@
+import VMSpec
 import GuestMemory
 
 // Opt-in MMIO instruction emulation, in the spirit of NVMM's nvmm_assist_mem: given the
@@ -63,11 +64,11 @@ public enum MMIOAssistError: Error, Equatable, Sendable, CustomStringConvertible
         case .translation(let e): "MMIO assist: \(e)"
         case .memory(let e): "MMIO assist: \(e)"
         case let .addressMismatch(fault, computed):
-            "MMIO assist: exit address 0x\(String(fault, radix: 16)) but instruction addresses 0x\(String(computed, radix: 16))"
+            "MMIO assist: exit address \(fault.hexString) but instruction addresses \(computed.hexString)"
         case let .splitAccess(address, size):
-            "MMIO assist: \(size)-byte access at 0x\(String(address, radix: 16)) spans discontiguous pages"
+            "MMIO assist: \(size)-byte access at \(address.hexString) spans discontiguous pages"
         case let .protectionViolation(address, write):
-            "MMIO assist: guest page tables forbid \(write ? "writing" : "reading") 0x\(String(address, radix: 16))"
+            "MMIO assist: guest page tables forbid \(write ? "writing" : "reading") \(address.hexString)"
         case .unsupported(let op): "MMIO assist: cannot emulate \(op)"
         }
     }
