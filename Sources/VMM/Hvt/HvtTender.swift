@@ -421,10 +421,8 @@ public final class HvtTender: @unchecked Sendable {
 
     private func fatal(_ message: String, registers: Bool) -> Int32 {
         var line = message
-        if registers, let r = try? vcpu.registers() {
-            line += ": " + RegisterSummary.general(r)
-            if let s = try? vcpu.specialRegisters() { line += " cr2=0x\(String(s.cr2, radix: 16))" }
-        }
+        // solo5-hvt prints only cr2 (the faulting address) of the control registers.
+        if registers { line += RegisterSummary.dump(vcpu, control: [.cr2]) }
         log.error(line)
         crashed.store(true, ordering: .sequentiallyConsistent)
         return 1

@@ -430,30 +430,21 @@ public final class LinuxVM: @unchecked Sendable {
                 continue
             case .shutdown:
                 if stopping { return nil }
-                return .failed("guest triple fault (vCPU \(vcpu.index))" + Self.describe(vcpu))
+                return .failed("guest triple fault (vCPU \(vcpu.index))" + RegisterSummary.dump(vcpu, control: .all))
             case .systemEvent(let type):
                 // KVM_SYSTEM_EVENT_SHUTDOWN = 1, RESET = 2, CRASH = 3.
                 return type == 2 ? .rebooted : type == 1 ? .poweredOff : .failed("guest crashed (system event \(type))")
             case .failedEntry(let reason):
-                return .failed("KVM: entry failure 0x\(String(reason, radix: 16)) on vCPU \(vcpu.index)" + Self.describe(vcpu))
+                return .failed("KVM: entry failure 0x\(String(reason, radix: 16)) on vCPU \(vcpu.index)" + RegisterSummary.dump(vcpu, control: .all))
             case .internalError(let sub):
-                return .failed("KVM: internal error \(sub) on vCPU \(vcpu.index)" + (sub == 1 ? " (instruction emulation failed; a software KVM such as kvm_pvm cannot boot Linux)" : "") + Self.describe(vcpu))
+                return .failed("KVM: internal error \(sub) on vCPU \(vcpu.index)" + (sub == 1 ? " (instruction emulation failed; a software KVM such as kvm_pvm cannot boot Linux)" : "") + RegisterSummary.dump(vcpu, control: .all))
             case .debug:
                 exitCounters.other.add(1, ordering: .relaxed)
                 continue
             case .unknown(let reason):
-                return .failed("KVM: unhandled exit \(reason) on vCPU \(vcpu.index)" + Self.describe(vcpu))
+                return .failed("KVM: unhandled exit \(reason) on vCPU \(vcpu.index)" + RegisterSummary.dump(vcpu, control: .all))
             }
         }
-    }
-
-    static func describe(_ vcpu: VCPU) -> String {
-        guard let r = try? vcpu.registers() else { return "" }
-        var text = ": " + RegisterSummary.general(r)
-        if let s = try? vcpu.specialRegisters() {
-            text += " cr0=\(s.cr0.hexString) cr2=\(s.cr2.hexString) cr3=\(s.cr3.hexString) cr4=\(s.cr4.hexString) efer=\(s.efer.hexString)"
-        }
-        return text
     }
 }
 
