@@ -50,7 +50,6 @@ public final class HvtTender: @unchecked Sendable {
     public init(config: HvtConfig, console: VMConsole = .stdio, kernelBytes: [UInt8]? = nil, logSink: VMMLogSink? = nil) throws(VMMError) {
         self.config = config
         log = VMMLog(level: config.logLevel, sink: logSink)
-        lifecycle = VMLifecycle(log: log)
 
         coreDump = try config.dumpCoreDirectory.map { dir throws(VMMError) in try GuestCoreDump(directory: dir) }
 
@@ -108,23 +107,21 @@ public final class HvtTender: @unchecked Sendable {
         //    after guest RAM hold the ring, as solo5-hvt v0.12.1 places it.
         let wantsRing = image.abi >= .v2 && devices.contains { if case .net? = $0 { true } else { false } }
         let sizes = try Self.memoryLayout(requestedMiB: config.memoryMiB, ring: wantsRing, log: log)
-        let ramRegion: GuestMemoryRegion
-        do {
-            ramRegion = try GuestMemoryRegion(base: GuestAddress(0), size: sizes.ram)
-            ram = try GuestMemory(regions: [ramRegion])
-            if wantsRing {
-                let ringRegion = try GuestMemoryRegion(base: GuestAddress(sizes.ram), size: HvtGuestLayout.netRingArea)
-                memory = try GuestMemory(regions: [ramRegion, ringRegion])
-            } else {
-                memory = ram
-            }
-        } catch { throw VMMError(.host, "Error allocating guest memory: \(error)") }
+        var regions = [(base: UInt64(0), size: sizes.ram)]
+        if wantsRing { regions.append((sizes.ram, HvtGuestLayout.netRingArea)) }
+        let builder = try MachineBuilder(regions: regions, hugePages: false, kvmDevice: config.kvmDevice, log: log,
+                                         allocationContext: "Error allocating guest memory: ")
+        memory = builder.memory
+        machine = builder.machine
+        lifecycle = builder.lifecycle
+        // Hypercalls, the ring's entries and core dumps see RAM alone, not the ring's area.
+        do { ram = wantsRing ? try GuestMemory(regions: [memory.regions[0]]) : memory } catch {
+            throw VMMError(.host, "Error allocating guest memory: \(error)")
+        }
         let counters = devices.map { _ in DeviceCounters() }
         var ringOffer: (ring: HvtNetRing, kick: EventFD, stop: EventFD)? = nil
         do {
-            machine = try Machine(memory: memory, devicePath: config.kvmDevice)
-            vcpu = try machine.createVCPU(index: 0)
-            try vcpu.setCPUID(machine.supportedCPUID())
+            vcpu = try builder.createVCPUs(1)[0]
             let frequency = try vcpu.tscFrequency()
             if wantsRing, let ringRegion = memory.regions.last {
                 ringOffer = Self.offerRing(machine: machine, host: ringRegion.host, ram: ram, devices: devices,

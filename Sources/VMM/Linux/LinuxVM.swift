@@ -58,8 +58,6 @@ public final class LinuxVM: @unchecked Sendable {
         self.config = config
         self.console = console
         log = VMMLog(level: logLevel, sink: logSink)
-        let lifecycle = VMLifecycle(log: log)
-        self.lifecycle = lifecycle
         guard config.cpus >= 1 else { throw VMMError(.configuration, "\(config.source.cpus(config.cpus)): must be at least 1") }
         guard config.memoryBytes >= LinuxConfig.minimumMemory else {
             throw VMMError(.configuration, "guest memory must be at least \(LinuxConfig.minimumMemory >> 20) MiB for a Linux or PVH kernel (unikernels can use less)")
@@ -87,14 +85,15 @@ public final class LinuxVM: @unchecked Sendable {
             throw error
         } catch { throw VMMError(.configuration, "\(error)") }
 
-        do {
-            memory = try GuestMemory(regions: LinuxBootLayout.ramRegions(memorySize: config.memoryBytes).map { r throws(GuestMemoryError) in
-                try GuestMemoryRegion(base: GuestAddress(r.base), size: r.size, hugePages: true)
-            })
-        } catch { throw VMMError(.host, "\(error)") }
+        // Memory, machine and lifecycle as for every kind; RAM on 2 MiB pages where the host has them.
+        let builder = try MachineBuilder(regions: LinuxBootLayout.ramRegions(memorySize: config.memoryBytes),
+                                         hugePages: true, kvmDevice: config.kvmDevice, log: log)
+        memory = builder.memory
+        machine = builder.machine
+        let lifecycle = builder.lifecycle
+        self.lifecycle = lifecycle
 
         do {
-            machine = try Machine(memory: memory, devicePath: config.kvmDevice)
             guard config.cpus <= min(machine.limits.maximumVCPUs, 255) else {
                 throw VMMError(.configuration, "\(config.source.cpus(config.cpus)) is more than KVM allows here (\(min(machine.limits.maximumVCPUs, 255)))")
             }
@@ -186,18 +185,16 @@ public final class LinuxVM: @unchecked Sendable {
                 boot = try LinuxBootLayout.buildPVH(kernel: image, initrd: initrd, commandLine: config.commandLine,
                                                     rsdp: Self.acpiBase, reserved: reserved, into: memory)
             }
-            var cpus: [VCPU] = []
-            let cpuid = try machine.supportedCPUID()
-            for index in 0..<config.cpus {
-                let vcpu = try machine.createVCPU(index: index)
-                try vcpu.setCPUID(LinuxCPUID.leaves(from: cpuid, vcpuIndex: index, vcpuCount: config.cpus,
-                                                    tscDeadline: machine.hasTSCDeadlineTimer))
+            let tscDeadline = machine.hasTSCDeadlineTimer
+            let cpus = try builder.createVCPUs(config.cpus) { supported, index in
+                LinuxCPUID.leaves(from: supported, vcpuIndex: index, vcpuCount: config.cpus, tscDeadline: tscDeadline)
+            }
+            for vcpu in cpus {
                 try vcpu.setMSRs(LinuxCPUID.initialMSRs)
                 try vcpu.initializeFPU()
                 try vcpu.configureLocalInterrupts()
-                if index == 0 { try Self.setBootState(vcpu, boot) }
-                cpus.append(vcpu)
             }
+            try Self.setBootState(cpus[0], boot)
             vcpus = cpus
         } catch let error as BootError {
             throw VMMError(.configuration, error.message)
