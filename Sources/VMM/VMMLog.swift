@@ -38,12 +38,3 @@ struct VMMLog: Sendable {
     func info(_ message: @autoclosure () -> String) { logger.info("\(message())") }
     func debug(_ message: @autoclosure () -> String) { logger.debug("\(message())") }
 }
-
-/// Registers in one-line error messages (triple faults, KVM failures), the same for every VMM.
-enum RegisterSummary {
-
-    /// `rip=0x… rsp=0x… rax=… rflags=0x…`.
-    static func general(_ r: Registers) -> String {
-        "rip=\(r.rip.hexString) rsp=\(r.rsp.hexString) rax=\(r.rax.hexString) rbx=\(r.rbx.hexString) rcx=\(r.rcx.hexString) rdx=\(r.rdx.hexString) rsi=\(r.rsi.hexString) rdi=\(r.rdi.hexString) rflags=\(r.rflags.hexString)"
-    }
-}

@@ -28,18 +28,13 @@ public final class HvtTender: @unchecked Sendable {
     /// can hide the fault from the exit loop.
     private let ringFaulted = Atomic<Bool>(false)
     private let deviceNames: [(index: Int, name: String, kind: String)]
-    private let stopRequested = Atomic<Bool>(false)
-    /// The signal `requestStop` was given (0: none), so `run` can report it.
-    private let stopSignal = Atomic<Int32>(0)
-    /// The lifecycle every guest kind shares: state, pause gate, counters, stop signalling.
-    let lifecycle = VMLifecycle()
+    /// The lifecycle every guest kind shares: state, run sequence, pause gate, counters.
+    let lifecycle: VMLifecycle
     var pauseGate: PauseGate { lifecycle.pauseGate }
     /// vCPU exits by reason (each hypercall is a port-I/O exit), for metrics.
     public var exitCounters: ExitCounters { lifecycle.exitCounters }
     /// Where the VM is in its life.
     public var state: VMState { lifecycle.state }
-    /// Set when the run ended in a fault (the VM crashed rather than stopped).
-    private let crashed = Atomic<Bool>(false)
     private let log: VMMLog
     /// Guest RAM (without the ring), what a core dump holds.
     private let ram: GuestMemory
@@ -112,23 +107,21 @@ public final class HvtTender: @unchecked Sendable {
         //    after guest RAM hold the ring, as solo5-hvt v0.12.1 places it.
         let wantsRing = image.abi >= .v2 && devices.contains { if case .net? = $0 { true } else { false } }
         let sizes = try Self.memoryLayout(requestedMiB: config.memoryMiB, ring: wantsRing, log: log)
-        let ramRegion: GuestMemoryRegion
-        do {
-            ramRegion = try GuestMemoryRegion(base: GuestAddress(0), size: sizes.ram)
-            ram = try GuestMemory(regions: [ramRegion])
-            if wantsRing {
-                let ringRegion = try GuestMemoryRegion(base: GuestAddress(sizes.ram), size: HvtGuestLayout.netRingArea)
-                memory = try GuestMemory(regions: [ramRegion, ringRegion])
-            } else {
-                memory = ram
-            }
-        } catch { throw VMMError(.host, "Error allocating guest memory: \(error)") }
+        var regions = [(base: UInt64(0), size: sizes.ram)]
+        if wantsRing { regions.append((sizes.ram, HvtGuestLayout.netRingArea)) }
+        let builder = try MachineBuilder(regions: regions, hugePages: false, kvmDevice: config.kvmDevice, log: log,
+                                         allocationContext: "Error allocating guest memory: ")
+        memory = builder.memory
+        machine = builder.machine
+        lifecycle = builder.lifecycle
+        // Hypercalls, the ring's entries and core dumps see RAM alone, not the ring's area.
+        do { ram = wantsRing ? try GuestMemory(regions: [memory.regions[0]]) : memory } catch {
+            throw VMMError(.host, "Error allocating guest memory: \(error)")
+        }
         let counters = devices.map { _ in DeviceCounters() }
         var ringOffer: (ring: HvtNetRing, kick: EventFD, stop: EventFD)? = nil
         do {
-            machine = try Machine(memory: memory, devicePath: config.kvmDevice)
-            vcpu = try machine.createVCPU(index: 0)
-            try vcpu.setCPUID(machine.supportedCPUID())
+            vcpu = try builder.createVCPUs(1)[0]
             let frequency = try vcpu.tscFrequency()
             if wantsRing, let ringRegion = memory.regions.last {
                 ringOffer = Self.offerRing(machine: machine, host: ringRegion.host, ram: ram, devices: devices,
@@ -155,8 +148,8 @@ public final class HvtTender: @unchecked Sendable {
             }
         }
         if config.gdb {
-            gdbStub = try GDBStub(port: config.gdbPort, memory: ram, vcpu: vcpu, log: log, kernelPath: config.kernelPath) { [unowned self] in
-                stopRequested.load(ordering: .sequentiallyConsistent)
+            gdbStub = try GDBStub(port: config.gdbPort, memory: ram, vcpu: vcpu, log: log, kernelPath: config.kernelPath) { [lifecycle] in
+                lifecycle.isEnding
             }
         }
         log.info("\(config.kernelPath): \(sizes.ram >> 20) MiB, entry 0x\(String(image.entry, radix: 16)), \(devices.compactMap { $0 }.count) device(s)")
@@ -244,40 +237,25 @@ public final class HvtTender: @unchecked Sendable {
     /// or 1 when the guest broke the ABI, the hypervisor failed, or SIGINT/SIGTERM arrived (as
     /// solo5-hvt: "Exiting on signal N"); 129 on SIGHUP, the status solo5-hvt dies with.
     public func run() -> Int32 {
-        // Signals are taken synchronously by this thread; the vCPU thread inherits the mask, so
-        // only our kick signal ever interrupts it.
-        let signals = lifecycle.beginRun()
-        let status = Atomic<Int32>(1)
-        let ioThread: VCPUThread?
-        do { ioThread = try startRingThread() } catch {
-            log.error(error.message)
-            lifecycle.stopVCPUs([], threads: [], final: .crashed)
-            return 1
+        switch runToOutcome() {
+        case .exited(let status): status
+        case .stopped(let signal): signal == SIGHUP ? 128 + SIGHUP : 1
+        case .failed, .poweredOff, .rebooted: 1
         }
+    }
+
+    /// Runs the unikernel (`VMLifecycle.run`; the ring's I/O thread, when offered, starts first
+    /// and ends after the vCPU) and returns how the run ended.
+    public func runToOutcome() -> VMOutcome {
+        var ioThread: VCPUThread?
         defer { stopRingThread(ioThread) }
-        // The vCPU is detached before its thread ends: the ring thread, which outlives it, may
-        // still kick it.
-        let started = lifecycle.startVCPUs([vcpu]) { [self] _ in
-            status.store(debuggedRun(), ordering: .sequentiallyConsistent)
-            lifecycle.wakeRunner()
-        }
-        if let failure = started.failure {
-            log.error(failure.message)
-            lifecycle.stopVCPUs([], threads: [], final: .crashed)
-            return 1
-        }
-        let signal = signals.wait()
-        if signal != StopSignals.finished {
-            // Either requestStop's signal or one sent to the process: remember which.
-            _ = stopSignal.compareExchange(expected: 0, desired: signal, ordering: .sequentiallyConsistent)
-            log.error("Exiting on signal \(signal)")
-            stopRequested.store(true, ordering: .sequentiallyConsistent)
-            lifecycle.stopVCPUs([vcpu], threads: started.threads, final: .stopped)
-            return signal == SIGHUP ? 128 + SIGHUP : 1
-        }
-        lifecycle.stopVCPUs([vcpu], threads: started.threads,
-                            final: crashed.load(ordering: .sequentiallyConsistent) ? .crashed : .stopped)
-        return status.load(ordering: .sequentiallyConsistent)
+        let outcome = lifecycle.run([vcpu], setUp: {
+            do throws(HypervisorError) { ioThread = try startRingThread() } catch {
+                lifecycle.finish(.failed(error.message))
+            }
+        }, exitLoop: { [self] _ in debuggedRun() })
+        if case .stopped(let signal) = outcome { log.error("Exiting on signal \(signal)") }
+        return outcome
     }
 
     /// Starts the ring's I/O thread when the ring is offered. A fault it finds ends the run: the
@@ -306,17 +284,13 @@ public final class HvtTender: @unchecked Sendable {
     }
 
     /// Ends the run from another thread as signal `signal` would (`run` returns 1, like
-    /// solo5-hvt on a signal; `stopSignal` tells which).
-    public func requestStop(signal: Int32) {
-        stopSignal.store(signal, ordering: .sequentiallyConsistent)
-        pauseGate.release()
-        lifecycle.signalRunner(signal)
-    }
+    /// solo5-hvt on a signal; `runToOutcome` `.stopped(signal:)`).
+    public func requestStop(signal: Int32) { lifecycle.requestStop(signal: signal) }
 
     /// The signal a stop was requested with, or nil.
     public var requestedStopSignal: Int32? {
-        let s = stopSignal.load(ordering: .sequentiallyConsistent)
-        return s == 0 ? nil : s
+        if case .stopped(let signal)? = lifecycle.outcome { return signal }
+        return nil
     }
 
     /// Parks the vCPU outside the guest; returns once it runs no guest code.
@@ -332,10 +306,10 @@ public final class HvtTender: @unchecked Sendable {
 
     /// The exit loop, after the debugger (with --gdb) had the guest stopped before its first
     /// instruction; a debugger still attached at the end hears how the run ended.
-    private func debuggedRun() -> Int32 {
+    private func debuggedRun() -> VMOutcome? {
         guard let gdbStub else { return exitLoop() }
         switch gdbStub.attachBeforeFirstInstruction() {
-        case nil, .kill?: return 1
+        case nil, .kill?: return .exited(1)
         case .run?: break
         }
         let status = exitLoop()
@@ -351,8 +325,9 @@ public final class HvtTender: @unchecked Sendable {
         return coreDump.write(vcpu: vcpu, memory: ram, cookie: cookie, signal: signal, log: log)
     }
 
-    /// The vCPU exit loop: the hot path. It allocates nothing per exit.
-    func exitLoop() -> Int32 {
+    /// The vCPU exit loop: the hot path. It allocates nothing per exit. Returns how the run
+    /// ended, or nil when told to stop.
+    func exitLoop() -> VMOutcome? {
         while true {
             let exit: VMExit
             do { exit = try vcpu.run() } catch {
@@ -371,9 +346,9 @@ public final class HvtTender: @unchecked Sendable {
                         let (status, cookie) = try hypercalls.halt(argument: address)
                         // SOLO5_EXIT_ABORT: solo5_abort, a failed assert, a fatal trap (whose
                         // frame is the cookie). A core that could not be written ends with 1.
-                        if status == 255, !dumpCore(cookie: cookie, signal: cookie == nil ? 6 : 11) { return 1 }
+                        if status == 255, !dumpCore(cookie: cookie, signal: cookie == nil ? 6 : 11) { return .exited(1) }
                         gdbStub?.guestExited(status: status)
-                        return status
+                        return .exited(status)
                     }
                     try hypercalls.handle(number, argument: address)
                 } catch {
@@ -384,12 +359,12 @@ public final class HvtTender: @unchecked Sendable {
                 // The debugger's Ctrl-C (or its connection dropping) kicks too; stops and pauses
                 // are still decided below.
                 var outcome = GDBStub.Outcome.run
-                if let gdbStub, gdbStub.takeKick(outcome: &outcome), outcome == .kill { return 1 }
+                if let gdbStub, gdbStub.takeKick(outcome: &outcome), outcome == .kill { return .exited(1) }
                 guard pauseGate.continueAfterKick(vcpu, stopping: {
-                    stopRequested.load(ordering: .sequentiallyConsistent) || ringFaulted.load(ordering: .sequentiallyConsistent)
+                    lifecycle.isEnding || ringFaulted.load(ordering: .sequentiallyConsistent)
                 }) else {
                     if let fault = ringFault.withLock({ $0 }) { return fatal(fault, registers: false) }
-                    return 1
+                    return nil
                 }
             case .shutdown:
                 // With a debugger, stop there first: the registers are the guest's last state.
@@ -405,40 +380,31 @@ public final class HvtTender: @unchecked Sendable {
                 return fatal("KVM: entry failure: hardware_entry_failure_reason=0x\(String(reason, radix: 16))", registers: true)
             case .internalError(let suberror):
                 if let gdbStub, let outcome = gdbStub.emulationFailed() {
-                    if outcome == .kill { return 1 }
+                    if outcome == .kill { return .exited(1) }
                     continue
                 }
                 return fatal("KVM: internal error exit: suberror=0x\(String(suberror, radix: 16))", registers: true)
             case .systemEvent(let type):
                 return fatal("guest system event \(type)", registers: false)
             case .debug(let event):
-                if let gdbStub, gdbStub.stopped(by: event) == .kill { return 1 }
+                if let gdbStub, gdbStub.stopped(by: event) == .kill { return .exited(1) }
             case .unknown(let reason):
                 return fatal("KVM: unhandled exit: exit_reason=0x\(String(reason, radix: 16))", registers: true)
             }
         }
     }
 
-    private func fatal(_ message: String, registers: Bool) -> Int32 {
-        var line = message
-        if registers, let r = try? vcpu.registers() {
-            line += ": " + RegisterSummary.general(r)
-            if let s = try? vcpu.specialRegisters() { line += " cr2=0x\(String(s.cr2, radix: 16))" }
-        }
-        log.error(line)
-        crashed.store(true, ordering: .sequentiallyConsistent)
-        return 1
+    /// Ends the run as crashed with `message` (and, for a fault the guest caused, its last
+    /// registers: solo5-hvt shows cr2, the faulting address, of the control registers). Recorded
+    /// at once, so the line is logged before a core dump's.
+    private func fatal(_ message: String, registers: Bool) -> VMOutcome {
+        let outcome = VMOutcome.failed(registers ? message + RegisterSummary.dump(vcpu, control: [.cr2]) : message)
+        lifecycle.finish(outcome)
+        return outcome
     }
 }
 
 extension HvtTender: VirtualMachine {
-    /// `run`'s status, except 128+N after a stop requested with signal N (as `swiftlet run`).
-    public func runToExitStatus() -> Int32 {
-        let status = run()
-        if let signal = requestedStopSignal { return 128 + signal }
-        return status
-    }
-
     public func sendCtrlAltDel() throws(VMMError) {
         throw VMMError(.configuration, "SendCtrlAltDel needs a keyboard; a Solo5 unikernel has none")
     }

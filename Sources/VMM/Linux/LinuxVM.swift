@@ -10,29 +10,9 @@ import Synchronization
 import Glibc
 #endif
 
-/// How a Linux VM run ended; `exitStatus` is what `swiftlet run` exits with.
-public enum LinuxVMOutcome: Equatable, Sendable {
-    /// The guest's /init reported its command's status on the debug-exit port (0xF4).
-    case guestStatus(UInt8)
-    /// ACPI S5 (poweroff) without a reported status.
-    case poweredOff
-    /// The guest asked for a reset (i8042 pulse, ACPI reset register).
-    case rebooted
-    /// SIGINT/SIGTERM/SIGHUP, or the console escape (Ctrl-A x).
-    case stopped(signal: Int32)
-    /// Triple fault or a hypervisor error; the message says which, with the last registers.
-    case failed(String)
-
-    /// guest status as given; poweroff and reboot 0; a signal 128+N; a failure 1.
-    public var exitStatus: Int32 {
-        switch self {
-        case .guestStatus(let s): Int32(s)
-        case .poweredOff, .rebooted: 0
-        case .stopped(let signal): 128 + signal
-        case .failed: 1
-        }
-    }
-}
+/// How a Linux VM run ended (the outcome every guest kind shares); `exitStatus` is what
+/// `swiftlet run` exits with.
+public typealias LinuxVMOutcome = VMOutcome
 
 /// An in-kernel irqchip line, as a device sees it.
 struct KVMInterruptLine: InterruptLine {
@@ -53,7 +33,6 @@ public final class LinuxVM: @unchecked Sendable {
     let serial: Serial16550
     let serialInput: SerialInput
     let virtio: VirtioHub
-    let control: RunControl
     /// The lifecycle every guest kind shares: state, pause gate, counters, stop signalling.
     let lifecycle: VMLifecycle
     var pauseGate: PauseGate { lifecycle.pauseGate }
@@ -78,9 +57,6 @@ public final class LinuxVM: @unchecked Sendable {
                 kernelBytes: [UInt8]? = nil, logSink: VMMLogSink? = nil) throws(VMMError) {
         self.config = config
         self.console = console
-        let lifecycle = VMLifecycle()
-        self.lifecycle = lifecycle
-        control = RunControl(lifecycle: lifecycle)
         log = VMMLog(level: logLevel, sink: logSink)
         guard config.cpus >= 1 else { throw VMMError(.configuration, "\(config.source.cpus(config.cpus)): must be at least 1") }
         guard config.memoryBytes >= LinuxConfig.minimumMemory else {
@@ -109,14 +85,15 @@ public final class LinuxVM: @unchecked Sendable {
             throw error
         } catch { throw VMMError(.configuration, "\(error)") }
 
-        do {
-            memory = try GuestMemory(regions: LinuxBootLayout.ramRegions(memorySize: config.memoryBytes).map { r throws(GuestMemoryError) in
-                try GuestMemoryRegion(base: GuestAddress(r.base), size: r.size, hugePages: true)
-            })
-        } catch { throw VMMError(.host, "\(error)") }
+        // Memory, machine and lifecycle as for every kind; RAM on 2 MiB pages where the host has them.
+        let builder = try MachineBuilder(regions: LinuxBootLayout.ramRegions(memorySize: config.memoryBytes),
+                                         hugePages: true, kvmDevice: config.kvmDevice, log: log)
+        memory = builder.memory
+        machine = builder.machine
+        let lifecycle = builder.lifecycle
+        self.lifecycle = lifecycle
 
         do {
-            machine = try Machine(memory: memory, devicePath: config.kvmDevice)
             guard config.cpus <= min(machine.limits.maximumVCPUs, 255) else {
                 throw VMMError(.configuration, "\(config.source.cpus(config.cpus)) is more than KVM allows here (\(min(machine.limits.maximumVCPUs, 255)))")
             }
@@ -136,14 +113,14 @@ public final class LinuxVM: @unchecked Sendable {
             }
         } catch { throw VMMError(.host, "serial console: \(error)") }
         serial = serialInput.serial
-        i8042 = I8042(keyboardInterrupt: KVMInterruptLine(machine: machine, line: 1), onReset: { [control] in control.finish(.rebooted) })
+        i8042 = I8042(keyboardInterrupt: KVMInterruptLine(machine: machine, line: 1), onReset: { [lifecycle] in lifecycle.finish(.rebooted) })
         do {
             try bus.register(serial, base: 0x3F8, length: 8)
             try bus.register(i8042, base: I8042.basePort, length: 5)
             try bus.register(CMOSRTC(), base: 0x70, length: 2)
-            try bus.register(DebugExitPort { [control] status in control.finish(.guestStatus(status)) }, base: Self.debugExitPort, length: 1)
+            try bus.register(DebugExitPort { [lifecycle] status in lifecycle.finish(.exited(Int32(status))) }, base: Self.debugExitPort, length: 1)
             try bus.register(ACPIPM1EventBlock(), base: Self.pm1EventPort, length: 4)
-            try bus.register(ACPIPM1ControlBlock(s5SleepType: Self.s5SleepType) { [control] in control.finish(.poweredOff) },
+            try bus.register(ACPIPM1ControlBlock(s5SleepType: Self.s5SleepType) { [lifecycle] in lifecycle.finish(.poweredOff) },
                              base: Self.pm1ControlPort, length: ACPIPM1ControlBlock.portCount)
         } catch { throw VMMError(.hypervisor, "device setup: \(error)") }
 
@@ -208,18 +185,16 @@ public final class LinuxVM: @unchecked Sendable {
                 boot = try LinuxBootLayout.buildPVH(kernel: image, initrd: initrd, commandLine: config.commandLine,
                                                     rsdp: Self.acpiBase, reserved: reserved, into: memory)
             }
-            var cpus: [VCPU] = []
-            let cpuid = try machine.supportedCPUID()
-            for index in 0..<config.cpus {
-                let vcpu = try machine.createVCPU(index: index)
-                try vcpu.setCPUID(LinuxCPUID.leaves(from: cpuid, vcpuIndex: index, vcpuCount: config.cpus,
-                                                    tscDeadline: machine.hasTSCDeadlineTimer))
+            let tscDeadline = machine.hasTSCDeadlineTimer
+            let cpus = try builder.createVCPUs(config.cpus) { supported, index in
+                LinuxCPUID.leaves(from: supported, vcpuIndex: index, vcpuCount: config.cpus, tscDeadline: tscDeadline)
+            }
+            for vcpu in cpus {
                 try vcpu.setMSRs(LinuxCPUID.initialMSRs)
                 try vcpu.initializeFPU()
                 try vcpu.configureLocalInterrupts()
-                if index == 0 { try Self.setBootState(vcpu, boot) }
-                cpus.append(vcpu)
             }
+            try Self.setBootState(cpus[0], boot)
             vcpus = cpus
         } catch let error as BootError {
             throw VMMError(.configuration, error.message)
@@ -291,55 +266,34 @@ public final class LinuxVM: @unchecked Sendable {
         try vcpu.setRegisters(r)
     }
 
-    /// Runs the VM until it powers off, reboots, fails, or a signal arrives.
+    /// Runs the VM until it powers off, reboots, fails, or a signal arrives (`VMLifecycle.run`);
+    /// the console and the virtio devices start first, in the run's thread.
     public func run() -> LinuxVMOutcome {
-        let signals = lifecycle.beginRun()
-
-        let input: ConsoleInput?
-        switch console {
-        case .stdio:
-            input = ConsoleInput(input: serialInput) { [control] in control.finish(.stopped(signal: SIGINT)) }
-            input?.start()
-        case .socket(let socket):
-            input = nil
-            socket.startInput { [serialInput] bytes in serialInput.feed(bytes) }
-        }
+        var input: ConsoleInput?
         defer { input?.restoreTerminal() }
-
-        do { try virtio.start() } catch {
-            control.finish(.failed(error.message))
-        }
-        let started = lifecycle.startVCPUs(vcpus) { [self] vcpu in
-            if let result = exitLoop(vcpu) { control.finish(result) }
-        }
-        if let failure = started.failure { control.finish(.failed(failure.message)) }
-        while control.outcome == nil {
-            let signal = signals.wait()
-            if signal != StopSignals.finished { control.finish(.stopped(signal: signal)) }
-        }
-        let result = control.outcome ?? .failed("no outcome")
-        if case .failed = result {
-            lifecycle.stopVCPUs(vcpus, threads: started.threads, final: .crashed)
-        } else {
-            lifecycle.stopVCPUs(vcpus, threads: started.threads, final: .stopped)
-        }
-        if case .failed(let message) = result { log.error(message) }
-        return result
+        return lifecycle.run(vcpus, setUp: {
+            switch console {
+            case .stdio:
+                input = ConsoleInput(input: serialInput) { [lifecycle] in lifecycle.finish(.stopped(signal: SIGINT)) }
+                input?.start()
+            case .socket(let socket):
+                socket.startInput { [serialInput] bytes in serialInput.feed(bytes) }
+            }
+            do throws(VMMError) { try virtio.start() } catch {
+                lifecycle.finish(.failed(error.message))
+            }
+        }, exitLoop: { [self] vcpu in exitLoop(vcpu) })
     }
 
-    private var stopping: Bool { control.outcome != nil }
+    private var stopping: Bool { lifecycle.isEnding }
 
     // MARK: Control from another thread (the API)
 
     /// Ends the run as if signal `signal` had arrived; `run()` returns `.stopped(signal:)`.
-    public func requestStop(signal: Int32) {
-        control.finish(.stopped(signal: signal))
-        pauseGate.release()
-    }
+    public func requestStop(signal: Int32) { lifecycle.requestStop(signal: signal) }
 
     /// Parks every vCPU outside the guest; returns once none runs guest code (`VMLifecycle.pause`).
     public func pause() throws(VMMError) {
-        guard control.outcome == nil else { throw VMMError(.configuration, "the VM is not running") }
         try lifecycle.pause(vcpus)
     }
 
@@ -367,7 +321,7 @@ public final class LinuxVM: @unchecked Sendable {
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(2)
         var retry = clock.now + .milliseconds(50)
-        while !i8042.isOutputEmpty && control.outcome == nil {
+        while !i8042.isOutputEmpty && !lifecycle.isEnding {
             let now = clock.now
             if now >= deadline { return false }
             if now >= retry {
@@ -430,53 +384,24 @@ public final class LinuxVM: @unchecked Sendable {
                 continue
             case .shutdown:
                 if stopping { return nil }
-                return .failed("guest triple fault (vCPU \(vcpu.index))" + Self.describe(vcpu))
+                return .failed("guest triple fault (vCPU \(vcpu.index))" + RegisterSummary.dump(vcpu, control: .all))
             case .systemEvent(let type):
                 // KVM_SYSTEM_EVENT_SHUTDOWN = 1, RESET = 2, CRASH = 3.
                 return type == 2 ? .rebooted : type == 1 ? .poweredOff : .failed("guest crashed (system event \(type))")
             case .failedEntry(let reason):
-                return .failed("KVM: entry failure 0x\(String(reason, radix: 16)) on vCPU \(vcpu.index)" + Self.describe(vcpu))
+                return .failed("KVM: entry failure 0x\(String(reason, radix: 16)) on vCPU \(vcpu.index)" + RegisterSummary.dump(vcpu, control: .all))
             case .internalError(let sub):
-                return .failed("KVM: internal error \(sub) on vCPU \(vcpu.index)" + (sub == 1 ? " (instruction emulation failed; a software KVM such as kvm_pvm cannot boot Linux)" : "") + Self.describe(vcpu))
+                return .failed("KVM: internal error \(sub) on vCPU \(vcpu.index)" + (sub == 1 ? " (instruction emulation failed; a software KVM such as kvm_pvm cannot boot Linux)" : "") + RegisterSummary.dump(vcpu, control: .all))
             case .debug:
                 exitCounters.other.add(1, ordering: .relaxed)
                 continue
             case .unknown(let reason):
-                return .failed("KVM: unhandled exit \(reason) on vCPU \(vcpu.index)" + Self.describe(vcpu))
+                return .failed("KVM: unhandled exit \(reason) on vCPU \(vcpu.index)" + RegisterSummary.dump(vcpu, control: .all))
             }
         }
-    }
-
-    static func describe(_ vcpu: VCPU) -> String {
-        guard let r = try? vcpu.registers() else { return "" }
-        var text = ": " + RegisterSummary.general(r)
-        if let s = try? vcpu.specialRegisters() {
-            text += " cr0=\(s.cr0.hexString) cr2=\(s.cr2.hexString) cr3=\(s.cr3.hexString) cr4=\(s.cr4.hexString) efer=\(s.efer.hexString)"
-        }
-        return text
-    }
-}
-
-/// How a run ends, shared by devices, vCPU threads and the main thread: the first outcome wins,
-/// and recording it wakes the main thread (SIGUSR1), which stops the vCPUs.
-final class RunControl: Sendable {
-    private let state = Mutex<LinuxVMOutcome?>(nil)
-    private let lifecycle: VMLifecycle
-
-    init(lifecycle: VMLifecycle) { self.lifecycle = lifecycle }
-
-    var outcome: LinuxVMOutcome? { state.withLock { $0 } }
-
-    func finish(_ result: LinuxVMOutcome) {
-        let first = state.withLock { current -> Bool in
-            guard current == nil else { return false }
-            current = result
-            return true
-        }
-        if first { lifecycle.wakeRunner() }
     }
 }
 
 extension LinuxVM: VirtualMachine {
-    public func runToExitStatus() -> Int32 { run().exitStatus }
+    public func runToOutcome() -> VMOutcome { run() }
 }
