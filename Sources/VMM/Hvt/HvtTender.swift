@@ -1,3 +1,4 @@
+import VMSpec
 import Boot
 import GuestMemory
 import Host
@@ -152,9 +153,9 @@ public final class HvtTender: @unchecked Sendable {
                 lifecycle.isEnding
             }
         }
-        log.info("\(config.kernelPath): \(sizes.ram >> 20) MiB, entry 0x\(String(image.entry, radix: 16)), \(devices.compactMap { $0 }.count) device(s)")
+        log.info("\(config.kernelPath): \(sizes.ram >> 20) MiB, entry \(image.entry.hexString), \(devices.compactMap { $0 }.count) device(s)")
         log.debug("\(config.kernelPath): Solo5 hvt ABI \(image.abi.rawValue); network I/O: "
-                  + (netRing != nil ? "ring at 0x\(String(sizes.ram, radix: 16)) (HVT_FEATURE_RING_IO, kick port 0x600) and hypercalls"
+                  + (netRing != nil ? "ring at \(sizes.ram.hexString) (HVT_FEATURE_RING_IO, kick port 0x600) and hypercalls"
                      : "hypercalls"))
     }
 
@@ -337,7 +338,7 @@ public final class HvtTender: @unchecked Sendable {
             case .portIO(let io):
                 guard io.isWrite, io.size == 4, io.count == 1, io.port > HvtHypercalls.portBase,
                       let number = HvtHypercalls.Number(rawValue: io.port &- HvtHypercalls.portBase) else {
-                    return fatal("invalid guest port access: port=0x\(String(io.port, radix: 16))", registers: true)
+                    return fatal("invalid guest port access: port=\(io.port.hexString)", registers: true)
                 }
                 exitCounters.portIO.add(1, ordering: .relaxed)
                 let address = UInt64(PortIOAssist.value(of: vcpu.ioData))
@@ -375,21 +376,21 @@ public final class HvtTender: @unchecked Sendable {
             case .halted:
                 return fatal("guest halted the CPU with interrupts it cannot receive", registers: true)
             case .mmio(let m):
-                return fatal("invalid guest memory access: \(m.isWrite ? "write" : "read") at 0x\(String(m.address, radix: 16)) (outside guest memory)", registers: true)
+                return fatal("invalid guest memory access: \(m.isWrite ? "write" : "read") at \(m.address.hexString) (outside guest memory)", registers: true)
             case .failedEntry(let reason):
-                return fatal("KVM: entry failure: hardware_entry_failure_reason=0x\(String(reason, radix: 16))", registers: true)
+                return fatal("KVM: entry failure: hardware_entry_failure_reason=\(reason.hexString)", registers: true)
             case .internalError(let suberror):
                 if let gdbStub, let outcome = gdbStub.emulationFailed() {
                     if outcome == .kill { return .exited(1) }
                     continue
                 }
-                return fatal("KVM: internal error exit: suberror=0x\(String(suberror, radix: 16))", registers: true)
+                return fatal("KVM: internal error exit: suberror=\(suberror.hexString)", registers: true)
             case .systemEvent(let type):
                 return fatal("guest system event \(type)", registers: false)
             case .debug(let event):
                 if let gdbStub, gdbStub.stopped(by: event) == .kill { return .exited(1) }
             case .unknown(let reason):
-                return fatal("KVM: unhandled exit: exit_reason=0x\(String(reason, radix: 16))", registers: true)
+                return fatal("KVM: unhandled exit: exit_reason=\(reason.hexString)", registers: true)
             }
         }
     }

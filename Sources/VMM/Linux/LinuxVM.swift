@@ -389,7 +389,7 @@ public final class LinuxVM: @unchecked Sendable {
                 // KVM_SYSTEM_EVENT_SHUTDOWN = 1, RESET = 2, CRASH = 3.
                 return type == 2 ? .rebooted : type == 1 ? .poweredOff : .failed("guest crashed (system event \(type))")
             case .failedEntry(let reason):
-                return .failed("KVM: entry failure 0x\(String(reason, radix: 16)) on vCPU \(vcpu.index)" + RegisterSummary.dump(vcpu, control: .all))
+                return .failed("KVM: entry failure \(reason.hexString) on vCPU \(vcpu.index)" + RegisterSummary.dump(vcpu, control: .all))
             case .internalError(let sub):
                 return .failed("KVM: internal error \(sub) on vCPU \(vcpu.index)" + (sub == 1 ? " (instruction emulation failed; a software KVM such as kvm_pvm cannot boot Linux)" : "") + RegisterSummary.dump(vcpu, control: .all))
             case .debug:
