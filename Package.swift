@@ -53,7 +53,8 @@ let package = Package(
         // The one log: a swift-log handler, one level vocabulary and one line format for every
         // message of a process, written where the process's destination says (PUT /logger).
         .target(name: "Logs", dependencies: ["Host", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        // Assembles and runs machines (the hvt tender today).
+        // Assembles and runs machines: the hvt tender and the Linux VM over one builder, lifecycle
+        // and run sequence; the gdb stub and core dumps.
         .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "Backends", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec", "Logs",
                                             .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // HTTP/1.1 over Unix sockets (SwiftNIO's parser and encoder): the server and client every
@@ -74,13 +75,14 @@ let package = Package(
                 swiftSettings: strict),
         .executableTarget(
             name: "swiftlet",
-            dependencies: ["VMM", "API", "Daemon", "Host", "CHost", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["VMM", "API", "Daemon", "HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "swiftletd",
-            dependencies: ["Daemon", "Host", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Daemon", "HTTPUnix", "Host", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
 

@@ -48,16 +48,19 @@ swiftlet run --kernel vmlinuz --initrd initrd.img --disk /tmp/guest.sh,readonly 
     --cmdline 'console=ttyS0 quiet panic=-1 -- sh /dev/vda' &
 vm=$!
 i=0; until ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 90 ] && break; kill -0 $vm 2>/dev/null || break; done
-ping -c 3 10.0.2.2 | grep -E 'transmitted|min' | sed 's/^/host-ping: /'
+# The guest's console shares this terminal byte by byte: what the host says waits until the guest
+# is done, or the two interleave mid-line.
+hostping=$(ping -c 3 10.0.2.2 | grep -E 'transmitted|min' | sed 's/^/host-ping: /')
 sleep 1
 a=$(cut -d' ' -f1 /proc/uptime)
 i=0; until head -c $N /dev/zero | nc 10.0.2.2 5002 2>/dev/null; do
     i=$((i+1)); [ $i -gt 60 ] && break; kill -0 $vm 2>/dev/null || break; sleep 0.5; a=$(cut -d' ' -f1 /proc/uptime)
 done
 b=$(cut -d' ' -f1 /proc/uptime)
-echo "h2g-seconds=$a-$b"
 wait $vm
 echo "swiftlet-status=$?"
+echo "$hostping"
+echo "h2g-seconds=$a-$b"
 echo "g2h-bytes=$(cat /tmp/g2h)"
 for f in rx_packets tx_packets rx_bytes tx_bytes rx_dropped tx_dropped; do echo "tap0 $f $(cat /sys/class/net/tap0/statistics/$f)"; done
 # A tap that does not exist: swiftlet (root) creates it and it goes away with swiftlet.

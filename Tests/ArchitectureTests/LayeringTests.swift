@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+
+/// The arrows between targets: each target imports only what Package.swift declares for it (SwiftPM
+/// lets a module reach a dependency's dependencies too, so an undeclared arrow would build), and
+/// every declared target comes after what it imports (the manifest's order is the layering).
+@Suite struct LayeringTests {
+    static var root: URL { OSBoundaryTests.sourcesDirectory.deletingLastPathComponent() }
+
+    /// (target, declared target dependencies, declared product dependencies), in manifest order.
+    static func manifestTargets() throws -> [(name: String, targets: Set<String>, products: Set<String>)] {
+        let text = try String(contentsOf: root.appendingPathComponent("Package.swift"), encoding: .utf8)
+        let target = try NSRegularExpression(
+            pattern: #"\.(?:target|executableTarget)\(\s*name: "(\w+)"(?:,\s*dependencies: \[((?:[^\[\]]|\[[^\]]*\])*)\])?"#)
+        let quoted = try NSRegularExpression(pattern: #"(?<!name: )(?<!package: )"(\w+)""#)
+        let product = try NSRegularExpression(pattern: #"\.product\(name: "(\w+)""#)
+        func captures(_ regex: NSRegularExpression, _ s: String) -> [String] {
+            regex.matches(in: s, range: NSRange(s.startIndex..., in: s)).compactMap { Range($0.range(at: 1), in: s).map { String(s[$0]) } }
+        }
+        return target.matches(in: text, range: NSRange(text.startIndex..., in: text)).map { match in
+            let name = String(text[Range(match.range(at: 1), in: text)!])
+            let deps = Range(match.range(at: 2), in: text).map { String(text[$0]) } ?? ""
+            return (name, Set(captures(quoted, deps)), Set(captures(product, deps)))
+        }
+    }
+
+    /// The modules a target's sources import.
+    static func imports(of target: String) throws -> Set<String> {
+        let directory = OSBoundaryTests.sourcesDirectory.appendingPathComponent(target)
+        var modules: Set<String> = []
+        guard let walker = FileManager.default.enumerator(atPath: directory.path) else { return [] }
+        for case let file as String in walker where file.hasSuffix(".swift") {
+            let text = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
+            for line in text.split(separator: "\n") {
+                let words = line.split(separator: " ")
+                if let i = words.firstIndex(of: "import"), i + 1 < words.count, words[..<i].allSatisfy({ $0.hasPrefix("@") }) {
+                    modules.insert(String(words[i + 1]))
+                }
+            }
+        }
+        return modules
+    }
+
+    @Test func theManifestIsRead() throws {
+        let targets = try Self.manifestTargets()
+        let vmm = try #require(targets.first { $0.name == "VMM" })
+        #expect(vmm.targets.contains("Hypervisor"))
+        #expect(targets.first { $0.name == "Host" }?.targets == ["CHost", "VMSpec"])
+        #expect(targets.count >= 15)
+    }
+
+    @Test func everyImportIsADeclaredArrowDownward() throws {
+        let targets = try Self.manifestTargets()
+        let names = Set(targets.map(\.name))
+        // Modules of the toolchain and of package products, not targets of ours.
+        let system: Set<String> = ["Glibc", "Darwin", "Foundation", "FoundationEssentials", "Synchronization", "Dispatch", "Testing"]
+        var wrong: [String] = []
+        for (index, target) in targets.enumerated() {
+            let below = Set(targets[..<index].map(\.name))
+            for dependency in target.targets where !below.contains(dependency) {
+                wrong.append("\(target.name) depends on \(dependency), which is not listed above it")
+            }
+            for module in try Self.imports(of: target.name) where !system.contains(module) {
+                if names.contains(module) {
+                    if !target.targets.contains(module) { wrong.append("\(target.name) imports \(module) without declaring it") }
+                } else if !target.products.contains(module) {
+                    wrong.append("\(target.name) imports \(module), neither a declared target nor product")
+                }
+            }
+        }
+        #expect(wrong.isEmpty, "\(wrong.joined(separator: "\n"))")
+    }
+}
