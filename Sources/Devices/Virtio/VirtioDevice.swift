@@ -71,6 +71,10 @@ public func copyConfiguration(_ image: some RandomAccessCollection<UInt8>, offse
 }
 
 extension VirtioDevice {
+    /// None of our devices offers a driver-writable configuration field (net's MAC is writable only
+    /// through the legacy interface, 5.1.4.3; blk's writeback needs CONFIG_WCE, not offered), so
+    /// writes are ignored unless a device says otherwise.
+    public func writeConfiguration(offset: Int, data: UnsafeRawBufferPointer) {}
     public var needsReset: Bool { false }
     public var eventSources: [Int32] { [] }
     public func eventSourceReady(_ index: Int) {}

@@ -115,9 +115,6 @@ public final class VirtioBlock: VirtioDevice {
         copyConfiguration(configuration, offset: offset, into: data)
     }
 
-    /// The configuration is read-only for this device (writeback needs CONFIG_WCE, not offered).
-    public func writeConfiguration(offset: Int, data: UnsafeRawBufferPointer) {}
-
     public func activate(features: UInt64, memory: GuestMemory, queues: [SplitVirtqueue?],
                          interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
         requestQueue.activate(queues: queues, interrupt: interrupt)

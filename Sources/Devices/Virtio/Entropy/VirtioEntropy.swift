@@ -40,8 +40,6 @@ public final class VirtioEntropy: VirtioDevice {
         for i in 0..<data.count { data[i] = 0 }
     }
 
-    public func writeConfiguration(offset: Int, data: UnsafeRawBufferPointer) {}
-
     public func activate(features: UInt64, memory: GuestMemory, queues: [SplitVirtqueue?],
                          interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
         requestQueue.activate(queues: queues, interrupt: interrupt)

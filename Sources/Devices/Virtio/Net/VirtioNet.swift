@@ -128,10 +128,6 @@ public final class VirtioNet: VirtioDevice {
         copyConfiguration(configuration, offset: offset, into: data)
     }
 
-    /// With VIRTIO_F_VERSION_1 the driver does not write the network configuration (the MAC is
-    /// writable only through the legacy interface, 5.1.4.3): writes are ignored.
-    public func writeConfiguration(offset: Int, data: UnsafeRawBufferPointer) {}
-
     public var eventSources: [Int32] { [backend.readinessSource] }
 
     public func activate(features: UInt64, memory: GuestMemory, queues: [SplitVirtqueue?],

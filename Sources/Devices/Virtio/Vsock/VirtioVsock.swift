@@ -116,8 +116,6 @@ public final class VirtioVsock: VirtioDevice {
         withUnsafeBytes(of: guestCID.littleEndian) { copyConfiguration($0, offset: offset, into: data) }
     }
 
-    public func writeConfiguration(offset: Int, data: UnsafeRawBufferPointer) {}
-
     public func activate(features: UInt64, memory: GuestMemory, queues: [SplitVirtqueue?],
                          interrupt: any VirtioInterrupt) throws(VirtioDeviceError) {
         let handover = QueueHandover(queues: queues)
