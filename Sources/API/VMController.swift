@@ -95,6 +95,16 @@ public final class VMController: @unchecked Sendable {
 
     static let pathPrefixes = ["/drives/", "/network-interfaces/"]
 
+    /// Opens `path` without waiting (a FIFO would block) and checks it is a regular file.
+    static func checkOpensAsFile(_ path: String, field: String) throws(APIError) {
+        do {
+            let status = try FileDescriptor.open(path, flags: O_RDONLY | O_NONBLOCK).status()
+            guard status.isRegular else { throw APIError("\(field): \(path) is not a regular file") }
+        } catch let error as HostError {
+            throw APIError("\(field): \(error.description)")
+        } catch let error as APIError { throw error } catch { throw APIError("\(field): \(error)") }
+    }
+
     func route(_ r: HTTPRequest) throws(APIError) -> HTTPResponse {
         switch (r.method, r.path) {
         case ("GET", "/"): return .json(200, instanceInfo())
@@ -113,6 +123,10 @@ public final class VMController: @unchecked Sendable {
             try requireNotStarted()
             let source = try decode(FirecrackerConfig.BootSource.self, r)
             guard !source.kernelImagePath.isEmpty else { throw APIError("kernel_image_path: must not be empty") }
+            // As Firecracker: a kernel or initrd that cannot be opened is refused here, at the PUT
+            // that names it, not later at InstanceStart.
+            try Self.checkOpensAsFile(source.kernelImagePath, field: "kernel_image_path")
+            if let initrd = source.initrdPath { try Self.checkOpensAsFile(initrd, field: "initrd_path") }
             bootSource = source
             return .noContent
         case ("PUT", "/vsock"):

@@ -1,4 +1,5 @@
 import VMSpec
+import VMM
 import Host
 import ArgumentParser
 import Daemon
@@ -133,9 +134,9 @@ struct CtlCommand: ParsableCommand {
 
     struct Console: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Attach to a VM's serial console (detach with Ctrl-]).",
+            abstract: "Attach to a VM's serial console (detach with Ctrl-A x).",
             discussion: """
-                On a terminal, the terminal is put in raw mode and Ctrl-] detaches. When stdin is not a \
+                On a terminal, the terminal is put in raw mode and Ctrl-A x detaches (Ctrl-A Ctrl-A sends Ctrl-A). When stdin is not a \
                 terminal, stdin is copied to the guest until its end and the guest's output is printed \
                 until the VM ends (or --timeout seconds pass).
                 """)
@@ -255,9 +256,6 @@ extension StateChange {
 enum ConsoleSession {
     struct Failure: Error, CustomStringConvertible { var description: String }
 
-    /// Ctrl-]: detaches, like telnet's escape.
-    static let detachByte: UInt8 = 0x1d
-
     static func run(socketPath: String, timeout: Double?) throws {
         let socket: FileDescriptor
         do { socket = FileDescriptor(owning: try DaemonClient.connectStream(path: socketPath)) } catch {
@@ -268,7 +266,7 @@ enum ConsoleSession {
         let terminal = Terminal()
         if let terminal {
             terminal.enterRawMode(keepOutputProcessing: false)
-            printError("[attached to the console; Ctrl-] detaches]\r")
+            printError("[attached to the console; \(ConsoleEscape.text) detaches]\r")
         }
         defer {
             if let terminal {
@@ -278,6 +276,8 @@ enum ConsoleSession {
         }
         let deadline = timeout.map { Clock.monotonicNanoseconds() + UInt64($0 * 1e9) }
         var stdinOpen = true
+        var escape = ConsoleEscape()
+        var toGuest: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             var wait: Int32 = -1
@@ -299,11 +299,11 @@ enum ConsoleSession {
                     stdinOpen = false
                     continue
                 }
-                if terminal != nil, let i = buffer[0..<got].firstIndex(of: detachByte) {
-                    if i > 0 { try write(socket, buffer[..<i]) }
-                    return
-                }
-                try write(socket, buffer[..<got])
+                guard terminal != nil else { try write(socket, buffer[..<got]); continue }
+                toGuest.removeAll(keepingCapacity: true)
+                let leave = escape.filter(buffer[..<got], into: &toGuest)
+                if !toGuest.isEmpty { try write(socket, toGuest[...]) }
+                if leave { return }
             }
         }
     }

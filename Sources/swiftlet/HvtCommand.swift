@@ -21,14 +21,21 @@ struct HvtCommand: ParsableCommand {
     func run() throws { Self.runAndExit(arguments) }
 
     /// Parses, builds and runs the tender; exits with the unikernel's status (1 on tender errors).
-    static func runAndExit(_ arguments: [String]) -> Never {
+    /// `asSolo5` (installed as solo5-hvt or solo5-hvt-debug): `--help` behaves exactly as the
+    /// peer's, usage on stderr and exit 1, since scripts written for it may rely on that; as
+    /// `swiftlet hvt` it is a help like every other swiftlet command's, on stdout with exit 0.
+    static func runAndExit(_ arguments: [String], asSolo5: Bool = false) -> Never {
         StopSignals.blockEarly()
         do {
             switch try HvtCommandLine.parse(arguments) {
             case .help:
-                // solo5-hvt prints its usage on stderr and exits 1.
-                printError(HvtCommandLine.usage)
-                Glibc.exit(1)
+                if asSolo5 {
+                    printError(HvtCommandLine.usage)
+                    Glibc.exit(1)
+                }
+                var text = HvtCommandLine.usage + "\n"
+                text.withUTF8 { try? FileDescriptor.standardOutput.writeAll(UnsafeRawBufferPointer($0)) }
+                Glibc.exit(0)
             case .version:
                 printError(HvtCommandLine.version)
                 Glibc.exit(0)

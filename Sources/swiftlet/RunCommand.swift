@@ -24,7 +24,8 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Initial ramdisk.") var initrd: String?
     @Option(help: "Kernel command line.") var cmdline: String = LinuxConfig.defaultCommandLine
     @Option(help: "Guest memory: 128M, 2G, … (a bare number is MiB).", transform: RunCommand.memoryBytes) var memory: UInt64 = 256 << 20
-    @Option(help: "Number of vCPUs.") var cpus: Int = 1
+    // Unconditional: `--cpus -1` is a wrong count, not a missing value followed by a flag.
+    @Option(parsing: .unconditional, help: "Number of vCPUs.") var cpus: Int = 1
     @Option(name: .customLong("disk"), help: "A virtio-blk disk: PATH[,readonly][,id=NAME] (repeat for vdb, vdc, …).", transform: RunCommand.disk) var disks: [DiskSpec] = []
     @Option(name: .customLong("net"), help: "A virtio-net device on a tap: tap=NAME[,mac=02:xx:xx:xx:xx:xx][,id=NAME] (repeat for eth1, …; a missing tap is created when root).", transform: RunCommand.net) var nets: [NetSpec] = []
     @Flag(inversion: .prefixedNo, help: "A virtio-rng device fed from the host's getrandom.") var rng = true
@@ -44,8 +45,10 @@ struct RunCommand: ParsableCommand {
 
     // Each value is parsed once, by VMSpec's grammar, as ArgumentParser reads the flag.
     static func memoryBytes(_ text: String) throws -> UInt64 {
-        guard let bytes = MemorySize.bytes(text) else { throw ValidationError("--memory '\(text)' is not a size (e.g. 256M, 2G)") }
-        return bytes
+        switch MemorySize.parse(text) {
+        case .success(let bytes): return bytes
+        case .failure(let why): throw ValidationError("--memory '\(text)' \(why)")
+        }
     }
 
     static func disk(_ text: String) throws -> DiskSpec {

@@ -36,7 +36,7 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 // line is solo5-hvt's.
 let programName = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
 if programName == "solo5-hvt" || programName == "solo5-hvt-debug" {
-    HvtCommand.runAndExit(arguments)
+    HvtCommand.runAndExit(arguments, asSolo5: true)
 }
 if arguments.first == "hvt" {
     HvtCommand.runAndExit(Array(arguments.dropFirst()))
@@ -55,5 +55,8 @@ do {
         message = String(message[message.index(range.upperBound, offsetBy: -2)...])
     }
     printError("swiftlet: " + message)
-    Glibc.exit(Swiftlet.exitCode(for: error).rawValue)
+    // Bad input is exit 1 whichever door it came in by (README): ArgumentParser's usage errors
+    // would be 64 (EX_USAGE), which no other tool of ours and none of our peers uses.
+    let code = Swiftlet.exitCode(for: error)
+    Glibc.exit(code == .validationFailure ? 1 : code.rawValue)
 }

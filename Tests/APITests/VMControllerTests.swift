@@ -1,3 +1,4 @@
+import Foundation
 @testable import API
 import HTTPUnix
 import Testing
@@ -24,7 +25,7 @@ import VMM
 
     @Test func configurationIsStored() {
         let c = controller()
-        #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}"#).status == 204)
+        #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/bin/sh", "boot_args": "console=ttyS0"}"#).status == 204)
         #expect(send(c, "PUT", "/machine-config", #"{"vcpu_count": 2, "mem_size_mib": 256}"#).status == 204)
         #expect(send(c, "PATCH", "/machine-config", #"{"mem_size_mib": 512}"#).status == 204)
         #expect(send(c, "PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/r.img", "is_root_device": true, "is_read_only": false}"#).status == 204)
@@ -87,12 +88,26 @@ import VMM
 
     @Test func failedStartLeavesTheVMConfigurable() {
         let c = controller()
-        #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/nonexistent/kernel"}"#).status == 204)
+        // A file that opens but is no kernel: refused at InstanceStart, and the VM stays configurable.
+        let notAKernel = NSTemporaryDirectory() + "swiftlet-not-a-kernel-\(getpid())"
+        FileManager.default.createFile(atPath: notAKernel, contents: Data("not a kernel\n".utf8))
+        defer { try? FileManager.default.removeItem(atPath: notAKernel) }
+        #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "\#(notAKernel)"}"#).status == 204)
         let r = send(c, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
         #expect(r.status == 400)
-        #expect(r.bodyText.contains("Start microvm error") && r.bodyText.contains("/nonexistent/kernel"))
+        #expect(r.bodyText.contains("Start microvm error") && r.bodyText.contains(notAKernel))
         #expect(c.state == .notStarted)
-        #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/other"}"#).status == 204)
+        #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/bin/sh"}"#).status == 204)
+    }
+
+    @Test func aKernelThatCannotBeOpenedIsRefusedAtThePUT() {
+        let c = controller()
+        let missing = send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/nonexistent/kernel"}"#)
+        #expect(missing.status == 400 && missing.bodyText.contains("kernel_image_path: /nonexistent/kernel: No such file or directory"), "\(missing.bodyText)")
+        let directory = send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/tmp"}"#)
+        #expect(directory.status == 400 && directory.bodyText.contains("is not a regular file"), "\(directory.bodyText)")
+        let initrd = send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/bin/sh", "initrd_path": "/nonexistent/initrd"}"#)
+        #expect(initrd.status == 400 && initrd.bodyText.contains("initrd_path: /nonexistent/initrd"), "\(initrd.bodyText)")
     }
 
     @Test func identifiers() {

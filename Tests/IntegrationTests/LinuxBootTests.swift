@@ -88,6 +88,27 @@ struct LinuxRunBadInputTests {
     @Test func unknownFlag() {
         expectOneLineError(["--kernel", "x", "--frobnicate"], contains: "Unknown option")
     }
+
+    @Test func aUnikernelGivenToRunNamesSwiftletHvt() throws {
+        let hello = try Harness.guest("hello")
+        expectOneLineError(["--kernel", hello], contains: "is a Solo5 hvt unikernel, not a Linux kernel: run it with swiftlet hvt \(hello)")
+    }
+
+    @Test func memorySizesSayWhatIsWrong() {
+        expectOneLineError(["--kernel", "x", "--memory", "0"], contains: "--memory '0' is zero")
+        expectOneLineError(["--kernel", "x", "--memory", "256MB"], contains: "'MB' is not a unit: write K, M or G")
+        expectOneLineError(["--kernel", "x", "--memory", "256MiB"], contains: "'MiB' is not a unit")
+        expectOneLineError(["--kernel", "x", "--memory", "100T"], contains: "'T' is not a unit")
+        expectOneLineError(["--kernel", "x", "--cpus", "-1"], contains: "--cpus must be at least 1")
+    }
+
+    @Test func usageErrorsExitOneAsTheREADMESays() {
+        // ArgumentParser's own code would be 64 (EX_USAGE); bad input is 1 at every door.
+        for args in [["--kernel", "x", "--frobnicate"], ["--memory", "0"], []] {
+            let r = Harness.run(Harness.swiftlet, ["run"] + args, timeout: 30)
+            #expect(r.status == 1, "\(args): \(r.output)")
+        }
+    }
 }
 
 /// Boots Debian's stock cloud kernel (scripts/make-guest) under `swiftlet run` on a real KVM: an

@@ -65,6 +65,25 @@ struct PVHGuestTests {
         #expect(p.terminationStatus == 128 + signal)
     }
 
+    @Test func aSilentGuestIsPointedOutOnceAndRunsOn() throws {
+        // No console output for 5 s: one warning on stderr, and the VM keeps running until stopped.
+        let vm = try Harness.Background(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("spin"), "--cmdline", "silent"])
+        #expect(vm.waitFor("the guest has written nothing to its console for 5 s", timeout: 30), "\(vm.output)")
+        usleep(500_000)
+        kill(vm.process.processIdentifier, SIGTERM)
+        #expect(vm.finish(timeout: 20) == 128 + SIGTERM, "\(vm.output)")
+        #expect(vm.output.components(separatedBy: "written nothing").count == 2, "once: \(vm.output)")
+    }
+
+    @Test func aGuestThatSpeaksGetsNoSilenceWarning() throws {
+        let vm = try Harness.Background(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("spin")])
+        #expect(vm.waitFor("spin: running"), "\(vm.output)")
+        usleep(6_000_000)
+        kill(vm.process.processIdentifier, SIGTERM)
+        _ = vm.finish(timeout: 20)
+        #expect(!vm.output.contains("written nothing"), "\(vm.output)")
+    }
+
     @Test func elfWithoutPVHNoteIsRefused() throws {
         let r = Harness.run(Harness.swiftlet, ["run", "--kernel", "/bin/true"], timeout: 30)
         #expect(r.status == 1)

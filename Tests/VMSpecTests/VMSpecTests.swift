@@ -45,6 +45,15 @@ import VMSpec
     func parsing(_ text: String, _ bytes: UInt64?) {
         #expect(MemorySize.bytes(text) == bytes, "\(text)")
     }
+
+    @Test(arguments: [
+        ("0", MemorySize.Failure.zero), ("0M", .zero), ("", .notANumber), ("M", .notANumber), ("-1", .notANumber),
+        ("+4", .notANumber), ("1.5G", .notANumber), ("256MB", .unknownUnit("MB")), ("256MiB", .unknownUnit("MiB")),
+        ("100T", .unknownUnit("T")), ("17179869184G", .tooLarge), ("99999999999999999999", .tooLarge),
+    ])
+    func reasons(_ text: String, _ failure: MemorySize.Failure) {
+        #expect(MemorySize.parse(text) == .failure(failure), "\(text)")
+    }
 }
 
 /// The `k=v,…` option grammar and the device specs written in it.

@@ -46,25 +46,18 @@ final class ConsoleInput: @unchecked Sendable {
         // A detached reader; the process exits when the VM ends, which ends it too.
         _ = try? HostThread(name: "console") {
             var buffer = [UInt8](repeating: 0, count: 512)
-            var escape = false
+            var escape = ConsoleEscape()
             while true {
                 // End of input, or an error: nothing more will come.
                 let n = buffer.withUnsafeMutableBytes { (try? stdin.read(into: $0)) ?? 0 }
                 guard n > 0 else { return }
+                // Only a terminal has an escape: piped input goes to the guest byte for byte.
+                guard tty else { input.feed(Array(buffer[0..<n])); continue }
                 var out: [UInt8] = []
-                out.reserveCapacity(n)
-                for b in buffer[0..<n] {
-                    if tty && escape {
-                        escape = false
-                        if b == UInt8(ascii: "x") { onEscape(); return }
-                        if b != 0x01 { out.append(0x01) }
-                    } else if tty && b == 0x01 {
-                        escape = true
-                        continue
-                    }
-                    out.append(b)
-                }
-                input.feed(out)
+                out.reserveCapacity(n + 1)
+                let leave = escape.filter(buffer[0..<n], into: &out)
+                if !out.isEmpty { input.feed(out) }
+                if leave { onEscape(); return }
             }
         }
     }

@@ -72,6 +72,11 @@ public final class LinuxVM: @unchecked Sendable {
         do {
             let bytes = try kernelBytes ?? Self.read(config.kernelPath, what: "kernel")
             guard !bytes.isEmpty else { throw VMMError(.configuration, "\(config.kernelPath): kernel is empty") }
+            // `swiftlet run` boots Linux; a unikernel there is a mix-up of commands, so name the right one.
+            // (The API process and swiftletd tell the kinds apart before they get here.)
+            if HvtImage.isSolo5(bytes) {
+                throw VMMError(.configuration, "\(config.kernelPath) is a Solo5 hvt unikernel, not a Linux kernel: run it with swiftlet hvt \(config.kernelPath)")
+            }
             // An ELF file is a PVH kernel (vmlinux or a freestanding guest); anything else a bzImage.
             if bytes.starts(with: [0x7F, 0x45, 0x4C, 0x46]) {
                 kernel = .pvh(try PVHImage(bytes: bytes, name: config.kernelPath))
@@ -107,7 +112,8 @@ public final class LinuxVM: @unchecked Sendable {
         // Devices on the port-I/O bus.
         let sink = console.sink
         do {
-            serialInput = try SerialInput(interrupt: KVMInterruptLine(machine: machine, line: 4)) { byte in
+            serialInput = try SerialInput(interrupt: KVMInterruptLine(machine: machine, line: 4)) { [lifecycle] byte in
+                lifecycle.consoleBytes.add(1, ordering: .relaxed)
                 var b = byte
                 withUnsafeBytes(of: &b) { sink.write($0) }
             }
@@ -282,7 +288,25 @@ public final class LinuxVM: @unchecked Sendable {
             do throws(VMMError) { try virtio.start() } catch {
                 lifecycle.finish(.failed(error.message))
             }
+            lifecycle.watchForSilence(seconds: Self.silenceWarningSeconds) { [log] in log.warn(Self.silenceWarning()) }
         }, exitLoop: { [self] vcpu in exitLoop(vcpu) })
+    }
+
+    /// Whether this host's KVM is kvm_pvm (a paravirtual software KVM that cannot boot Linux).
+    static var onKVMPVM: Bool { FileSystem.kind(of: "/sys/module/kvm_pvm") == .directory }
+
+    /// How long a guest may say nothing on its console before we say so.
+    static let silenceWarningSeconds = 5
+
+    /// What a silent guest may mean; on kvm_pvm (a software KVM) it is almost certainly that.
+    static func silenceWarning() -> String {
+        var text = "the guest has written nothing to its console for \(silenceWarningSeconds) s"
+        if onKVMPVM {
+            text += "; this host's KVM is kvm_pvm, a software KVM on which Linux does not boot (use a host with VMX or SVM)"
+        } else {
+            text += " (is console=ttyS0 on its command line? the run goes on)"
+        }
+        return text
     }
 
     private var stopping: Bool { lifecycle.isEnding }
@@ -391,7 +415,7 @@ public final class LinuxVM: @unchecked Sendable {
             case .failedEntry(let reason):
                 return .failed("KVM: entry failure \(reason.hexString) on vCPU \(vcpu.index)" + RegisterSummary.dump(vcpu, control: .all))
             case .internalError(let sub):
-                return .failed("KVM: internal error \(sub) on vCPU \(vcpu.index)" + (sub == 1 ? " (instruction emulation failed; a software KVM such as kvm_pvm cannot boot Linux)" : "") + RegisterSummary.dump(vcpu, control: .all))
+                return .failed("KVM: internal error \(sub) on vCPU \(vcpu.index)" + (sub == 1 ? " (instruction emulation failed" + (Self.onKVMPVM ? "; this host's KVM is kvm_pvm, a software KVM on which Linux does not boot)" : ")") : "") + RegisterSummary.dump(vcpu, control: .all))
             case .debug:
                 exitCounters.other.add(1, ordering: .relaxed)
                 continue

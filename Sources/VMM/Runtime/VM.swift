@@ -74,6 +74,8 @@ final class VMLifecycle: @unchecked Sendable {
     let pauseGate = PauseGate()
     /// vCPU exits by reason, for metrics; bumped by the exit loops (one relaxed add per exit).
     let exitCounters = ExitCounters()
+    /// Bytes the guest wrote to its console: the sign of life `watchForSilence` looks for.
+    let consoleBytes = Atomic<UInt64>(0)
     private let current = Mutex<VMState>(.created)
     /// The thread in `run`, which waits for stop signals; nil before and after.
     private let runner = Mutex<ThreadHandle?>(nil)
@@ -152,6 +154,19 @@ final class VMLifecycle: @unchecked Sendable {
             stopVCPUs(vcpus, threads: threads, final: .stopped)
         }
         return result
+    }
+
+    /// Says once, through `warn`, when the running guest has written nothing to its console for
+    /// `seconds` (on hardware KVM a busy guest may stay silent, so it is a warning, never a stop).
+    /// A guest that says anything, a pause or the end of the run ends the watch.
+    func watchForSilence(seconds: Int, warn: @escaping @Sendable () -> Void) {
+        _ = try? HostThread(name: "silence") { [self] in
+            for _ in 0..<(seconds * 10) {
+                if isEnding || consoleBytes.load(ordering: .relaxed) > 0 { return }
+                Clock.sleep(milliseconds: 100)
+            }
+            if !isEnding && state == .running && consoleBytes.load(ordering: .relaxed) == 0 { warn() }
+        }
     }
 
     /// Starts one named thread per vCPU running `loop` with the vCPU attached for kicks (and
