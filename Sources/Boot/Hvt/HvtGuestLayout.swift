@@ -100,9 +100,9 @@ public enum HvtGuestLayout {
         return BootState(entry: image.entry, stackPointer: ramSize - 8, bootInfo: bootInfoBase)
     }
 
-    /// Copies ELF load segments into guest memory and zeroes their .bss tails. With `ramSize`
-    /// (hvt), only file contents must fit in RAM and a .bss is zeroed up to the end of RAM; without
-    /// (PVH), every segment must fit in `memory` whole.
+    /// Copies ELF load segments into guest memory, which must be zeroed (fresh from mmap): the
+    /// .bss tails are then zero already. With `ramSize` (hvt), only file contents must fit in RAM
+    /// and a .bss may reach past it; without (PVH), every segment must fit in `memory` whole.
     static func loadSegments(_ segments: [ELFFile.LoadSegment], from file: [UInt8], ramSize: UInt64? = nil, into memory: GuestMemory) throws {
         for s in segments {
             let fits = if let ramSize { s.guestAddress < ramSize && s.fileSize <= ramSize - s.guestAddress }
@@ -115,10 +115,9 @@ public enum HvtGuestLayout {
             s.contents(in: file).withUnsafeBytes { src in
                 if src.count > 0 { dest.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: src.count) }
             }
-            // Memory arrives zeroed from mmap, but say so: .bss must be zero whatever the allocator.
-            if inRAM > s.fileSize {
-                try memory.fill(at: GuestAddress(s.guestAddress + s.fileSize), count: inRAM - s.fileSize)
-            }
+            // The .bss tail is left as it is: guest memory is a fresh anonymous mapping, already zero
+            // (the callers' contract). Writing zeros would only fault in every .bss page: about
+            // 2 MiB of host memory per hvt VM for nothing, and the time to touch it.
         }
     }
 
