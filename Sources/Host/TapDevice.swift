@@ -29,16 +29,16 @@ public final class TapDevice: @unchecked Sendable {
         case 0: break
         case EBADF: throw HostError("fd \(descriptor)", errno: EBADF)
         case EPROTONOSUPPORT:
-            throw HostError("fd \(descriptor): tap \(String(cString: nameBytes)) carries virtio-net headers (IFF_VNET_HDR set)", errno: EINVAL)
+            throw HostError("fd \(descriptor): tap \(Self.text(nameBytes)) carries virtio-net headers (IFF_VNET_HDR set)", errno: EINVAL)
         case EPFNOSUPPORT:
-            throw HostError("fd \(descriptor): tap \(String(cString: nameBytes)) carries packet-information headers (IFF_NO_PI unset)", errno: EINVAL)
+            throw HostError("fd \(descriptor): tap \(Self.text(nameBytes)) carries packet-information headers (IFF_NO_PI unset)", errno: EINVAL)
         // EBADFD/EINVAL/ENOTTY/EPROTOTYPE all mean "open, but not a tap": say that plainly.
         default: throw HostError("fd \(descriptor) is not a tap device", errno: ENOTTY)
         }
         let nonblocking = chost_set_nonblocking(descriptor)
         guard nonblocking == 0 else { throw HostError("fd \(descriptor)", errno: -nonblocking) }
         _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-        name = String(cString: nameBytes)
+        name = Self.text(nameBytes)
         fd = FileDescriptor(owning: descriptor)
     }
 
@@ -90,5 +90,10 @@ extension TapDevice {
     public static func setOffloads(_ fd: Int32, _ flags: UInt32) -> Int32 {
         let r = chost_tap_set_offload(fd, flags)
         return r < 0 ? -r : 0
+    }
+
+    /// A NUL-terminated interface name as the kernel returns it.
+    private static func text(_ bytes: [CChar]) -> String {
+        String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

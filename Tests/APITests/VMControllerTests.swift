@@ -90,7 +90,7 @@ import VMM
         let c = controller()
         // A file that opens but is no kernel: refused at InstanceStart, and the VM stays configurable.
         let notAKernel = NSTemporaryDirectory() + "swiftlet-not-a-kernel-\(getpid())"
-        FileManager.default.createFile(atPath: notAKernel, contents: Data("not a kernel\n".utf8))
+        _ = FileManager.default.createFile(atPath: notAKernel, contents: Data("not a kernel\n".utf8))
         defer { try? FileManager.default.removeItem(atPath: notAKernel) }
         #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "\#(notAKernel)"}"#).status == 204)
         let r = send(c, "PUT", "/actions", #"{"action_type": "InstanceStart"}"#)

@@ -9,7 +9,7 @@ import Testing
     static let dir: String = {
         let d = NSTemporaryDirectory() + "swiftletd-config-\(getpid())"
         try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        for f in ["vmlinuz", "initrd.img", "web.img", "data.img"] { FileManager.default.createFile(atPath: "\(d)/\(f)", contents: Data()) }
+        for f in ["vmlinuz", "initrd.img", "web.img", "data.img"] { _ = FileManager.default.createFile(atPath: "\(d)/\(f)", contents: Data()) }
         return d
     }()
 

@@ -32,7 +32,7 @@ final class SupervisorTests {
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
         try ("#!" + (StandIn.python ?? "/usr/bin/python3") + "\n" + Self.fakeScript).write(toFile: fake, atomically: true, encoding: .utf8)
         chmod(fake, 0o755)
-        FileManager.default.createFile(atPath: kernel, contents: Data())
+        _ = FileManager.default.createFile(atPath: kernel, contents: Data())
     }
 
     deinit {

@@ -536,6 +536,12 @@ struct APIServerTests {
     static func withHostPaths(_ value: JSON, dir: String) -> JSON {
         guard case .object(var o) = value else { return value }
         for key in ["log_path", "metrics_path"] where o[key] != nil { o[key] = .string(dir + "/" + key + ".out") }
+        // The document's kernel and initrd paths stand for files of the user's: make them exist here.
+        for key in ["kernel_image_path", "initrd_path"] where o[key] != nil {
+            let path = dir + "/" + key
+            _ = FileManager.default.createFile(atPath: path, contents: Data("not a kernel".utf8))
+            o[key] = .string(path)
+        }
         return .object(o)
     }
 }

@@ -33,8 +33,8 @@ struct DaemonIntegrationTests {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: DaemonIntegrationTests.swiftletd)
             p.arguments = ["--config", configPath, "--socket", socket, "--state-dir", stateDir, "--swiftlet", Harness.swiftlet]
-            FileManager.default.createFile(atPath: logPath + ".tmp", contents: nil)
-            if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+            _ = FileManager.default.createFile(atPath: logPath + ".tmp", contents: nil)
+            if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
             let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
             log.seekToEndOfFile()
             p.standardOutput = log
@@ -130,9 +130,9 @@ struct DaemonIntegrationTests {
     /// `Harness.run` with text on stdin.
     static func run(_ path: String, _ args: [String], input: String, timeout: Double) -> Harness.Outcome {
         let inFile = Harness.scratch.appendingPathComponent("in-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: inFile.path, contents: Data(input.utf8))
+        _ = FileManager.default.createFile(atPath: inFile.path, contents: Data(input.utf8))
         let outFile = Harness.scratch.appendingPathComponent("out-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: outFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: inFile); try? FileManager.default.removeItem(at: outFile) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)

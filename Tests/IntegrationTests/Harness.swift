@@ -93,7 +93,7 @@ enum Harness {
 
         init(_ path: String, _ args: [String], stdin: FileHandle = FileHandle.nullDevice) throws {
             log = Harness.scratch.appendingPathComponent("bg-\(UUID().uuidString).log").path
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             process.executableURL = URL(fileURLWithPath: path)
             process.arguments = args
@@ -143,7 +143,7 @@ enum Harness {
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
         let outFile = scratch.appendingPathComponent("out-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: outFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: outFile) }
         guard let handle = try? FileHandle(forWritingTo: outFile) else { return Outcome(status: -1, output: "cannot open output") }
         p.standardOutput = handle
@@ -168,7 +168,7 @@ enum Harness {
     /// A zero-filled file of `size` bytes in the scratch directory.
     static func disk(_ name: String, size: Int) -> String {
         let path = scratch.appendingPathComponent(name).path
-        FileManager.default.createFile(atPath: path, contents: Data(count: size))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(count: size))
         return path
     }
 }

@@ -13,7 +13,7 @@ struct LinuxRunBadInputTests {
 
     static func file(_ name: String, _ bytes: [UInt8]) -> String {
         let path = Harness.scratch.appendingPathComponent(name).path
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         return path
     }
 

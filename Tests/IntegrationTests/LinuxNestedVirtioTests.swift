@@ -17,7 +17,7 @@ struct LinuxNestedVirtioTests {
             for f in ["vmlinuz", "initrd.img"] {
                 try FileManager.default.copyItem(at: guest.appendingPathComponent(f), to: dir.appendingPathComponent(f))
             }
-            FileManager.default.createFile(atPath: dir.appendingPathComponent("disk.img").path, contents: Data(count: 16 << 20))
+            _ = FileManager.default.createFile(atPath: dir.appendingPathComponent("disk.img").path, contents: Data(count: 16 << 20))
             return .success(dir)
         } catch { return .failure(error) }
     }()

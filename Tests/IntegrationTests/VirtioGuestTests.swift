@@ -92,7 +92,7 @@ struct VirtioGuestTests {
         p.executableURL = URL(fileURLWithPath: Harness.swiftlet)
         p.arguments = ["run", "--kernel", try Harness.pvhGuest("blk"), "--disk", disk, "--cmdline", "flushkill"]
         let outFile = Harness.scratch.appendingPathComponent("vguest-flushkill.out")
-        FileManager.default.createFile(atPath: outFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
         let handle = try FileHandle(forWritingTo: outFile)
         p.standardOutput = handle
         p.standardError = handle

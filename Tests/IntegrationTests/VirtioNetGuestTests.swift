@@ -31,7 +31,7 @@ struct VirtioNetGuestTests {
     /// Starts swiftlet in `ns` with output to a file; returns the process and the file.
     static func start(_ ns: String, cmdline: String?) throws -> (Process, URL) {
         let out = Harness.scratch.appendingPathComponent("vnet-\(UUID().uuidString).log")
-        FileManager.default.createFile(atPath: out.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
         let handle = try FileHandle(forWritingTo: out)
         let vm = Process()
         vm.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")

@@ -142,11 +142,14 @@ static inline int ckvm_create_pit2(int vmfd) {
 // KVM_SET_MSRS for `n` (index, value) pairs; returns how many were set or -1.
 static inline int ckvm_set_msrs(int vcpufd, const uint32_t *indices, const uint64_t *values, uint32_t n) {
     if (n > 64) return -1;
-    struct { struct kvm_msrs h; struct kvm_msr_entry e[64]; } m;
-    memset(&m, 0, sizeof m);
-    m.h.nmsrs = n;
-    for (uint32_t i = 0; i < n; i++) { m.e[i].index = indices[i]; m.e[i].data = values[i]; }
-    return ioctl(vcpufd, KVM_SET_MSRS, &m);
+    // struct kvm_msrs ends in a flexible array: room for 64 entries follows it in one buffer
+    // (aligned for the 64-bit entries), not a struct that puts it before other fields.
+    uint64_t buffer[(sizeof(struct kvm_msrs) + 64 * sizeof(struct kvm_msr_entry) + 7) / 8];
+    memset(buffer, 0, sizeof buffer);
+    struct kvm_msrs *m = (struct kvm_msrs *)buffer;
+    m->nmsrs = n;
+    for (uint32_t i = 0; i < n; i++) { m->entries[i].index = indices[i]; m->entries[i].data = values[i]; }
+    return ioctl(vcpufd, KVM_SET_MSRS, m);
 }
 
 // KVM_SET_FPU with the architectural reset values Linux expects (FCW 0x37F, MXCSR 0x1F80).
