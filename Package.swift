@@ -81,7 +81,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "swiftletd",
-            dependencies: ["Daemon", "HTTPUnix", "Host", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["Daemon", "HTTPUnix", "Host", "VMSpec", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),

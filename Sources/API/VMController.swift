@@ -33,7 +33,7 @@ public final class VMController: @unchecked Sendable {
 
     public enum State: String, Sendable { case notStarted = "Not started", running = "Running", paused = "Paused" }
 
-    public static let version = "0.4.0"
+    public static let version = SwiftletVersion.vmAPI
 
     public let options: Options
     /// Called on the VM's thread when the VM has ended, with the process exit status.

@@ -1,4 +1,5 @@
 import Foundation
+import VMSpec
 import HTTPUnix
 import Logging
 
@@ -23,7 +24,7 @@ public final class DaemonAPI: Sendable {
     /// Re-reads the config file for `POST /reload` (nil: no config file, reload refused).
     let reloadConfig: (@Sendable () -> Result<DaemonConfig, DaemonError>)?
     let logger: Logger
-    public static let version = "0.1.0"
+    public static let version = SwiftletVersion.daemonAPI
 
     public init(supervisor: Supervisor, logger: Logger, reloadConfig: (@Sendable () -> Result<DaemonConfig, DaemonError>)? = nil) {
         self.supervisor = supervisor

@@ -1,4 +1,5 @@
 import ArgumentParser
+import VMSpec
 import Logs
 import VMM
 #if canImport(Glibc)
@@ -10,6 +11,7 @@ struct Swiftlet: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swiftlet",
         abstract: "A lightweight VMM over KVM: Linux microVMs and Solo5 unikernels.",
+        version: SwiftletVersion.summary,
         subcommands: [RunCommand.self, HvtCommand.self, ApiCommand.self, CtlCommand.self, SeccompCheckCommand.self]
     )
 }

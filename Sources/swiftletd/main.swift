@@ -1,4 +1,5 @@
 import ArgumentParser
+import VMSpec
 import Daemon
 import Foundation
 import HTTPUnix
@@ -17,7 +18,8 @@ struct SwiftletD: ParsableCommand {
         discussion: """
             SIGTERM or SIGINT stops the daemon but not the VMs: a daemon started later finds them \
             again in the state directory. SIGHUP re-reads the config file (as POST /reload does).
-            """
+            """,
+        version: SwiftletVersion.summary
     )
 
     @Option(help: "The config file (YAML). Default: /etc/swiftlet/swiftletd.yaml when it exists.") var config: String?

@@ -102,6 +102,16 @@ struct LinuxRunBadInputTests {
         expectOneLineError(["--kernel", "x", "--cpus", "-1"], contains: "--cpus must be at least 1")
     }
 
+    @Test func versionNamesTheReleaseAndTheInterfaces() {
+        let swiftletd = URL(fileURLWithPath: Harness.swiftlet).deletingLastPathComponent().appendingPathComponent("swiftletd").path
+        for (binary, args) in [(Harness.swiftlet, ["--version"]), (swiftletd, ["--version"])] {
+            let r = Harness.run(binary, args, timeout: 30)
+            #expect(r.status == 0, "\(binary): \(r.output)")
+            #expect(r.output.hasPrefix("swiftlet ") && r.output.contains("Solo5 v0.12.1, ABI versions supported: 1 2")
+                    && r.output.contains("VM API (Firecracker-compatible): ") && r.output.contains("daemon API: "), "\(r.output)")
+        }
+    }
+
     @Test func usageErrorsExitOneAsTheREADMESays() {
         // ArgumentParser's own code would be 64 (EX_USAGE); bad input is 1 at every door.
         for args in [["--kernel", "x", "--frobnicate"], ["--memory", "0"], []] {

@@ -14,14 +14,14 @@ public enum HvtCommandLine {
     }
 
     /// The Solo5 release whose `solo5-hvt` command line and ABIs this tender follows.
-    public static let solo5Release = "v0.12.1"
+    public static let solo5Release = SwiftletVersion.solo5Release
 
     /// `--version`, printed on stderr as solo5-hvt does (first two lines in its shape, so scripts
     /// that read "ABI version N" keep working).
     public static let version = """
         swiftlet hvt tender, version \(solo5Release) (Swiftlet's drop-in for solo5-hvt \(solo5Release))
         ABI version 2
-        ABI versions supported: 1 2
+        ABI versions supported: \(SwiftletVersion.hvtABIs.map(String.init).joined(separator: " "))
         """
 
     public static let usage = """
