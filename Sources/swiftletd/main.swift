@@ -116,5 +116,7 @@ do {
     var message = SwiftletD.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
     if message.hasPrefix("Error: ") { message.removeFirst(7) }
     FileHandle.standardError.write(Data("swiftletd: \(message)\n".utf8))
-    Glibc.exit(SwiftletD.exitCode(for: error).rawValue)
+    // Bad input is exit 1, as for swiftlet (ArgumentParser's usage errors would be 64).
+    let code = SwiftletD.exitCode(for: error)
+    Glibc.exit(code == .validationFailure ? 1 : code.rawValue)
 }

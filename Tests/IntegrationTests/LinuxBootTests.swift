@@ -118,6 +118,9 @@ struct LinuxRunBadInputTests {
             let r = Harness.run(Harness.swiftlet, ["run"] + args, timeout: 30)
             #expect(r.status == 1, "\(args): \(r.output)")
         }
+        let swiftletd = URL(fileURLWithPath: Harness.swiftlet).deletingLastPathComponent().appendingPathComponent("swiftletd").path
+        let daemon = Harness.run(swiftletd, ["--frobnicate"], timeout: 30)
+        #expect(daemon.status == 1 && daemon.output.hasPrefix("swiftletd: "), "\(daemon.output)")
     }
 }
 
