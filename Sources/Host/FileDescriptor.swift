@@ -40,12 +40,18 @@ public final class FileDescriptor: @unchecked Sendable {
     /// One read(2) into `buffer`, retried on EINTR: the byte count (0 at end of file), or nil when
     /// a non-blocking descriptor has nothing now (EAGAIN).
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(HostError) -> Int? {
+        try Self.once("read") { Glibc.read(rawValue, buffer.baseAddress, buffer.count) }
+    }
+
+    /// One transfer (`call`), retried on EINTR: its byte count, nil on EAGAIN, else the error.
+    @inline(__always)
+    static func once(_ operation: String, _ call: () -> Int) throws(HostError) -> Int? {
         while true {
-            let n = Glibc.read(rawValue, buffer.baseAddress, buffer.count)
+            let n = call()
             if n >= 0 { return n }
             if errno == EINTR { continue }
             if errno == EAGAIN { return nil }
-            throw HostError("read", errno: errno)
+            throw HostError(operation, errno: errno)
         }
     }
 
@@ -175,13 +181,7 @@ extension FileDescriptor {
     /// when a non-blocking descriptor is full (EAGAIN). A log drops a line rather than stall the
     /// VM behind a slow FIFO reader.
     public func writeOnce(_ buffer: UnsafeRawBufferPointer) throws(HostError) -> Int? {
-        while true {
-            let n = Glibc.write(rawValue, buffer.baseAddress, buffer.count)
-            if n >= 0 { return n }
-            if errno == EINTR { continue }
-            if errno == EAGAIN { return nil }
-            throw HostError("write", errno: errno)
-        }
+        try Self.once("write") { Glibc.write(rawValue, buffer.baseAddress, buffer.count) }
     }
 
     /// Waits until this descriptor or `other` has input or hung up (poll(2), so regular files

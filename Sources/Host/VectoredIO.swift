@@ -8,21 +8,21 @@ public enum VectoredIO {
     /// readv(2) into `vectors[0..<count]`, retried on EINTR. Bytes read (a tap reports a frame's
     /// whole length even when the vectors were shorter), or -errno.
     public static func read(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>, count: Int) -> Int {
-        while true {
-            let n = readv(fd, vectors, Int32(count))
-            if n >= 0 { return n }
-            if errno == EINTR { continue }
-            return -Int(errno)
-        }
+        retryingInterrupts { readv(fd, vectors, Int32(count)) }
     }
 
     /// writev(2) from `vectors[0..<count]`, retried on EINTR. Bytes written, or -errno.
     public static func write(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>, count: Int) -> Int {
+        retryingInterrupts { writev(fd, vectors, Int32(count)) }
+    }
+
+    /// Runs `call` again while it fails with EINTR: its result, or -errno.
+    @inline(__always)
+    private static func retryingInterrupts(_ call: () -> Int) -> Int {
         while true {
-            let n = writev(fd, vectors, Int32(count))
+            let n = call()
             if n >= 0 { return n }
-            if errno == EINTR { continue }
-            return -Int(errno)
+            if errno != EINTR { return -Int(errno) }
         }
     }
 }
