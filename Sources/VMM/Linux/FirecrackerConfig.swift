@@ -1,46 +1,9 @@
-import Foundation
 import VMSpec
 
-/// Reading Firecracker's config (JSONDecoder: the startup path, not the VMM hot path) and mapping
-/// it onto the VMM's machines.
+/// Mapping Firecracker's config (read by FirecrackerJSON) onto the VMM's machines.
 extension FirecrackerConfig {
-    /// Reads and parses a config file; errors name the file.
-    public static func load(path: String) throws(VMMError) -> FirecrackerConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw VMMError(.configuration, "config file \(path): cannot read")
-        }
-        do { return try parse(data) } catch { throw VMMError(.configuration, "config file \(path): \(error.message)") }
-    }
-
-    /// Parses the JSON text; errors are one line (`line N: invalid JSON …`, `drives[1].path_on_host: missing`, …).
-    public static func parse(_ data: Data) throws(VMMError) -> FirecrackerConfig {
-        let config = try decode(FirecrackerConfig.self, from: data)
-        try config.checkUnique()
-        return config
-    }
-
-    /// Decodes one of these types (or an API request body) with the same one-line errors.
-    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(VMMError) -> T {
-        try checkStrictly(data)
-        do {
-            return try JSONDecoder().decode(T.self, from: data)
-        } catch let error as DecodingError {
-            throw VMMError(.configuration, describe(error, data: data))
-        } catch {
-            throw VMMError(.configuration, "invalid JSON")
-        }
-    }
-
-    /// What `decode` checks before decoding, for a caller that reads the JSON another way (a
-    /// partial PATCH body): no trailing commas, duplicate keys, deep nesting or fractional numbers.
-    public static func checkStrictly(_ data: Data) throws(VMMError) {
-        do { try StrictJSON.check(Array(data)) } catch {
-            let line = 1 + data.prefix(min(error.offset, data.count)).reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
-            throw VMMError(.configuration, error.isSyntaxError ? "line \(line): invalid JSON (\(error.message))" : "line \(line): \(error.message)")
-        }
-    }
-
-    func checkUnique() throws(VMMError) {
+    /// Drive and interface ids unique, at most one root device: what Firecracker refuses too.
+    public func checkUnique() throws(VMMError) {
         var ids: Set<String> = []
         for (i, d) in drives.enumerated() where !ids.insert(d.driveId).inserted {
             throw VMMError(.configuration, "drives[\(i)].drive_id: duplicate '\(d.driveId)'")
@@ -94,72 +57,4 @@ extension FirecrackerConfig {
         config.arguments = (bootSource.bootArgs ?? "").split(whereSeparator: \.isWhitespace).map(String.init)
         return config
     }
-
-    // MARK: - Error messages
-
-    static func path(_ codingPath: [any CodingKey]) -> String {
-        var out = ""
-        for key in codingPath {
-            if let i = key.intValue { out += "[\(i)]" } else { out += (out.isEmpty ? "" : ".") + key.stringValue }
-        }
-        return out
-    }
-
-    static func describe(_ error: DecodingError, data: Data) -> String {
-        func at(_ codingPath: [any CodingKey]) -> String { codingPath.isEmpty ? "top level" : path(codingPath) }
-        switch error {
-        case .keyNotFound(let key, let context):
-            return "\(path(context.codingPath + [key])): missing"
-        case .typeMismatch(let type, let context):
-            return "\(at(context.codingPath)): expected \(typeName(type))"
-        case .valueNotFound(let type, let context):
-            return "\(at(context.codingPath)): expected \(typeName(type)), found null"
-        case .dataCorrupted(let context):
-            if context.codingPath.isEmpty, !(context.underlyingError is UnknownKey) {
-                // Valid JSON that does not fit (a negative or huge number for an unsigned field):
-                // JSONDecoder reports it at the top level; say what it said.
-                if (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil {
-                    return "value out of range (\(context.debugDescription))"
-                }
-                return syntaxError(data, underlying: context.underlyingError)
-            }
-            return "\(at(context.codingPath)): \(context.debugDescription)"
-        @unknown default:
-            return "invalid config"
-        }
-    }
-
-    static func typeName(_ type: Any.Type) -> String {
-        switch type {
-        case is String.Type: "a string"
-        case is Bool.Type: "true or false"
-        case is Int.Type, is UInt64.Type: "an unsigned integer"
-        case is [Any].Type: "an array"
-        default: "an object"
-        }
-    }
-
-    /// `line N: invalid JSON (…)` when a byte offset can be found, else `invalid JSON`.
-    static func syntaxError(_ data: Data, underlying: (any Error)?) -> String {
-        var index: Int?
-        var detail: String?
-        var errors: [NSError] = []
-        if let underlying { errors.append(underlying as NSError) }
-        // JSONDecoder on Linux carries no position; JSONSerialization's error does ("around character N").
-        do { _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch { errors.append(error as NSError) }
-        for e in errors where index == nil {
-            if let i = e.userInfo["NSJSONSerializationErrorIndex"] as? Int { index = i }
-            let text = (e.userInfo[NSDebugDescriptionErrorKey] as? String) ?? ""
-            if detail == nil, !text.isEmpty { detail = text.hasSuffix(".") ? String(text.dropLast()) : text }
-            if index == nil, let r = text.range(of: "character ") {
-                index = Int(text[r.upperBound...].prefix(while: \.isNumber))
-            }
-            if detail?.contains("end of file") == true { index = data.count }
-        }
-        let suffix = detail.map { " (\($0))" } ?? ""
-        guard let index, index >= 0 else { return "invalid JSON" + suffix }
-        let line = 1 + data.prefix(min(index, data.count)).reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
-        return "line \(line): invalid JSON" + suffix
-    }
 }
-

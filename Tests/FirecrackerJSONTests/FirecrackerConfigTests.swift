@@ -1,6 +1,7 @@
 import VMSpec
 import Foundation
 import Testing
+@testable import FirecrackerJSON
 @testable import VMM
 
 @Suite struct FirecrackerConfigTests {
