@@ -1,3 +1,5 @@
+import CBuildInfo
+
 /// Swiftlet's release and the versions of the interfaces it speaks: one place, which every
 /// `--version`, `GET /version` and the daemon's API report.
 public enum SwiftletVersion {
@@ -12,9 +14,12 @@ public enum SwiftletVersion {
     /// The version of swiftletd's API (docs/daemon.md).
     public static let daemonAPI = "0.1.0"
 
+    /// The git commit of this build (scripts/install records it; "unknown" for a plain `swift build`).
+    public static let commit = String(cString: swiftlet_build_commit())
+
     /// What `swiftlet --version` and `swiftletd --version` print.
     public static let summary = """
-        swiftlet \(release)
+        swiftlet \(release) (commit \(commit))
         hvt tender: Solo5 \(solo5Release), ABI versions supported: \(hvtABIs.map(String.init).joined(separator: " "))
         VM API (Firecracker-compatible): \(vmAPI)
         daemon API: \(daemonAPI)
