@@ -1,3 +1,5 @@
+// For dl_iterate_phdr (<link.h>) and the other GNU extensions below.
+#define _GNU_SOURCE
 #include "CHost.h"
 #include <net/if.h>
 #include <sys/socket.h>
@@ -199,3 +201,44 @@ int chost_spawn_close_from(void *actions, int lowest) {
     int r = posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowest);
     return r == 0 ? 0 : -r;
 }
+
+// MARK: - Start-up code
+
+#include <link.h>
+#include <malloc.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <stdlib.h>
+
+static int chost_release_object(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    long *released = data;
+    unsigned long vdso = getauxval(AT_SYSINFO_EHDR);
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        // Code only: a writable segment may hold data of ours that exists nowhere else.
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || (ph->p_flags & PF_W)) continue;
+        uintptr_t start = (uintptr_t)(info->dlpi_addr + ph->p_vaddr);
+        if (vdso && start >= vdso && start < vdso + (uintptr_t)page * 16) continue;
+        uintptr_t end = start + ph->p_filesz;
+        // Whole pages inside the segment's file contents: a partial page at either end may be
+        // shared with a neighbouring (writable) segment.
+        uintptr_t first = (start + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+        uintptr_t last = end & ~((uintptr_t)page - 1);
+        if (last > first && madvise((void *)first, last - first, MADV_DONTNEED) == 0) *released += (long)(last - first);
+    }
+    return 0;
+}
+
+long chost_release_code_mappings(void) {
+    // Start-up's freed allocations too (the image file, parsing): glibc keeps freed heap pages
+    // resident until told; malloc_trim returns every whole free page of every arena.
+    malloc_trim(0);
+    long released = 0;
+    dl_iterate_phdr(chost_release_object, &released);
+    return released;
+}
+
+void chost_use_one_malloc_arena(void) { mallopt(M_ARENA_MAX, 1); }

@@ -214,4 +214,19 @@ int chost_seccomp_install(const struct sock_filter *filter, unsigned short count
 
 // MARK: - End of Sandbox
 
+// MARK: - Start-up code
+
+// Drops this process's page mappings of every loaded object's read-only executable segments
+// (MADV_DONTNEED; the vDSO excepted). The pages stay in the page cache, shared, and fault back
+// in as code runs again, so only code that ran once (start-up) stops counting in the process's
+// resident set. Not for a process under a debugger, whose breakpoints live in private copies of
+// code pages that this would drop (the caller checks). Also returns start-up's freed heap pages
+// (malloc_trim). Returns the code bytes released.
+long chost_release_code_mappings(void);
+
+// Makes every thread allocate from the main malloc arena (M_ARENA_MAX 1): a VM's threads allocate
+// nothing on their hot paths, so a private arena per thread (a 64 MiB reservation and its first
+// pages, set up on the thread's first allocation) would only cost start-up time and memory.
+void chost_use_one_malloc_arena(void);
+
 #endif

@@ -15,7 +15,6 @@ import Glibc
 /// ring on an I/O thread) and returns the unikernel's exit status.
 public final class HvtTender: @unchecked Sendable {
     public let config: HvtConfig
-    let image: HvtImage
     let memory: GuestMemory
     let machine: Machine
     let vcpu: VCPU
@@ -61,6 +60,9 @@ public final class HvtTender: @unchecked Sendable {
                 throw VMMError(.configuration, "\(config.kernelPath): \(HostError.text(errno: error.errno))")
             }
         }
+        // The image (and the file's bytes it holds) lives only through set-up: a MirageOS unikernel
+        // is megabytes that the running VM never reads again.
+        let image: HvtImage
         do { image = try HvtImage(bytes: bytes, name: config.kernelPath) } catch {
             throw VMMError(.configuration, error.message)
         }

@@ -84,6 +84,10 @@ final class VMLifecycle: @unchecked Sendable {
     /// Set with `ended`, before anyone kicks a vCPU: what an exit loop reads on a kick.
     private let ending = Atomic<Bool>(false)
     private let log: VMMLog
+    /// Whether the run drops the start-up code's page mappings: not under a debugger (its
+    /// breakpoints live in private copies of code pages). Decided when the VM is built, since the
+    /// run may be under a seccomp filter that forbids reading /proc.
+    private let releasesStartUpCode = !HostProcess.isBeingTraced()
 
     init(log: VMMLog) { self.log = log }
 
@@ -132,6 +136,7 @@ final class VMLifecycle: @unchecked Sendable {
     /// failure, stopped otherwise.
     func run(_ vcpus: [VCPU], setUp: () -> Void, exitLoop: @escaping @Sendable (VCPU) -> VMOutcome?) -> VMOutcome {
         let signals = StopSignals()
+        Memory.useOneMallocArena()
         runner.withLock { $0 = .current }
         enter(.running)
         setUp()
@@ -142,6 +147,10 @@ final class VMLifecycle: @unchecked Sendable {
             }
             threads = started.threads
             if let failure = started.failure { finish(.failed(failure.message)) }
+            // Set-up is over: what runs from here (the exit loops, devices) is a small part of the
+            // binary, so the start-up code's pages leave this VM's resident set (issue 12: a few
+            // MiB per VM). The vCPUs may already be running; a page they need faults back in.
+            if releasesStartUpCode { Memory.releaseCodeMappings() }
         }
         while outcome == nil {
             let signal = signals.wait()
