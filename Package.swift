@@ -5,11 +5,29 @@ import PackageDescription
 
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
+// The release build of `swiftlet` is what every unikernel runs in: the Swift runtime linked in
+// (no shared Swift libraries to load and relocate at each start) and unused code dropped, so
+// `swift build -c release` gives the lean binary without extra flags.
+let leanExecutable: [LinkerSetting] = [
+    .unsafeFlags(["-static-executable", "-Xlinker", "--gc-sections"], .when(platforms: [.linux], configuration: .release)),
+]
+
+// `swiftlet --version` names the commit of an installed build (scripts/install sets this variable;
+// only characters of a git revision pass, so no quoting can go wrong).
+let buildCommit: [CSetting] = {
+    guard let commit = Context.environment["SWIFTLET_COMMIT"], !commit.isEmpty,
+          commit.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }) else { return [] }
+    return [.define("SWIFTLET_COMMIT", to: "\"\(commit)\"")]
+}()
+
 let package = Package(
     name: "Swiftlet",
     platforms: [.macOS(.v14)],
     products: [
+        // The command users run, lean (the hvt tender's process: no Foundation, NIO, YAML or
+        // argument parser); it execs swiftlet-cli for every other command.
         .executable(name: "swiftlet", targets: ["swiftlet"]),
+        .executable(name: "swiftlet-cli", targets: ["SwiftletCLI"]),
         .executable(name: "swiftletd", targets: ["swiftletd"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
     ],
@@ -23,7 +41,10 @@ let package = Package(
         // The value grammars every door shares (MAC addresses, memory sizes, `k=v,...` device
         // options and the disk/net/vsock specs written in them): parsed in one place; Firecracker's
         // schema; the one hex format of messages.
-        .target(name: "VMSpec", swiftSettings: strict),
+        // The git commit a build was made from: scripts/install passes SWIFTLET_COMMIT, defined
+        // here for this one C file, so a new commit recompiles one file and nothing else.
+        .target(name: "CBuildInfo", cSettings: buildCommit),
+        .target(name: "VMSpec", dependencies: ["CBuildInfo"], swiftSettings: strict),
         // The OS layer: every system call our code makes outside KVM goes through here (owned fds,
         // files, paths, taps, sockets, epoll, threads, signals, clocks, memory mappings, processes).
         // CHost holds the C shims Swift cannot express (variadic ioctl/fcntl, packed structs, macros).
@@ -57,6 +78,9 @@ let package = Package(
         // and run sequence; the gdb stub and core dumps.
         .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "Backends", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec", "Logs",
                                             .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // Firecracker's JSON (config file, API bodies) read with Foundation's JSONDecoder behind a
+        // strict syntax check; apart from VMM so the hvt tender's process links no Foundation.
+        .target(name: "FirecrackerJSON", dependencies: ["VMM", "VMSpec"], swiftSettings: strict),
         // HTTP/1.1 over Unix sockets (SwiftNIO's parser and encoder): the server and client every
         // control-plane piece uses.
         .target(name: "HTTPUnix", dependencies: [
@@ -66,16 +90,24 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
         // The Firecracker-compatible REST API of one VM process (`swiftlet api`).
-        .target(name: "API", dependencies: ["VMM", "VMSpec", "HTTPUnix", "Host", "Logs", .product(name: "Logging", package: "swift-log")],
+        .target(name: "API", dependencies: ["VMM", "FirecrackerJSON", "VMSpec", "HTTPUnix", "Host", "Logs", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         // swiftletd: supervises named VMs, one `swiftlet api` process each; its API, metrics and
         // the client `swiftlet ctl` uses. It never opens /dev/kvm itself.
         .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
+        // `swiftlet`: the lean front (the hvt tender itself, `--version`); execs swiftlet-cli for the rest.
         .executableTarget(
             name: "swiftlet",
-            dependencies: ["VMM", "API", "Daemon", "HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["VMM", "Host", "VMSpec"],
+            swiftSettings: strict,
+            linkerSettings: leanExecutable
+        ),
+        // `swiftlet-cli`: every other swiftlet command (run, api, ctl, help, man page, completions).
+        .executableTarget(
+            name: "SwiftletCLI",
+            dependencies: ["VMM", "FirecrackerJSON", "API", "Daemon", "HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
@@ -96,6 +128,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "LogsTests", dependencies: ["Logs", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "VMMTests", dependencies: ["VMM", "Boot", "GuestMemory", "VMSpec"]),
+        .testTarget(name: "FirecrackerJSONTests", dependencies: ["FirecrackerJSON", "VMM", "VMSpec"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "Backends", "Host"]),
         .testTarget(name: "BackendsTests", dependencies: ["Backends", "Devices", "Host"]),
         .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix", "Host"]),

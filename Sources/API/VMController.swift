@@ -5,6 +5,7 @@ import Host
 import Logging
 import Logs
 import VMM
+import FirecrackerJSON
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -85,6 +85,13 @@ public final class FileDescriptor: @unchecked Sendable {
         }
     }
 
+    /// Writes `line` and a newline, ignoring failure: for messages on stderr, where there is no one
+    /// left to tell (and without the C `stderr` global, which is not concurrency-safe).
+    public func write(line: String) {
+        var text = line + "\n"
+        text.withUTF8 { try? writeAll(UnsafeRawBufferPointer($0)) }
+    }
+
     /// Writes all of `buffer` (for pipes and terminals, where writes may be partial).
     public func writeAll(_ buffer: UnsafeRawBufferPointer) throws(HostError) {
         var done = 0
@@ -126,22 +133,23 @@ public func readWholeFile(_ path: String) throws(HostError) -> [UInt8] {
     let fd = try FileDescriptor.open(path, flags: O_RDONLY)
     let st = try fd.status()
     if st.isDirectory { throw HostError(path, errno: EISDIR) }
-    var bytes = [UInt8](repeating: 0, count: max(Int(st.size), 4096))
-    var filled = 0
+    // Room for one byte more than the size, so that a file read whole ends in a short read, not in
+    // a doubled buffer; a file whose size says nothing (/proc: 0) grows by doubling. Uninitialised:
+    // pread fills what is kept, so no page is zeroed only to be overwritten.
+    var capacity = max(Int(st.size) + 1, 4096)
+    var bytes: [UInt8] = []
     while true {
-        if filled == bytes.count { bytes += [UInt8](repeating: 0, count: bytes.count) }
-        var n = 0
+        let offset = bytes.count
         var failure: HostError?
-        bytes.withUnsafeMutableBytes { buffer in
-            let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[filled...])
-            do throws(HostError) { n = try fd.pread(into: rest, at: UInt64(filled)) } catch { failure = error }
+        let chunk = [UInt8](unsafeUninitializedCapacity: capacity - offset) { buffer, count in
+            count = 0
+            do throws(HostError) { count = try fd.pread(into: UnsafeMutableRawBufferPointer(buffer), at: UInt64(offset)) } catch { failure = error }
         }
         if let failure { throw failure }
-        filled += n
-        if filled < bytes.count { break } // short read: end of file
+        if bytes.isEmpty { bytes = chunk } else { bytes += chunk }
+        if bytes.count < capacity { return bytes } // short read: end of file
+        capacity *= 2
     }
-    bytes.removeLast(bytes.count - filled)
-    return bytes
 }
 
 /// `count` bytes from the kernel's random source (getrandom).

@@ -60,6 +60,35 @@ public enum HostProcess {
         return pid
     }
 
+    /// Replaces this process with `path arguments` (execv; argv[0] is `argumentZero`), keeping its
+    /// pid, descriptors, signal mask and environment. Returns only on failure.
+    public static func replace(with path: String, argumentZero: String, arguments: [String]) -> HostError {
+        let argv: [UnsafeMutablePointer<CChar>?] = ([argumentZero] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        execv(path, argv)
+        return HostError("cannot run \(path)", errno: errno)
+    }
+
+    /// A companion executable of ours: `name` beside the running executable (a build directory, or
+    /// PREFIX/bin), else in PREFIX/libexec/swiftlet where scripts/install puts helpers that are not
+    /// commands of their own. Nil when neither exists.
+    public static func companionExecutable(_ name: String) -> String? {
+        guard let path = executablePath(), let slash = path.lastIndex(of: "/") else { return nil }
+        let directory = String(path[..<slash])
+        for candidate in [directory + "/" + name, directory + "/../libexec/swiftlet/" + name] where access(candidate, X_OK) == 0 {
+            return candidate
+        }
+        return nil
+    }
+
+    /// Whether a debugger (ptrace) is attached to this process: /proc/self/status's TracerPid is not
+    /// 0. True when that cannot be read, so callers that would disturb a debugger stay careful.
+    public static func isBeingTraced() -> Bool {
+        guard let text = try? readWholeFile("/proc/self/status"), let status = String(validating: text, as: UTF8.self),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("TracerPid:") }) else { return true }
+        return line.dropFirst("TracerPid:".count).trimmingPrefix(while: \.isWhitespace) != "0"
+    }
+
     /// Sends `signal` to `pid` (kill). False when there is no such process or it is not ours to signal.
     public static func send(_ signal: Int32, to pid: Int32) -> Bool { kill(pid, signal) == 0 }
 

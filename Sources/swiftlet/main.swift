@@ -1,64 +1,36 @@
-import ArgumentParser
-import VMSpec
-import Logs
+import Host
 import VMM
+import VMSpec
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The `swiftlet` command: one subcommand per product.
-struct Swiftlet: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "swiftlet",
-        abstract: "A lightweight VMM over KVM: Linux microVMs and Solo5 unikernels.",
-        version: SwiftletVersion.summary,
-        subcommands: [RunCommand.self, HvtCommand.self, ApiCommand.self, CtlCommand.self, SeccompCheckCommand.self]
-    )
-}
+// The `swiftlet` command users run, kept lean: it is the process of every hvt unikernel
+// (`swiftlet hvt`, and `solo5-hvt`/`solo5-hvt-debug` when installed as links to it), so it links
+// no Foundation, no argument parser, no SwiftNIO and no YAML, and starts with no work beyond the
+// tender's. Every other command (run, api, ctl, --help, man pages and completions) is the full
+// CLI, `swiftlet-cli`, which this process becomes by exec (same pid, same descriptors).
 
-/// `--log-level NAME` of the commands that run a VM (swiftlet hvt spells it `--solo5:NAME`):
-/// the one level vocabulary, Solo5's names (quiet, warn) included.
-struct LogLevelOption: ParsableArguments {
-    @Option(name: .customLong("log-level"), help: "The VMM's own messages: quiet, error, warn, info or debug (or trace, notice, warning, critical, off).")
-    var name: String = "warn"
-
-    var threshold: LogThreshold { LogThreshold(name: name) ?? LogThreshold(.warning) }
-
-    func validate() throws {
-        guard LogThreshold(name: name) != nil else {
-            throw ValidationError("--log-level: '\(name)' is not quiet, error, warn, info or debug")
-        }
-    }
-}
-
-// `swiftlet hvt` keeps solo5-hvt's exact command line (options like `--net:NAME=IFACE` that no
-// argument parser models), so it is dispatched before ArgumentParser sees it.
 let arguments = Array(CommandLine.arguments.dropFirst())
+let argumentZero = CommandLine.arguments.first ?? "swiftlet"
+let programName = argumentZero.split(separator: "/").last.map(String.init) ?? ""
+
 // Installed (linked) as solo5-hvt or solo5-hvt-debug, swiftlet is that tender: its whole command
 // line is solo5-hvt's.
-let programName = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
 if programName == "solo5-hvt" || programName == "solo5-hvt-debug" {
-    HvtCommand.runAndExit(arguments, asSolo5: true)
+    HvtMain.runAndExit(arguments, asSolo5: true)
 }
 if arguments.first == "hvt" {
-    HvtCommand.runAndExit(Array(arguments.dropFirst()))
+    HvtMain.runAndExit(Array(arguments.dropFirst()))
 }
-do {
-    var command = try Swiftlet.parseAsRoot(arguments)
-    try command.run()
-} catch {
-    // Help and version go out as ArgumentParser formats them; a usage error is one line.
-    if Swiftlet.exitCode(for: error) == .success { Swiftlet.exit(withError: error) }
-    var message = Swiftlet.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
-    if message.hasPrefix("Error: ") { message.removeFirst(7) }
-    // A flag's own transform already names the flag and the value (VMSpec's grammar errors):
-    // drop ArgumentParser's "The value 'X' is invalid for '--flag <flag>': " in front of it.
-    if message.hasPrefix("The value '"), let range = message.range(of: ">': --") {
-        message = String(message[message.index(range.upperBound, offsetBy: -2)...])
-    }
-    printError("swiftlet: " + message)
-    // Bad input is exit 1 whichever door it came in by (README): ArgumentParser's usage errors
-    // would be 64 (EX_USAGE), which no other tool of ours and none of our peers uses.
-    let code = Swiftlet.exitCode(for: error)
-    Glibc.exit(code == .validationFailure ? 1 : code.rawValue)
+if arguments == ["--version"] {
+    FileDescriptor.standardOutput.write(line: SwiftletVersion.summary)
+    exit(0)
 }
+guard let cli = HostProcess.companionExecutable("swiftlet-cli") else {
+    FileDescriptor.standardError.write(line: "swiftlet: swiftlet-cli is missing (looked beside this executable and in ../libexec/swiftlet): reinstall Swiftlet")
+    exit(1)
+}
+let failure = HostProcess.replace(with: cli, argumentZero: argumentZero, arguments: arguments)
+FileDescriptor.standardError.write(line: "swiftlet: \(failure)")
+exit(1)

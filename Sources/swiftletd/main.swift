@@ -46,7 +46,7 @@ struct SwiftletD: ParsableCommand {
             do { daemonConfig = try DaemonConfig.load(path: configPath) } catch { fail(error.message) }
         }
         let stateDirectory = stateDir ?? daemonConfig.stateDir ?? "/run/swiftlet"
-        guard let swiftletPath = swiftlet ?? Self.besideExecutable("swiftlet") else { fail("cannot find the swiftlet binary; give --swiftlet PATH") }
+        guard let swiftletPath = swiftlet ?? HostProcess.companionExecutable("swiftlet") else { fail("cannot find the swiftlet binary; give --swiftlet PATH") }
         guard FileSystem.isExecutable(swiftletPath) else { fail("\(swiftletPath): not an executable file (give --swiftlet PATH)") }
         if UnixSocket.isListening(socket) { fail("\(socket): another swiftletd is listening on it") }
 
@@ -93,12 +93,6 @@ struct SwiftletD: ParsableCommand {
         }
         server.stop()
         supervisor.shutdown()
-    }
-
-    /// `name` in the directory of the running executable (the default `swiftlet` beside `swiftletd`).
-    static func besideExecutable(_ name: String) -> String? {
-        guard let path = HostProcess.executablePath(), let slash = path.lastIndex(of: "/") else { return nil }
-        return path[..<slash] + "/" + name
     }
 
     func fail(_ message: String) -> Never {

@@ -70,4 +70,29 @@ import Testing
         }
         #expect(wrong.isEmpty, "\(wrong.joined(separator: "\n"))")
     }
+
+    /// The lean `swiftlet` front is the process of every unikernel: nothing it links, however deep,
+    /// may import Foundation, SwiftNIO, Yams or the argument parser (each costs start-up time and
+    /// megabytes of memory per VM; issue 12). SwiftLog is allowed: it is small and Foundation-free.
+    @Test func theLeanFrontLinksNoHeavyModule() throws {
+        let targets = Dictionary(try Self.manifestTargets().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let heavy: Set<String> = ["Foundation", "FoundationEssentials", "FoundationNetworking", "NIOCore", "NIOPosix",
+                                  "NIOHTTP1", "Yams", "ArgumentParser", "Dispatch"]
+        var closure: Set<String> = []
+        var work = ["swiftlet"]
+        var products: Set<String> = []
+        while let name = work.popLast() {
+            guard closure.insert(name).inserted, let target = targets[name] else { continue }
+            work += target.targets
+            products.formUnion(target.products)
+        }
+        #expect(closure.contains("VMM") && closure.contains("Hypervisor"))
+        var wrong = products.intersection(heavy).map { "swiftlet's closure depends on the product \($0)" }
+        for name in closure.sorted() {
+            for module in try Self.imports(of: name) where heavy.contains(module) {
+                wrong.append("\(name) (linked by the lean swiftlet) imports \(module)")
+            }
+        }
+        #expect(wrong.isEmpty, "\(wrong.joined(separator: "\n"))")
+    }
 }

@@ -7,6 +7,7 @@ import Logging
 import Logs
 import Synchronization
 import VMM
+import FirecrackerJSON
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -2,6 +2,7 @@ import VMSpec
 import ArgumentParser
 import Host
 import VMM
+import FirecrackerJSON
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logs
 import VMM
+import FirecrackerJSON
 import VMSpec
 #if canImport(Glibc)
 import Glibc

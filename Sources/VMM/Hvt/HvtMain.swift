@@ -1,0 +1,43 @@
+import Host
+import Logging
+import Logs
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The whole of `swiftlet hvt` (and of swiftlet installed as `solo5-hvt` or `solo5-hvt-debug`):
+/// parse solo5-hvt's command line, build and run the tender, exit with the unikernel's status
+/// (1 on tender errors). It lives here, not in an executable, so that the lean `swiftlet` front
+/// and the full CLI run the one same code.
+public enum HvtMain {
+    /// `asSolo5` (installed as solo5-hvt or solo5-hvt-debug): `--help` behaves exactly as the
+    /// peer's, usage on stderr and exit 1, since scripts written for it may rely on that; as
+    /// `swiftlet hvt` it is a help like every other swiftlet command's, on stdout with exit 0.
+    public static func runAndExit(_ arguments: [String], asSolo5: Bool = false) -> Never {
+        StopSignals.blockEarly()
+        do {
+            switch try HvtCommandLine.parse(arguments) {
+            case .help:
+                if asSolo5 {
+                    FileDescriptor.standardError.write(line: HvtCommandLine.usage)
+                    exit(1)
+                }
+                FileDescriptor.standardOutput.write(line: HvtCommandLine.usage)
+                exit(0)
+            case .version:
+                FileDescriptor.standardError.write(line: HvtCommandLine.version)
+                exit(0)
+            case .run(let config, let warnings):
+                // One log for the command line's warnings and the tender's messages, at --solo5:NAME.
+                let log = LogDestination(layout: .tender, threshold: LogThreshold(solo5: config.logLevel))
+                let logger = Logger(label: "hvt") { SwiftletLogHandler(label: $0, destination: log) }
+                for w in warnings { logger.warning("\(w)") }
+                let tender = try HvtTender(config: config, logSink: log)
+                exit(tender.run())
+            }
+        } catch {
+            FileDescriptor.standardError.write(line: "swiftlet: \(error.message)")
+            exit(1)
+        }
+    }
+}
