@@ -92,9 +92,13 @@ let package = Package(
         // The Firecracker-compatible REST API of one VM process (`swiftlet api`).
         .target(name: "API", dependencies: ["VMM", "FirecrackerJSON", "VMSpec", "HTTPUnix", "Host", "Logs", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
-        // swiftletd: supervises named VMs, one `swiftlet api` process each; its API, metrics and
-        // the client `swiftlet ctl` uses. It never opens /dev/kvm itself.
-        .target(name: "Daemon", dependencies: ["HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
+        // swiftletd's API as both ends see it: VM definitions, statuses, the error, and the client
+        // `swiftlet ctl` uses. No YAML and no supervisor, so the CLI (the process of every Linux
+        // VM, `swiftlet api`) links neither.
+        .target(name: "DaemonProtocol", dependencies: ["HTTPUnix", "Host", "VMSpec"], swiftSettings: strict),
+        // swiftletd: supervises named VMs, one `swiftlet api` process each; its config file (YAML),
+        // API and metrics. It never opens /dev/kvm itself.
+        .target(name: "Daemon", dependencies: ["DaemonProtocol", "HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
                                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
         // `swiftlet`: the lean front (the hvt tender itself, `--version`); execs swiftlet-cli for the rest.
@@ -107,13 +111,13 @@ let package = Package(
         // `swiftlet-cli`: every other swiftlet command (run, api, ctl, help, man page, completions).
         .executableTarget(
             name: "SwiftletCLI",
-            dependencies: ["VMM", "FirecrackerJSON", "API", "Daemon", "HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["VMM", "FirecrackerJSON", "API", "DaemonProtocol", "HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "swiftletd",
-            dependencies: ["Daemon", "HTTPUnix", "Host", "VMSpec", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["Daemon", "DaemonProtocol", "HTTPUnix", "Host", "VMSpec", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
@@ -133,7 +137,7 @@ let package = Package(
         .testTarget(name: "BackendsTests", dependencies: ["Backends", "Devices", "Host"]),
         .testTarget(name: "HTTPUnixTests", dependencies: ["HTTPUnix", "Host"]),
         .testTarget(name: "APITests", dependencies: ["API", "VMM", "HTTPUnix", "VMSpec"]),
-        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "HTTPUnix", "Host", "VMSpec"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "DaemonProtocol", "HTTPUnix", "Host", "VMSpec"]),
         // The architecture's own rules, checked on the source text (no system call outside the OS layer).
         .testTarget(name: "ArchitectureTests"),
         // Boots our test unikernels under the built `swiftlet` binary (needs /dev/kvm; skips without).

@@ -1,3 +1,4 @@
+import DaemonProtocol
 import Foundation
 import Host
 

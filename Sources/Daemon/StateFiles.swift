@@ -1,3 +1,4 @@
+import DaemonProtocol
 import Foundation
 
 /// The files of one VM in the state directory. The sockets, pid file and exit file are the
@@ -74,19 +75,3 @@ public struct VMRecord: Codable, Sendable, Equatable {
     }
 }
 
-/// The lifecycle of a supervised VM.
-public enum VMState: String, Codable, Sendable, CaseIterable {
-    /// The process is being spawned and configured (until InstanceStart is answered).
-    case starting
-    case running
-    case paused
-    /// Asked to stop; the process has not exited yet.
-    case stopping
-    /// Never started, or the process exited (see the exit status; a force stop shows signal 9).
-    case stopped
-    /// Killed by a signal nobody asked for, or vanished without writing its exit file.
-    case crashed
-
-    /// Whether a process is (or should be) alive.
-    public var isLive: Bool { self == .starting || self == .running || self == .paused || self == .stopping }
-}

@@ -1,3 +1,4 @@
+import DaemonProtocol
 import Host
 import Synchronization
 

@@ -2,7 +2,7 @@ import VMSpec
 import VMM
 import Host
 import ArgumentParser
-import Daemon
+import DaemonProtocol
 import Foundation
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import ArgumentParser
 import VMSpec
 import Daemon
+import DaemonProtocol
 import Foundation
 import HTTPUnix
 import Host

@@ -78,14 +78,7 @@ import Testing
         let targets = Dictionary(try Self.manifestTargets().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let heavy: Set<String> = ["Foundation", "FoundationEssentials", "FoundationNetworking", "NIOCore", "NIOPosix",
                                   "NIOHTTP1", "Yams", "ArgumentParser", "Dispatch"]
-        var closure: Set<String> = []
-        var work = ["swiftlet"]
-        var products: Set<String> = []
-        while let name = work.popLast() {
-            guard closure.insert(name).inserted, let target = targets[name] else { continue }
-            work += target.targets
-            products.formUnion(target.products)
-        }
+        let (closure, products) = Self.linked(by: "swiftlet", targets)
         #expect(closure.contains("VMM") && closure.contains("Hypervisor"))
         var wrong = products.intersection(heavy).map { "swiftlet's closure depends on the product \($0)" }
         for name in closure.sorted() {
@@ -94,5 +87,29 @@ import Testing
             }
         }
         #expect(wrong.isEmpty, "\(wrong.joined(separator: "\n"))")
+    }
+
+    /// `swiftlet-cli` is the process of every Linux VM (`swiftlet api` under swiftletd, `swiftlet
+    /// run`): it reaches the daemon through DaemonProtocol only, never the supervisor or YAML.
+    @Test func theVMProcessLinksNoDaemonNorYAML() throws {
+        let targets = Dictionary(try Self.manifestTargets().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let (closure, products) = Self.linked(by: "SwiftletCLI", targets)
+        #expect(closure.contains("API") && closure.contains("DaemonProtocol"))
+        #expect(!closure.contains("Daemon"), "swiftlet-cli links the Daemon target")
+        #expect(!products.contains("Yams"), "swiftlet-cli links Yams")
+    }
+
+    /// The targets `root` links, however deep, and the package products they use.
+    static func linked(by root: String, _ targets: [String: (name: String, targets: Set<String>, products: Set<String>)])
+        -> (targets: Set<String>, products: Set<String>) {
+        var closure: Set<String> = []
+        var work = [root]
+        var products: Set<String> = []
+        while let name = work.popLast() {
+            guard closure.insert(name).inserted, let target = targets[name] else { continue }
+            work += target.targets
+            products.formUnion(target.products)
+        }
+        return (closure, products)
     }
 }

@@ -1,4 +1,5 @@
 import Daemon
+import DaemonProtocol
 import VMSpec
 import Foundation
 import Testing
@@ -178,5 +179,25 @@ import Testing
     @Test func stateDirectoryLength() {
         #expect(throws: DaemonError.self) { try VMPaths.checkDirectory("/" + String(repeating: "d", count: 60)) }
         #expect(throws: Never.self) { try VMPaths.checkDirectory("/run/swiftlet") }
+    }
+}
+
+/// examples/swiftletd.yaml parses to the two VMs examples/README.md describes (its guest paths
+/// moved to a scratch directory holding empty files, since definitions must name existing files).
+@Suite struct ExampleDaemonConfigTests {
+    @Test func theExampleConfigParses() throws {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOf: repository.appendingPathComponent("examples/swiftletd.yaml"), encoding: .utf8)
+        let dir = NSTemporaryDirectory() + "swiftletd-example-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for file in ["demo.hvt", "vmlinuz", "initrd.img"] { _ = FileManager.default.createFile(atPath: "\(dir)/\(file)", contents: Data()) }
+        let config = try DaemonConfig.parse(yaml: text.replacingOccurrences(of: "/tmp/swiftlet-examples", with: dir), name: "swiftletd.yaml")
+        #expect(config.stateDir == "/run/swiftlet")
+        #expect(config.vms.keys.sorted() == ["debian", "demo"])
+        let demo = try #require(config.vms["demo"])
+        #expect(demo.kernel == "\(dir)/demo.hvt" && demo.cmdline == "hello from swiftletd" && demo.memoryMiB == 32 && demo.autostart)
+        let debian = try #require(config.vms["debian"])
+        #expect(debian.initrd == "\(dir)/initrd.img" && debian.memoryMiB == 256 && debian.cpus == 2 && !debian.autostart)
     }
 }

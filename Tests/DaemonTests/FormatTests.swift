@@ -1,4 +1,5 @@
 import Daemon
+import DaemonProtocol
 import VMSpec
 import Foundation
 import Logging

@@ -1,4 +1,5 @@
 import Daemon
+import DaemonProtocol
 import Foundation
 import HTTPUnix
 import Logging

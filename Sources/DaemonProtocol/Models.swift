@@ -97,17 +97,34 @@ public enum JSON {
         return try encoder.encode(value)
     }
 
-    static func encode<T: Encodable>(_ value: T) -> String {
+    package static func encode<T: Encodable>(_ value: T) -> String {
         guard let data = try? data(value) else { return "{}" }
         return String(decoding: data, as: UTF8.self)
     }
 
-    static func fault(_ message: String) -> String { encode(Fault(faultMessage: message)) }
+    package static func fault(_ message: String) -> String { encode(Fault(faultMessage: message)) }
 
     /// The `fault_message` of an error body, or the body itself when it is not one.
-    static func faultMessage(_ body: [UInt8]) -> String {
+    package static func faultMessage(_ body: [UInt8]) -> String {
         if let fault = try? JSONDecoder().decode(Fault.self, from: Data(body)) { return fault.faultMessage }
         let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? "no details" : text
     }
+}
+
+/// The lifecycle of a supervised VM.
+public enum VMState: String, Codable, Sendable, CaseIterable {
+    /// The process is being spawned and configured (until InstanceStart is answered).
+    case starting
+    case running
+    case paused
+    /// Asked to stop; the process has not exited yet.
+    case stopping
+    /// Never started, or the process exited (see the exit status; a force stop shows signal 9).
+    case stopped
+    /// Killed by a signal nobody asked for, or vanished without writing its exit file.
+    case crashed
+
+    /// Whether a process is (or should be) alive.
+    public var isLive: Bool { self == .starting || self == .running || self == .paused || self == .stopping }
 }
