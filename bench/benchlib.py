@@ -56,22 +56,27 @@ def check_kvm():
 
 
 def find_swiftlet():
-    """Path of the swiftlet binary; warns about a debug build."""
+    """Path of the swiftlet binary: $SWIFTLET, else what users get (the README's scripts/demo
+    installs into .build/demo-prefix; scripts/install builds in .build/install), else a plain
+    release build; warns about a debug build."""
     env = os.environ.get("SWIFTLET")
     if env:
         path = shutil.which(env) or env
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise BenchError(f"SWIFTLET={env} is not an executable file")
         return os.path.abspath(path)
-    release = os.path.join(REPO, ".build", "release", "swiftlet")
+    for path in [os.path.join(REPO, ".build", "demo-prefix", "bin", "swiftlet"),
+                 os.path.join(REPO, ".build", "install", "release", "swiftlet"),
+                 os.path.join(REPO, ".build", "release", "swiftlet")]:
+        if os.access(path, os.X_OK):
+            log(f"swiftlet: {os.path.relpath(path, REPO)} (set SWIFTLET=PATH for another)")
+            return path
     debug = os.path.join(REPO, ".build", "debug", "swiftlet")
-    if os.access(release, os.X_OK):
-        return release
     if os.access(debug, os.X_OK):
         log("warning: using the DEBUG build .build/debug/swiftlet; figures are not representative "
-            "(swift build -c release)")
+            "(scripts/install PREFIX, then SWIFTLET=PREFIX/bin/swiftlet)")
         return debug
-    raise BenchError("swiftlet binary not found: build swiftlet first: swift build -c release "
+    raise BenchError("swiftlet binary not found: scripts/demo or scripts/install first "
                      "(or set SWIFTLET=/path/to/swiftlet)")
 
 
@@ -175,11 +180,11 @@ class Tender:
 
 
 def add_tender_args(parser):
-    parser.add_argument("--only", choices=["swiftlet", "c"],
-                        help="run only one tender (default: both, to get the ratio)")
-    parser.add_argument("--peer", choices=["c", "solo5-hvt"], default="c",
-                        help="the peer: our C hvt-mini (default) or Solo5 v0.12.1's solo5-hvt "
-                             "(../shared/peers/solo5-hvt or SOLO5_HVT=PATH)")
+    parser.add_argument("--only", choices=["swiftlet", "c", "solo5-hvt"],
+                        help="run only one tender (default: all there are, to get the ratios)")
+    parser.add_argument("--peer", choices=["all", "c", "solo5-hvt"], default="all",
+                        help="the peers: Solo5 v0.12.1's solo5-hvt (../shared/peers/solo5-hvt or "
+                             "SOLO5_HVT=PATH, where present) and our C hvt-mini (default: both)")
 
 
 def solo5_hvt():
@@ -201,19 +206,30 @@ def warn_if_busy():
             "other work is running, figures will be noisy")
 
 
-def tenders(only=None, peer="c"):
-    """[swiftlet, peer] Tender objects, building/locating what is needed. The peer is hvt-mini
-    (C) or, with peer="solo5-hvt", Solo5's own tender."""
+SOLO5_NAME = "solo5-hvt v0.12.1"
+C_NAME = "hvt-mini (C)"
+
+
+def has_solo5_hvt():
+    return os.access(SOLO5_HVT, os.X_OK)
+
+
+def tenders(only=None, peer="all"):
+    """[swiftlet, peers...] Tender objects, building/locating what is needed. The peers are Solo5's
+    own tender (where ../shared/peers or SOLO5_HVT has it) and hvt-mini (C), or the one `peer`
+    names; `only` keeps one of them."""
     check_kvm()
     warn_if_busy()
     out = []
     if only in (None, "swiftlet"):
         out.append(Tender("swiftlet", [find_swiftlet(), "hvt"]))
-    if only in (None, "c"):
-        if peer == "solo5-hvt":
-            out.append(Tender("solo5-hvt v0.12.1", [solo5_hvt()]))
-        else:
-            out.append(Tender("hvt-mini (C)", [build_hvt_mini()]))
+    want_solo5 = only == "solo5-hvt" or (only is None and (peer == "solo5-hvt" or (peer == "all" and has_solo5_hvt())))
+    if want_solo5:
+        out.append(Tender(SOLO5_NAME, [solo5_hvt()]))
+    elif only is None and peer == "all":
+        log(f"solo5-hvt not found at {SOLO5_HVT} (SOLO5_HVT=PATH): comparing with hvt-mini only")
+    if only == "c" or (only is None and peer in ("all", "c")):
+        out.append(Tender(C_NAME, [build_hvt_mini()]))
     return out
 
 

@@ -38,7 +38,7 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 // line is solo5-hvt's.
 let programName = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
 if programName == "solo5-hvt" || programName == "solo5-hvt-debug" {
-    HvtMain.runAndExit(arguments, asSolo5: true)
+    HvtMain.runAndExit(arguments, solo5Name: programName)
 }
 if arguments.first == "hvt" {
     HvtMain.runAndExit(Array(arguments.dropFirst()))

@@ -18,7 +18,7 @@ let programName = argumentZero.split(separator: "/").last.map(String.init) ?? ""
 // Installed (linked) as solo5-hvt or solo5-hvt-debug, swiftlet is that tender: its whole command
 // line is solo5-hvt's.
 if programName == "solo5-hvt" || programName == "solo5-hvt-debug" {
-    HvtMain.runAndExit(arguments, asSolo5: true)
+    HvtMain.runAndExit(arguments, solo5Name: programName)
 }
 if arguments.first == "hvt" {
     HvtMain.runAndExit(Array(arguments.dropFirst()))

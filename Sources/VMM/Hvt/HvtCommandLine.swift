@@ -24,8 +24,12 @@ public enum HvtCommandLine {
         ABI versions supported: \(SwiftletVersion.hvtABIs.map(String.init).joined(separator: " "))
         """
 
-    public static let usage = """
-        usage: swiftlet hvt [ CORE OPTIONS ] [ MODULE OPTIONS ] [ -- ] KERNEL [ ARGS ]
+    /// The usage as `swiftlet hvt --help` prints it.
+    public static let usage = usage(program: "swiftlet hvt")
+
+    /// The usage naming `program` (`solo5-hvt-debug` when installed under that name, as the peer's does).
+    public static func usage(program: String) -> String { """
+        usage: \(program) [ CORE OPTIONS ] [ MODULE OPTIONS ] [ -- ] KERNEL [ ARGS ]
         KERNEL is the filename of the unikernel to run: Solo5 hvt ABI 2 (Solo5 0.8.0 to v0.12.1,
         today's MirageOS) or ABI 1 (Solo5 0.7 and older), chosen by the image's ABI note.
         ARGS are optional arguments passed to the unikernel.
@@ -52,6 +56,7 @@ public enum HvtCommandLine {
         port 0x600 served by an ioeventfd and an I/O thread) when the tender can offer it and
         the unikernel uses it; otherwise through hypercalls. The guest is told the tap's MTU.
         """
+    }
 
     public static func parse(_ arguments: [String]) throws(VMMError) -> Parsed {
         var memory: UInt64 = 512

@@ -10,16 +10,17 @@ import Glibc
 /// (1 on tender errors). It lives here, not in an executable, so that the lean `swiftlet` front
 /// and the full CLI run the one same code.
 public enum HvtMain {
-    /// `asSolo5` (installed as solo5-hvt or solo5-hvt-debug): `--help` behaves exactly as the
-    /// peer's, usage on stderr and exit 1, since scripts written for it may rely on that; as
-    /// `swiftlet hvt` it is a help like every other swiftlet command's, on stdout with exit 0.
-    public static func runAndExit(_ arguments: [String], asSolo5: Bool = false) -> Never {
+    /// `solo5Name` (installed as solo5-hvt or solo5-hvt-debug: that name): `--help` behaves
+    /// exactly as the peer's, usage naming it on stderr and exit 1, since scripts written for it
+    /// may rely on that; as `swiftlet hvt` it is a help like every other swiftlet command's, on
+    /// stdout with exit 0.
+    public static func runAndExit(_ arguments: [String], solo5Name: String? = nil) -> Never {
         StopSignals.blockEarly()
         do {
             switch try HvtCommandLine.parse(arguments) {
             case .help:
-                if asSolo5 {
-                    FileDescriptor.standardError.write(line: HvtCommandLine.usage)
+                if let solo5Name {
+                    FileDescriptor.standardError.write(line: HvtCommandLine.usage(program: solo5Name))
                     exit(1)
                 }
                 FileDescriptor.standardOutput.write(line: HvtCommandLine.usage)
