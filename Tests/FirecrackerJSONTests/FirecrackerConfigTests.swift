@@ -74,6 +74,18 @@ import Testing
         #expect(try parse(base.replacingOccurrences(of: "%ARGS%", with: "console=ttyS0")).commandLine == "console=ttyS0 root=/dev/vda")
     }
 
+    /// After a standalone `--` the command line is init's: root= goes before it, and a root= in
+    /// init's part is not the kernel's.
+    @Test func rootArgumentGoesBeforeInitsArguments() throws {
+        let base = #"{"boot-source": {"kernel_image_path": "k", "boot_args": "%ARGS%"}, "drives": [{"drive_id": "r", "path_on_host": "r.img", "is_root_device": true, "is_read_only": true}]}"#
+        func line(_ args: String) throws -> String { try parse(base.replacingOccurrences(of: "%ARGS%", with: args)).commandLine }
+        #expect(try line("console=ttyS0 quiet -- echo hi") == "console=ttyS0 quiet root=/dev/vda ro -- echo hi")
+        #expect(try line("console=ttyS0  --  sh -c x") == "console=ttyS0 root=/dev/vda ro --  sh -c x")
+        #expect(try line("-- echo root=/dev/vdz") == "root=/dev/vda ro -- echo root=/dev/vdz")
+        #expect(try line("console=ttyS0 --foo=1") == "console=ttyS0 --foo=1 root=/dev/vda ro")
+        #expect(try line("console=ttyS0 root=/dev/vdb -- x") == "console=ttyS0 root=/dev/vdb -- x")
+    }
+
     @Test func unknownKeysRejected() {
         #expect(failure(#"{"boot-source": {"kernel_image_path": "k"}, "cpu-config": {}}"#) == "top level: unknown key 'cpu-config'")
         #expect(failure(#"{"boot-source": {"kernel_image_path": "k", "bootargs": "x"}}"#) == "boot-source: unknown key 'bootargs'")

@@ -32,14 +32,44 @@ extension FirecrackerConfig {
         config.disks = ordered.map { LinuxConfig.Disk(path: $0.pathOnHost, readOnly: $0.isReadOnly, id: $0.driveId) }
         var args = bootSource.bootArgs ?? LinuxConfig.defaultCommandLine
         if let root = drives.first(where: \.isRootDevice),
-           !args.split(whereSeparator: \.isWhitespace).contains(where: { $0.hasPrefix("root=") }) {
+           !Self.kernelParameters(of: args).split(whereSeparator: \.isWhitespace).contains(where: { $0.hasPrefix("root=") }) {
             let device = root.partuuid.map { "PARTUUID=\($0)" } ?? "/dev/vda"
-            args += (args.isEmpty ? "" : " ") + "root=\(device)" + (root.isReadOnly ? " ro" : "")
+            args = Self.addingKernelParameters("root=\(device)" + (root.isReadOnly ? " ro" : ""), to: args)
         }
         config.commandLine = args
         config.nets = networkInterfaces.map { LinuxConfig.Net(tap: $0.hostDevName, mac: $0.guestMac?.bytes, id: $0.ifaceId) }
         config.vsock = vsock.map { LinuxConfig.Vsock(cid: UInt64($0.guestCid), uds: $0.udsPath) }
         return config
+    }
+
+    /// Where a Linux command line's own parameters end: at a standalone `--`, after which
+    /// everything is init's (its arguments), or at the end.
+    static func kernelPartEnd(of line: String) -> String.Index {
+        var index = line.startIndex
+        while index < line.endIndex {
+            let next = line.index(after: index)
+            if line[index] == "-", next < line.endIndex, line[next] == "-" {
+                let end = line.index(after: next)
+                let before = index == line.startIndex || line[line.index(before: index)].isWhitespace
+                let after = end == line.endIndex || line[end].isWhitespace
+                if before && after { return index }
+            }
+            index = next
+        }
+        return line.endIndex
+    }
+
+    /// The kernel's parameters of a command line (what precedes a standalone `--`).
+    static func kernelParameters(of line: String) -> Substring { line[..<kernelPartEnd(of: line)] }
+
+    /// `line` with `parameters` added to the kernel's part: before a ` -- `, so that they do not
+    /// become init's arguments (`console=ttyS0 -- /bin/sh` → `console=ttyS0 root=/dev/vda -- /bin/sh`).
+    static func addingKernelParameters(_ parameters: String, to line: String) -> String {
+        let end = kernelPartEnd(of: line)
+        guard end != line.endIndex else { return line + (line.isEmpty ? "" : " ") + parameters }
+        var kernel = line[..<end]
+        while kernel.last?.isWhitespace == true { kernel.removeLast() }
+        return (kernel.isEmpty ? "" : kernel + " ") + parameters + " " + line[end...]
     }
 
     /// The same file read for a Solo5 hvt unikernel: drives are manifest block devices named by
