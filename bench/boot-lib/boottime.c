@@ -1,7 +1,7 @@
 /*
  * boottime — time one VMM run from process start to a marker line and to process exit.
  *
- *   boottime [-t TIMEOUT_S] [-e WANT_STATUS] NAME MARKER -- CMD [ARG...]
+ *   boottime [-t TIMEOUT_S] [-e WANT_STATUS] [-m DELAY_MS] NAME MARKER -- CMD [ARG...]
  *
  * Reads CLOCK_MONOTONIC, forks and execs CMD with stdout and stderr on a pipe (stdin /dev/null),
  * and watches the pipe and a pidfd of the child with poll(2). It records
@@ -15,6 +15,9 @@
  * out (-t, default 120 s; the child is killed with SIGKILL), the line starts with F instead of T
  * (INIT_MS is - without a marker) and the child's output follows between
  *   --- output of NAME ---  and  --- end of output ---
+ * With -m, DELAY_MS after the marker the child's memory is read from /proc/PID/smaps and the T
+ * line ends with ` mem RSS_KB PSS_KB GUEST_RSS_KB GUEST_PSS_KB`: the whole process, and its
+ * largest mapping of 32 MiB or more (the guest's RAM); `mem - - - -` when the child had exited.
  * Exit status: 0 for a T line, 1 for an F line, 2 on a usage or system error.
  *
  * Built by bench/boot with gcc -O2 -static; runs inside the L1 VM of scripts/nested-kvm.
@@ -47,8 +50,36 @@ static double now_ms(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: boottime [-t TIMEOUT_S] [-e WANT_STATUS] NAME MARKER -- CMD [ARG...]\n");
+    fprintf(stderr, "usage: boottime [-t TIMEOUT_S] [-e WANT_STATUS] [-m DELAY_MS] NAME MARKER -- CMD [ARG...]\n");
     exit(2);
+}
+
+/* The memory of `pid` (smaps): totals and the largest mapping of at least 32 MiB (guest RAM). */
+static char mem[96] = "";
+static void sample_memory(pid_t pid)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/smaps", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) { snprintf(mem, sizeof mem, " mem - - - -"); return; }
+    long rss = 0, pss = 0, size = 0, cur_rss = 0, cur_pss = 0, best_size = 0, guest_rss = 0, guest_pss = 0;
+    long v;
+    for (;;) {
+        int end = !fgets(line, sizeof line, f);
+        /* A mapping's header starts with its address (lower-case hex); its fields with a name. */
+        int header = !end && ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f'));
+        if (end || header) {
+            if (size >= 32 * 1024 && size > best_size) { best_size = size; guest_rss = cur_rss; guest_pss = cur_pss; }
+            if (end) break;
+            size = cur_rss = cur_pss = 0;
+            continue;
+        }
+        if (sscanf(line, "Size: %ld kB", &v) == 1) size = v;
+        else if (sscanf(line, "Rss: %ld kB", &v) == 1) { rss += v; cur_rss = v; }
+        else if (sscanf(line, "Pss: %ld kB", &v) == 1) { pss += v; cur_pss = v; }
+    }
+    fclose(f);
+    snprintf(mem, sizeof mem, " mem %ld %ld %ld %ld", rss, pss, guest_rss, guest_pss);
 }
 
 static char *out;
@@ -86,10 +117,12 @@ int main(int argc, char **argv)
 {
     double timeout_s = 120;
     int want = 0, opt;
-    while ((opt = getopt(argc, argv, "+t:e:")) != -1) {
+    double mem_delay_ms = -1;
+    while ((opt = getopt(argc, argv, "+t:e:m:")) != -1) {
         switch (opt) {
         case 't': timeout_s = atof(optarg); break;
         case 'e': want = atoi(optarg); break;
+        case 'm': mem_delay_ms = atof(optarg); break;
         default: usage();
         }
     }
@@ -135,6 +168,14 @@ int main(int argc, char **argv)
             if (t_exit >= 0) break;
             left = 1000;
         }
+        if (mem_delay_ms >= 0 && t_init >= 0 && !mem[0]) {
+            double until = t_init + mem_delay_ms - now_ms();
+            if (until <= 0) {
+                if (t_exit < 0) sample_memory(pid); else snprintf(mem, sizeof mem, " mem - - - -");
+                continue;
+            }
+            if (until < left) left = until;
+        }
         int r = poll(use, nfds, left > 1e6 ? 1000000 : (int)left + 1);
         double t = now_ms();
         if (r < 0) { if (errno == EINTR) continue; perror("boottime: poll"); return 2; }
@@ -168,8 +209,9 @@ int main(int argc, char **argv)
     char init_s[32];
     if (t_init >= 0) snprintf(init_s, sizeof init_s, "%.3f", t_init - t0);
     else snprintf(init_s, sizeof init_s, "-");
-    printf("%c %s %s %.3f %d %s%s\n", ok ? 'T' : 'F', name, init_s, t_exit - t0, status, word,
-           timed_out ? " timeout" : "");
+    if (mem_delay_ms >= 0 && !mem[0]) snprintf(mem, sizeof mem, " mem - - - -");
+    printf("%c %s %s %.3f %d %s%s%s\n", ok ? 'T' : 'F', name, init_s, t_exit - t0, status, word,
+           timed_out ? " timeout" : "", mem);
     if (!ok) {
         printf("--- output of %s ---\n", name);
         fwrite(out, 1, out_len, stdout);
