@@ -16,10 +16,18 @@ enum Harness {
     /// This machine's software KVM (kvm_pvm) emulates CPL0 guest code and cannot emulate SSE.
     static let isPVM = FileManager.default.fileExists(atPath: "/sys/module/kvm_pvm")
 
-    /// A scratch directory for this test process.
+    /// A scratch directory for this test process. Those of earlier test processes that are gone
+    /// are removed first (no hook runs after the last test, and they held gigabytes of images).
     static let scratch: URL = {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-it-\(getpid())")
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let files = FileManager.default
+        let tmp = files.temporaryDirectory
+        for name in (try? files.contentsOfDirectory(atPath: tmp.path)) ?? [] where name.hasPrefix("swiftlet-it-") {
+            guard let pid = Int32(name.dropFirst("swiftlet-it-".count)), pid != getpid(),
+                  kill(pid, 0) != 0, errno == ESRCH else { continue }
+            try? files.removeItem(at: tmp.appendingPathComponent(name))
+        }
+        let dir = tmp.appendingPathComponent("swiftlet-it-\(getpid())")
+        try? files.createDirectory(at: dir, withIntermediateDirectories: true)
         return dir
     }()
 
