@@ -17,15 +17,15 @@ public enum Memory {
     /// Unmaps a range `mapAnonymous` returned (or part of one).
     public static func unmap(_ address: UnsafeMutableRawPointer, _ size: Int) { _ = munmap(address, size) }
 
+    /// One malloc arena for every thread: VM threads allocate nothing on their hot paths, so a
+    /// private arena each would only cost start-up system calls and resident pages.
+    public static func useOneMallocArena() { chost_use_one_malloc_arena() }
+
     /// Drops the process's mappings of loaded code (read-only executable segments; the pages stay
     /// shared in the page cache and fault back in when run again), so code that ran only at
     /// start-up stops counting in the resident set: a VM process's steady state runs a small part
     /// of its binary; and returns start-up's freed heap pages (malloc_trim). Not while a debugger
     /// is attached (`HostProcess.isBeingTraced`): its breakpoints would go. Returns the code bytes released.
-    /// One malloc arena for every thread: VM threads allocate nothing on their hot paths, so a
-    /// private arena each would only cost start-up system calls and resident pages.
-    public static func useOneMallocArena() { chost_use_one_malloc_arena() }
-
     @discardableResult
     public static func releaseCodeMappings() -> Int { Int(chost_release_code_mappings()) }
 

@@ -31,18 +31,10 @@ struct LogLevelOption: ParsableArguments {
     }
 }
 
-// `swiftlet hvt` keeps solo5-hvt's exact command line (options like `--net:NAME=IFACE` that no
-// argument parser models), so it is dispatched before ArgumentParser sees it.
+// `swiftlet hvt` (and the solo5-hvt names) keep solo5-hvt's exact command line: dispatched
+// before ArgumentParser sees it.
+HvtMain.runIfHvt(commandLine: CommandLine.arguments)
 let arguments = Array(CommandLine.arguments.dropFirst())
-// Installed (linked) as solo5-hvt or solo5-hvt-debug, swiftlet is that tender: its whole command
-// line is solo5-hvt's.
-let programName = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
-if programName == "solo5-hvt" || programName == "solo5-hvt-debug" {
-    HvtMain.runAndExit(arguments, solo5Name: programName)
-}
-if arguments.first == "hvt" {
-    HvtMain.runAndExit(Array(arguments.dropFirst()))
-}
 do {
     var command = try Swiftlet.parseAsRoot(arguments)
     try command.run()

@@ -11,18 +11,10 @@ import Glibc
 // tender's. Every other command (run, api, ctl, --help, man pages and completions) is the full
 // CLI, `swiftlet-cli`, which this process becomes by exec (same pid, same descriptors).
 
+// `swiftlet hvt`, and swiftlet installed (linked) as solo5-hvt or solo5-hvt-debug.
+HvtMain.runIfHvt(commandLine: CommandLine.arguments)
 let arguments = Array(CommandLine.arguments.dropFirst())
 let argumentZero = CommandLine.arguments.first ?? "swiftlet"
-let programName = argumentZero.split(separator: "/").last.map(String.init) ?? ""
-
-// Installed (linked) as solo5-hvt or solo5-hvt-debug, swiftlet is that tender: its whole command
-// line is solo5-hvt's.
-if programName == "solo5-hvt" || programName == "solo5-hvt-debug" {
-    HvtMain.runAndExit(arguments, solo5Name: programName)
-}
-if arguments.first == "hvt" {
-    HvtMain.runAndExit(Array(arguments.dropFirst()))
-}
 if arguments == ["--version"] {
     FileDescriptor.standardOutput.write(line: SwiftletVersion.summary)
     exit(0)

@@ -10,6 +10,21 @@ import Glibc
 /// (1 on tender errors). It lives here, not in an executable, so that the lean `swiftlet` front
 /// and the full CLI run the one same code.
 public enum HvtMain {
+    /// Runs the tender and exits when `commandLine` (argv, program name first) asks for it: the
+    /// program is named solo5-hvt or solo5-hvt-debug (a link to swiftlet: its whole command line
+    /// is solo5-hvt's), or the first argument is `hvt`. Returns otherwise. Dispatched before any
+    /// argument parser, since solo5-hvt's options (`--net:NAME=IFACE`) fit none.
+    public static func runIfHvt(commandLine: [String]) {
+        let arguments = Array(commandLine.dropFirst())
+        let programName = commandLine.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+        if programName == "solo5-hvt" || programName == "solo5-hvt-debug" {
+            runAndExit(arguments, solo5Name: programName)
+        }
+        if arguments.first == "hvt" {
+            runAndExit(Array(arguments.dropFirst()))
+        }
+    }
+
     /// `solo5Name` (installed as solo5-hvt or solo5-hvt-debug: that name): `--help` behaves
     /// exactly as the peer's, usage naming it on stderr and exit 1, since scripts written for it
     /// may rely on that; as `swiftlet hvt` it is a help like every other swiftlet command's, on
