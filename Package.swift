@@ -145,3 +145,19 @@ let package = Package(
         .testTarget(name: "IntegrationTests", dependencies: [.product(name: "Yams", package: "Yams")]),
     ]
 )
+
+// The libFuzzer targets (fuzz/README.md): one binary holding every target, which drives the real
+// parsers and device models. Present only when scripts/fuzz builds it (SWIFTLET_FUZZ=1, with
+// `-sanitize=fuzzer,address -parse-as-library`): its entry point runs libFuzzer's driver, which a
+// plain build has no libFuzzer to link with.
+if Context.environment["SWIFTLET_FUZZ"] == "1" {
+    package.products.append(.executable(name: "swiftlet-fuzz", targets: ["SwiftletFuzz"]))
+    package.targets.append(.target(name: "CFuzz", path: "fuzz/Sources/CFuzz"))
+    package.targets.append(.executableTarget(
+        name: "SwiftletFuzz",
+        dependencies: ["CFuzz", "VMM", "Boot", "Devices", "Backends", "Hypervisor", "GuestMemory", "Host", "VMSpec", "FirecrackerJSON", "API",
+                       "HTTPUnix", "Daemon", "DaemonProtocol", "GDBRemote"],
+        path: "fuzz/Sources/SwiftletFuzz",
+        swiftSettings: strict
+    ))
+}

@@ -1,0 +1,1 @@
+// Declarations only (include/CFuzz.h); libFuzzer defines them.
