@@ -96,14 +96,10 @@ public final class VMController: @unchecked Sendable {
 
     static let pathPrefixes = ["/drives/", "/network-interfaces/"]
 
-    /// Opens `path` without waiting (a FIFO would block) and checks it is a regular file.
+    /// Opens `path` as `Host.ImageFile` does for the VM (without waiting: a FIFO would block the
+    /// API thread) and checks it is a regular file; the error line starts with the field's name.
     static func checkOpensAsFile(_ path: String, field: String) throws(APIError) {
-        do {
-            let status = try FileDescriptor.open(path, flags: O_RDONLY | O_NONBLOCK).status()
-            guard status.isRegular else { throw APIError("\(field): \(path) is not a regular file") }
-        } catch let error as HostError {
-            throw APIError("\(field): \(error.description)")
-        } catch let error as APIError { throw error } catch { throw APIError("\(field): \(error)") }
+        do { _ = try ImageFile.open(path, for: field) } catch { throw APIError(error.description) }
     }
 
     func route(_ r: HTTPRequest) throws(APIError) -> HTTPResponse {

@@ -16,24 +16,12 @@ public final class DiskImage: @unchecked Sendable {
     public let preferredBlockSize: Int
     public let readOnly: Bool
 
-    /// Opens `path` read-write (read-only when `readOnly`). The open does not block (a FIFO given
-    /// as a disk would wait forever for a writer): O_NONBLOCK, then anything but a regular file
-    /// or a block device is refused.
+    /// Opens `path` read-write (read-only when `readOnly`) through ``ImageFile``: the open does
+    /// not block (a FIFO given as a disk would wait forever for a writer), and anything but a
+    /// regular file or a block device is refused.
     public init(path: String, readOnly: Bool) throws(HostError) {
         func fail(_ text: String) -> HostError { HostError(message: text) }
-        let fd: FileDescriptor
-        do { fd = try FileDescriptor.open(path, flags: (readOnly ? O_RDONLY : O_RDWR) | O_NONBLOCK) } catch {
-            if error.errno == EISDIR { throw fail("\(path) is a directory, not a disk image") }
-            throw fail("cannot open \(path)\(readOnly ? " read-only" : ""): \(HostError.text(errno: error.errno))")
-        }
-        var info = stat()
-        guard fstat(fd.rawValue, &info) == 0 else { throw fail("cannot stat \(path): \(HostError.text(errno: errno))") }
-        let kind = info.st_mode & S_IFMT
-        guard kind == S_IFREG || kind == S_IFBLK else {
-            if kind == S_IFDIR { throw fail("\(path) is a directory, not a disk image") }
-            throw fail("\(path) is neither a regular file nor a block device")
-        }
-        _ = chost_set_blocking(fd.rawValue)
+        let (fd, info) = try ImageFile.openChecked(path, for: "disk", writable: !readOnly, blockDeviceAllowed: true)
         // flock locks belong to the open file description, so a second open of the same image
         // (this process or another) conflicts, which is what keeps two VMs off one disk.
         var locked: Int32

@@ -129,27 +129,15 @@ public final class FileDescriptor: @unchecked Sendable {
 }
 
 /// Reads a whole file into memory. Files that report size 0 (procfs, pipes) are read to EOF.
+/// For the host's own files (/proc); a guest's images go through ``ImageFile``, which refuses
+/// FIFOs and devices and bounds the read.
 public func readWholeFile(_ path: String) throws(HostError) -> [UInt8] {
     let fd = try FileDescriptor.open(path, flags: O_RDONLY)
     let st = try fd.status()
     if st.isDirectory { throw HostError(path, errno: EISDIR) }
-    // Room for one byte more than the size, so that a file read whole ends in a short read, not in
-    // a doubled buffer; a file whose size says nothing (/proc: 0) grows by doubling. Uninitialised:
-    // pread fills what is kept, so no page is zeroed only to be overwritten.
-    var capacity = max(Int(st.size) + 1, 4096)
-    var bytes: [UInt8] = []
-    while true {
-        let offset = bytes.count
-        var failure: HostError?
-        let chunk = [UInt8](unsafeUninitializedCapacity: capacity - offset) { buffer, count in
-            count = 0
-            do throws(HostError) { count = try fd.pread(into: UnsafeMutableRawBufferPointer(buffer), at: UInt64(offset)) } catch { failure = error }
-        }
-        if let failure { throw failure }
-        if bytes.isEmpty { bytes = chunk } else { bytes += chunk }
-        if bytes.count < capacity { return bytes } // short read: end of file
-        capacity *= 2
-    }
+    // Unbounded: nil (more than the limit) cannot happen below Int.max bytes.
+    guard let bytes = try fd.readToEnd(sizeHint: st.size) else { throw HostError(path, errno: EFBIG) }
+    return bytes
 }
 
 /// `count` bytes from the kernel's random source (getrandom).

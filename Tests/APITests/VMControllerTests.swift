@@ -103,11 +103,11 @@ import VMM
     @Test func aKernelThatCannotBeOpenedIsRefusedAtThePUT() {
         let c = controller()
         let missing = send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/nonexistent/kernel"}"#)
-        #expect(missing.status == 400 && missing.bodyText.contains("kernel_image_path: /nonexistent/kernel: No such file or directory"), "\(missing.bodyText)")
+        #expect(missing.status == 400 && missing.bodyText.contains("kernel_image_path /nonexistent/kernel: No such file or directory"), "\(missing.bodyText)")
         let directory = send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/tmp"}"#)
-        #expect(directory.status == 400 && directory.bodyText.contains("is not a regular file"), "\(directory.bodyText)")
+        #expect(directory.status == 400 && directory.bodyText.contains("kernel_image_path /tmp is a directory, not a regular file"), "\(directory.bodyText)")
         let initrd = send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/bin/sh", "initrd_path": "/nonexistent/initrd"}"#)
-        #expect(initrd.status == 400 && initrd.bodyText.contains("initrd_path: /nonexistent/initrd"), "\(initrd.bodyText)")
+        #expect(initrd.status == 400 && initrd.bodyText.contains("initrd_path /nonexistent/initrd"), "\(initrd.bodyText)")
     }
 
     @Test func identifiers() {

@@ -56,8 +56,11 @@ public final class HvtTender: @unchecked Sendable {
         // 1. The image and its manifest.
         var bytes = kernelBytes ?? []
         if kernelBytes == nil {
-            do { bytes = try readWholeFile(config.kernelPath) } catch {
-                throw VMMError(.configuration, "\(config.kernelPath): \(HostError.text(errno: error.errno))")
+            // No bigger than the guest's RAM (--mem, checked first as solo5-hvt does): a larger
+            // file could not be loaded anyway, and /dev/zero is refused for not being a file.
+            let ram = try Self.ramSize(requestedMiB: config.memoryMiB)
+            do { bytes = try ImageFile.read(config.kernelPath, for: "kernel", limit: ram) } catch {
+                throw VMMError(.configuration, error.description)
             }
         }
         // The image (and the file's bytes it holds) lives only through set-up: a MirageOS unikernel
@@ -161,21 +164,28 @@ public final class HvtTender: @unchecked Sendable {
                      : "hypercalls"))
     }
 
-    /// guest RAM and the whole allocation for `--mem=requestedMiB`, as solo5-hvt v0.12.1 computes
-    /// them: rounded down to 2 MiB (at least 2 MiB, with a warning when changed), at most 4 GiB;
-    /// with a ring, 2 MiB more, the total again at most 4 GiB.
-    static func memoryLayout(requestedMiB: UInt64, ring: Bool, log: VMMLog) throws(VMMError) -> (ram: UInt64, total: UInt64) {
+    /// Guest RAM for `--mem` MiB by solo5-hvt's rules: rounded down to 2 MiB steps (at least
+    /// one), at most 4 GiB.
+    static func ramSize(requestedMiB: UInt64) throws(VMMError) -> UInt64 {
         let granule = HvtGuestLayout.memoryGranule, maximum = HvtGuestLayout.maximumMemory
         guard requestedMiB > 0, requestedMiB <= 1 << 40 else {
             throw VMMError(.configuration, "Malformed argument to --mem: \(requestedMiB)")
         }
-        let requested = requestedMiB << 20
-        var size = requested & ~(granule - 1)
+        var size = (requestedMiB << 20) & ~(granule - 1)
         if size == 0 { size = granule }
-        if size != requested { log.warn("adjusting memory to \(size) bytes") }
         guard size <= maximum else {
             throw VMMError(.configuration, "guest memory size \(size) bytes exceeds the max size \(maximum) bytes")
         }
+        return size
+    }
+
+    /// guest RAM and the whole allocation for `--mem=requestedMiB`, as solo5-hvt v0.12.1 computes
+    /// them: rounded down to 2 MiB (at least 2 MiB, with a warning when changed), at most 4 GiB;
+    /// with a ring, 2 MiB more, the total again at most 4 GiB.
+    static func memoryLayout(requestedMiB: UInt64, ring: Bool, log: VMMLog) throws(VMMError) -> (ram: UInt64, total: UInt64) {
+        let maximum = HvtGuestLayout.maximumMemory
+        let size = try ramSize(requestedMiB: requestedMiB)
+        if size != requestedMiB << 20 { log.warn("adjusting memory to \(size) bytes") }
         guard ring else { return (size, size) }
         let total = min(size + HvtGuestLayout.netRingArea, maximum)
         return (total - HvtGuestLayout.netRingArea, total)

@@ -18,6 +18,9 @@ extension FirecrackerConfig {
         }
     }
 
+    /// Guest memory: machine-config's mem_size_mib, or Firecracker's default.
+    public var memoryBytes: UInt64 { (machineConfig?.memSizeMib ?? MachineConfig.defaultMemSizeMib) << 20 }
+
     /// The microVM this file describes: the root device (if any) is /dev/vda, the other drives follow
     /// in file order; without `root=` in boot_args, `root=/dev/vda` (or `root=PARTUUID=…`) is appended,
     /// with `ro` for a read-only root.
@@ -27,7 +30,7 @@ extension FirecrackerConfig {
         config.source = .firecracker
         config.initrdPath = bootSource.initrdPath
         config.cpus = machineConfig?.vcpuCount ?? 1
-        config.memoryBytes = (machineConfig?.memSizeMib ?? MachineConfig.defaultMemSizeMib) << 20
+        config.memoryBytes = memoryBytes
         let ordered = drives.filter(\.isRootDevice) + drives.filter { !$0.isRootDevice }
         config.disks = ordered.map { LinuxConfig.Disk(path: $0.pathOnHost, readOnly: $0.isReadOnly, id: $0.driveId) }
         var args = bootSource.bootArgs ?? LinuxConfig.defaultCommandLine
@@ -81,7 +84,7 @@ extension FirecrackerConfig {
         guard bootSource.initrdPath == nil else { throw VMMError(.configuration, "boot-source.initrd_path: a Solo5 unikernel takes no initrd") }
         guard vsock == nil else { throw VMMError(.configuration, "vsock: a Solo5 unikernel has no vsock device") }
         var config = HvtConfig(kernelPath: bootSource.kernelImagePath)
-        config.memoryMiB = machineConfig?.memSizeMib ?? MachineConfig.defaultMemSizeMib
+        config.memoryMiB = memoryBytes >> 20
         config.blocks = drives.map { HvtConfig.Block(name: $0.driveId, path: $0.pathOnHost, readOnly: $0.isReadOnly) }
         config.nets = networkInterfaces.map { HvtConfig.Net(name: $0.ifaceId, interface: $0.hostDevName, mac: $0.guestMac?.bytes) }
         config.arguments = (bootSource.bootArgs ?? "").split(whereSeparator: \.isWhitespace).map(String.init)

@@ -70,7 +70,7 @@ public final class LinuxVM: @unchecked Sendable {
         let kernel: KernelImage
         let initrd: [UInt8]?
         do {
-            let bytes = try kernelBytes ?? Self.read(config.kernelPath, what: "kernel")
+            let bytes = try kernelBytes ?? Self.read(config.kernelPath, what: "kernel", limit: config.memoryBytes)
             guard !bytes.isEmpty else { throw VMMError(.configuration, "\(config.kernelPath): kernel is empty") }
             // `swiftlet run` boots Linux; a unikernel there is a mix-up of commands, so name the right one.
             // (The API process and swiftletd tell the kinds apart before they get here.)
@@ -83,7 +83,7 @@ public final class LinuxVM: @unchecked Sendable {
             } else {
                 kernel = .bzImage(try LinuxKernelImage(bytes: bytes, name: config.kernelPath))
             }
-            initrd = try config.initrdPath.map { (path) throws(VMMError) in try Self.read(path, what: "initrd") }
+            initrd = try config.initrdPath.map { (path) throws(VMMError) in try Self.read(path, what: "initrd", limit: config.memoryBytes) }
         } catch let error as BootError {
             throw VMMError(.configuration, error.message)
         } catch let error as VMMError {
@@ -211,16 +211,14 @@ public final class LinuxVM: @unchecked Sendable {
         } catch { throw VMMError(.hypervisor, "\(error)") }
     }
 
-    static func read(_ path: String, what: String) throws(VMMError) -> [UInt8] {
-        do {
-            let bytes = try readWholeFile(path)
-            guard !bytes.isEmpty else { throw VMMError(.configuration, "\(path): \(what) is empty") }
-            return bytes
-        } catch let error as HostError {
-            throw VMMError(.configuration, "\(path): \(HostError.text(errno: error.errno))")
-        } catch let error as VMMError {
-            throw error
-        } catch { throw VMMError(.configuration, "\(path): \(error)") }
+    /// The kernel or initrd file, whole: a regular file no larger than guest memory (`limit`).
+    static func read(_ path: String, what: String, limit: UInt64) throws(VMMError) -> [UInt8] {
+        let bytes: [UInt8]
+        do { bytes = try ImageFile.read(path, for: what, limit: limit) } catch {
+            throw VMMError(.configuration, error.description)
+        }
+        guard !bytes.isEmpty else { throw VMMError(.configuration, "\(path): \(what) is empty") }
+        return bytes
     }
 
     /// MemTotal from /proc/meminfo, or 0 when unknown.

@@ -22,8 +22,9 @@ public final class MicroVM: @unchecked Sendable {
                 logSink: VMMLogSink? = nil) throws(VMMError) {
         let path = config.bootSource.kernelImagePath
         let kernel: [UInt8]
-        do { kernel = try readWholeFile(path) } catch {
-            throw VMMError(.configuration, "\(path): \(HostError.text(errno: error.errno))")
+        // The kind is not known yet, but either kind's image has to fit the guest's memory.
+        do { kernel = try ImageFile.read(path, for: "kernel", limit: config.memoryBytes) } catch {
+            throw VMMError(.configuration, error.description)
         }
         isUnikernel = HvtImage.isSolo5(kernel)
         if isUnikernel {
