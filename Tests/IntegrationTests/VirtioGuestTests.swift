@@ -84,37 +84,6 @@ struct VirtioGuestTests {
         #expect(r.output.contains("SUCCESS"), "\(r.output)")
     }
 
-    /// FLUSH must mean durable for the host file: after the guest saw FLUSH complete, SIGKILL on
-    /// the VMM must not lose the data.
-    @Test func flushedDataSurvivesSIGKILL() throws {
-        let disk = Harness.disk("vguest-flushkill.img", size: 1 << 20)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Harness.swiftlet)
-        p.arguments = ["run", "--kernel", try Harness.pvhGuest("blk"), "--disk", disk, "--cmdline", "flushkill"]
-        let outFile = Harness.scratch.appendingPathComponent("vguest-flushkill.out")
-        _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: outFile)
-        p.standardOutput = handle
-        p.standardError = handle
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let deadline = Date().addingTimeInterval(60)
-        var text = ""
-        while Date() < deadline && p.isRunning {
-            text = (try? String(contentsOf: outFile, encoding: .utf8)) ?? ""
-            if text.contains("FLUSHED") { break }
-            usleep(10_000)
-        }
-        let stillRunning = p.isRunning
-        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
-        try? handle.close()
-        #expect(text.contains("FLUSHED"), "\(text)")
-        #expect(stillRunning, "the guest must spin after FLUSHED: \(text)")
-        #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL)
-        try Self.expectPattern(in: disk, text)
-    }
-
     @Test func throughputModeCompletes() throws {
         let disk = Harness.disk("vguest-bench.img", size: 1 << 20)
         let r = try Self.run("blk", disk: disk, cmdline: "bench randread 4k 256k 8")

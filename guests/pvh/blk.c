@@ -3,7 +3,6 @@
  *   (empty)     capacity; write a pattern to sectors 1..8 in one multi-descriptor request; FLUSH;
  *               read it back and compare; GET_ID; an out-of-range read must fail with IOERR.
  *   ro          read-only disk: RO offered, the write fails with IOERR, reads still work.
- *   flushkill   write the pattern, FLUSH, print FLUSHED, then spin forever (the test kills us).
  *   bench RW BS TOTAL QD   throughput run: RW is read, write, randread or randwrite; prints
  *               "BENCH START" and "BENCH END ..." so the host can time the I/O.
  * Prints SUCCESS and exits 0, or a FAIL line and exits 1. */
@@ -99,11 +98,6 @@ int guest_main(struct hvm_start_info *si)
     s = flush();
     if (s != VIRTIO_BLK_S_OK) return fail("flush", s);
     serial_puts("blk: flushed\n");
-
-    if (vstreq(mode, "flushkill")) {
-        serial_puts("FLUSHED\n");
-        for (;;) __asm__ volatile("hlt");
-    }
 
     uint32_t len = 0;
     s = read_back(&len);

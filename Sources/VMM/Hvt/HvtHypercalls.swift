@@ -105,6 +105,10 @@ final class HvtHypercalls {
                     // has no read-only status): the guest sees EUNSPEC, the file is untouched.
                     guard !disk.readOnly else { throw HostError("pwrite", errno: EROFS) }
                     try disk.file.pwrite(UnsafeRawBufferPointer(bytes), at: offset)
+                    // Solo5 has no flush: a write the guest sees complete must be durable, so it
+                    // completes only once fdatasync has returned (a power cut loses nothing the
+                    // guest was told was written; DurabilityTests check the order).
+                    try disk.file.syncData()
                 } else if try disk.file.pread(into: bytes, at: offset) != bytes.count {
                     result = Self.unspecified
                 }
