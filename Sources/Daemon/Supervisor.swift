@@ -308,7 +308,11 @@ public final class Supervisor: Sendable {
     private func startAbandoned(_ e: Entry, generation: Int) -> DaemonError? {
         state.withLock { _ in
             if e.generation == generation && e.state == .starting { return nil }
-            if e.generation == generation && e.state == .stopping { return DaemonError(409, "VM '\(e.name)' was stopped while starting") }
+            // A stop asked for during the start, still under way or already done (a fast stop
+            // ends the process before the start looks again): the client's conflict, not ours.
+            if e.generation == generation && (e.state == .stopping || e.stopRequested) {
+                return DaemonError(409, "VM '\(e.name)' was stopped while starting")
+            }
             var message = "VM '\(e.name)': the VM process ended while starting"
             if let status = e.exitStatus { message += " (exit status \(status))" }
             if let signal = e.signal { message += " (signal \(signal))" }

@@ -3,6 +3,7 @@ import DaemonProtocol
 import Foundation
 import HTTPUnix
 import Logging
+import Synchronization
 import Testing
 
 enum StandIn {
@@ -134,6 +135,23 @@ final class SupervisorTests {
         let s = try supervisor(["quick": definition("end-before-answer=4")])
         let r = try s.start(name: "quick")
         #expect(r.state == .stopped && r.exitStatus == 4, "\(r)")
+    }
+
+    /// A stop that finishes while a start is still waiting for InstanceStart's answer: the start
+    /// is answered 409 (the client's own conflict), not 500, however fast the stop was. (The fake
+    /// drops InstanceStart unanswered only after the supervisor recorded the end, so the start
+    /// always learns of it after the stop completed.)
+    @Test func aStopThatEndsAStartIsAConflict() throws {
+        let s = try supervisor(["h": definition("hold-start")])
+        let failure = Mutex<DaemonError?>(nil)
+        let starter = Thread { do throws(DaemonError) { _ = try s.start(name: "h") } catch { failure.withLock { $0 = error } } }
+        starter.start()
+        #expect(waitFor(10) { String(decoding: (try? s.logs(name: "h", tail: nil)) ?? [], as: UTF8.self).contains("holding start") })
+        let stopped = try s.stop(name: "h", wait: true)
+        #expect(stopped.state == .stopped, "\(stopped)")
+        #expect(waitFor(10) { failure.withLock { $0 } != nil })
+        let error = failure.withLock { $0 }
+        #expect(error?.status == 409 && error?.message == "VM 'h' was stopped while starting", "\(String(describing: error))")
     }
 
     @Test func failedStartLeavesNothingRunning() throws {
@@ -351,6 +369,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if b.get("action_type") != "InstanceStart":
                     return self.reply(204)
                 args = (state["boot"] or {}).get("boot_args") or ""
+                if "hold-start" in args.split():
+                    # InstanceStart is never answered: a child keeps the connection open until the
+                    # supervisor has recorded the end (it removes the API socket then), then drops
+                    # it, so the start hears of the end only after a stop completed.
+                    log_write("holding start\n")
+                    if os.fork() == 0:
+                        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                        deadline = time.time() + 10
+                        while os.path.exists(api) and time.time() < deadline:
+                            time.sleep(0.01)
+                        os._exit(0)
+                    time.sleep(60)
+                    return
                 if "fail-start" in args:
                     return self.reply(400, {"fault_message": "cannot start: asked to fail"})
                 for word in args.split():
