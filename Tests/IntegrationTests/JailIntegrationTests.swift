@@ -141,4 +141,37 @@ struct JailIntegrationTests {
         #expect(Self.statusField(pid, "Uid").first == "0")
         #expect(daemon.ctl(["stop", "n", "--wait"]).status == 0)
     }
+
+    @Test func foregroundRunsTakeJailToo() throws {
+        let base = "/tmp/sldit-\(getpid())-fgjail"
+        try? FileManager.default.removeItem(atPath: base)
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        // A unikernel's console output and a PVH guest's exit status, jailed.
+        let hello = Harness.run(Harness.swiftlet, ["hvt", "--jail=\(base)/h", try Harness.guest("hello"), "x"])
+        #expect(hello.status == 0 && hello.output.contains("Hello, world") && hello.output.contains("arg[1]=x"), "\(hello.output)")
+        let pvh = Harness.run(Harness.swiftlet, ["run", "--jail", "\(base)/p", "--kernel", try Harness.pvhGuest("hello"), "--memory", "32M"])
+        #expect(pvh.status == 42, "\(pvh.output)")
+        // The running process: unprivileged, its own mount namespace, a root holding /dev only.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Harness.swiftlet)
+        p.arguments = ["hvt", "--jail=\(base)/i", try Harness.guest("idle")]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) }; p.waitUntilExit() }
+        let pid = p.processIdentifier
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/root")) != ["dev"] { usleep(20_000) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/root") == ["dev"])
+        #expect(!Self.statusField(pid, "Uid").contains("0"))
+        #expect(Self.statusField(pid, "CapEff") == ["0000000000000000"])
+        #expect(Self.namespace("\(pid)", "mnt") != Self.namespace("self", "mnt"))
+        kill(pid, SIGTERM)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 1, "a stop signal ends it as it ends solo5-hvt (status 1)")
+        let relative = Harness.run(Harness.swiftlet, ["run", "--jail", "rel", "--kernel", "/x"])
+        #expect(relative.status == 1 && relative.output.contains("--jail must be an absolute path"), "\(relative.output)")
+        #expect(relative.output.split(separator: "\n").count == 1)
+    }
 }
