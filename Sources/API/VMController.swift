@@ -27,6 +27,9 @@ public final class VMController: @unchecked Sendable {
         public var dropTo: (uid: UInt32, gid: UInt32)?
         /// Install the seccomp filter at InstanceStart.
         public var seccomp = true
+        /// Enter this jail at InstanceStart, before the privilege drop (its namespaces were
+        /// detached when the process started: `Jail.detachNamespaces`).
+        public var jail: Jail?
         /// The process's log: the API's messages and the VMM's; `PUT /logger` configures it.
         public var log = LogDestination.apiProcess()
         public init() {}
@@ -251,6 +254,11 @@ public final class VMController: @unchecked Sendable {
         // The VMM's messages go to the API process's log, so PUT /logger applies to them too.
         do { vm = try MicroVM(config, console: console, logSink: options.log) } catch {
             throw APIError("Start microvm error: \(error.message)")
+        }
+        if let jail = options.jail {
+            let needs = Jail.Needs(memoryMiB: vm.memoryMiB, vcpus: vm.vcpuCount, taps: !config.networkInterfaces.isEmpty,
+                                   runtimePaths: config.vsock.map { [$0.udsPath] } ?? [])
+            do { try jail.enter(needs) } catch { throw APIError("cannot set up the jail: \(error)") }
         }
         try sandbox(options)
         self.vm = vm

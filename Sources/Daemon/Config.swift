@@ -11,6 +11,8 @@ public struct DaemonConfig: Decodable, Sendable, Equatable {
     public var user: String?
     public var uid: UInt32?
     public var gid: UInt32?
+    /// Jail every VM process (docs/jail.md); `jail: false` turns it off. Default on.
+    public var jail: Bool?
     public var vms: [String: VMDefinition]
 
     public init(stateDir: String? = nil, user: String? = nil, vms: [String: VMDefinition] = [:]) {
@@ -18,7 +20,7 @@ public struct DaemonConfig: Decodable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case stateDir = "state_dir", user, vms
+        case stateDir = "state_dir", user, jail, vms
     }
 
     public init(from decoder: any Decoder) throws {
@@ -32,6 +34,7 @@ public struct DaemonConfig: Decodable, Sendable, Equatable {
             uid = entry.pointee.pw_uid
             gid = entry.pointee.pw_gid
         }
+        jail = try c.decodeIfPresent(Bool.self, forKey: .jail)
         // Names are checked before their definitions so a bad name is reported as such.
         if c.contains(.vms), try c.decodeNil(forKey: .vms) == false {
             let names = try c.nestedContainer(keyedBy: AnyKey.self, forKey: .vms)

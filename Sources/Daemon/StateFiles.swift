@@ -22,6 +22,9 @@ public struct VMPaths: Sendable, Equatable {
     public var stderrFile: String { file("stderr") }
     public var pidFile: String { file("pid") }
     public var stateFile: String { file("json") }
+    /// The VM process's jail root (`--jail`): an empty directory on the host; what the VM sees
+    /// there lives in its own mount namespace (docs/jail.md).
+    public var jailDirectory: String { file("jail") }
 
     /// The longest path a VM name of 64 bytes gives must fit in sockaddr_un's 108 bytes.
     public static func checkDirectory(_ directory: String) throws(DaemonError) {

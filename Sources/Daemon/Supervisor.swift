@@ -31,6 +31,9 @@ public final class Supervisor: Sendable {
         public var stopTimeout: Double = 30
         /// Extra arguments for every `swiftlet api` (e.g. `--no-seccomp` in a debugging session).
         public var extraArguments: [String] = []
+        /// Jail every VM process (docs/jail.md): `--jail STATE/NAME.jail`, a new PID namespace,
+        /// cgroup limits; config `jail: false` or `--no-jail` turns it off.
+        public var jail = false
 
         public init(stateDirectory: String, swiftletPath: String, uid: UInt32? = nil, gid: UInt32? = nil) {
             self.stateDirectory = stateDirectory; self.swiftletPath = swiftletPath; self.uid = uid; self.gid = gid
@@ -238,9 +241,14 @@ public final class Supervisor: Sendable {
                          "--console-log", paths.consoleLog, "--exit-file", paths.exitFile]
         if let uid = options.uid, let gid = options.gid { arguments += ["--uid", String(uid), "--gid", String(gid)] }
         arguments += options.extraArguments
+        if options.jail { arguments += ["--jail", paths.jailDirectory] }
         let pid: Int32
         do {
-            pid = try HostProcess.spawn(path: options.swiftletPath, arguments: arguments, outputPath: paths.stderrFile)
+            // Jailed, the VM process is pid 1 of a PID namespace of its own; the pid here (the
+            // daemon's view) is what the pid file, signals, waitpid and the pidfd use.
+            pid = options.jail
+                ? try HostProcess.spawnInNewPIDNamespace(path: options.swiftletPath, arguments: arguments, outputPath: paths.stderrFile)
+                : try HostProcess.spawn(path: options.swiftletPath, arguments: arguments, outputPath: paths.stderrFile)
         } catch {
             failStart(e, generation: generation, message: error.description)
             throw DaemonError(500, "VM '\(name)': \(error.description)")
@@ -600,6 +608,7 @@ public final class Supervisor: Sendable {
             return (pid, code, signal, e.state, e.lastError)
         }
         guard let recorded else { return }
+        if options.jail { Self.removeJail(paths: paths) }
         var metadata: Logger.Metadata = ["vm": "\(e.name)", "pid": "\(recorded.pid)"]
         if let code = recorded.code { metadata["exit_status"] = "\(code)" }
         if let signal = recorded.signal { metadata["signal"] = "\(signal)" }
@@ -609,6 +618,14 @@ public final class Supervisor: Sendable {
         } else {
             logger.info("vm stopped", metadata: metadata)
         }
+    }
+
+    /// What a jailed VM process leaves once it has ended: its (empty) cgroups, named by the VM,
+    /// under the daemon's own, and its jail directory (empty on the host: the jail's tmpfs lived
+    /// in the process's mount namespace).
+    static func removeJail(paths: VMPaths) {
+        CgroupHost.current()?.plan(id: paths.name, limits: Jail.limits(memoryMiB: 0, vcpus: 1)).remove()
+        Jail.removeRoot(paths.jailDirectory)
     }
 
     static func readExitFile(_ path: String) -> Int32? {

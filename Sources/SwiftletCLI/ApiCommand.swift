@@ -22,7 +22,8 @@ struct ApiCommand: ParsableCommand {
             /network-interfaces/ID, /vsock, then PUT /actions {"action_type": "InstanceStart"}; \
             or give --config-file to boot at once. The kernel may be a Linux bzImage or PVH ELF, \
             or a Solo5 hvt unikernel. At InstanceStart, once its files and devices are open, the \
-            process drops to --uid/--gid and installs a seccomp filter (unless --no-seccomp). \
+            process enters its --jail (docs/jail.md), drops to --uid/--gid and installs a seccomp \
+            filter (unless --no-seccomp). \
             The process exits with the VM: the guest's status, 0 on poweroff/reboot, 128+N after \
             signal N (SIGTERM stops the VM cleanly), 1 on an error. See api/swiftlet-vm-api.yaml.
             """
@@ -37,15 +38,25 @@ struct ApiCommand: ParsableCommand {
     @Option(help: "Drop to this user id at InstanceStart (with --gid).") var uid: UInt32?
     @Option(help: "Drop to this group id at InstanceStart (with --uid).") var gid: UInt32?
     @Flag(name: .customLong("no-seccomp"), help: "Do not install the seccomp filter (debugging only).") var noSeccomp = false
+    @Option(help: "Jail the VM process in DIR (docs/jail.md): own mount, IPC namespaces and root, cgroup limits, and without --uid/--gid the user 'swiftlet' (else nobody).") var jail: String?
     @OptionGroup var logLevel: LogLevelOption
 
     func validate() throws {
         guard (uid == nil) == (gid == nil) else { throw ValidationError("--uid and --gid go together") }
         if consoleLog != nil && consoleSock == nil { throw ValidationError("--console-log needs --console-sock") }
         guard !id.isEmpty, id.utf8.count <= 64 else { throw ValidationError("--id must be 1 to 64 characters") }
+        if let jail {
+            guard jail.hasPrefix("/") else { throw ValidationError("--jail must be an absolute path") }
+            // The id names the VM's cgroup (swiftlet/ID).
+            guard !id.contains("/"), id != ".", id != ".." else { throw ValidationError("--id '\(id)' cannot name a cgroup (with --jail)") }
+        }
     }
 
     func run() throws {
+        // Namespaces belong to threads: detach them while this is the only one (docs/jail.md).
+        if jail != nil {
+            do { try Jail.detachNamespaces() } catch { fail("--jail: \(error)") }
+        }
         // Block the stop signals before any thread exists, so every thread inherits the mask and
         // only this thread (the waiter below) or the VM's own thread takes them.
         let signals = SignalWaiter([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
@@ -59,6 +70,14 @@ struct ApiCommand: ParsableCommand {
         options.consoleSocket = consoleSock
         options.consoleLog = consoleLog
         if let uid, let gid { options.dropTo = (uid, gid) }
+        if let jail {
+            options.jail = Jail(root: jail, id: id)
+            if options.dropTo == nil {
+                let user = Jail.defaultUser()
+                if let note = user.note { printError("swiftlet: note: \(note)") }
+                options.dropTo = (user.uid, user.gid)
+            }
+        }
         options.seccomp = !noSeccomp
         options.log = log
 

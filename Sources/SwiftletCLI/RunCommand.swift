@@ -31,6 +31,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("net"), help: "A virtio-net device on a tap: tap=NAME[,mac=02:xx:xx:xx:xx:xx][,id=NAME] (repeat for eth1, …; a missing tap is created when root).", transform: RunCommand.net) var nets: [NetSpec] = []
     @Flag(inversion: .prefixedNo, help: "A virtio-rng device fed from the host's getrandom.") var rng = true
     @Option(name: .customLong("vsock"), help: "A virtio-vsock device: cid=N,uds=PATH (host programs connect to PATH and write CONNECT <port>; guest connections to CID 2 port P go to PATH_P).", transform: RunCommand.vsockSpec) var vsock: VsockSpec?
+    @Option(help: "Run in a jail rooted at DIR (docs/jail.md): own mount and IPC namespaces and root, then the user 'swiftlet' (else nobody). Needs root.") var jail: String?
     @OptionGroup var logLevel: LogLevelOption
 
     func validate() throws {
@@ -42,6 +43,7 @@ struct RunCommand: ParsableCommand {
             throw ValidationError("--kernel is required (or --config-file)")
         }
         guard cpus >= 1 else { throw ValidationError("--cpus must be at least 1") }
+        if let jail, !jail.hasPrefix("/") { throw ValidationError("--jail must be an absolute path") }
     }
 
     // Each value is parsed once, by VMSpec's grammar, as ArgumentParser reads the flag.
@@ -71,6 +73,9 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         StopSignals.blockEarly()
+        if jail != nil {
+            do { try ForegroundJail.prepare() } catch { printError("swiftlet: \(error.message)"); Glibc.exit(1) }
+        }
         var config = LinuxConfig(kernelPath: kernel ?? "")
         if let configFile {
             do {
@@ -91,6 +96,10 @@ struct RunCommand: ParsableCommand {
         config.entropy = rng
         do {
             let vm = try LinuxVM(config: config, logSink: LogDestination(layout: .tender, threshold: logLevel.threshold))
+            if let jail {
+                try ForegroundJail.enter(jail, memoryMiB: config.memoryBytes >> 20, vcpus: config.cpus, taps: !config.nets.isEmpty,
+                                         runtimePaths: config.vsock.map { [$0.uds] } ?? [])
+            }
             Glibc.exit(vm.run().exitStatus)
         } catch {
             printError("swiftlet: \(error.message)")

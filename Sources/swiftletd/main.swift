@@ -30,6 +30,7 @@ struct SwiftletD: ParsableCommand {
     @Option(help: "The swiftlet binary that runs each VM (default: the one beside swiftletd).") var swiftlet: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel: String = "info"
     @Option(name: .customLong("vm-arg"), help: .hidden) var vmArguments: [String] = []
+    @Flag(name: .customLong("no-jail"), help: "Run VM processes without their jail (docs/jail.md), as the config's user or root; as the config's `jail: false`.") var noJail = false
 
     func validate() throws {
         guard LineLogHandler.level(logLevel) != nil else { throw ValidationError("--log-level '\(logLevel)' is not one of trace, debug, info, notice, warning, error, critical") }
@@ -58,6 +59,14 @@ struct SwiftletD: ParsableCommand {
 
         var options = Supervisor.Options(stateDirectory: stateDirectory, swiftletPath: swiftletPath, uid: daemonConfig.uid, gid: daemonConfig.gid)
         options.extraArguments = vmArguments
+        options.jail = !noJail && daemonConfig.jail != false
+        if options.jail && options.uid == nil {
+            // Jailed VM processes never keep root: the config's `user:`, else the swiftlet user, else nobody.
+            let user = Jail.defaultUser()
+            if let note = user.note { logger.notice("\(note)") }
+            options.uid = user.uid
+            options.gid = user.gid
+        }
         let lock: FileLock
         do { lock = try DaemonLock.acquire(stateDirectory: stateDirectory) } catch { fail(error.message) }
         defer { withExtendedLifetime(lock) {} }
@@ -74,7 +83,8 @@ struct SwiftletD: ParsableCommand {
             fail(error.message)
         }
         logger.info("swiftletd started", metadata: ["socket": "\(socket)", "state_dir": "\(stateDirectory)", "swiftlet": "\(swiftletPath)",
-                                                    "config": "\(configPath ?? "none")", "vms": "\(supervisor.list().count)"])
+                                                    "config": "\(configPath ?? "none")", "vms": "\(supervisor.list().count)",
+                                                    "jail": "\(options.jail)"])
         supervisor.autostart()
 
         while true {

@@ -75,7 +75,7 @@ import Testing
 
     @Test func unknownKeysAreNamedWithTheirLine() {
         #expect(error("state_dir: /run/x\nvms: {}\nverbose: true\n") ==
-            "swiftletd.yaml: line 3: verbose: unknown key 'verbose' (known keys: state_dir, user, vms)")
+            "swiftletd.yaml: line 3: verbose: unknown key 'verbose' (known keys: state_dir, user, jail, vms)")
         let typo = Self.example.replacingOccurrences(of: "    cpus: 2", with: "    cpu: 2")
         #expect(error(typo).hasPrefix("swiftletd.yaml: line 10: vms.web.cpu: unknown key 'cpu' (known keys: kernel, "))
     }

@@ -229,4 +229,32 @@ long chost_release_code_mappings(void);
 // pages, set up on the thread's first allocation) would only cost start-up time and memory.
 void chost_use_one_malloc_arena(void);
 
+// MARK: - Jail (CJail.c)
+
+// unshare(2); 0 or -errno. CLONE_* values the Swift Glibc module does not see (_GNU_SOURCE).
+int chost_unshare(int flags);
+int chost_clone_newns(void);
+int chost_clone_newipc(void);
+// mount(2), umount2(MNT_DETACH), pivot_root(2) (no glibc wrapper), mknod(2): 0 or -errno.
+int chost_mount(const char *source, const char *target, const char *type, unsigned long flags, const char *data);
+int chost_umount_detach(const char *target);
+int chost_pivot_root(const char *new_root, const char *put_old);
+int chost_mknod(const char *path, unsigned int mode, unsigned long long device);
+// MS_* mount flags.
+unsigned long chost_ms_bind(void);
+unsigned long chost_ms_rec(void);
+unsigned long chost_ms_private(void);
+unsigned long chost_ms_remount(void);
+unsigned long chost_ms_rdonly(void);
+unsigned long chost_ms_nosuid(void);
+unsigned long chost_ms_nodev(void);
+unsigned long chost_ms_noexec(void);
+
+// Starts `path argv` as the first process (pid 1) of a new PID namespace: stdin from /dev/null,
+// stdout and stderr on `output_fd`, a new session, no descriptor above 2, an empty signal mask
+// and `default_signals` at their defaults. Returns the child's pid (as this process sees it) or
+// -errno. Needs CAP_SYS_ADMIN.
+pid_t chost_spawn_new_pid_namespace(const char *path, char *const argv[], char *const envp[], int output_fd,
+                                    const int *default_signals, int signal_count);
+
 #endif

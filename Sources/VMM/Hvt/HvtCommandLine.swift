@@ -68,6 +68,7 @@ public enum HvtCommandLine {
         var warnings: [String] = []
         var gdb = false, gdbPort: UInt16 = 1234
         var dumpCore: String? = nil
+        var jail: String? = nil
         var rest = arguments[...]
 
         // solo5-hvt answers --help and --version before looking at anything else.
@@ -131,6 +132,10 @@ public enum HvtCommandLine {
             } else if let directory = arg.dropPrefix("--dumpcore=") {
                 guard !directory.isEmpty else { throw VMMError(.configuration, "--dumpcore=DIR: missing directory") }
                 dumpCore = String(directory)
+            } else if let directory = arg.dropPrefix("--jail=") {
+                // Swiftlet's own option (docs/jail.md), not solo5-hvt's.
+                guard directory.hasPrefix("/") else { throw VMMError(.configuration, "--jail=DIR: DIR must be an absolute path") }
+                jail = String(directory)
             } else if let name = arg.dropPrefix("--solo5:") {
                 guard let named = HvtConfig.LogLevel(name: String(name)) else { throw VMMError(.configuration, "unknown option '\(arg)'") }
                 level = named
@@ -161,6 +166,7 @@ public enum HvtCommandLine {
         config.gdb = gdb
         config.gdbPort = gdbPort
         config.dumpCoreDirectory = dumpCore
+        config.jail = jail
         return .run(config, warnings: warnings)
     }
 

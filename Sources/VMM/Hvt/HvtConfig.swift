@@ -64,6 +64,8 @@ public struct HvtConfig: Sendable, Equatable {
     /// `--dumpcore=DIR`: an ELF core file in DIR when the guest aborts (exit status 255) or
     /// triple-faults (solo5-hvt-debug's module).
     public var dumpCoreDirectory: String?
+    /// `--jail=DIR`: run in a jail rooted at DIR (docs/jail.md; `ForegroundJail`).
+    public var jail: String?
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 }

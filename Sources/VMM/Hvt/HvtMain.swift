@@ -48,7 +48,11 @@ public enum HvtMain {
                 let log = LogDestination(layout: .tender, threshold: LogThreshold(solo5: config.logLevel))
                 let logger = Logger(label: "hvt") { SwiftletLogHandler(label: $0, destination: log) }
                 for w in warnings { logger.warning("\(w)") }
+                if config.jail != nil { try ForegroundJail.prepare() }
                 let tender = try HvtTender(config: config, logSink: log)
+                if let jail = config.jail {
+                    try ForegroundJail.enter(jail, memoryMiB: config.memoryMiB, vcpus: 1, taps: !config.nets.isEmpty, runtimePaths: [])
+                }
                 exit(tender.run())
             }
         } catch {
