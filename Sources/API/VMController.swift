@@ -184,7 +184,7 @@ public final class VMController: @unchecked Sendable {
 
     func decode<T: Decodable>(_ type: T.Type, _ r: HTTPRequest) throws(APIError) -> T {
         guard !r.body.isEmpty else { throw APIError("Missing request body (JSON).") }
-        do { return try FirecrackerConfig.decode(T.self, from: Data(r.body)) } catch {
+        do { return try FirecrackerConfig.decode(T.self, from: Data(r.body), refusingNull: true) } catch {
             throw Self.badBody(error.message)
         }
     }
@@ -215,9 +215,10 @@ public final class VMController: @unchecked Sendable {
         if let smt = machineConfig.smt { merged["smt"] = smt }
         if let track = machineConfig.trackDirtyPages { merged["track_dirty_pages"] = track }
         if let pages = machineConfig.hugePages { merged["huge_pages"] = pages }
-        for (k, v) in object where !(v is NSNull) { merged[k] = v }
+        // A null stays in: the decoder refuses it (no field is nullable), as it does for PUT.
+        for (k, v) in object { merged[k] = v }
         guard let data = try? JSONSerialization.data(withJSONObject: merged) else { throw APIError("invalid machine-config") }
-        do { machineConfig = try FirecrackerConfig.decode(FirecrackerConfig.MachineConfig.self, from: data) } catch {
+        do { machineConfig = try FirecrackerConfig.decode(FirecrackerConfig.MachineConfig.self, from: data, refusingNull: true) } catch {
             throw Self.badBody(error.message)
         }
     }

@@ -42,7 +42,7 @@ public struct DaemonConfig: Decodable, Sendable, Equatable {
             for key in names.allKeys {
                 guard isValidName(key.stringValue) else {
                     throw DecodingError.dataCorrupted(.init(codingPath: names.codingPath + [key],
-                        debugDescription: "'\(key.stringValue)' is not a VM name (1 to 64 of A-Z a-z 0-9 . _ -)"))
+                        debugDescription: "'\(key.stringValue.printable)' is not a VM name (1 to 64 of A-Z a-z 0-9 . _ -)"))
                 }
                 vms[key.stringValue] = try names.decode(VMDefinition.self, forKey: key)
             }
@@ -65,11 +65,16 @@ public struct DaemonConfig: Decodable, Sendable, Equatable {
 
     /// Parses config text; `name` prefixes every error (the file's path).
     public static func parse(yaml text: String, name: String) throws(DaemonError) -> DaemonConfig {
+        // Yams composes recursively: a file nested thousands deep must be refused before it parses.
+        if let line = YAMLNesting.lineExceeding(Nesting.maximumDepth, in: text) {
+            throw DaemonError(400, "\(name): line \(line): nested more than \(Nesting.maximumDepth) levels deep")
+        }
         let root: Node?
         do { root = try Yams.compose(yaml: text) } catch {
             throw DaemonError(400, "\(name): \(describeYAMLError(error))")
         }
         guard let root, root != Node("") else { return DaemonConfig() }  // an empty file: no VMs
+        do { try TreeCheck.check(root) } catch { throw DaemonError(400, "\(name): \(error.message)") }
         if case .scalar = root { throw DaemonError(400, "\(name): line 1: expected a mapping (state_dir, user, vms)") }
         do {
             return try YAMLDecoder().decode(DaemonConfig.self, from: text)
@@ -77,6 +82,55 @@ public struct DaemonConfig: Decodable, Sendable, Equatable {
             throw DaemonError(400, "\(name): \(describe(error, root: root))")
         } catch {
             throw DaemonError(400, "\(name): \(error)")
+        }
+    }
+}
+
+// MARK: - The composed tree
+
+/// What YAML's syntax lets through but a config must not hold: a key twice in one mapping (Yams
+/// keeps one of the two without a word, so a VM defined twice silently lost a definition), and
+/// aliases that nest the tree deeper than the text does, or expand it to millions of nodes.
+struct TreeCheck {
+    struct Problem: Error { let message: String }
+
+    /// Nodes visited at most: aliases of aliases grow a tree exponentially in the text's size.
+    static let maximumNodes = 1_000_000
+    private var visited = 0
+
+    static func check(_ root: Node) throws(Problem) {
+        var walk = TreeCheck()
+        try walk.visit(root, path: [], depth: 1)
+    }
+
+    private mutating func visit(_ node: Node, path: [any CodingKey], depth: Int) throws(Problem) {
+        visited += 1
+        guard visited <= Self.maximumNodes else {
+            throw Problem(message: "line \(node.mark?.line ?? 1): aliases expand to more than \(Self.maximumNodes) nodes")
+        }
+        guard depth <= Nesting.maximumDepth || node.scalar != nil else {
+            throw Problem(message: "line \(node.mark?.line ?? 1): nested more than \(Nesting.maximumDepth) levels deep (through aliases)")
+        }
+        if let mapping = node.mapping {
+            var first: [String: Int] = [:]
+            for (key, value) in mapping {
+                let line = key.mark?.line ?? 0
+                if let name = key.scalar?.string {
+                    if let earlier = first[name] {
+                        let what = path.count == 1 && path[0].stringValue == "vms"
+                            ? "VM '\(name.printable)' is defined twice" : "key '\(name.printable)' is given twice"
+                        let at = path.isEmpty ? "" : "\(render(path)): "
+                        throw Problem(message: "line \(line): \(at)\(what) (first on line \(earlier))")
+                    }
+                    first[name] = line
+                }
+                try visit(key, path: path, depth: depth + 1)
+                try visit(value, path: path + [AnyKey(stringValue: key.scalar?.string ?? "?")], depth: depth + 1)
+            }
+        } else if let sequence = node.sequence {
+            for (index, item) in sequence.enumerated() {
+                try visit(item, path: path + [IndexKey(index)], depth: depth + 1)
+            }
         }
     }
 }

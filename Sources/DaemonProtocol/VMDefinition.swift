@@ -137,7 +137,7 @@ package func rejectUnknownKeys(_ decoder: any Decoder, known: [String]) throws {
     let c = try decoder.container(keyedBy: AnyKey.self)
     for key in c.allKeys.sorted(by: { $0.stringValue < $1.stringValue }) where !known.contains(key.stringValue) {
         throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [key],
-            debugDescription: "unknown key '\(key.stringValue)' (known keys: \(known.joined(separator: ", ")))"))
+            debugDescription: "unknown key '\(key.stringValue.printable)' (known keys: \(known.joined(separator: ", ")))"))
     }
 }
 

@@ -21,11 +21,14 @@ extension FirecrackerConfig {
         return config
     }
 
-    /// Decodes one of these types (or an API request body) with the same one-line errors.
-    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(VMMError) -> T {
+    /// Decodes one of these types (or an API request body, `refusingNull`: no field of the API's
+    /// schema is nullable) with the same one-line errors.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, refusingNull: Bool = false) throws(VMMError) -> T {
         try checkStrictly(data)
         do {
-            return try JSONDecoder().decode(T.self, from: data)
+            let decoder = JSONDecoder()
+            decoder.userInfo[.refusesNull] = refusingNull
+            return try decoder.decode(T.self, from: data)
         } catch let error as DecodingError {
             throw VMMError(.configuration, describe(error, data: data))
         } catch {

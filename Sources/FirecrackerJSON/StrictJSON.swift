@@ -1,3 +1,5 @@
+import VMSpec
+
 /// A syntax check run before JSONDecoder, for what Foundation's decoder lets through but
 /// Firecracker (serde_json) rejects: trailing commas, duplicate keys in an object, and nesting
 /// deep enough to be an attack rather than a config; and numbers with a fraction or exponent,
@@ -13,7 +15,7 @@ enum StrictJSON {
         var isSyntaxError = true
     }
 
-    static let maximumDepth = 64
+    static let maximumDepth = Nesting.maximumDepth
 
     static func check(_ bytes: [UInt8]) throws(Failure) {
         var scanner = Scanner(bytes: bytes)
@@ -69,7 +71,7 @@ enum StrictJSON {
                 let keyStart = index
                 let key = try string()
                 guard keys.insert(key).inserted else {
-                    throw Failure(offset: keyStart, message: "duplicate key '\(String(decoding: key, as: UTF8.self))'")
+                    throw Failure(offset: keyStart, message: "duplicate key '\(String(decoding: key, as: UTF8.self).printable)'")
                 }
                 skipSpace()
                 try expect(UInt8(ascii: ":"), "':'")

@@ -89,6 +89,9 @@ public struct VsockSpec: Equatable, Sendable {
 
 /// Device ids (drive, interface): what Firecracker and a Solo5 manifest both accept.
 public enum DeviceName {
+    /// What `isValid` accepts, for messages.
+    public static let form = "1 to 64 ASCII letters, digits, _ or -"
+
     /// 1 to 64 characters of letters, digits, `_` and `-`.
     public static func isValid(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 64
@@ -108,7 +111,7 @@ extension OptionStringCodable {
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let value = Self(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not \(Self.textForm)"))
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "'\(text.printable)' is not \(Self.textForm)"))
         }
         self = value
     }

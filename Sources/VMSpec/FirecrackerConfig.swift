@@ -9,9 +9,9 @@
 /// `track_dirty_pages` and the drive fields `partuuid` (except to name the root device),
 /// `cache_type` and `io_engine`. Like Firecracker, any other key, at any level, is an error.
 ///
-/// Decoding is strict and validates every field (ranges, NUL-free paths, unicast MACs); JSON
-/// itself is read by the caller (the VMM's `FirecrackerConfig.parse`), so this target needs no
-/// Foundation.
+/// Decoding is strict and validates every field (ranges, NUL-free paths, unicast MACs, drive and
+/// interface ids); JSON itself is read by the caller (the VMM's `FirecrackerConfig.parse`), so
+/// this target needs no Foundation.
 public struct FirecrackerConfig: Decodable, Sendable, Equatable {
     public var bootSource: BootSource
     public var machineConfig: MachineConfig?
@@ -127,7 +127,7 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         }
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
-            driveId = try c.decode(String.self, forKey: .driveId)
+            driveId = try c.decodeDeviceName(.driveId)
             pathOnHost = try c.decodePath(.pathOnHost)
             isRootDevice = try c.decode(Bool.self, forKey: .isRootDevice)
             isReadOnly = try c.decodeIfPresent(Bool.self, forKey: .isReadOnly) ?? false
@@ -162,7 +162,7 @@ public struct FirecrackerConfig: Decodable, Sendable, Equatable {
         }
         public init(from decoder: any Decoder) throws {
             let c = try strictContainer(decoder, CodingKeys.self)
-            ifaceId = try c.decode(String.self, forKey: .ifaceId)
+            ifaceId = try c.decodeDeviceName(.ifaceId)
             hostDevName = try c.decodePath(.hostDevName)
             if let text = try c.decodeIfPresent(String.self, forKey: .guestMac) {
                 guard let mac = MACAddress(text), mac.isUnicast else {
@@ -232,6 +232,16 @@ extension KeyedDecodingContainer {
         return path
     }
 
+    /// A drive or interface id: checked here, where the config file and every API body are
+    /// decoded, by the one rule (DeviceName) that the API's URL paths and the CLI's `id=` use too.
+    public func decodeDeviceName(_ key: Key) throws -> String {
+        let name = try decode(String.self, forKey: key)
+        guard DeviceName.isValid(name) else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "'\(name.printable)' is not an id (\(DeviceName.form))")
+        }
+        return name
+    }
+
     public func decodePathIfPresent(_ key: Key) throws -> String? {
         try contains(key) && !decodeNil(forKey: key) ? decodePath(key) : nil
     }
@@ -249,13 +259,27 @@ private struct AnyKey: CodingKey {
     init?(intValue: Int) { nil }
 }
 
-/// A keyed container that first rejects any key not in `Keys` (Firecracker rejects unknown fields).
+extension CodingUserInfoKey {
+    /// Set to `true` where a null must not stand for a field left out: the API's request bodies,
+    /// whose schema (api/swiftlet-vm-api.yaml) makes no field nullable. A config file may say
+    /// `"partuuid": null`, as Firecracker's own example configs do.
+    public static let refusesNull = CodingUserInfoKey(rawValue: "swiftlet.refusesNull")!
+}
+
+/// A keyed container that first rejects any key not in `Keys` (Firecracker rejects unknown fields)
+/// and, where the decoder's ``CodingUserInfoKey/refusesNull`` says so, any field that is null.
 public func strictContainer<Keys: CodingKey & CaseIterable>(_ decoder: any Decoder, _: Keys.Type) throws -> KeyedDecodingContainer<Keys> {
     let any = try decoder.container(keyedBy: AnyKey.self)
     let allowed = Set(Keys.allCases.map(\.stringValue))
-    for key in any.allKeys.sorted(by: { $0.stringValue < $1.stringValue }) where !allowed.contains(key.stringValue) {
+    let keys = any.allKeys.sorted(by: { $0.stringValue < $1.stringValue })
+    for key in keys where !allowed.contains(key.stringValue) {
         throw DecodingError.dataCorrupted(.init(codingPath: any.codingPath,
-            debugDescription: "unknown key '\(key.stringValue)'", underlyingError: UnknownKey()))
+            debugDescription: "unknown key '\(key.stringValue.printable)'", underlyingError: UnknownKey()))
+    }
+    if decoder.userInfo[.refusesNull] as? Bool == true {
+        for key in keys where try any.decodeNil(forKey: key) {
+            throw DecodingError.dataCorrupted(.init(codingPath: any.codingPath + [key], debugDescription: "must not be null"))
+        }
     }
     return try decoder.container(keyedBy: Keys.self)
 }

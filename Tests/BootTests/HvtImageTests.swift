@@ -220,3 +220,18 @@ import Testing
         #expect(!HvtImageTests.errorFor(bytes: bytes).isEmpty)
     }
 }
+
+/// Names from a unikernel's manifest reach the user's terminal in messages: escaped, never raw.
+@Suite struct HvtManifestNameTests {
+    func message(_ name: String) -> String {
+        var elf = TestELF()
+        elf.notes[1] = TestELF.manifestNote([(name, 1)])
+        do { _ = try HvtImage(bytes: elf.bytes, name: "k.hvt"); return "" } catch { return error.message }
+    }
+
+    @Test func controlBytesInADeviceNameAreEscaped() {
+        let m = message("disk\u{1B}]0;pwned\u{7}\u{1B}[2J\u{7F}\u{9B}")
+        #expect(m.contains(#"invalid device name 'disk\x1B]0;pwned\x07\x1B[2J\x7F\u{9B}'"#), "\(m)")
+        #expect(!m.unicodeScalars.contains { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }, "\(m.debugDescription)")
+    }
+}

@@ -119,6 +119,38 @@ import Testing
         #expect(failure("{\(boot), \"network-interfaces\": [\(net), \(net)]}") == "network-interfaces[1].iface_id: duplicate 'eth0'")
     }
 
+    /// The config file reaches the API's id rule (DeviceName): `""` and `a/../b` were taken here
+    /// while `PUT /drives/ID` refused them.
+    @Test(arguments: ["", "a/../b", "a b", String(repeating: "x", count: 65), "\u{1B}[31m"])
+    func badDriveAndInterfaceIDsAreRefusedAsByTheAPI(_ id: String) throws {
+        let boot = #""boot-source": {"kernel_image_path": "k"}"#
+        let json = String(decoding: try JSONEncoder().encode(id), as: UTF8.self)
+        let drive = failure("{\(boot), \"drives\": [{\"drive_id\": \(json), \"path_on_host\": \"p\", \"is_root_device\": false}]}")
+        #expect(drive == "drives[0].drive_id: '\(id.printable)' is not an id (1 to 64 ASCII letters, digits, _ or -)")
+        let nic = failure("{\(boot), \"network-interfaces\": [{\"iface_id\": \(json), \"host_dev_name\": \"tap0\"}]}")
+        #expect(nic == "network-interfaces[0].iface_id: '\(id.printable)' is not an id (1 to 64 ASCII letters, digits, _ or -)")
+        #expect(!drive.contains("\u{1B}") && !nic.contains("\u{1B}"))
+        #expect(failure("{\(boot), \"drives\": [{\"drive_id\": \"root_fs-1\", \"path_on_host\": \"p\", \"is_root_device\": false}]}") == "")
+    }
+
+    /// A config file may say null for a field left out (Firecracker's own example configs write
+    /// `"partuuid": null`); an API body may not (`refusingNull`), for any field of any type.
+    @Test func nullIsRefusedInAPIBodiesOnly() throws {
+        let machine = #"{"vcpu_count": 1, "mem_size_mib": 64, "smt": null, "cpu_template": null}"#
+        #expect(try FirecrackerConfig.decode(FirecrackerConfig.MachineConfig.self, from: Data(machine.utf8)).smt == nil)
+        func apiFailure<T: Decodable>(_ type: T.Type, _ json: String) -> String {
+            do { _ = try FirecrackerConfig.decode(T.self, from: Data(json.utf8), refusingNull: true); return "" } catch { return error.message }
+        }
+        let M = FirecrackerConfig.MachineConfig.self
+        #expect(apiFailure(M, #"{"vcpu_count": 1, "mem_size_mib": 64, "smt": null}"#) == "smt: must not be null")
+        #expect(apiFailure(M, #"{"vcpu_count": 1, "mem_size_mib": 64, "cpu_template": null}"#) == "cpu_template: must not be null")
+        #expect(apiFailure(M, #"{"vcpu_count": null, "mem_size_mib": 64}"#) == "vcpu_count: must not be null")
+        #expect(apiFailure(FirecrackerConfig.BootSource.self, #"{"kernel_image_path": "/k", "initrd_path": null}"#) == "initrd_path: must not be null")
+        #expect(apiFailure(FirecrackerConfig.Drive.self, #"{"drive_id": "d", "path_on_host": "/x", "is_root_device": false, "partuuid": null}"#) == "partuuid: must not be null")
+        #expect(apiFailure(FirecrackerConfig.Vsock.self, #"{"guest_cid": 3, "uds_path": "/v", "vsock_id": null}"#) == "vsock_id: must not be null")
+        #expect(apiFailure(M, #"{"vcpu_count": 1, "mem_size_mib": 64, "smt": true}"#) == "")
+    }
+
     @Test func syntaxErrorsNameTheLine() {
         #expect(failure("{\n  \"boot-source\": {\n    \"kernel_image_path\": \"k\"\n    \"initrd_path\": \"i\"\n  }\n}").hasPrefix("line 4: invalid JSON"))
         #expect(failure("{\n\"boot-source\": x\n}").hasPrefix("line 2: invalid JSON"))
@@ -131,6 +163,10 @@ import Testing
 @Suite struct StrictJSONTests {
     func failure(_ text: String) -> String? {
         do { try StrictJSON.check(Array(text.utf8)); return nil } catch { return error.message }
+    }
+
+    @Test func aDuplicateKeyIsShownEscaped() {
+        #expect(failure("{\"a\u{7F}\u{9B}\": 1, \"a\u{7F}\u{9B}\": 2}") == #"duplicate key 'a\x7F\u{9B}'"#)
     }
 
     @Test(arguments: [

@@ -299,6 +299,12 @@ struct APIServerTests {
         // PATCH keeps the fields it does not name.
         let smt = try config.call("GET", "/machine-config").json?["smt"]
         #expect(smt == .bool(true))
+        // GET reports huge_pages as set, as Firecracker does, and the document says so.
+        try config.expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"}"#, 204)
+        let pages = try #require(config.call("GET", "/machine-config").json)
+        #expect(pages["huge_pages"] == .string("2M"))
+        let info = try #require(doc.operation("GET", "/machine-config")?.responseSchema)
+        #expect(doc.problems(pages, info).isEmpty, "\(doc.problems(pages, info))")
         config.expectCleanStop()
 
         // 2. Running and Paused: a PVH guest that spins forever (it ignores Ctrl+Alt+Del).
@@ -1059,8 +1065,8 @@ struct APIDocument {
 
     func resolve(_ schema: JSON) -> JSON { Self.resolve(schema, in: root) }
 
-    /// What is wrong with `value` under `schema` (empty when it is valid). An optional property
-    /// may be null (the server, like Firecracker, takes null as "left out").
+    /// What is wrong with `value` under `schema` (empty when it is valid). As in OpenAPI 3.0, null
+    /// is valid only where the schema says `nullable: true` (the document says it nowhere).
     func problems(_ value: JSON, _ schema: JSON, at path: String = "$") -> [String] {
         let s = resolve(schema)
         var out: [String] = []
@@ -1093,7 +1099,7 @@ struct APIDocument {
             for key in required.sorted() where o[key] == nil || o[key] == .null { out.append("\(path).\(key): missing") }
             for (key, v) in o.sorted(by: { $0.key < $1.key }) {
                 if let p = properties[key] {
-                    if v == .null && !required.contains(key) { continue }
+                    if v == .null && resolve(p)["nullable"] == .bool(true) { continue }
                     out += problems(v, p, at: "\(path).\(key)")
                 } else if s["additionalProperties"] == .bool(false) {
                     out.append("\(path): unknown field '\(key)'")
@@ -1155,7 +1161,7 @@ struct APIDocument {
             case "boolean": wrong += [.string("true"), .number("1"), .number("0")]
             default: break
             }
-            if required.contains(key) { wrong.append(.null) }
+            if ps["nullable"] != .bool(true) { wrong.append(.null) }
             for v in wrong { add("\(key) = \(v)", with(key, v)) }
             if type == "integer" {
                 var values: [String] = ["-1", "100000000000000000000000000000", "1e400"]

@@ -335,6 +335,29 @@ struct DaemonIntegrationTests {
         #expect(daemon.ctl(["start", "nosuch"]).output == "swiftlet ctl: no VM named 'nosuch'\n")
     }
 
+    static let deepConfig = "vms: " + String(repeating: "{a: ", count: 5_000) + String(repeating: "}", count: 5_000) + "\n"
+
+    /// A running daemon re-reads its config at POST /reload and at SIGHUP: a file nested 5,000
+    /// deep is refused with one line each time (it crashed the daemon), and the daemon keeps its
+    /// VMs and its old config.
+    @Test func reloadRefusesADeeplyNestedConfig() throws {
+        let daemon = try Daemon(config: try Self.idleConfig(["keep"]), tag: "deep")
+        defer { daemon.cleanUp() }
+        try Self.deepConfig.write(toFile: daemon.configPath, atomically: true, encoding: .utf8)
+        guard case .reply(let reply) = APITestClient.request(daemon.socket, "POST", "/reload", body: nil, timeout: 20) else {
+            Issue.record("no answer to POST /reload: \(daemon.daemonLog)")
+            return
+        }
+        #expect(reply.status == 400, "\(reply)")
+        #expect(reply.faultMessage == "\(daemon.configPath): line 1: nested more than 64 levels deep", "\(reply)")
+        let pid = try #require(daemon.process?.processIdentifier)
+        kill(pid, SIGHUP)
+        #expect(daemon.eventually { daemon.daemonLog.contains("config reload failed") }, "\(daemon.daemonLog)")
+        #expect(daemon.process?.isRunning == true, "\(daemon.daemonLog)")
+        #expect(daemon.status().keys.sorted() == ["keep"])
+        #expect(!daemon.daemonLog.contains("Signal 11") && !daemon.daemonLog.contains("Fatal error"))
+    }
+
     @Test func badConfigFileNamesTheLine() throws {
         let dir = "/tmp/sldit-\(getpid())-badconfig"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -344,6 +367,9 @@ struct DaemonIntegrationTests {
             ("vms:\n  a:\n    kernel: \(idle)\n    memory: [2M\n", "line "),
             ("vms:\n  a:\n    kernel: \(idle)\n    memroy: 2M\n", "line 4: vms.a.memroy: unknown key 'memroy'"),
             ("vms:\n  a:\n    kernel: \(idle)\n    cpus: 0\n", "line 4: vms.a.cpus: 0 is out of range (1 to 255)"),
+            // 10 KB nested 5,000 deep overflowed Yams's stack (a segfault) before anything was checked.
+            (Self.deepConfig, "line 1: nested more than 64 levels deep"),
+            ("vms:\n  a:\n    kernel: \(idle)\n  a:\n    kernel: \(idle)\n", "line 4: vms: VM 'a' is defined twice (first on line 2)"),
         ]
         for (i, (text, expected)) in cases.enumerated() {
             let path = "\(dir)/bad\(i).yaml"

@@ -147,3 +147,15 @@ import VMSpec
         #expect(!fails(FirecrackerConfig.Drive.self, #"{"drive_id": "d", "path_on_host": "/x", "is_root_device": false}"#))
     }
 }
+
+/// The one escaping of text from files, requests and guests in messages.
+@Suite struct PrintableTests {
+    @Test func controlAndFormatCharactersAreEscaped() {
+        #expect("eth0".printable == "eth0")
+        #expect("caf\u{E9} \u{1F600}".printable == "caf\u{E9} \u{1F600}")
+        #expect("a\u{1B}[2Jb".printable == #"a\x1B[2Jb"#)
+        #expect("\u{0}\t\n\r\u{7F}".printable == #"\x00\x09\x0A\x0D\x7F"#)
+        #expect("\u{9B}31m\u{202E}\u{2028}".printable == #"\u{9B}31m\u{202E}\u{2028}"#)
+        #expect(#"a\x1Bb"#.printable == #"a\\x1Bb"#, "a backslash is escaped, so an escape in the text is not taken for one")
+    }
+}

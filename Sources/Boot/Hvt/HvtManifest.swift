@@ -1,3 +1,5 @@
+import VMSpec
+
 /// The device manifest a Solo5 unikernel carries in its MFT1 note: which block and network devices
 /// it expects, by name. Binary layout (struct mft / mft_entry, Solo5 mft_abi.h, version 1):
 /// `{u32 version; u32 entries; entry[entries]}`, each entry 104 bytes:
@@ -61,9 +63,9 @@ public struct HvtManifest: Equatable, Sendable {
             }
             if case .reserved = type {} else {
                 guard !name.isEmpty, name.utf8.allSatisfy(Self.isNameByte) else {
-                    throw BootError("Solo5 manifest entry \(i): invalid device name '\(name)'")
+                    throw BootError("Solo5 manifest entry \(i): invalid device name '\(name.printable)'")
                 }
-                guard seen.insert(name).inserted else { throw BootError("Solo5 manifest declares '\(name)' twice") }
+                guard seen.insert(name).inserted else { throw BootError("Solo5 manifest declares '\(name.printable)' twice") }
             }
             if i == 0 {
                 guard rawType == Self.reservedFirst, name.isEmpty else {

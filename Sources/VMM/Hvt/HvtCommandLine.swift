@@ -94,10 +94,10 @@ public enum HvtCommandLine {
                 let (name, iface) = try nameValue(spec, option: "--net")
                 if iface.hasPrefix("@") {
                     guard HvtConfig.descriptor(of: iface) != nil else {
-                        throw VMMError(.configuration, "--net:\(name): '\(iface)' is not @FD with FD a descriptor number")
+                        throw VMMError(.configuration, "--net:\(name): '\(iface.printable)' is not @FD with FD a descriptor number")
                     }
                 } else {
-                    guard !iface.isEmpty, iface.utf8.count < 16 else { throw VMMError(.configuration, "--net:\(name): bad interface name '\(iface)'") }
+                    guard !iface.isEmpty, iface.utf8.count < 16 else { throw VMMError(.configuration, "--net:\(name): bad interface name '\(iface.printable)'") }
                 }
                 if let i = nets.firstIndex(where: { $0.name == name }) {
                     warnings.append("--net:\(name) given twice; using \(iface), not \(nets[i].interface)")
@@ -176,7 +176,7 @@ public enum HvtCommandLine {
         let name = spec[..<eq], value = spec[spec.index(after: eq)...]
         guard !name.isEmpty, name.utf8.count <= 67,
               name.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) }) else {
-            throw VMMError(.configuration, "\(option): invalid device name '\(name)' (1-67 letters and digits)")
+            throw VMMError(.configuration, "\(option): invalid device name '\(name.printable)' (1-67 letters and digits)")
         }
         return (String(name), String(value))
     }

@@ -66,14 +66,14 @@ final class HvtNetDevice {
             }
         } catch {
             let detail = error.operation.hasPrefix("fd ") ? "\(error)" : HostError.text(errno: error.errno)
-            throw VMMError(.configuration, "Could not attach interface: \(config.interface): \(detail) (net '\(config.name)')")
+            throw VMMError(.configuration, "Could not attach interface: \(config.interface.printable): \(detail) (net '\(config.name.printable)')")
         }
         var mtu = 1500
         do { mtu = try tap.mtu() } catch {
             // An adopted descriptor's tap may live in another network namespace, where this
             // process cannot look its name up: assume Ethernet's MTU there rather than refuse.
             guard HvtConfig.descriptor(of: config.interface) != nil, error.errno == ENODEV else {
-                throw VMMError(.configuration, "Could not attach interface: \(config.interface): \(error) (net '\(config.name)')")
+                throw VMMError(.configuration, "Could not attach interface: \(config.interface.printable): \(error) (net '\(config.name.printable)')")
             }
         }
         name = config.name

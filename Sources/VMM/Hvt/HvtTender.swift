@@ -75,9 +75,9 @@ public final class HvtTender: @unchecked Sendable {
         var devices = [HvtDevice?](repeating: nil, count: manifest.entries.count)
         var named = Set<String>()
         for block in config.blocks {
-            guard named.insert(block.name).inserted else { throw VMMError(.configuration, "device '\(block.name)' given more than once") }
+            guard named.insert(block.name).inserted else { throw VMMError(.configuration, "device '\(block.name.printable)' given more than once") }
             guard let index = manifest.index(of: block.name, type: .block) else {
-                throw VMMError(.configuration, "block device '\(block.name)' is not declared in the unikernel's manifest")
+                throw VMMError(.configuration, "block device '\(block.name.printable)' is not declared in the unikernel's manifest")
             }
             let disk = try HvtBlockDevice(block)
             manifest.attachBlock(at: index, capacity: disk.capacity, blockSize: UInt16(disk.sectorSize))
@@ -88,14 +88,14 @@ public final class HvtTender: @unchecked Sendable {
         for net in config.nets {
             guard let fd = HvtConfig.descriptor(of: net.interface) else { continue }
             if let other = descriptors[fd] {
-                throw VMMError(.configuration, "net '\(net.name)': tap descriptor @\(fd) is already attached as '\(other)'")
+                throw VMMError(.configuration, "net '\(net.name.printable)': tap descriptor @\(fd) is already attached as '\(other.printable)'")
             }
             descriptors[fd] = net.name
         }
         for net in config.nets {
-            guard named.insert(net.name).inserted else { throw VMMError(.configuration, "device '\(net.name)' given more than once") }
+            guard named.insert(net.name).inserted else { throw VMMError(.configuration, "device '\(net.name.printable)' given more than once") }
             guard let index = manifest.index(of: net.name, type: .net) else {
-                throw VMMError(.configuration, "network device '\(net.name)' is not declared in the unikernel's manifest")
+                throw VMMError(.configuration, "network device '\(net.name.printable)' is not declared in the unikernel's manifest")
             }
             let nic = try HvtNetDevice(net)
             manifest.attachNet(at: index, mac: nic.mac, mtu: nic.mtu)
@@ -103,8 +103,8 @@ public final class HvtTender: @unchecked Sendable {
         }
         for (index, entry) in manifest.entries.enumerated() where devices[index] == nil {
             switch entry.type {
-            case .block: throw VMMError(.configuration, "block device '\(entry.name)' declared by the unikernel is not attached (use --block:\(entry.name)=PATH)")
-            case .net: throw VMMError(.configuration, "network device '\(entry.name)' declared by the unikernel is not attached (use --net:\(entry.name)=IFACE)")
+            case .block: throw VMMError(.configuration, "block device '\(entry.name.printable)' declared by the unikernel is not attached (use --block:\(entry.name.printable)=PATH)")
+            case .net: throw VMMError(.configuration, "network device '\(entry.name.printable)' declared by the unikernel is not attached (use --net:\(entry.name.printable)=IFACE)")
             case .reserved: continue
             }
         }

@@ -6,7 +6,7 @@ extension FirecrackerConfig {
     public func checkUnique() throws(VMMError) {
         var ids: Set<String> = []
         for (i, d) in drives.enumerated() where !ids.insert(d.driveId).inserted {
-            throw VMMError(.configuration, "drives[\(i)].drive_id: duplicate '\(d.driveId)'")
+            throw VMMError(.configuration, "drives[\(i)].drive_id: duplicate '\(d.driveId.printable)'")
         }
         let roots = drives.indices.filter { drives[$0].isRootDevice }
         if roots.count > 1 {
@@ -14,7 +14,7 @@ extension FirecrackerConfig {
         }
         ids = []
         for (i, n) in networkInterfaces.enumerated() where !ids.insert(n.ifaceId).inserted {
-            throw VMMError(.configuration, "network-interfaces[\(i)].iface_id: duplicate '\(n.ifaceId)'")
+            throw VMMError(.configuration, "network-interfaces[\(i)].iface_id: duplicate '\(n.ifaceId.printable)'")
         }
     }
 

@@ -59,10 +59,10 @@ public struct LinuxConfig: Sendable, Equatable {
 
         func cpus(_ n: Int) -> String { self == .commandLine ? "--cpus \(n)" : "machine-config.vcpu_count \(n)" }
         func disk(_ d: Disk) -> String {
-            self == .commandLine ? "--disk \(d.path)" : "drive '\(d.id ?? "")' (path_on_host \(d.path))"
+            self == .commandLine ? "--disk \(d.path)" : "drive '\((d.id ?? "").printable)' (path_on_host \(d.path.printable))"
         }
         func net(_ n: Net) -> String {
-            self == .commandLine ? "--net tap=\(n.tap)" : "network interface '\(n.id ?? "")' (host_dev_name \(n.tap))"
+            self == .commandLine ? "--net tap=\(n.tap)" : "network interface '\((n.id ?? "").printable)' (host_dev_name \(n.tap.printable))"
         }
         func vsock(_ v: Vsock) -> String {
             self == .commandLine ? "--vsock cid=\(v.cid),uds=\(v.uds)" : "vsock (guest_cid \(v.cid), uds_path \(v.uds))"
