@@ -24,6 +24,11 @@ public final class UnixHTTPServer: @unchecked Sendable {
     public let socketPath: String
     /// Larger bodies get 400 (Firecracker's limit is 51,200 bytes).
     public let maximumBodyBytes: Int
+    /// Blank lines, request line and headers together: more gets 400.
+    public let maximumHeadBytes: Int
+    /// A request must be whole this long after its first byte, or it gets 408 (a body that never
+    /// comes, a client sending a byte a minute). A connection idle between requests may stay.
+    public let requestTimeoutSeconds: Double
     private let handler: Handler
     private let queue: DispatchQueue?
     /// Made in `start`, after the socket is bound: a client can connect while NIO's thread starts.
@@ -51,9 +56,12 @@ public final class UnixHTTPServer: @unchecked Sendable {
     }
 
     /// - Parameter concurrent: run handlers on a concurrent queue (the daemon) instead of the loop.
-    public init(socketPath: String, maximumBodyBytes: Int = 51_200, concurrent: Bool = false, handler: @escaping Handler) {
+    public init(socketPath: String, maximumBodyBytes: Int = 51_200, maximumHeadBytes: Int = 64 << 10,
+                requestTimeoutSeconds: Double = 10, concurrent: Bool = false, handler: @escaping Handler) {
         self.socketPath = socketPath
         self.maximumBodyBytes = maximumBodyBytes
+        self.maximumHeadBytes = maximumHeadBytes
+        self.requestTimeoutSeconds = requestTimeoutSeconds
         self.handler = handler
         queue = concurrent ? DispatchQueue(label: "http-handler", attributes: [.concurrent]) : nil
     }
@@ -65,6 +73,8 @@ public final class UnixHTTPServer: @unchecked Sendable {
         let fd: Int32
         do { fd = try UnixSocket.listen(path: socketPath) } catch { throw UnixSocketError(error.description) }
         let limit = maximumBodyBytes
+        let headLimit = maximumHeadBytes
+        let timeout = requestTimeoutSeconds
         let handler = handler
         let queue = queue
         let inProgress = inProgress
@@ -72,11 +82,21 @@ public final class UnixHTTPServer: @unchecked Sendable {
         self.group = group
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
+            // A client that shuts down its sending side after its request still gets the answer.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        RequestHandler(maximumBodyBytes: limit, queue: queue, inProgress: inProgress, handler: handler))
+                    // NIO's own error handler answers a bad request with an empty 400; RequestHandler
+                    // answers every refusal itself, with a fault_message.
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.configureHTTPServerPipeline(withErrorHandling: false)
+                    let progress = ConnectionProgress()
+                    let headGuard = HeadGuard(progress: progress, maximumHeadBytes: headLimit, timeoutSeconds: timeout)
+                    try pipeline.addHandler(headGuard, position: .first)
+                    let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+                    try pipeline.addHandler(RequestBoundaries(progress: progress), position: .after(decoder))
+                    try pipeline.addHandler(
+                        RequestHandler(maximumBodyBytes: limit, queue: queue, inProgress: inProgress, progress: progress, handler: handler))
                 }
             }
         do {
@@ -104,6 +124,8 @@ public final class UnixHTTPServer: @unchecked Sendable {
 }
 
 /// Collects one request, runs the handler (on the loop, or on the queue), writes the answer back.
+/// A request it will not run (bad HTTP, a body over the limit, a timeout) gets a one-line
+/// Firecracker-style error and `Connection: close`, and the connection is closed once it is sent.
 private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -111,44 +133,57 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     let maximumBodyBytes: Int
     let queue: DispatchQueue?
     let inProgress: UnixHTTPServer.InProgress
+    let progress: ConnectionProgress
     let handler: UnixHTTPServer.Handler
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
-    private var tooLarge = false
+    /// The client shut down its side: close once the answer in progress is written.
+    private var closeAfterResponse = false
+    /// A refusal is written; the client's remaining bytes are being dropped until it closes.
+    private var lingering = false
 
-    init(maximumBodyBytes: Int, queue: DispatchQueue?, inProgress: UnixHTTPServer.InProgress,
+    init(maximumBodyBytes: Int, queue: DispatchQueue?, inProgress: UnixHTTPServer.InProgress, progress: ConnectionProgress,
          handler: @escaping UnixHTTPServer.Handler) {
         self.maximumBodyBytes = maximumBodyBytes
         self.queue = queue
         self.inProgress = inProgress
+        self.progress = progress
         self.handler = handler
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !progress.closing else { return }
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
             body = []
-            tooLarge = false
-        case .body(var buffer):
-            if body.count + buffer.readableBytes > maximumBodyBytes {
-                tooLarge = true
-                body = []
-            } else if !tooLarge, let bytes = buffer.readBytes(length: buffer.readableBytes) {
-                body += bytes
+            // Refused before the body is read: a declared length over the limit, or (below) the
+            // body outgrowing it, whatever the client still means to send.
+            if let length = h.headers.first(name: "Content-Length").flatMap(Int.init), length > maximumBodyBytes {
+                refuse(.bodyTooLarge(limit: maximumBodyBytes), context: context)
+                return
             }
+            // curl waits a second for this before sending a body anyway; others wait for good.
+            if h.version.major == 1, h.version.minor >= 1,
+               h.headers["Expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                let interim = HTTPResponseHead(version: h.version, status: .continue)
+                context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
+            }
+        case .body(var buffer):
+            guard head != nil else { return }
+            guard body.count + buffer.readableBytes <= maximumBodyBytes else {
+                refuse(.bodyTooLarge(limit: maximumBodyBytes), context: context)
+                return
+            }
+            body += buffer.readBytes(length: buffer.readableBytes) ?? []
         case .end:
             guard let head else { return }
             self.head = nil
             let keepAlive = head.isKeepAlive
             inProgress.count.add(1, ordering: .sequentiallyConsistent)
+            progress.responding = true
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
-            if tooLarge {
-                let response = HTTPResponse.json(400, #"{"fault_message": "Request payload is larger than the limit of \#(maximumBodyBytes) bytes."}"#)
-                write(response, keepAlive: false, version: head.version, context: context)
-                return
-            }
             let target = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
             let request = HTTPRequest(method: head.method.rawValue, path: String(target.first ?? ""),
                                       query: target.count > 1 ? String(target[1]) : nil,
@@ -170,13 +205,43 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    /// A request NIO's parser rejected: its error handler has answered 400; end the connection
-    /// rather than hold the descriptor until the client goes away.
+    /// NIO's parser rejected the request (or ``HeadGuard`` did, saying why in
+    /// ``ConnectionProgress/refusal``): answer and close. Any other error just closes.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        guard !progress.closing else { return }
+        guard let parserError = error as? HTTPParserError, !progress.responding else {
+            progress.closing = true
+            context.close(promise: nil)
+            return
+        }
+        refuse(progress.refusal ?? Refusal(parserError), context: context)
     }
 
-    func write(_ response: HTTPResponse, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
+    /// The client shut down its sending side (allowed, so that `socat` or `nc -N` still get their
+    /// answer): close now, or once the answer in progress is written.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event as? ChannelEvent == .inputClosed else { return context.fireUserInboundEventTriggered(event) }
+        if progress.responding || (progress.closing && !lingering) {
+            // An answer is on its way: close once it is written.
+            closeAfterResponse = true
+        } else {
+            // Idle, or refused and lingering until now.
+            progress.closing = true
+            context.close(promise: nil)
+        }
+    }
+
+    private func refuse(_ refusal: Refusal, context: ChannelHandlerContext) {
+        progress.closing = true
+        progress.cancelDeadline()
+        head = nil
+        body = []
+        inProgress.count.add(1, ordering: .sequentiallyConsistent)
+        write(refusal.response, keepAlive: false, version: .http1_1, refused: true, context: context)
+    }
+
+    func write(_ response: HTTPResponse, keepAlive: Bool, version: HTTPVersion, refused: Bool = false, context: ChannelHandlerContext) {
+        let keepAlive = keepAlive && !closeAfterResponse && !progress.closing
         var headers = HTTPHeaders()
         headers.add(name: "Server", value: "Swiftlet")
         if let type = response.contentType { headers.add(name: "Content-Type", value: type) }
@@ -189,12 +254,30 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             buffer.writeBytes(response.body)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
+        // Not responding any more as soon as the answer is handed over: NIO may deliver the next
+        // pipelined request from within this write.
+        progress.responding = false
+        if !keepAlive { progress.closing = true }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         let inProgress = inProgress
         done.whenComplete { _ in inProgress.count.subtract(1, ordering: .sequentiallyConsistent) }
-        if !keepAlive {
-            let channel = context.channel
+        guard !keepAlive else { return }
+        let channel = context.channel
+        guard refused else {
             done.whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
+        // A refused client may still be sending (a body over the limit, a megabyte of blank lines):
+        // closing with its bytes unread would make its writes fail before it reads the answer.
+        // So only our side is shut (it sees the answer, then end of file) and its bytes are read
+        // and dropped until it closes, for a second at most.
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        done.whenComplete { _ in
+            let me = bound.value
+            me.lingering = true
+            guard !me.closeAfterResponse else { return channel.close(promise: nil) }
+            channel.close(mode: .output, promise: nil)
+            channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
         }
     }
 }
