@@ -61,6 +61,10 @@ struct ApiCommand: ParsableCommand {
         // only this thread (the waiter below) or the VM's own thread takes them.
         let signals = SignalWaiter([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
         Signals.ignore(SIGPIPE)
+        // One malloc arena before any thread exists: glibc shrinks a thread arena's heap on free
+        // and, the first time, reads /proc/sys/vm/overcommit_memory, an open the seccomp filter
+        // kills (a large request to a running VM did). The main arena shrinks with brk instead.
+        Memory.useOneMallocArena()
         // One log for the API's messages and the VMM's, at --log-level until PUT /logger changes it.
         let log = LogDestination.apiProcess(threshold: logLevel.threshold)
         LoggingSystem.bootstrap { SwiftletLogHandler(label: $0, destination: log) }
