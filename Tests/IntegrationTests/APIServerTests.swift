@@ -594,7 +594,7 @@ final class APIServer {
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         handle = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         process.executableURL = URL(fileURLWithPath: Harness.swiftlet)
-        process.arguments = ["api", "--api-sock", socket] + arguments
+        process.arguments = ["api", "--api-sock", socket] + arguments + Harness.sanitizerArguments
         process.standardOutput = handle
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice

@@ -10,6 +10,11 @@ enum Harness {
     static let swiftlet: String = ProcessInfo.processInfo.environment["SWIFTLET_BIN"]
         ?? root.appendingPathComponent(".build/debug/swiftlet").path
 
+    /// Under `scripts/sanitize … all` (SWIFTLET_SANITIZER=1) the VM processes the tests start
+    /// run without the seccomp filter: the sanitizer runtime's report and exit work make calls
+    /// the filter kills, which would hide the report (docs/hardening.md).
+    static let sanitizerArguments: [String] = ProcessInfo.processInfo.environment["SWIFTLET_SANITIZER"] == "1" ? ["--no-seccomp"] : []
+
     static let hasKVM = FileManager.default.isReadableFile(atPath: "/dev/kvm")
         && FileManager.default.isWritableFile(atPath: "/dev/kvm")
     static let isRoot = getuid() == 0
