@@ -1182,7 +1182,7 @@ struct APIDocument {
             if ps["enum"] != nil { for v in ["NotAValue", "", "none"] where !problems(.string(v), ps).isEmpty { add("\(key) = '\(v)'", with(key, .string(v))) } }
             if ps["minLength"] != nil { add("\(key) empty", with(key, .string(""))) }
             if ps["pattern"] != nil {
-                for v in ["01:00:00:00:00:00", "06:00:00:00:00", "06-00-00-00-00-01", "zz:00:00:00:00:00", "a b", ""]
+                for v in ["01:00:00:00:00:00", "06:00:00:00:00", "06-00-00-00-00-01", "zz:00:00:00:00:00", "a b", "", "a\u{0}b"]
                 where !problems(.string(v), ps).isEmpty { add("\(key) = '\(v)'", with(key, .string(v))) }
             }
             if required.contains(key) { add("\(key) missing", with(key, nil)) }
