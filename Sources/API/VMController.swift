@@ -97,7 +97,33 @@ public final class VMController: @unchecked Sendable {
         return response
     }
 
+    /// The methods each path of api/swiftlet-vm-api.yaml serves, for the 405 answer's Allow
+    /// header; `route` below is what serves them (a unit test keeps the two in step).
+    static let methodsByPath: [String: [String]] = [
+        "/": ["GET"], "/version": ["GET"], "/machine-config": ["GET", "PUT", "PATCH"],
+        "/boot-source": ["PUT"], "/vsock": ["PUT"], "/logger": ["PUT"], "/metrics": ["PUT"],
+        "/actions": ["PUT"], "/vm": ["PATCH"], "/vm/config": ["GET"], "/swiftlet/metrics": ["GET"],
+    ]
+
     static let pathPrefixes = ["/drives/", "/network-interfaces/"]
+
+    /// The methods `path` serves, or nil for a path the API does not have.
+    static func allowedMethods(_ path: String) -> [String]? {
+        if let methods = methodsByPath[path] { return methods }
+        return pathPrefixes.contains { identifier(path, prefix: $0) != nil } ? ["PUT"] : nil
+    }
+
+    /// A known path asked with a method it does not serve: 405 with the Allow header HTTP requires
+    /// (Firecracker answers 400 there; its clients treat both as an error with a fault_message).
+    /// An unknown path stays Firecracker's 400.
+    static func refusal(_ r: HTTPRequest) -> HTTPResponse {
+        guard let methods = allowedMethods(r.path) else {
+            return .json(400, JSONText.fault("Invalid request method and/or path: \(r.method) \(r.path)."))
+        }
+        var response = HTTPResponse.json(405, JSONText.fault("\(r.method) is not allowed on \(r.path) (use \(methods.joined(separator: ", ")))."))
+        response.headers = [("Allow", methods.joined(separator: ", "))]
+        return response
+    }
 
     /// Opens `path` as `Host.ImageFile` does for the VM (without waiting: a FIFO would block the
     /// API thread) and checks it is a regular file; the error line starts with the field's name.
@@ -170,7 +196,7 @@ public final class VMController: @unchecked Sendable {
             if let i = networkInterfaces.firstIndex(where: { $0.ifaceId == id }) { networkInterfaces[i] = nic } else { networkInterfaces.append(nic) }
             return .noContent
         }
-        throw APIError("Invalid request method and/or path: \(r.method) \(r.path).")
+        return Self.refusal(r)
     }
 
     /// `/drives/ID` → ID when ID is a valid id: Firecracker's letters, digits and `_`, plus `-`

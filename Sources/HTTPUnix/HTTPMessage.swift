@@ -28,6 +28,8 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var contentType: String?
     public var body: [UInt8]
+    /// Headers besides Content-Type and Content-Length (e.g. the Allow of a 405).
+    public var headers: [(name: String, value: String)] = []
 
     public init(status: Int, contentType: String? = nil, body: [UInt8] = []) {
         self.status = status; self.contentType = contentType; self.body = body

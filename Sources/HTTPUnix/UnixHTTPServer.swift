@@ -245,6 +245,7 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         var headers = HTTPHeaders()
         headers.add(name: "Server", value: "Swiftlet")
         if let type = response.contentType { headers.add(name: "Content-Type", value: type) }
+        for header in response.headers { headers.add(name: header.name, value: header.value) }
         headers.add(name: "Content-Length", value: String(response.body.count))
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)

@@ -346,12 +346,14 @@ struct APIServerTests {
 
         #expect(succeeded == Set(doc.operations.map(\.name)), "never succeeded: \(Set(doc.operations.map(\.name)).subtracting(succeeded))")
 
-        // 3. Nothing undocumented is served: other methods on the documented paths, near-miss paths.
-        let documented = Set(doc.operations.map { "\($0.method) \($0.path)" })
+        // 3. Nothing undocumented is served: other methods on the documented paths (405 with the
+        // documented methods in Allow), near-miss paths (400).
         for path in Set(doc.operations.map(\.path)).sorted() + Self.unknownPaths {
-            for method in ["GET", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"] where !documented.contains("\(method) \(path)") {
+            let allowed = Set(doc.operations.filter { $0.path == path }.map(\.method))
+            for method in ["GET", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE"] where !allowed.contains(method) {
                 let reply = try vm.call(method, path, method == "GET" ? nil : Array("{}".utf8))
-                #expect(reply.status == 400 && reply.faultMessage != nil, "\(method) \(path): \(reply)")
+                #expect(reply.faultMessage != nil, "\(method) \(path): \(reply)")
+                #expect(Self.refusesMethod(reply, allowed: allowed), "\(method) \(path): \(reply) \(reply.headers)")
             }
         }
         #expect(try vm.call("GET", "/").json?["state"] == .string("Paused"))
@@ -450,16 +452,16 @@ struct APIServerTests {
             }
         }
         try refused(running, "PUT", "/actions", Array(#"{"action_type": "SendCtrlAltDel"}"#.utf8), "SendCtrlAltDel to a unikernel")
-        // Wrong methods and unknown paths.
-        let documented = Set(doc.operations.map { "\($0.method) \($0.path)" })
+        // Wrong methods (405 on a documented path) and unknown paths (400).
         for path in Set(doc.operations.map(\.path)).sorted() + Self.unknownPaths {
-            for method in ["GET", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"] where !documented.contains("\(method) \(path)") {
-                try refused(running, method, path, method == "GET" ? nil : Array(#"{"state": "Paused"}"#.utf8), "undocumented")
-            }
-            if !documented.contains("HEAD \(path)") {
-                let reply = try running.call("HEAD", path, nil)
+            let allowed = Set(doc.operations.filter { $0.path == path }.map(\.method))
+            for method in ["GET", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "HEAD"] where !allowed.contains(method) {
+                let reply = try running.call(method, path, method == "GET" || method == "HEAD" ? nil : Array(#"{"state": "Paused"}"#.utf8))
                 sent += 1
-                #expect(reply.status == 400, "HEAD \(path): \(reply)")
+                #expect(Self.refusesMethod(reply, allowed: allowed), "\(method) \(path): \(reply) \(reply.headers)")
+                if method != "HEAD" {
+                    #expect(reply.faultMessage.map { !$0.isEmpty && !$0.contains("\n") } == true, "\(method) \(path): \(reply)")
+                }
             }
         }
         // Not HTTP at all, or HTTP the parser refuses: a 400 or a closed connection, never a hang.
@@ -549,6 +551,14 @@ struct APIServerTests {
                                "/actions/InstanceStart", "/swiftlet", "/swiftlet/metrics/x", "/drives", "/drives/",
                                "/network-interfaces", "/version/", "/balloon", "/snapshot/create", "/mmds", "/cpu-config",
                                "/" + String(repeating: "a", count: 4000)]
+
+    /// A method `path` does not serve: 405 naming the `allowed` methods in Allow on a documented
+    /// path, Firecracker's 400 on an unknown one (`allowed` empty).
+    static func refusesMethod(_ reply: APITestClient.Reply, allowed: Set<String>) -> Bool {
+        guard !allowed.isEmpty else { return reply.status == 400 }
+        let allow = reply.header("allow")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        return reply.status == 405 && allow.map(Set.init) == allowed
+    }
 
     /// A stderr or stdout of exactly one line (a user error, not a trap or a backtrace).
     static func isOneLine(_ text: String) -> Bool {
@@ -1190,7 +1200,7 @@ struct APIDocument {
             if ps["enum"] != nil { for v in ["NotAValue", "", "none"] where !problems(.string(v), ps).isEmpty { add("\(key) = '\(v)'", with(key, .string(v))) } }
             if ps["minLength"] != nil { add("\(key) empty", with(key, .string(""))) }
             if ps["pattern"] != nil {
-                for v in ["01:00:00:00:00:00", "06:00:00:00:00", "06-00-00-00-00-01", "zz:00:00:00:00:00", "a b", ""]
+                for v in ["01:00:00:00:00:00", "06:00:00:00:00", "06-00-00-00-00-01", "zz:00:00:00:00:00", "a b", "", "a\u{0}b"]
                 where !problems(.string(v), ps).isEmpty { add("\(key) = '\(v)'", with(key, .string(v))) }
             }
             if required.contains(key) { add("\(key) missing", with(key, nil)) }
