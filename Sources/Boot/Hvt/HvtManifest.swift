@@ -61,7 +61,7 @@ public struct HvtManifest: Equatable, Sendable {
             }
             if case .reserved = type {} else {
                 guard !name.isEmpty, name.utf8.allSatisfy(Self.isNameByte) else {
-                    throw BootError("Solo5 manifest entry \(i): invalid device name '\(name)'")
+                    throw BootError("Solo5 manifest entry \(i): invalid device name '\(Self.printable(nameBytes[..<nul]))'")
                 }
                 guard seen.insert(name).inserted else { throw BootError("Solo5 manifest declares '\(name)' twice") }
             }
@@ -77,6 +77,14 @@ public struct HvtManifest: Equatable, Sendable {
         }
         self.entries = entries
         self.raw = Array(bytes.prefix(needed))
+    }
+
+    /// An invalid name from the image as printable ASCII, any other byte as `\xNN`: quoted in an
+    /// error, it keeps the message one line whatever the image holds (a CR, a newline, UTF-8).
+    static func printable(_ bytes: ArraySlice<UInt8>) -> String {
+        bytes.map { c in
+            c >= 0x20 && c < 0x7F && c != 0x5C ? String(UnicodeScalar(c)) : "\\x" + (c < 0x10 ? "0" : "") + String(c, radix: 16)
+        }.joined()
     }
 
     static func isNameByte(_ c: UInt8) -> Bool {
