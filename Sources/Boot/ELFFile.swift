@@ -83,8 +83,15 @@ public struct ELFFile: Sendable {
         if areas.isEmpty { areas = noteSections }
         var result: [Note] = []
         let r = ByteReader(bytes: bytes, what: "ELF note")
+        for (offset, size) in areas { _ = try r.range(offset, size) }
+        // Linkers write disjoint note areas. Overlapping ones would be parsed again for each
+        // header naming them: 65,535 headers over one large area of empty notes cost headers ×
+        // size in time and in notes kept, far beyond the file (a few MiB exhaust the host's memory).
+        let nonEmpty = areas.filter { $0.1 > 0 }.sorted { $0.0 < $1.0 }
+        for (a, b) in zip(nonEmpty, nonEmpty.dropFirst()) where b.0 < a.0 + a.1 {
+            throw BootError("ELF note areas overlap at offset \(b.0)")
+        }
         for (offset, size) in areas {
-            _ = try r.range(offset, size)
             var cursor = offset
             let end = offset + size
             while end - cursor >= 12 {

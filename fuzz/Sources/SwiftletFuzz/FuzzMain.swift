@@ -21,6 +21,10 @@ enum FuzzTargets {
         firecrackerConfig,
         apiRequest,
         x86MMIOAssist,
+        hvtHypercalls,
+        hvtNetRing,
+        hvtLoader,
+        linuxLoader,
     ]
 }
 
