@@ -9,16 +9,24 @@ import Testing
 /// are written here as a guest driver (Solo5's bindings) writes them.
 @Suite struct HvtNetRingTests {
     /// An in-memory "tap": frames sent, and frames waiting to be received.
+    /// A frame port the ring's I/O thread uses while the test reads it: behind a lock
+    /// (ThreadSanitizer reported the unguarded array).
     final class FakePort: HvtFramePort, @unchecked Sendable {
-        var sent: [[UInt8]] = []
-        var incoming: [[UInt8]] = []
-        func send(_ frame: UnsafeRawBufferPointer) throws(HostError) { sent.append(Array(frame)) }
+        private let frames = Mutex<(sent: [[UInt8]], incoming: [[UInt8]])>(([], []))
+        var sent: [[UInt8]] { frames.withLock { $0.sent } }
+        var incoming: [[UInt8]] {
+            get { frames.withLock { $0.incoming } }
+            set { frames.withLock { $0.incoming = newValue } }
+        }
+        func send(_ frame: UnsafeRawBufferPointer) throws(HostError) { frames.withLock { $0.sent.append(Array(frame)) } }
         func receive(into buffer: UnsafeMutableRawBufferPointer) throws(HostError) -> Int? {
-            guard !incoming.isEmpty else { return nil }
-            let f = incoming.removeFirst()
-            let n = min(f.count, buffer.count)
-            buffer.copyBytes(from: f.prefix(n))
-            return n
+            frames.withLock { f -> Int? in
+                guard !f.incoming.isEmpty else { return nil }
+                let frame = f.incoming.removeFirst()
+                let n = min(frame.count, buffer.count)
+                buffer.copyBytes(from: frame.prefix(n))
+                return n
+            }
         }
     }
 
