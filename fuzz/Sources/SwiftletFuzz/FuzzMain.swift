@@ -21,6 +21,10 @@ enum FuzzTargets {
         firecrackerConfig,
         apiRequest,
         x86MMIOAssist,
+        pciConfig,
+        legacyPorts,
+        seccompPolicy,
+        daemonConfig,
     ]
 }
 
