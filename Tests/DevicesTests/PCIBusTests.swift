@@ -285,6 +285,27 @@ func pciConfigAddress(bus: UInt32 = 0, device: UInt32, function: UInt32 = 0, reg
         #expect(mmio.ranges.count == 2)
     }
 
+    /// The MMIO bus holds ECAM, which reaches every device and the observers that move its BAR
+    /// regions; those must not hold the MMIO bus in turn, or a VM's buses and devices keep each
+    /// other alive after it is gone (a leak fuzz/ pci-config found).
+    @Test func busesAndDevicesAreFreedWithTheMachine() throws {
+        weak var mmioLeft: MMIOBus?
+        weak var deviceLeft: PCITestDevice?
+        func build() throws {
+            let mmio = MMIOBus()
+            let bus = try PCIBus(mmioBus: mmio)
+            try bus.registerECAM(on: mmio)
+            let device = try PCITestDevice(bars: [(0, .memory32(size: 0x1000))])
+            try bus.attach(device)
+            #expect(mmio.device(at: try #require(device.configuration.decodedAddress(ofBAR: 0)))?.device === device.probes[0])
+            mmioLeft = mmio
+            deviceLeft = device
+        }
+        try build()
+        #expect(mmioLeft == nil)
+        #expect(deviceLeft == nil)
+    }
+
     @Test func regionsMustLieInsideMemoryBARs() throws {
         final class Bad: PCIDevice {
             let configuration = PCIConfigurationSpace(vendorID: 1, deviceID: 1, classCode: 0)

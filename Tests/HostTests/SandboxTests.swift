@@ -1,71 +1,38 @@
 import Testing
 import Host
+import ClassicBPF
 
-/// The seccomp program builder, run through a small classic-BPF interpreter written here from the
-/// kernel's ABI (opcodes, struct seccomp_data, SECCOMP_RET_*), so the numbers are checked against
-/// an independent copy rather than against themselves. Nothing is installed: no KVM, no root.
-@Suite struct SandboxTests {
-    // Kernel ABI, written out by hand.
-    static let x86_64: UInt32 = 0xC000_003E    // AUDIT_ARCH_X86_64
-    static let i386: UInt32 = 0x4000_0003      // AUDIT_ARCH_I386
-    static let allow: UInt32 = 0x7FFF_0000     // SECCOMP_RET_ALLOW
-    static let kill: UInt32 = 0x8000_0000      // SECCOMP_RET_KILL_PROCESS
-    static let log: UInt32 = 0x7FFC_0000       // SECCOMP_RET_LOG
-    static let trap: UInt32 = 0x0003_0000      // SECCOMP_RET_TRAP
-    static func errno(_ e: UInt32) -> UInt32 { 0x0005_0000 | e }
+/// A system call as a seccomp program sees it, named for these tests.
+typealias Call = ClassicBPF.SeccompData
 
-    /// struct seccomp_data { int nr; u32 arch; u64 instruction_pointer; u64 args[6]; }, little-endian.
-    struct Call {
-        var nr: Int32
-        var arch: UInt32 = SandboxTests.x86_64
-        var args: [UInt64] = [0, 0, 0, 0, 0, 0]
-
-        init(_ name: String, _ args: UInt64..., arch: UInt32 = SandboxTests.x86_64) {
-            nr = SeccompPolicy.Syscall.named(name).number
-            self.arch = arch
-            for (i, a) in args.enumerated() { self.args[i] = a }
-        }
-
-        init(number: Int32) { nr = number }
-
-        var bytes: [UInt8] {
-            var b: [UInt8] = []
-            func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
-            put(UInt32(bitPattern: nr)); put(arch); put(UInt64(0x7F00_1234_5678))
-            for a in args { put(a) }
-            return b
-        }
+extension ClassicBPF.SeccompData {
+    init(_ name: String, _ args: UInt64..., arch: UInt32 = ClassicBPF.Architecture.x86_64) {
+        self.init(nr: SeccompPolicy.Syscall.named(name).number, arch: arch, args: args)
     }
 
+    init(number: Int32) { self.init(nr: number) }
+}
+
+/// The seccomp program builder, run through ClassicBPF's interpreter, which is written from the
+/// kernel's ABI (opcodes, struct seccomp_data, SECCOMP_RET_*) apart from Host's constants, so the
+/// numbers are checked against an independent copy rather than against themselves. Nothing is
+/// installed: no KVM, no root.
+@Suite struct SandboxTests {
+    static let x86_64 = ClassicBPF.Architecture.x86_64
+    static let i386 = ClassicBPF.Architecture.i386
+    static let allow = ClassicBPF.Return.allow
+    static let kill = ClassicBPF.Return.killProcess
+    static let log = ClassicBPF.Return.log
+    static let trap = ClassicBPF.Return.trap
+    static func errno(_ e: UInt16) -> UInt32 { ClassicBPF.Return.errno(e) }
+
     /// Runs `program` on `call` as the kernel would; returns the SECCOMP_RET_* value and the
-    /// number of instructions executed.
+    /// number of instructions executed (a fault is recorded as an issue and returns 0).
     static func run(_ program: [BPFInstruction], _ call: Call) -> (result: UInt32, steps: Int) {
-        let data = call.bytes
-        var a: UInt32 = 0, pc = 0, steps = 0
-        while pc < program.count {
-            let i = program[pc]
-            steps += 1
-            switch i.code {
-            case 0x20: // BPF_LD | BPF_W | BPF_ABS
-                let o = Int(i.k)
-                a = UInt32(data[o]) | UInt32(data[o + 1]) << 8 | UInt32(data[o + 2]) << 16 | UInt32(data[o + 3]) << 24
-                pc += 1
-            case 0x54: // BPF_ALU | BPF_AND | BPF_K
-                a &= i.k
-                pc += 1
-            case 0x15: // BPF_JMP | BPF_JEQ | BPF_K
-                pc += 1 + Int(a == i.k ? i.jt : i.jf)
-            case 0x35: // BPF_JMP | BPF_JGE | BPF_K
-                pc += 1 + Int(a >= i.k ? i.jt : i.jf)
-            case 0x06: // BPF_RET | BPF_K
-                return (i.k, steps)
-            default:
-                Issue.record("unexpected opcode \(i.code) at \(pc)")
-                return (0, steps)
-            }
+        do throws(ClassicBPF.Fault) { return try ClassicBPF.run(program, on: call) } catch {
+            Issue.record("\(error)")
+            return (0, 0)
         }
-        Issue.record("the program ran off its end")
-        return (0, steps)
     }
 
     static let vmm = SeccompPolicy.vmm.program()
@@ -74,18 +41,28 @@ import Host
 
     // MARK: The program is one the kernel accepts
 
-    @Test func programIsWellFormed() {
+    @Test func programIsWellFormed() throws {
         for program in [Self.vmm, SeccompPolicy(rules: []).program()] {
-            #expect(!program.isEmpty && program.count <= 4096)
-            #expect(program.last?.code == 0x06, "the last instruction must return")
-            for (pc, i) in program.enumerated() {
-                #expect([0x20, 0x54, 0x15, 0x35, 0x06].contains(i.code), "opcode \(i.code) at \(pc)")
-                if i.code == 0x20 { #expect(i.k % 4 == 0 && i.k < 64, "load outside seccomp_data at \(pc)") }
-                if i.code == 0x15 || i.code == 0x35 {
-                    #expect(pc + 1 + Int(max(i.jt, i.jf)) < program.count, "jump past the end at \(pc)")
-                }
-            }
+            try ClassicBPF.validate(program)
         }
+    }
+
+    /// The checker refuses what the kernel would, so a builder bug cannot pass it.
+    @Test func validatorRefusesBrokenPrograms() {
+        let ret = BPFInstruction.ret(Self.allow)
+        let cases: [([BPFInstruction], ClassicBPF.Fault)] = [
+            ([], .empty),
+            (Array(repeating: ret, count: 4097), .tooLong(count: 4097)),
+            ([.load(2), ret], .loadOutsideData(pc: 0, offset: 2)),
+            ([.load(64), ret], .loadOutsideData(pc: 0, offset: 64)),
+            ([.jumpIfEqual(0, true: 1, false: 0), ret], .jumpPastEnd(pc: 0)),
+            ([.load(0)], .lastIsNotReturn),
+            ([BPFInstruction(code: 0x07, jt: 0, jf: 0, k: 0), ret], .unknownOpcode(pc: 0, code: 0x07)),
+        ]
+        for (program, fault) in cases {
+            #expect(throws: fault) { try ClassicBPF.validate(program) }
+        }
+        #expect(throws: ClassicBPF.Fault.ranOffTheEnd) { try ClassicBPF.run([.load(0)], on: Call(number: 0)) }
     }
 
     @Test func kernelConstants() {
@@ -94,9 +71,11 @@ import Host
         #expect(SeccompPolicy.Action.log.returnValue == Self.log)
         #expect(SeccompPolicy.Action.trap.returnValue == Self.trap)
         #expect(SeccompPolicy.Action.errno(38).returnValue == Self.errno(38))
-        #expect(BPFInstruction.Opcode.load == 0x20 && BPFInstruction.Opcode.and == 0x54)
-        #expect(BPFInstruction.Opcode.jumpIfEqual == 0x15 && BPFInstruction.Opcode.jumpIfGreaterOrEqual == 0x35)
-        #expect(BPFInstruction.Opcode.ret == 0x06)
+        #expect(BPFInstruction.Opcode.load == ClassicBPF.Opcode.loadWord)
+        #expect(BPFInstruction.Opcode.and == ClassicBPF.Opcode.andConstant)
+        #expect(BPFInstruction.Opcode.jumpIfEqual == ClassicBPF.Opcode.jumpIfEqual)
+        #expect(BPFInstruction.Opcode.jumpIfGreaterOrEqual == ClassicBPF.Opcode.jumpIfGreaterOrEqual)
+        #expect(BPFInstruction.Opcode.ret == ClassicBPF.Opcode.returnConstant)
     }
 
     @Test func syscallTable() {
@@ -125,7 +104,7 @@ import Host
             #expect(Self.verdict(call) == Self.kill, "i386 call \(nr)")
         }
         var read = Call("read")
-        read.arch = 0xC000_00B7 // AUDIT_ARCH_AARCH64
+        read.arch = ClassicBPF.Architecture.aarch64
         #expect(Self.verdict(read) == Self.kill)
     }
 

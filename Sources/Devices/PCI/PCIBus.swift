@@ -277,9 +277,13 @@ public final class PCIBus: Sendable {
 /// Keeps one device's BAR regions registered on the MMIO bus where their BARs decode. It
 /// remembers where it registered each region, so it never unregisters someone else's range
 /// when a registration had failed.
+///
+/// It holds the MMIO bus weakly: the bus holds ECAM, which reaches every device and so this
+/// registrar (the device's BAR observer), and a strong reference back would keep the buses and
+/// devices of a finished VM alive for good. Without the bus there is nothing left to move.
 final class BARRegistrar: Sendable {
     private let regions: [PCIBARRegion]
-    private let bus: MMIOBus
+    private weak let bus: MMIOBus?
     /// Per region: the base it is registered at, or nil.
     private let registered: Mutex<[UInt64?]>
 
@@ -291,7 +295,8 @@ final class BARRegistrar: Sendable {
 
     /// Moves the regions of `mapping.index`; returns the first registration failure.
     func apply(_ mapping: PCIBARMapping) -> DeviceError? {
-        registered.withLock { registered in
+        guard let bus else { return nil }
+        return registered.withLock { registered in
             var failure: DeviceError?
             for (i, region) in regions.enumerated() where region.barIndex == mapping.index {
                 let target = mapping.newAddress.map { $0 &+ region.offset }

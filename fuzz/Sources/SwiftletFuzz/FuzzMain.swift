@@ -25,6 +25,10 @@ enum FuzzTargets {
         hvtNetRing,
         hvtLoader,
         linuxLoader,
+        pciConfig,
+        legacyPorts,
+        seccompPolicy,
+        daemonConfig,
     ]
 }
 
