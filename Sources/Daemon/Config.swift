@@ -27,10 +27,10 @@ public struct DaemonConfig: Decodable, Sendable, Equatable {
         try rejectUnknownKeys(decoder, known: CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         stateDir = try c.decodeIfPresent(String.self, forKey: .stateDir)
-        if let stateDir, !stateDir.hasPrefix("/") { throw invalid(c, .stateDir, "'\(stateDir)' must be an absolute path") }
+        if let stateDir, !stateDir.hasPrefix("/") { throw invalid(c, .stateDir, "'\(stateDir.printable)' must be an absolute path") }
         user = try c.decodeIfPresent(String.self, forKey: .user)
         if let user {
-            guard let entry = getpwnam(user) else { throw invalid(c, .user, "no such user '\(user)'") }
+            guard let entry = getpwnam(user) else { throw invalid(c, .user, "no such user '\(user.printable)'") }
             uid = entry.pointee.pw_uid
             gid = entry.pointee.pw_gid
         }
@@ -75,7 +75,7 @@ public struct DaemonConfig: Decodable, Sendable, Equatable {
         }
         guard let root, root != Node("") else { return DaemonConfig() }  // an empty file: no VMs
         do { try TreeCheck.check(root) } catch { throw DaemonError(400, "\(name): \(error.message)") }
-        if case .scalar = root { throw DaemonError(400, "\(name): line 1: expected a mapping (state_dir, user, vms)") }
+        if case .scalar = root { throw DaemonError(400, "\(name): line 1: expected a mapping (state_dir, user, jail, vms)") }
         do {
             return try YAMLDecoder().decode(DaemonConfig.self, from: text)
         } catch let error as DecodingError {

@@ -43,13 +43,20 @@ public struct VMDefinition: Codable, Sendable, Equatable {
         } else {
             memoryMiB = Self.defaultMemoryMiB
         }
-        cpus = try c.decodeIfPresent(Int.self, forKey: .cpus) ?? 1
+        // Read as text first: Yams' own Int reading takes YAML 1.1's base 60 (`1:2:3`) and traps
+        // on overflow (fuzz target daemon-config); a JSON body gives a number.
+        if let text = try? c.decodeIfPresent(String.self, forKey: .cpus) {
+            guard let n = Int(text) else { throw invalid(c, .cpus, "'\(text.printable)' is not a number of vCPUs (1 to 255)") }
+            cpus = n
+        } else {
+            cpus = try c.decodeIfPresent(Int.self, forKey: .cpus) ?? 1
+        }
         guard (1...255).contains(cpus) else { throw invalid(c, .cpus, "\(cpus) is out of range (1 to 255)") }
         disks = try c.decodeIfPresent([Disk].self, forKey: .disks) ?? []
         if verify {
             for (index, disk) in disks.enumerated() where !FileManager.default.fileExists(atPath: disk.path) {
                 throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.disks, IndexKey(index)],
-                                                        debugDescription: "\(disk.path): no such file"))
+                                                        debugDescription: "\(disk.path.printable): no such file"))
             }
         }
         networks = try c.decodeIfPresent([Network].self, forKey: .networks) ?? []
@@ -98,10 +105,11 @@ package struct MemoryMiB: Decodable {
     package init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
         let text: String
-        if let n = try? c.decode(Int.self) { text = String(n) } else { text = try c.decode(String.self) }
+        // Text first, as for cpus: Yams' Int reading traps on a base-60 `1:1:…:1` that overflows.
+        if let t = try? c.decode(String.self) { text = t } else { text = String(try c.decode(Int.self)) }
         guard let mib = MemoryMiB.parseMiB(text) else {
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                debugDescription: "'\(text)' is not a memory size of 1 MiB to 1 TiB in whole MiB (e.g. 256M, 2G, or a number of MiB)"))
+                debugDescription: "'\(text.printable)' is not a memory size of 1 MiB to 1 TiB in whole MiB (e.g. 256M, 2G, or a number of MiB)"))
         }
         self.mib = mib
     }
@@ -157,8 +165,8 @@ package func invalid<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K, _ m
 package func requireFile<K: CodingKey>(_ path: String, _ c: KeyedDecodingContainer<K>, _ key: K) throws {
     guard !path.isEmpty else { throw invalid(c, key, "must not be empty") }
     var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw invalid(c, key, "\(path): no such file") }
-    guard !isDirectory.boolValue else { throw invalid(c, key, "\(path): is a directory") }
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw invalid(c, key, "\(path.printable): no such file") }
+    guard !isDirectory.boolValue else { throw invalid(c, key, "\(path.printable): is a directory") }
 }
 
 /// `[A-Za-z0-9._-]{1,64}`: VM names become file names in the state directory.
@@ -174,7 +182,7 @@ public func isValidName(_ name: String) -> Bool {
 package func render(_ path: [any CodingKey]) -> String {
     var s = ""
     for key in path {
-        if let i = key.intValue { s += "[\(i)]" } else { s += s.isEmpty ? key.stringValue : ".\(key.stringValue)" }
+        if let i = key.intValue { s += "[\(i)]" } else { s += s.isEmpty ? key.stringValue.printable : ".\(key.stringValue.printable)" }
     }
     return s
 }
@@ -193,7 +201,7 @@ package func describe(_ error: DecodingError, lineOf: (([any CodingKey]) -> Int?
         what = "expected \(typeName(type)), found nothing"
     case .keyNotFound(let key, let context):
         path = context.codingPath
-        what = "missing key '\(key.stringValue)'"
+        what = "missing key '\(key.stringValue.printable)'"
     case .dataCorrupted(let context):
         path = context.codingPath
         what = context.debugDescription

@@ -94,7 +94,7 @@ import Testing
     @Test(arguments: [
         ("cpus: 0", "line 4: vms.a.cpus: 0 is out of range (1 to 255)"),
         ("cpus: 256", "line 4: vms.a.cpus: 256 is out of range (1 to 255)"),
-        ("cpus: two", "line 4: vms.a.cpus: expected an integer"),
+        ("cpus: two", "line 4: vms.a.cpus: 'two' is not a number of vCPUs (1 to 255)"),
         ("memory: 0", "line 4: vms.a.memory: '0' is not a memory size"),
         ("memory: 1.5G", "line 4: vms.a.memory: '1.5G' is not a memory size"),
         ("memory: 100K", "line 4: vms.a.memory: '100K' is not a memory size"),
@@ -127,9 +127,24 @@ import Testing
         let long = String(repeating: "x", count: 65)
         #expect(error("vms:\n  \(long):\n    kernel: \(Self.dir)/vmlinuz\n").contains("is not a VM name"))
         #expect(error("vms: [a, b]\n").hasPrefix("swiftletd.yaml: line 1: vms: expected a mapping"), "\(error("vms: [a, b]\n"))")
-        #expect(error("just a string\n") == "swiftletd.yaml: line 1: expected a mapping (state_dir, user, vms)")
+        #expect(error("just a string\n") == "swiftletd.yaml: line 1: expected a mapping (state_dir, user, jail, vms)")
         #expect(error("state_dir: relative/dir\n") == "swiftletd.yaml: line 1: state_dir: 'relative/dir' must be an absolute path")
         #expect(error("user: no-such-user-here\n") == "swiftletd.yaml: line 1: user: no such user 'no-such-user-here'")
+    }
+
+    /// Found by the daemon-config fuzz target: Yams reads an integer scalar with a colon as YAML
+    /// 1.1's base 60 and traps when it overflows; and values with line breaks made errors of
+    /// several lines.
+    @Test func base60NumbersAndLineBreaksGetOneLine() {
+        let sixty = Array(repeating: "1", count: 12).joined(separator: ":")
+        #expect(error("vms:\n  a:\n    kernel: \(Self.dir)/vmlinuz\n    memory: \(sixty)\n")
+                == "swiftletd.yaml: line 4: vms.a.memory: '\(sixty)' is not a memory size of 1 MiB to 1 TiB in whole MiB (e.g. 256M, 2G, or a number of MiB)")
+        #expect(error("vms:\n  a:\n    kernel: \(Self.dir)/vmlinuz\n    cpus: \(sixty)\n")
+                == "swiftletd.yaml: line 4: vms.a.cpus: '\(sixty)' is not a number of vCPUs (1 to 255)")
+        #expect(error("state_dir: \"run\\nswiftlet\"\n") == #"swiftletd.yaml: line 1: state_dir: 'run\x0Aswiftlet' must be an absolute path"#)
+        #expect(error("user: \"no\\nbody\"\n") == #"swiftletd.yaml: line 1: user: no such user 'no\x0Abody'"#)
+        #expect(error("vms:\n  a:\n    kernel: \"/no\\nsuch\"\n") == #"swiftletd.yaml: line 3: vms.a.kernel: /no\x0Asuch: no such file"#)
+        #expect(!error("\"unknown\\nkey\": 1\n").contains("\n"))
     }
 
     @Test func deviceIDs() throws {
