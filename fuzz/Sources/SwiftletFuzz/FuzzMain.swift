@@ -21,6 +21,11 @@ enum FuzzTargets {
         firecrackerConfig,
         apiRequest,
         x86MMIOAssist,
+        virtqueue,
+        virtioBlock,
+        virtioNet,
+        virtioVsock,
+        virtioEntropy,
     ]
 }
 
