@@ -19,7 +19,8 @@ extension FuzzTargets {
     /// - every walk ends (the end, or an error) within Queue Size + 65536 buffers;
     /// - `lengths` agrees with a walk, and `copyOut` copies exactly the readable bytes a walk sees;
     /// - `addUsed` publishes the element and used.idx it was given, and throws exactly when the
-    ///   head is out of range, the queue is not ready or broken;
+    ///   head is out of range, the queue is not ready or broken; `enableNotifications` reports
+    ///   more work exactly when avail.idx is 1 to Queue Size ahead, and breaks the queue beyond;
     /// - a broken queue stays broken (every `nextChain` and `addUsed` throws its reason), and a
     ///   `drain` over rings that do not overlap takes at most Queue Size entries;
     /// - every error is one line.
@@ -145,7 +146,7 @@ struct VirtqueueFuzzer {
         case .disableNotifications:
             queue.disableNotifications()
         case .enableNotifications:
-            queue.enableNotifications()
+            checkEnableNotifications()
         case .needsNotification:
             _ = queue.needsNotification()
         case .drain:
@@ -170,6 +171,20 @@ struct VirtqueueFuzzer {
             if let reason, error != reason { fatalError("nextChain after \(reason) threw \(error)") }
             if case .availableIndexJumped = error, !queue.isBroken { fatalError("\(error) did not break the queue") }
             return nil
+        }
+    }
+
+    /// `enableNotifications` says "more arrived" exactly when avail.idx, as it left it, is 1 to
+    /// Queue Size ahead; further ahead breaks the queue. Anything else sent device loops round
+    /// forever when the queue's own writes moved avail.idx (rings that overlap).
+    private func checkEnableNotifications() {
+        let usable = queue.ready && !queue.isBroken
+        let more = queue.enableNotifications()
+        let published = try! memory.load(UInt16.self, at: GuestAddress(queue.configuration.availableRing.rawValue + 2))
+        let ahead = published &- queue.lastAvailableIndex
+        let expected = usable && ahead != 0 && ahead <= size
+        if more != expected || (usable && (ahead > size) != queue.isBroken) {
+            fatalError("enableNotifications said \(more) with avail.idx \(published) \(ahead) ahead of a queue of \(size), broken: \(queue.isBroken)")
         }
     }
 
