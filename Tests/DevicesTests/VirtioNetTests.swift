@@ -414,4 +414,20 @@ private func frame(_ count: Int, seed: UInt8 = 0) -> [UInt8] {
         rig.device.reset()
         #expect(!rig.device.needsReset)
     }
+
+    /// A queue whose used ring lies over its available ring (`overlappingRingsQueue`), holding
+    /// one chain no use to it: the receive loop and the transmit drain both asked for
+    /// notifications again, saw avail.idx moved by that very write, and went round forever
+    /// (found by the virtio-net fuzz target). The queue must break instead.
+    @Test(arguments: [VirtioNet.receiveQueue, VirtioNet.transmitQueue])
+    func queueOverlappingItsRingsNeedsReset(index: Int) throws {
+        let memory = try GuestMemory(size: 4 << 20)
+        let other = VirtqueueTestDriver(memory: memory, size: 8, base: 0x8000)
+        var queues = [try other.makeQueue(), try other.makeQueue()]
+        queues[index] = try overlappingRingsQueue(memory: memory)
+        let device = try VirtioNet(backend: try SocketPairBackend(), mac: Rig.mac)
+        try device.activate(features: VirtioFeature.version1, memory: memory, queues: queues, interrupt: NetTestInterrupt())
+        try #require(finishes(within: 10) { device.queueNotified(index) } != nil, "queue \(index) was served forever")
+        #expect(device.needsReset)
+    }
 }

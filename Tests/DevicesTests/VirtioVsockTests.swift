@@ -472,4 +472,19 @@ private func atEOF(_ fd: Int32) -> Bool {
         #expect(rig.device.connectionCount == 0)
         #expect(atEOF(client))
     }
+
+    /// A transmit queue whose used ring lies over its available ring (`overlappingRingsQueue`):
+    /// the drain asked for notifications again, saw avail.idx moved by that very write, and went
+    /// round forever (found by the virtio-vsock fuzz target). The queue must break instead.
+    @Test func transmitQueueOverlappingItsRingsNeedsReset() throws {
+        let memory = try GuestMemory(size: 4 << 20)
+        let rx = VirtqueueTestDriver(memory: memory, size: 64, base: 0x8000)
+        let event = VirtqueueTestDriver(memory: memory, size: 16, base: 0xF000)
+        let device = try VirtioVsock(guestCID: guestCID, udsPath: uniquePath("overlap"))
+        try device.activate(features: VirtioFeature.version1, memory: memory,
+                            queues: [try rx.makeQueue(), try overlappingRingsQueue(memory: memory), try event.makeQueue()],
+                            interrupt: VsockTestInterrupt())
+        try #require(finishes(within: 10) { device.queueNotified(Spec.transmitQueue) } != nil, "the transmit queue was served forever")
+        #expect(device.needsReset)
+    }
 }

@@ -204,6 +204,31 @@ import Testing
         #expect(throws: VirtqueueError.availableIndexJumped(lastSeen: 1, published: 0, size: 8)) { try queue.nextChain() }
     }
 
+    /// Rings laid over each other so that used.flags is avail.idx (`overlappingRingsQueue`):
+    /// once the only chain is taken, re-enabling notifications sets avail.idx back to 0. That
+    /// is a jump of 65535, and must break the queue rather than report "more arrived", which
+    /// sent every device loop round forever (found by the virtio-net and virtio-vsock fuzz
+    /// targets).
+    @Test func usedFlagsOverAvailableIndexBreaksTheQueue() throws {
+        let queue = try overlappingRingsQueue(memory: try GuestMemory(size: 1 << 20))
+        queue.disableNotifications()  // avail.idx = used.flags = 1: one chain, head 0
+        let chain = try #require(try queue.nextChain())
+        try queue.addUsed(head: chain.head, length: 0)
+        #expect(try queue.nextChain() == nil)
+        try #require(!queue.enableNotifications(), "avail.idx went from 1 to 0")
+        #expect(queue.brokenReason == .availableIndexJumped(lastSeen: 1, published: 0, size: 4))
+    }
+
+    /// The same queue served by `drain` (virtio-blk, virtio-rng, the transmit queues): one pass,
+    /// then it reports the queue broken.
+    @Test func drainOverOverlappingRingsEnds() throws {
+        let queue = try overlappingRingsQueue(memory: try GuestMemory(size: 1 << 20))
+        nonisolated(unsafe) let unsafeQueue = queue
+        let result = try #require(finishes(within: 10) { unsafeQueue.drain { _ in 0 } }, "drain never returned")
+        #expect(result.broken)
+        #expect(queue.isBroken)
+    }
+
     @Test func deviceReturningABadHead() throws {
         let driver = try VirtqueueTestDriver(size: 4)
         let queue = try driver.makeQueue()

@@ -29,6 +29,11 @@ enum FuzzTargets {
         legacyPorts,
         seccompPolicy,
         daemonConfig,
+        virtqueue,
+        virtioBlock,
+        virtioNet,
+        virtioVsock,
+        virtioEntropy,
     ]
 }
 

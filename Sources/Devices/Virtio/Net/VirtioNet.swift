@@ -238,6 +238,7 @@ public final class VirtioNet: VirtioDevice {
                     queue.disableNotifications()
                     continue
                 }
+                if queue.isBroken { broken = true; break receiving }  // avail.idx jumped
                 // Stop reading; the frames wait in the tap until queueNotified(0).
                 setInput(false, &state)
                 return queue.needsNotification() ? interrupt : nil

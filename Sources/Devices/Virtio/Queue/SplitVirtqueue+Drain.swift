@@ -30,7 +30,8 @@ extension SplitVirtqueue {
                 }
             }
         } while !broken && enableNotifications()
-        return DrainResult(broken: broken, needsNotification: needsNotification())
+        // enableNotifications breaks the queue on a bad avail.idx (and then says "nothing more").
+        return DrainResult(broken: broken || isBroken, needsNotification: needsNotification())
     }
 }
 

@@ -146,14 +146,7 @@ public final class SplitVirtqueue {
             published = loadAcquire16(available + SplitVirtqueueLayout.availableIndexOffset)
             if published == lastAvailableIndex { return nil }
         }
-        // The driver can have at most Queue Size chains outstanding; an index further ahead is a
-        // corrupted (or hostile) ring, and guessing which entries are real would be worse.
-        guard published &- lastAvailableIndex <= size else {
-            let error = VirtqueueError.availableIndexJumped(
-                lastSeen: lastAvailableIndex, published: published, size: size)
-            brokenReason = error
-            throw error
-        }
+        _ = try outstanding(published: published)
         // size is a power of two, so the mask is "modulo Queue Size" (2.7.6).
         let slot = lastAvailableIndex & (size &- 1)
         let head = UInt16(littleEndian: (available + SplitVirtqueueLayout.availableEntryOffset(slot))
@@ -161,6 +154,20 @@ public final class SplitVirtqueue {
         lastAvailableIndex &+= 1
         guard head < size else { throw .headIndexOutOfRange(head: head, size: size) }
         return DescriptorChain(head: head, memory: memory, table: descriptors, size: size)
+    }
+
+    /// How many chains the driver has published past the last one taken, given avail.idx
+    /// `published`. The driver can have at most Queue Size chains outstanding; an index further
+    /// ahead is a corrupted (or hostile) ring, and guessing which entries are real would be worse:
+    /// that breaks the queue.
+    private func outstanding(published: UInt16) throws(VirtqueueError) -> UInt16 {
+        let count = published &- lastAvailableIndex
+        guard count <= size else {
+            let error = VirtqueueError.availableIndexJumped(lastSeen: lastAvailableIndex, published: published, size: size)
+            brokenReason = error
+            throw error
+        }
+        return count
     }
 
     // MARK: Returning chains (2.7.8, 2.7.14)
@@ -216,7 +223,8 @@ public final class SplitVirtqueue {
     /// Asks the driver to notify the device again: clears VIRTQ_USED_F_NO_NOTIFY, or with event
     /// index sets avail_event to the next chain we expect. Returns true when chains arrived while
     /// notifications were off: the driver may not have notified for them, so the device must
-    /// process them before it waits.
+    /// process them before it waits. An avail.idx more than Queue Size ahead breaks the queue
+    /// here as in `nextChain`, and the answer is false.
     @discardableResult
     public func enableNotifications() -> Bool {
         notificationsEnabled = true
@@ -227,7 +235,12 @@ public final class SplitVirtqueue {
             storeRelaxed16(used + SplitVirtqueueLayout.usedFlagsOffset, 0)
             atomicMemoryFence(ordering: .sequentiallyConsistent)
         }
-        return loadAcquire16(available + SplitVirtqueueLayout.availableIndexOffset) != lastAvailableIndex
+        // Judge the index here rather than leave it to the next nextChain: a used ring laid over
+        // the available ring puts used.flags on avail.idx, so disableNotifications sets it to 1
+        // and this function to 0 again, and a device answering "more arrived" with another
+        // pass would go round forever without nextChain ever seeing the bad index.
+        let published = loadAcquire16(available + SplitVirtqueueLayout.availableIndexOffset)
+        do { return try outstanding(published: published) != 0 } catch { return false }
     }
 
     /// Writes avail_event = lastAvailableIndex ("notify me once you publish past what I took") and

@@ -294,6 +294,7 @@ public final class VirtioVsock: VirtioDevice {
             guard let chain else {
                 // Out of buffers: ask for a kick when the driver posts more (2.7.10).
                 if queue.enableNotifications() { continue }
+                if queue.isBroken { s.needsReset = true }  // avail.idx jumped
                 return nil
             }
             let writable: Int
@@ -370,7 +371,10 @@ public final class VirtioVsock: VirtioDevice {
                 }
             }
         }
-        if !s.needsReset, s.held == nil { _ = s.receive?.enableNotifications() }
+        if !s.needsReset, s.held == nil, let queue = s.receive {
+            queue.enableNotifications()
+            if queue.isBroken { s.needsReset = true }
+        }
     }
 
     /// Writes `h` (and `payload` bytes already in scratch after the header) into `chain`.
