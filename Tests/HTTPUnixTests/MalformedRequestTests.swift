@@ -84,11 +84,42 @@ final class RawConnection: Sendable {
         #expect(reply.closed, "the connection stays open", sourceLocation: sourceLocation)
     }
 
-    @Test func megabyteOfBlankLinesBeforeTheRequestLine() throws {
+    /// A request refused from what one write holds, named for the test's output.
+    struct Refusal: Sendable, CustomTestStringConvertible {
+        let name: String, request: String, status: String, fault: String
+        var testDescription: String { name }
+    }
+
+    /// Each answered with its status and a one-line fault message, then the connection closed.
+    static let refusals: [Refusal] = [
+        Refusal(name: "a megabyte of blank lines before the request line",
+                request: String(repeating: "\r\n", count: 512 << 10) + "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                status: "400 Bad Request", fault: "blank lines before the request line"),
+        Refusal(name: "a header over the limit",
+                request: "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 100_000) + "\r\n\r\n",
+                status: "400 Bad Request", fault: "larger than the limit"),
+        Refusal(name: "a request line the parser refuses",
+                request: "garbage\r\n\r\n",
+                status: "400 Bad Request", fault: "Invalid HTTP method."),
+        Refusal(name: "chunk size 2^64-1 (still a number), then more than the limit (refused there, not waited out)",
+                request: "PUT /vm HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n" + String(repeating: "a", count: 60_000),
+                status: "400 Bad Request", fault: "larger than the limit of 51200 bytes"),
+        Refusal(name: "a chunk size that overflows",
+                request: "PUT /vm HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\nabc",
+                status: "400 Bad Request", fault: "Invalid chunk size"),
+        Refusal(name: "a declared body over the limit (refused at the head)",
+                request: "PUT /vm HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+                status: "400 Bad Request", fault: "larger than the limit"),
+        Refusal(name: "Expect: 100-continue over the limit (refused at once, no 100 Continue)",
+                request: "PUT /vm HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\nExpect: 100-continue\r\n\r\n",
+                status: "400 Bad Request", fault: "larger than the limit"),
+    ]
+
+    @Test(arguments: refusals) func refusedAtOnce(_ refusal: Refusal) throws {
         try Self.withServer { path in
             let c = try RawConnection(path)
-            c.send(String(repeating: "\r\n", count: 512 << 10) + "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            Self.expectRefusal(c.receive(), "400 Bad Request", "blank lines before the request line")
+            c.send(refusal.request)
+            Self.expectRefusal(c.receive(), refusal.status, refusal.fault)
         }
     }
 
@@ -98,32 +129,6 @@ final class RawConnection: Sendable {
             c.send("\r\n\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
             let reply = c.receive { $0.hasSuffix("}") }.text
             #expect(reply.hasPrefix("HTTP/1.1 200 OK\r\n"))
-        }
-    }
-
-    @Test func oversizedHeader() throws {
-        try Self.withServer { path in
-            let c = try RawConnection(path)
-            c.send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + String(repeating: "a", count: 100_000) + "\r\n\r\n")
-            Self.expectRefusal(c.receive(), "400 Bad Request", "larger than the limit")
-        }
-    }
-
-    @Test func parserError() throws {
-        try Self.withServer { path in
-            let c = try RawConnection(path)
-            c.send("garbage\r\n\r\n")
-            Self.expectRefusal(c.receive(), "400 Bad Request", "Invalid HTTP method.")
-        }
-    }
-
-    /// 2^64-1 still parses as a number: the body grows past the limit and is refused there,
-    /// without waiting for the rest.
-    @Test func hugeChunkSizeThenMoreThanTheLimit() throws {
-        try Self.withServer { path in
-            let c = try RawConnection(path)
-            c.send("PUT /vm HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n" + String(repeating: "a", count: 60_000))
-            Self.expectRefusal(c.receive(), "400 Bad Request", "larger than the limit of 51200 bytes")
         }
     }
 
@@ -141,23 +146,6 @@ final class RawConnection: Sendable {
             let c = try RawConnection(path)
             c.send("PUT /vm HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc")
             Self.expectRefusal(c.receive(), "408 Request Timeout", "not complete within 0.5 s")
-        }
-    }
-
-    @Test func chunkSizeOverflow() throws {
-        try Self.withServer { path in
-            let c = try RawConnection(path)
-            c.send("PUT /vm HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\nabc")
-            Self.expectRefusal(c.receive(), "400 Bad Request", "Invalid chunk size")
-        }
-    }
-
-    /// Refused at the head: the body is not waited for.
-    @Test func declaredBodyOverTheLimit() throws {
-        try Self.withServer { path in
-            let c = try RawConnection(path)
-            c.send("PUT /vm HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
-            Self.expectRefusal(c.receive(), "400 Bad Request", "larger than the limit")
         }
     }
 
@@ -192,15 +180,6 @@ final class RawConnection: Sendable {
             #expect(reply.text.hasPrefix("HTTP/1.1 100 Continue\r\n\r\n"))
             Self.expectRefusal((String(reply.text.dropFirst("HTTP/1.1 100 Continue\r\n\r\n".count)), reply.closed),
                                "408 Request Timeout", "not complete within 0.5 s")
-        }
-    }
-
-    /// Over the limit: refused at once, no 100 Continue.
-    @Test func expectContinueOverTheLimit() throws {
-        try Self.withServer { path in
-            let c = try RawConnection(path)
-            c.send("PUT /vm HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\nExpect: 100-continue\r\n\r\n")
-            Self.expectRefusal(c.receive(), "400 Bad Request", "larger than the limit")
         }
     }
 
