@@ -117,7 +117,8 @@ struct HvtBadInputTests {
         // descsz past the end of its PT_NOTE.
         let long = try patchedHello("long") { b, at in b[at + 4] = 200 }
         expectOneLineError([long], contains: "invalid or unsupported executable")
-        // The ABI note's PT_NOTE made to cover the manifest's too: the notes overlap, each seen twice.
+        // The ABI note's PT_NOTE made to cover the manifest's too: the note areas overlap, refused
+        // before any note is read (each area used to be parsed again per header naming it).
         let overlapping = try patchedHello("overlap") { b, at in
             // Program headers at e_phoff (u64 at 32), 56 bytes each, e_phnum (u16 at 56).
             let phoff = Int(b[32]) | Int(b[33]) << 8, count = Int(b[56])
@@ -130,7 +131,7 @@ struct HvtBadInputTests {
             }
             _ = at
         }
-        expectOneLineError([overlapping], contains: "appears")
+        expectOneLineError([overlapping], contains: "ELF note areas overlap")
     }
 
     /// A FIFO where a disk belongs: refused at once (it used to block in open() for a writer),
