@@ -172,6 +172,16 @@ int chost_seccomp_install(const struct sock_filter *filter, unsigned short count
     return (int)result;
 }
 
+// One more filter for the calling thread only (no TSYNC): the process filter has set
+// PR_SET_NO_NEW_PRIVS on every thread already, and forbids prctl for it anyway.
+int chost_seccomp_install_thread(const struct sock_filter *filter, unsigned short count) {
+    struct sock_fprog program = { .len = count, .filter = (struct sock_filter *)filter };
+    long result = syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program);
+    return result < 0 ? -errno : 0;
+}
+
+int chost_SECCOMP_SET_MODE_FILTER(void) { return SECCOMP_SET_MODE_FILTER; }
+
 // MARK: - End of Sandbox
 
 // Functions Swift's Glibc module does not import (behind _GNU_SOURCE, variadic, or too new),

@@ -108,6 +108,13 @@ public final class UnixHTTPServer: @unchecked Sendable {
         }
     }
 
+    /// Confines the event-loop thread, where handlers run, to `role`'s seccomp filter
+    /// (`Sandbox.confineCurrentThread`). It runs as the loop's next task: called from a handler,
+    /// once that handler has returned (so a handler that starts threads starts them first).
+    public func confineLoopThread(to role: ThreadRole) {
+        group?.next().execute { Sandbox.confineCurrentThreadOrExit(to: role, name: "api") }
+    }
+
     /// Removes the socket file only: for a process about to exit, where NIO's graceful shutdown
     /// (which hands its completion to a Dispatch queue) would run under a seccomp filter that
     /// forbids what Dispatch's worker threads do.

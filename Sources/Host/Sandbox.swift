@@ -1,5 +1,6 @@
 import VMSpec
 import CHost
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,13 +44,40 @@ public enum Sandbox {
     }
 
     /// Installs `policy` on every thread of the process (SECCOMP_FILTER_FLAG_TSYNC); threads
-    /// created later inherit it. There is no way back. Sets PR_SET_NO_NEW_PRIVS first.
+    /// created later inherit it. There is no way back. Sets PR_SET_NO_NEW_PRIVS first. From
+    /// then on `confineCurrentThread` narrows each VM thread further.
     public static func installSeccompFilter(_ policy: SeccompPolicy = .vmm) throws(HostError) {
         prepareForFilter()
         let filter = policy.program().map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
         let result = filter.withUnsafeBufferPointer { chost_seccomp_install($0.baseAddress, UInt16($0.count)) }
         if result < 0 { throw HostError("seccomp", errno: -result) }
         if result > 0 { throw HostError("seccomp: thread \(result) cannot take the filter", errno: EBUSY) }
+        processConfined.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    /// Whether `installSeccompFilter` has run in this process.
+    public static var isProcessConfined: Bool { processConfined.load(ordering: .sequentiallyConsistent) }
+    private static let processConfined = Atomic(false)
+
+    /// Adds `role`'s filter to the calling thread alone (Firecracker's per-thread filters), on top
+    /// of the process's: the kernel runs both and the stricter verdict wins, so the thread keeps
+    /// only the calls its work needs. Threads it creates afterwards inherit the narrower set, so a
+    /// thread confines itself once it has started every thread it will start. Does nothing in a
+    /// process without the filter (`--no-seccomp`, a debugging tender).
+    public static func confineCurrentThread(to role: ThreadRole) throws(HostError) {
+        guard isProcessConfined else { return }
+        let filter = role.policy.program().map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        let result = filter.withUnsafeBufferPointer { chost_seccomp_install_thread($0.baseAddress, UInt16($0.count)) }
+        if result < 0 { throw HostError("seccomp (\(role.rawValue) thread)", errno: -result) }
+    }
+
+    /// `confineCurrentThread`, or the end of the process with one line on stderr: a VM thread
+    /// must not go on with more rights than its role has.
+    public static func confineCurrentThreadOrExit(to role: ThreadRole, name: String) {
+        do { try confineCurrentThread(to: role) } catch {
+            FileDescriptor.standardError.write(line: "swiftlet: cannot confine thread \(name): \(error)")
+            _exit(1)
+        }
     }
 
     /// Does now what libc would otherwise do lazily with a forbidden call: the first
@@ -419,6 +447,100 @@ extension SeccompPolicy {
         // Removing our own socket files when the VM ends (vsock's `uds` path, the API socket).
         allow("unlink", "unlinkat")
 
+        // A thread adding its role's filter on top of this one (`Sandbox.confineCurrentThread`):
+        // a filter can only take calls away. Flags 0: no TSYNC, no user-notification listener.
+        allowIf("seccomp", ArgumentCheck([Comparison(argument: 0, equals: UInt64(chost_SECCOMP_SET_MODE_FILTER())),
+                                          Comparison(argument: 1, equals: 0)], .allow))
+
         return SeccompPolicy(rules: rules)
     }()
+
+    /// The rules of this policy for the named calls only, in this policy's order and with its
+    /// argument checks (one model: a role's filter never allows what the process filter
+    /// forbids); `replacing` swaps in a narrower rule for a call.
+    public func keeping(_ names: Set<String>, replacing narrower: [Rule] = []) -> SeccompPolicy {
+        precondition(names.allSatisfy { rule(for: $0) != nil }, "a role keeps only calls the process policy has")
+        var kept = rules.filter { names.contains($0.syscall.name) }
+        for rule in narrower {
+            precondition(names.contains(rule.syscall.name), "\(rule.syscall) replaced but not kept")
+            kept[kept.firstIndex { $0.syscall == rule.syscall }!] = rule
+        }
+        return SeccompPolicy(rules: kept, defaultAction: defaultAction)
+    }
+}
+
+// MARK: - Per-thread filters
+
+/// The kinds of thread a VM process runs, each confined by `Sandbox.confineCurrentThread` to
+/// what its work needs, on top of the process's `.vmm` filter (Firecracker keeps vCPU, VMM and
+/// API filters the same way). The thread that builds and waits for the VM, and the process's
+/// main thread, keep the process filter alone: they start the others and tidy up at the end.
+public enum ThreadRole: String, CaseIterable, Sendable {
+    /// A vCPU's exit loop: KVM_RUN and exit handling, which includes the hvt hypercalls (console,
+    /// block and net I/O, polling, the clock) and MMIO/port writes to devices (the serial port
+    /// sends to the console socket's client). No new threads, no new or accepted sockets, no
+    /// terminal requests, no files removed.
+    case vcpu
+    /// A device's event loop (virtio queues and their back ends, the hvt net ring, the console):
+    /// epoll, eventfds, disk and tap I/O, vsock's Unix sockets, interrupts through KVM. No new
+    /// threads, no files removed.
+    case device
+    /// The API server's thread once the VM runs: requests on accepted connections, pause,
+    /// resume and stop (futexes, kicks), interrupts (Ctrl+Alt+Del). No new threads or sockets.
+    case api
+
+    /// The calls every role needs: locks, memory (never executable), signals to its own
+    /// threads (kicks, "the VM ended"; a vCPU sets its kick handler as it attaches), the clock,
+    /// a thread's own end, and failing loudly (abort: getpid, gettid, tgkill; a message).
+    private static let common: Set<String> = [
+        "futex", "read", "write", "readv", "writev", "close", "brk", "mmap", "munmap", "mremap", "madvise",
+        "mprotect", "rt_sigprocmask", "rt_sigreturn", "rt_sigaction", "tgkill", "exit", "exit_group", "getpid", "gettid",
+        "sched_yield", "restart_syscall", "clock_gettime", "clock_getres", "gettimeofday", "time",
+        "clock_nanosleep", "nanosleep", "getrandom",
+        // glibc's stdio asks what its descriptor is on first use (a message on stderr).
+        "fstat", "newfstatat",
+    ]
+
+    /// The calls this role may make: the process policy's rules for them (`SeccompPolicy.keeping`).
+    public var policy: SeccompPolicy {
+        switch self {
+        case .vcpu: Self.vcpuPolicy
+        case .device: Self.devicePolicy
+        case .api: Self.apiPolicy
+        }
+    }
+
+    private static let vcpuPolicy = SeccompPolicy.vmm.keeping(common.union([
+        "ioctl",
+        // hvt BLOCK_READ/WRITE (with fdatasync before a write completes), NET_READ/WRITE on the
+        // tap, POLL (epoll with a timeout), virtio doorbells without ioeventfd.
+        "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "lseek", "fdatasync", "fsync",
+        "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "timerfd_settime", "timerfd_gettime",
+        // The serial port's output to the console socket's client (a non-blocking send on a
+        // connection the console thread accepted).
+        "sendto",
+    ]), replacing: [
+        // KVM's requests only (KVM_RUN, registers, interrupts, ioeventfds when a BAR moves): the
+        // terminal and tap requests belong to the device threads.
+        SeccompPolicy.Rule(.named("ioctl"), checks: [.init(argument: 1, mask: 0xFF00, equals: 0xAE00, .allow)], otherwise: nil),
+    ])
+
+    private static let devicePolicy = SeccompPolicy.vmm.keeping(common.union([
+        "ioctl",
+        "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "lseek", "fdatasync", "fsync", "fallocate",
+        "epoll_wait", "epoll_pwait", "epoll_pwait2", "epoll_ctl", "poll", "ppoll", "timerfd_settime", "timerfd_gettime",
+        "eventfd2", "fcntl", "dup", "dup3",
+        // vsock: host connections accepted on its listener, guest-initiated ones connected to
+        // `<uds>_<port>` (AF_UNIX only, as in the process policy); the console socket's clients.
+        "socket", "connect", "accept", "accept4", "recvfrom", "sendto", "recvmsg", "sendmsg", "shutdown",
+        "getsockopt", "setsockopt", "getsockname", "getpeername",
+    ]))
+
+    private static let apiPolicy = SeccompPolicy.vmm.keeping(common.union([
+        "ioctl",
+        "epoll_wait", "epoll_pwait", "epoll_pwait2", "epoll_ctl", "timerfd_settime", "timerfd_gettime",
+        "eventfd2", "fcntl", "poll", "ppoll",
+        "accept", "accept4", "recvfrom", "sendto", "recvmsg", "sendmsg", "shutdown", "getsockopt", "setsockopt",
+        "getsockname", "getpeername",
+    ]))
 }

@@ -8,6 +8,10 @@ import Glibc
 public enum SeccompProbe: String, CaseIterable, Sendable {
     case getpid, socketUnix = "socket-unix", thread
     case execve, socketInet = "socket-inet", fork, open, ptrace, mprotectExec = "mprotect-exec", kill
+    /// Calls the process filter allows and some thread roles do not (`ThreadRole`): a KVM
+    /// request and a terminal request (on no descriptor: the filter sees only the numbers), a
+    /// disk write, and removing a file.
+    case kvmIoctl = "kvm-ioctl", terminalIoctl = "terminal-ioctl", pwrite, unlink
 
     /// Makes the call; returns its result (or -1 for the failing ones).
     public func attempt() -> Int {
@@ -44,6 +48,15 @@ public enum SeccompProbe: String, CaseIterable, Sendable {
             return Int(mprotect(page, 4096, PROT_READ | PROT_EXEC))
         case .kill:
             return Int(Glibc.kill(Glibc.getpid(), 0))
+        case .kvmIoctl:
+            return Int(Glibc.ioctl(-1, UInt(0xAE00)))  // KVM_GET_API_VERSION
+        case .terminalIoctl:
+            return Int(Glibc.ioctl(-1, UInt(TCGETS)))
+        case .pwrite:
+            var byte: UInt8 = 0
+            return Glibc.pwrite(-1, &byte, 1, 0)
+        case .unlink:
+            return Int(Glibc.unlink("/nonexistent/swiftlet-seccomp-probe"))
         }
     }
 

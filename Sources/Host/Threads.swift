@@ -11,13 +11,22 @@ public final class HostThread: @unchecked Sendable {
     private let joined = Atomic(false)
 
     /// Starts `body` on a new thread named `name` (the kernel shows at most 15 characters).
-    public init(name: String, body: @escaping @Sendable () -> Void) throws(HostError) {
-        final class Start { let body: @Sendable () -> Void; let name: String; init(_ b: @escaping @Sendable () -> Void, _ n: String) { body = b; name = n } }
-        let context = Unmanaged.passRetained(Start(body, name)).toOpaque()
+    /// With a `role`, the thread first confines itself to that role's seccomp filter when the
+    /// process has one (`Sandbox.confineCurrentThread`); if it cannot, the process ends with one
+    /// line rather than run a VM thread with more rights than it should have.
+    public init(name: String, role: ThreadRole? = nil, body: @escaping @Sendable () -> Void) throws(HostError) {
+        final class Start {
+            let body: @Sendable () -> Void
+            let name: String
+            let role: ThreadRole?
+            init(_ b: @escaping @Sendable () -> Void, _ n: String, _ r: ThreadRole?) { body = b; name = n; role = r }
+        }
+        let context = Unmanaged.passRetained(Start(body, name, role)).toOpaque()
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in
             let start = Unmanaged<Start>.fromOpaque(raw!).takeRetainedValue()
             HostThread.nameCurrent(start.name)
+            if let role = start.role { Sandbox.confineCurrentThreadOrExit(to: role, name: start.name) }
             start.body()
             return nil
         }, context)

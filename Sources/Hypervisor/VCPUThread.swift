@@ -13,10 +13,11 @@ public final class VCPUThread: @unchecked Sendable {
     private let thread: HostThread
     public let name: String
 
-    /// Starts `body` on a new thread named `name` (at most 15 characters are shown by the kernel).
-    public init(name: String, body: @escaping @Sendable () -> Void) throws(HypervisorError) {
+    /// Starts `body` on a new thread named `name` (at most 15 characters are shown by the kernel),
+    /// confined to `role`'s seccomp filter when the process has one.
+    public init(name: String, role: ThreadRole? = nil, body: @escaping @Sendable () -> Void) throws(HypervisorError) {
         self.name = name
-        do { thread = try HostThread(name: name, body: body) } catch {
+        do { thread = try HostThread(name: name, role: role, body: body) } catch {
             throw HypervisorError(.kernel, "cannot start thread \(name): \(HostError.text(errno: error.errno))")
         }
         state_.withLock { $0 = .running }

@@ -95,11 +95,17 @@ struct ApiCommand: ParsableCommand {
 
         let main = ThreadHandle.current
         let exitStatus = Atomic<Int32>(-1)
-        let controller = VMController(options: options, sandbox: ApiCommand.applySandbox) { status in
+        // The API thread narrows its own filter once InstanceStart has started the VM's threads.
+        let started = StartedServer()
+        let controller = VMController(options: options, sandbox: { options throws(APIError) in
+            try ApiCommand.applySandbox(options)
+            if options.seccomp { started.server?.confineLoopThread(to: .api) }
+        }) { status in
             exitStatus.store(status, ordering: .sequentiallyConsistent)
             main.send(SIGUSR1)
         }
         let server = UnixHTTPServer(socketPath: apiSock, handler: controller.handle)
+        started.server = server
         do { try server.start() } catch { fail(error.message) }
 
         if let configFile {
@@ -150,4 +156,10 @@ struct ApiCommand: ParsableCommand {
         printError("swiftlet: " + message)
         Glibc.exit(1)
     }
+}
+
+/// The API server, for the sandbox step that needs it (the server is made after the controller
+/// whose requests it serves); set once, before any request can arrive.
+private final class StartedServer: @unchecked Sendable {
+    var server: UnixHTTPServer?
 }

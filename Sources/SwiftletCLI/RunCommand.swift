@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logs
 import VMM
+import Host
 import FirecrackerJSON
 import VMSpec
 #if canImport(Glibc)
@@ -32,6 +33,7 @@ struct RunCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "A virtio-rng device fed from the host's getrandom.") var rng = true
     @Option(name: .customLong("vsock"), help: "A virtio-vsock device: cid=N,uds=PATH (host programs connect to PATH and write CONNECT <port>; guest connections to CID 2 port P go to PATH_P).", transform: RunCommand.vsockSpec) var vsock: VsockSpec?
     @Option(help: "Run in a jail rooted at DIR (docs/jail.md): own mount and IPC namespaces and root, then the user 'swiftlet' (else nobody). Needs root.") var jail: String?
+    @Flag(name: .customLong("no-seccomp"), help: "Do not install the seccomp filters (debugging, sanitizer runs).") var noSeccomp = false
     @OptionGroup var logLevel: LogLevelOption
 
     func validate() throws {
@@ -94,11 +96,16 @@ struct RunCommand: ParsableCommand {
             config.vsock = vsock.map(LinuxConfig.Vsock.init)
         }
         config.entropy = rng
-        do {
+        do throws(VMMError) {
             let vm = try LinuxVM(config: config, logSink: LogDestination(layout: .tender, threshold: logLevel.threshold))
             if let jail {
                 try ForegroundJail.enter(jail, memoryMiB: config.memoryBytes >> 20, vcpus: config.cpus, taps: !config.nets.isEmpty,
                                          runtimePaths: config.vsock.map { [$0.uds] } ?? [])
+            }
+            // Every file and device is open: the VM runs under the process filter, and each of
+            // its threads under its role's (docs/hardening.md), as under `swiftlet api`.
+            if !noSeccomp {
+                do { try Sandbox.installSeccompFilter() } catch { throw VMMError(.host, "cannot install the seccomp filter: \(error)") }
             }
             Glibc.exit(vm.run().exitStatus)
         } catch {

@@ -1,6 +1,7 @@
 import VMSpec
 import ArgumentParser
 import Host
+import Synchronization
 import VMM
 import FirecrackerJSON
 #if canImport(Glibc)
@@ -30,11 +31,13 @@ struct SeccompCheckCommand: ParsableCommand {
     @Option(help: "Drop to this user id first (with --gid).") var uid: UInt32?
     @Option(help: "Drop to this group id first (with --uid).") var gid: UInt32?
     @Option(name: .customLong("run-config"), help: "Build the VM of this Firecracker config file, then run it under the filter.") var runConfig: String?
+    @Option(help: "Make the call from a new thread confined to this role's filter too: \(ThreadRole.allCases.map(\.rawValue).joined(separator: ", ")). It prints \"survived\" and exits 0 if the call returns.") var thread: ThreadRole?
     @Argument(help: "The system call to make under the filter.") var probe: Probe?
 
     func validate() throws {
         guard (uid == nil) == (gid == nil) else { throw ValidationError("--uid and --gid go together") }
         guard (probe == nil) != (runConfig == nil) else { throw ValidationError("give either a probe or --run-config") }
+        if thread != nil && probe == nil { throw ValidationError("--thread goes with a probe") }
     }
 
     func run() throws {
@@ -54,6 +57,20 @@ struct SeccompCheckCommand: ParsableCommand {
         if let vm { Glibc.exit(vm.run()) }
         guard let probe else { fail("no probe") }
 
+        if let thread {
+            // The same confinement a VM thread of that role takes as it starts.
+            // The same confinement a VM thread of that role takes as it starts; the probe is the
+            // only call it makes, the report comes from this thread.
+            let result = Atomic(0)
+            do {
+                let prober = try HostThread(name: "probe-\(thread.rawValue)", role: thread) {
+                    result.store(probe.attempt(), ordering: .sequentiallyConsistent)
+                }
+                prober.join()
+            } catch { fail(error.description) }
+            print("\(probe.rawValue) returned \(result.load(ordering: .sequentiallyConsistent)) on a \(thread.rawValue) thread; survived")
+            Glibc.exit(0)
+        }
         let result = probe.attempt()
         let ids = SeccompProbe.credentials
         print("\(probe.rawValue) returned \(result); survived uid=\(ids.uid) gid=\(ids.gid)")
@@ -68,6 +85,8 @@ struct SeccompCheckCommand: ParsableCommand {
 
 extension SeccompProbe: ExpressibleByArgument {
     /// The probes the filter lets through; every other one must die of SIGSYS.
-    static let allowed: [SeccompProbe] = [.getpid, .socketUnix, .thread]
+    static let allowed: [SeccompProbe] = [.getpid, .socketUnix, .thread, .kvmIoctl, .terminalIoctl, .pwrite, .unlink]
     static var forbidden: [SeccompProbe] { allCases.filter { !allowed.contains($0) } }
 }
+
+extension ThreadRole: ExpressibleByArgument {}

@@ -233,4 +233,86 @@ extension ClassicBPF.SeccompData {
         #expect(policy.rule(for: "openat") != nil)
         #expect(Self.verdict(Call("openat"), policy.program()) == Self.allow)
     }
+
+    // MARK: Per-thread filters
+
+    static func program(_ role: ThreadRole) -> [BPFInstruction] { role.policy.program() }
+
+    @Test(arguments: ThreadRole.allCases)
+    func roleProgramsAreWellFormed(_ role: ThreadRole) throws {
+        try ClassicBPF.validate(Self.program(role))
+    }
+
+    /// One model: a role only narrows the process filter. Every call of the table, with
+    /// arguments that matter to some check (address families, PROT_EXEC, ioctl requests, clone
+    /// flags, seccomp's operation and flags), is allowed by a role only if `.vmm` allows it too.
+    @Test(arguments: ThreadRole.allCases)
+    func rolesNeverAllowWhatTheProcessFilterKills(_ role: ThreadRole) {
+        let program = Self.program(role)
+        let values: [UInt64] = [0, 1, 2, 4, 8, 0x10000, 0xAE80, 0x5401, 0x5412, 0x541C, 0x541D, 0x80045400]
+        for syscall in SeccompPolicy.Syscall.all {
+            for a0 in values {
+                for a1 in [0, 1, 0xAE80, 0x5401, 0x5412] as [UInt64] {
+                    for a2 in [0, 4] as [UInt64] {
+                        let call = Call(nr: syscall.number, args: [a0, a1, a2])
+                        if Self.verdict(call, program) == Self.allow {
+                            #expect(Self.verdict(call) == Self.allow, "\(role) allows \(syscall)(\(a0), \(a1), \(a2)); the process filter does not")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What each role keeps and loses, written out (the integration tests make the same calls
+    /// from real threads).
+    @Test func vcpuThreadsKeepTheExitLoopOnly() {
+        let p = Self.program(.vcpu)
+        #expect(Self.verdict(Call("ioctl", 5, 0xAE80), p) == Self.allow, "KVM_RUN")
+        #expect(Self.verdict(Call("ioctl", 5, 0x4040AE79), p) == Self.allow, "KVM_IOEVENTFD (a BAR moved)")
+        #expect(Self.verdict(Call("ioctl", 0, 0x5401), p) == Self.kill, "TCGETS: terminals are the console thread's")
+        for name in ["pwrite64", "pread64", "fdatasync", "epoll_pwait", "clock_gettime", "write", "sendto", "futex", "tgkill"] {
+            #expect(Self.verdict(Call(name), p) == Self.allow, "\(name)")
+        }
+        #expect(Self.verdict(Call("clone", 0x3D0F00), p) == Self.kill, "no threads from a vCPU")
+        for name in ["socket", "connect", "accept4", "sendmsg", "unlink", "fallocate", "epoll_ctl", "prctl", "setpriority", "seccomp"] {
+            #expect(Self.verdict(Call(name, 1), p) == Self.kill, "\(name)")
+        }
+    }
+
+    @Test func deviceThreadsKeepTheirBackEnds() {
+        let p = Self.program(.device)
+        #expect(Self.verdict(Call("socket", 1, 1), p) == Self.allow, "AF_UNIX: vsock")
+        #expect(Self.verdict(Call("socket", 2, 1), p) == Self.kill, "AF_INET")
+        for name in ["connect", "accept4", "fallocate", "pwritev", "epoll_ctl", "eventfd2"] {
+            #expect(Self.verdict(Call(name), p) == Self.allow, "\(name)")
+        }
+        #expect(Self.verdict(Call("ioctl", 0, 0x5412), p) == Self.kill, "TIOCSTI, as in the process filter")
+        #expect(Self.verdict(Call("ioctl", 0, 0x5401), p) == Self.allow, "TCGETS: the console")
+        #expect(Self.verdict(Call("clone", 0x3D0F00), p) == Self.kill, "no threads from a device loop")
+        for name in ["unlink", "prctl", "setpriority", "seccomp", "socketpair"] {
+            #expect(Self.verdict(Call(name, 1), p) == Self.kill, "\(name)")
+        }
+    }
+
+    @Test func apiThreadKeepsItsConnections() {
+        let p = Self.program(.api)
+        for name in ["accept4", "recvmsg", "sendmsg", "epoll_wait", "epoll_ctl", "writev", "timerfd_settime", "tgkill", "futex"] {
+            #expect(Self.verdict(Call(name), p) == Self.allow, "\(name)")
+        }
+        for name in ["socket", "connect", "clone", "pwrite64", "fdatasync", "fallocate", "unlink", "prctl", "seccomp"] {
+            #expect(Self.verdict(Call(name, 1, 0x10000), p) == Self.kill, "\(name)")
+        }
+    }
+
+    /// Threads add their role's filter through seccomp(2) itself: the process filter lets
+    /// SECCOMP_SET_MODE_FILTER with no flags through, nothing else (no TSYNC over other threads,
+    /// no user-notification listener, no strict mode).
+    @Test func processFilterLetsAThreadAddAFilterOnly() {
+        #expect(Self.verdict(Call("seccomp", 1, 0)) == Self.allow)
+        #expect(Self.verdict(Call("seccomp", 1, 1)) == Self.kill, "TSYNC")
+        #expect(Self.verdict(Call("seccomp", 1, 8)) == Self.kill, "NEW_LISTENER")
+        #expect(Self.verdict(Call("seccomp", 0, 0)) == Self.kill, "strict mode")
+        #expect(Self.verdict(Call("seccomp", 2, 0)) == Self.kill, "GET_ACTION_AVAIL")
+    }
 }

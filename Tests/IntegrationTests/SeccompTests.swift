@@ -34,6 +34,87 @@ import Testing
         #expect(!r.output.contains("survived"), "\(r.output)")
     }
 
+    // MARK: Per-thread filters
+
+    /// Every probe `seccomp-check` knows.
+    static let probes = ["getpid", "socket-unix", "thread", "kvm-ioctl", "terminal-ioctl", "pwrite", "unlink",
+                         "execve", "socket-inet", "fork", "open", "ptrace", "mprotect-exec", "kill"]
+
+    /// What a thread of each role may still do (written out here, not read from the policy):
+    /// every other probe must kill the process from such a thread, though the process filter
+    /// alone lets five of them through (socket-unix, thread, the ioctls, pwrite, unlink).
+    static let roleKeeps: [String: Set<String>] = [
+        "vcpu": ["getpid", "kvm-ioctl", "pwrite"],
+        "device": ["getpid", "kvm-ioctl", "terminal-ioctl", "pwrite", "socket-unix"],
+        "api": ["getpid", "kvm-ioctl", "terminal-ioctl"],
+    ]
+
+    @Test(arguments: ["vcpu", "device", "api"])
+    func eachThreadRoleKeepsItsCallsAndDiesOfTheRest(_ role: String) {
+        for probe in Self.probes {
+            let r = Self.check(["--thread", role, probe])
+            if Self.roleKeeps[role]!.contains(probe) {
+                #expect(r.status == 0 && r.output.contains("on a \(role) thread; survived"), "\(role) \(probe): \(r.output)")
+            } else {
+                #expect(r.status == Self.sigsys, "\(role) \(probe) should die of SIGSYS: \(r.status) \(r.output)")
+                #expect(!r.output.contains("survived"), "\(role) \(probe): \(r.output)")
+            }
+        }
+    }
+
+    /// The seccomp filters on each thread of process `pid`, by thread name (several threads may
+    /// share one: vcpu0, vcpu1 differ, two `console` threads would not).
+    static func filtersByThread(_ pid: Int32) -> [String: [Int]] {
+        var result: [String: [Int]] = [:]
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        for tid in tasks {
+            guard let comm = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/comm", encoding: .utf8),
+                  let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/status", encoding: .utf8),
+                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Seccomp_filters:") }),
+                  let count = Int(line.split(separator: "\t").last ?? "") else { continue }
+            result[comm.trimmingCharacters(in: .whitespacesAndNewlines), default: []].append(count)
+        }
+        return result
+    }
+
+    /// `swiftlet hvt` confines itself as solo5-hvt does, and narrows its vCPU thread further;
+    /// `--no-seccomp` and the debugging modules leave it unfiltered (as solo5-hvt-debug).
+    @Test(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
+    func hvtTenderThreadsCarryTheirFilters() throws {
+        let idle = try Harness.guest("idle")
+        for (args, vcpu, main) in [([String](), 2, 1), (["--no-seccomp"], 0, 0), (["--dumpcore=\(Harness.scratch.path)"], 0, 0)] {
+            let vm = try Harness.Background(Harness.swiftlet, ["hvt", "--mem=4"] + args + [idle])
+            #expect(vm.waitFor("idle: ready"), "\(args): \(vm.output)")
+            let filters = Self.filtersByThread(vm.process.processIdentifier)
+            #expect(filters["vcpu0"] == [vcpu], "\(args): \(filters)")
+            #expect(filters["swiftlet"] == [main], "\(args): \(filters)")
+            vm.process.terminate()
+            #expect(vm.finish() == 1, "\(args): \(vm.output)")
+            if args.first?.hasPrefix("--dumpcore") == true {
+                #expect(vm.output.contains("without the seccomp filter"), "\(vm.output)")
+            }
+        }
+    }
+
+    /// `swiftlet run`: both vCPUs and every device thread carry their role's filter on top of the
+    /// process's; the thread that waits for the VM has the process filter alone. The disk still
+    /// works under them (the guest's check runs in `pvhGuestsWithVirtioDevicesRunUnderTheFilter`).
+    @Test(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
+    func linuxVMThreadsCarryTheirFilters() throws {
+        let disk = Harness.disk("seccomp-threads.img", size: 1 << 20)
+        let vm = try Harness.Background(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("spin"), "--cpus", "2",
+                                                           "--memory", "64", "--disk", disk])
+        #expect(vm.waitFor("spin: running"), "\(vm.output)")
+        let filters = Self.filtersByThread(vm.process.processIdentifier)
+        #expect(filters["vcpu0"] == [2] && filters["vcpu1"] == [2], "\(filters)")
+        #expect(filters["virtio-blk0"] == [2] && filters["virtio-rng0"] == [2], "\(filters)")
+        #expect(filters["silence"] == [2], "\(filters)")
+        // The main thread (the full CLI, which the `swiftlet` front runs as swiftlet-cli).
+        #expect(filters["swiftlet-cli"] == [1], "\(filters)")
+        vm.process.terminate()
+        #expect(vm.finish() == 128 + SIGTERM, "\(vm.output)")
+    }
+
     @Test(.enabled(if: Harness.isRoot, "needs root to change uid"))
     func privilegeDropThenFilter() {
         let r = Self.check(["--uid", "65534", "--gid", "65534", "getpid"])

@@ -211,6 +211,9 @@ int chost_getresgid(uint32_t *real, uint32_t *effective, uint32_t *saved);
 // (SECCOMP_FILTER_FLAG_TSYNC). Returns 0, -errno, or, when a thread could not take the filter
 // (it already has a filter that is not an ancestor of ours), that thread's id (> 0).
 int chost_seccomp_install(const struct sock_filter *filter, unsigned short count);
+/// Adds a filter to the calling thread only; 0 or -errno.
+int chost_seccomp_install_thread(const struct sock_filter *filter, unsigned short count);
+int chost_SECCOMP_SET_MODE_FILTER(void);
 
 // MARK: - End of Sandbox
 

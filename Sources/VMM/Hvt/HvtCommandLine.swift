@@ -52,6 +52,12 @@ public enum HvtCommandLine {
         breakpoints (software and hardware), watchpoints, stepping, registers, memory, Ctrl-C;
         detaching lets the guest run on. With --dumpcore=DIR an abort (solo5_abort, a fatal
         trap) or a triple fault writes DIR/core.solo5-hvt.PID, for `gdb KERNEL CORE`.
+        Swiftlet's own options:
+          [ --jail=DIR ] (run jailed in DIR: own root, namespaces, cgroup, user; docs/jail.md)
+          [ --no-seccomp ] (run without the seccomp filters; debugging only)
+        Like solo5-hvt, the tender confines itself with seccomp before the guest runs (the
+        process filter, and a narrower one per thread: vCPU, net ring); like solo5-hvt-debug,
+        not when --gdb or --dumpcore is given (they open sockets and files at run time).
         Networking (ABI 2): frames go through a shared ring (HVT_FEATURE_RING_IO, a kick on
         port 0x600 served by an ioeventfd and an I/O thread) when the tender can offer it and
         the unikernel uses it; otherwise through hypercalls. The guest is told the tap's MTU.
@@ -69,6 +75,7 @@ public enum HvtCommandLine {
         var gdb = false, gdbPort: UInt16 = 1234
         var dumpCore: String? = nil
         var jail: String? = nil
+        var seccomp = true
         var rest = arguments[...]
 
         // solo5-hvt answers --help and --version before looking at anything else.
@@ -132,6 +139,9 @@ public enum HvtCommandLine {
             } else if let directory = arg.dropPrefix("--dumpcore=") {
                 guard !directory.isEmpty else { throw VMMError(.configuration, "--dumpcore=DIR: missing directory") }
                 dumpCore = String(directory)
+            } else if arg == "--no-seccomp" {
+                // Swiftlet's own option: for sanitizer runs and debugging (docs/hardening.md).
+                seccomp = false
             } else if let directory = arg.dropPrefix("--jail=") {
                 // Swiftlet's own option (docs/jail.md), not solo5-hvt's.
                 guard directory.hasPrefix("/") else { throw VMMError(.configuration, "--jail=DIR: DIR must be an absolute path") }
@@ -167,6 +177,7 @@ public enum HvtCommandLine {
         config.gdbPort = gdbPort
         config.dumpCoreDirectory = dumpCore
         config.jail = jail
+        config.seccomp = seccomp
         return .run(config, warnings: warnings)
     }
 

@@ -66,6 +66,11 @@ public struct HvtConfig: Sendable, Equatable {
     public var dumpCoreDirectory: String?
     /// `--jail=DIR`: run in a jail rooted at DIR (docs/jail.md; `ForegroundJail`).
     public var jail: String?
+    /// Confine the tender with seccomp before the guest runs (off with `--no-seccomp`).
+    public var seccomp = true
+    /// Whether the filters go on: asked for, and no debugging module in use (`--gdb` accepts
+    /// a connection, `--dumpcore` creates its file, at run time; solo5-hvt-debug has no filter).
+    public var installsSeccompFilter: Bool { seccomp && !gdb && dumpCoreDirectory == nil }
 
     public init(kernelPath: String) { self.kernelPath = kernelPath }
 }

@@ -31,7 +31,7 @@ public enum HvtMain {
     /// stdout with exit 0.
     public static func runAndExit(_ arguments: [String], solo5Name: String? = nil) -> Never {
         StopSignals.blockEarly()
-        do {
+        do throws(VMMError) {
             switch try HvtCommandLine.parse(arguments) {
             case .help:
                 if let solo5Name {
@@ -52,6 +52,12 @@ public enum HvtMain {
                 let tender = try HvtTender(config: config, logSink: log)
                 if let jail = config.jail {
                     try ForegroundJail.enter(jail, memoryMiB: config.memoryMiB, vcpus: 1, taps: !config.nets.isEmpty, runtimePaths: [])
+                }
+                // Every file is open: from here on the process keeps to its filter, as solo5-hvt does.
+                if config.installsSeccompFilter {
+                    do { try Sandbox.installSeccompFilter() } catch { throw VMMError(.host, "cannot install the seccomp filter: \(error)") }
+                } else if config.seccomp {
+                    logger.warning("--gdb or --dumpcore: running without the seccomp filter (as solo5-hvt-debug)")
                 }
                 exit(tender.run())
             }

@@ -275,7 +275,7 @@ public final class HvtTender: @unchecked Sendable {
     /// message is kept and the vCPU kicked, so the exit loop reports it and returns 1.
     private func startRingThread() throws(HypervisorError) -> VCPUThread? {
         guard let netRing else { return nil }
-        return try VCPUThread(name: "hvt-net-ring") { [self] in
+        return try VCPUThread(name: "hvt-net-ring", role: .device) { [self] in
             do {
                 try netRing.ring.serve(kick: netRing.kick, stop: netRing.stop) {
                     ringStopping.load(ordering: .relaxed)

@@ -44,7 +44,7 @@ final class ConsoleInput: @unchecked Sendable {
         guard let stdin = try? FileDescriptor.duplicate(standardStream: 0) else { return }
         let input = self.input, onEscape = self.onEscape, tty = terminal != nil
         // A detached reader; the process exits when the VM ends, which ends it too.
-        _ = try? HostThread(name: "console") {
+        _ = try? HostThread(name: "console", role: .device) {
             var buffer = [UInt8](repeating: 0, count: 512)
             var escape = ConsoleEscape()
             while true {

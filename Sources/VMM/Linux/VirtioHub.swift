@@ -131,7 +131,7 @@ final class VirtioHub: @unchecked Sendable {
             let n = counts[type, default: 0]
             counts[type] = n + 1
             do {
-                loop.thread = try VCPUThread(name: "virtio-\(names[type] ?? "dev")\(n)") { loop.run() }
+                loop.thread = try VCPUThread(name: "virtio-\(names[type] ?? "dev")\(n)", role: .device) { loop.run() }
             } catch { throw VMMError(.host, error.message) }
         }
     }

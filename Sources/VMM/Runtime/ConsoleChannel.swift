@@ -50,7 +50,7 @@ public final class SocketConsole: ConsoleSink, @unchecked Sendable {
 
     /// Accepts clients and feeds what they send to `input` on a thread of its own.
     func startInput(_ input: @escaping @Sendable ([UInt8]) -> Void) {
-        _ = try? HostThread(name: "console") { [self] in
+        _ = try? HostThread(name: "console", role: .device) { [self] in
             var buffer = [UInt8](repeating: 0, count: 512)
             while true {
                 let current = client.withLock { $0 }

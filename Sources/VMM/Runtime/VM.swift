@@ -169,7 +169,7 @@ final class VMLifecycle: @unchecked Sendable {
     /// `seconds` (on hardware KVM a busy guest may stay silent, so it is a warning, never a stop).
     /// A guest that says anything, a pause or the end of the run ends the watch.
     func watchForSilence(seconds: Int, warn: @escaping @Sendable () -> Void) {
-        _ = try? HostThread(name: "silence") { [self] in
+        _ = try? HostThread(name: "silence", role: .device) { [self] in
             for _ in 0..<(seconds * 10) {
                 if isEnding || consoleBytes.load(ordering: .relaxed) > 0 { return }
                 Clock.sleep(milliseconds: 100)
@@ -185,7 +185,7 @@ final class VMLifecycle: @unchecked Sendable {
         var threads: [VCPUThread] = []
         for vcpu in vcpus {
             do {
-                threads.append(try VCPUThread(name: "vcpu\(vcpu.index)") {
+                threads.append(try VCPUThread(name: "vcpu\(vcpu.index)", role: .vcpu) {
                     vcpu.attachToCurrentThread()
                     loop(vcpu)
                     vcpu.detachFromCurrentThread()
