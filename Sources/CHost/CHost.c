@@ -75,6 +75,8 @@ int chost_tap_set_offload(int fd, unsigned int flags) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) < 0 ? -errno : 0;
 }
 
+uint32_t chost_TUNSETOFFLOAD(void) { return TUNSETOFFLOAD; }
+
 // MARK: - Sandbox (seccomp-BPF filter and privilege drop; used by Host/Sandbox.swift)
 
 #include <sys/syscall.h>

@@ -512,6 +512,10 @@ public enum ThreadRole: String, CaseIterable, Sendable {
 
     private static let vcpuPolicy = SeccompPolicy.vmm.keeping(common.union([
         "ioctl",
+        // Device activation and reset run here, on the guest's status write (DRIVER_OK, 0):
+        // virtio-net tells the tap which offloads the guest takes; vsock starts and stops
+        // watching its listener and closes its streams.
+        "epoll_ctl", "shutdown",
         // hvt BLOCK_READ/WRITE (with fdatasync before a write completes), NET_READ/WRITE on the
         // tap, POLL (epoll with a timeout), virtio doorbells without ioeventfd.
         "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "lseek", "fdatasync", "fsync",
@@ -520,9 +524,13 @@ public enum ThreadRole: String, CaseIterable, Sendable {
         // connection the console thread accepted).
         "sendto",
     ]), replacing: [
-        // KVM's requests only (KVM_RUN, registers, interrupts, ioeventfds when a BAR moves): the
-        // terminal and tap requests belong to the device threads.
-        SeccompPolicy.Rule(.named("ioctl"), checks: [.init(argument: 1, mask: 0xFF00, equals: 0xAE00, .allow)], otherwise: nil),
+        // KVM's requests (KVM_RUN, registers, interrupts, ioeventfds when a BAR moves) and the
+        // tap's TUNSETOFFLOAD at virtio-net activation; terminal requests and the rest of the
+        // tap's belong to the device threads.
+        SeccompPolicy.Rule(.named("ioctl"), checks: [
+            .init(argument: 1, mask: 0xFF00, equals: 0xAE00, .allow),
+            .init(argument: 1, equals: UInt64(chost_TUNSETOFFLOAD()), .allow),
+        ], otherwise: nil),
     ])
 
     private static let devicePolicy = SeccompPolicy.vmm.keeping(common.union([

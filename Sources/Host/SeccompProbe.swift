@@ -10,8 +10,9 @@ public enum SeccompProbe: String, CaseIterable, Sendable {
     case execve, socketInet = "socket-inet", fork, open, ptrace, mprotectExec = "mprotect-exec", kill
     /// Calls the process filter allows and some thread roles do not (`ThreadRole`): a KVM
     /// request and a terminal request (on no descriptor: the filter sees only the numbers), a
-    /// disk write, and removing a file.
+    /// disk write, removing a file, and the tap request a vCPU makes at virtio-net activation.
     case kvmIoctl = "kvm-ioctl", terminalIoctl = "terminal-ioctl", pwrite, unlink
+    case tapOffloadIoctl = "tap-offload-ioctl"
 
     /// Makes the call; returns its result (or -1 for the failing ones).
     public func attempt() -> Int {
@@ -57,6 +58,8 @@ public enum SeccompProbe: String, CaseIterable, Sendable {
             return Glibc.pwrite(-1, &byte, 1, 0)
         case .unlink:
             return Int(Glibc.unlink("/nonexistent/swiftlet-seccomp-probe"))
+        case .tapOffloadIoctl:
+            return Int(Glibc.ioctl(-1, UInt(chost_TUNSETOFFLOAD()), 0))
         }
     }
 

@@ -78,9 +78,11 @@ struct APIServerTests {
         #expect(vm.waitForOutput("idle: ready"), "\(vm.output)")
         // From InstanceStart on, the API thread (NIO's loop) and the vCPU carry their roles'
         // seccomp filters on top of the process's; everything below is served under them.
-        let filters = SeccompTests.filtersByThread(vm.process.processIdentifier)
-        let loop = filters.filter { $0.key.hasPrefix("NIO-ELT-") }  // NIO names it after its group's number
-        #expect(filters["vcpu0"] == [2] && loop.count == 1 && loop.first?.value == [2] && filters["vmm"] == [1], "\(filters)")
+        if Harness.sanitizerArguments.isEmpty {  // a sanitizer run has no filters
+            let filters = SeccompTests.filtersByThread(vm.process.processIdentifier)
+            let loop = filters.filter { $0.key.hasPrefix("NIO-ELT-") }  // NIO names it after its group's number
+            #expect(filters["vcpu0"] == [2] && loop.count == 1 && loop.first?.value == [2] && filters["vmm"] == [1], "\(filters)")
+        }
 
         #expect(try vm.curl("PATCH", "/vm", #"{"state": "Paused"}"#).status == 204)
         #expect(try vm.curl("GET", "/").json?["state"] == .string("Paused"))

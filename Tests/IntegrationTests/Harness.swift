@@ -15,6 +15,13 @@ enum Harness {
     /// the filter kills, which would hide the report (docs/hardening.md).
     static let sanitizerArguments: [String] = ProcessInfo.processInfo.environment["SWIFTLET_SANITIZER"] == "1" ? ["--no-seccomp"] : []
 
+    /// `args` for a run of `path`: under a sanitizer, a VM command of ours (`run`, `hvt`) gets
+    /// `--no-seccomp` after its name, as `swiftlet api` gets `sanitizerArguments`.
+    static func arguments(_ path: String, _ args: [String]) -> [String] {
+        guard !sanitizerArguments.isEmpty, path == swiftlet, let command = args.first, ["run", "hvt"].contains(command) else { return args }
+        return [command] + sanitizerArguments + args.dropFirst()
+    }
+
     static let hasKVM = FileManager.default.isReadableFile(atPath: "/dev/kvm")
         && FileManager.default.isWritableFile(atPath: "/dev/kvm")
     static let isRoot = getuid() == 0
@@ -109,7 +116,7 @@ enum Harness {
             _ = FileManager.default.createFile(atPath: log, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             process.executableURL = URL(fileURLWithPath: path)
-            process.arguments = args
+            process.arguments = Harness.arguments(path, args)
             process.standardOutput = handle
             process.standardError = handle
             process.standardInput = stdin
@@ -154,7 +161,7 @@ enum Harness {
     static func run(_ path: String, _ args: [String], timeout: Double = 60) -> Outcome {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
+        p.arguments = arguments(path, args)
         let outFile = scratch.appendingPathComponent("out-\(UUID().uuidString)")
         _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: outFile) }

@@ -37,16 +37,16 @@ import Testing
     // MARK: Per-thread filters
 
     /// Every probe `seccomp-check` knows.
-    static let probes = ["getpid", "socket-unix", "thread", "kvm-ioctl", "terminal-ioctl", "pwrite", "unlink",
+    static let probes = ["getpid", "socket-unix", "thread", "kvm-ioctl", "terminal-ioctl", "tap-offload-ioctl", "pwrite", "unlink",
                          "execve", "socket-inet", "fork", "open", "ptrace", "mprotect-exec", "kill"]
 
     /// What a thread of each role may still do (written out here, not read from the policy):
     /// every other probe must kill the process from such a thread, though the process filter
     /// alone lets five of them through (socket-unix, thread, the ioctls, pwrite, unlink).
     static let roleKeeps: [String: Set<String>] = [
-        "vcpu": ["getpid", "kvm-ioctl", "pwrite"],
-        "device": ["getpid", "kvm-ioctl", "terminal-ioctl", "pwrite", "socket-unix"],
-        "api": ["getpid", "kvm-ioctl", "terminal-ioctl"],
+        "vcpu": ["getpid", "kvm-ioctl", "tap-offload-ioctl", "pwrite"],
+        "device": ["getpid", "kvm-ioctl", "terminal-ioctl", "tap-offload-ioctl", "pwrite", "socket-unix"],
+        "api": ["getpid", "kvm-ioctl", "terminal-ioctl", "tap-offload-ioctl"],
     ]
 
     @Test(arguments: ["vcpu", "device", "api"])
@@ -79,7 +79,7 @@ import Testing
 
     /// `swiftlet hvt` confines itself as solo5-hvt does, and narrows its vCPU thread further;
     /// `--no-seccomp` and the debugging modules leave it unfiltered (as solo5-hvt-debug).
-    @Test(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
+    @Test(.enabled(if: Harness.hasKVM && Harness.sanitizerArguments.isEmpty, "needs a usable /dev/kvm, and filters (not a sanitizer run)"))
     func hvtTenderThreadsCarryTheirFilters() throws {
         let idle = try Harness.guest("idle")
         for (args, vcpu, main) in [([String](), 2, 1), (["--no-seccomp"], 0, 0), (["--dumpcore=\(Harness.scratch.path)"], 0, 0)] {
@@ -99,7 +99,7 @@ import Testing
     /// `swiftlet run`: both vCPUs and every device thread carry their role's filter on top of the
     /// process's; the thread that waits for the VM has the process filter alone. The disk still
     /// works under them (the guest's check runs in `pvhGuestsWithVirtioDevicesRunUnderTheFilter`).
-    @Test(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
+    @Test(.enabled(if: Harness.hasKVM && Harness.sanitizerArguments.isEmpty, "needs a usable /dev/kvm, and filters (not a sanitizer run)"))
     func linuxVMThreadsCarryTheirFilters() throws {
         let disk = Harness.disk("seccomp-threads.img", size: 1 << 20)
         let vm = try Harness.Background(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("spin"), "--cpus", "2",

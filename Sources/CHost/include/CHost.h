@@ -191,6 +191,7 @@ static inline uint32_t chost_TIOCSTI(void) { return TIOCSTI; }
 static inline uint32_t chost_TIOCLINUX(void) { return TIOCLINUX; }
 static inline uint32_t chost_TIOCCONS(void) { return TIOCCONS; }
 static inline uint32_t chost_TIOCSETD(void) { return TIOCSETD; }
+uint32_t chost_TUNSETOFFLOAD(void); // in CHost.c, beside <linux/if_tun.h>
 
 // The x86-64 system call table (<asm/unistd_64.h>): entry `index` of `chost_syscall_count()`,
 // so filters can name system calls (x86-64 builds only; elsewhere the table is a placeholder).
