@@ -5,6 +5,10 @@
  *   ro          read-only disk: RO offered, the write fails with IOERR, reads still work.
  *   bench RW BS TOTAL QD   throughput run: RW is read, write, randread or randwrite; prints
  *               "BENCH START" and "BENCH END ..." so the host can time the I/O.
+ *   journal N [K|noflush]   power-cut check (bench/power-cut): N one-sector records
+ *               (journal_record below) to sectors 1, 2, ... (wrapping); after every K of them
+ *               (default 1) a FLUSH, then a "durable I" line for each; with noflush there is no
+ *               FLUSH and each record's line, printed once its write completed, is "written I".
  * Prints SUCCESS and exits 0, or a FAIL line and exits 1. */
 #include "virtio/blkreq.h"
 
@@ -56,6 +60,7 @@ static int read_back(uint32_t *len)
 }
 
 static int bench(const char *args, uint64_t capacity);
+static int journal(const char *args, uint64_t capacity);
 
 int guest_main(struct hvm_start_info *si)
 {
@@ -76,6 +81,7 @@ int guest_main(struct hvm_start_info *si)
     if (capacity < 16) return fail("capacity too small", (int64_t)capacity);
 
     if (vstreq(mode, "bench")) return bench(p, capacity);
+    if (vstreq(mode, "journal")) return journal(p, capacity);
 
     if (vstreq(mode, "ro")) {
         if (!(f & VIRTIO_BLK_F_RO)) return fail("RO feature not offered for a read-only disk", (int64_t)f);
@@ -220,6 +226,54 @@ static int bench(const char *args, uint64_t capacity)
     serial_putu(tsc_per_ms());
     serial_puts("\n");
     if (errors) return fail("bench: requests failed", (int64_t)errors);
+    serial_puts("SUCCESS\n");
+    return 0;
+}
+
+/* ---- power-cut journal mode ---- */
+
+/* Record I, as bench/power-cut checks it: "SWJ1", I (little-endian u64), then bytes that depend
+ * on I and their position, so a torn or stale sector cannot pass for it. */
+static void journal_record(uint8_t *sector, uint64_t i)
+{
+    sector[0] = 'S'; sector[1] = 'W'; sector[2] = 'J'; sector[3] = '1';
+    for (int b = 0; b < 8; b++) sector[4 + b] = (uint8_t)(i >> (8 * b));
+    for (uint32_t j = 12; j < 512; j++) sector[j] = (uint8_t)(i * 131 + j * 7);
+}
+
+static int journal(const char *args, uint64_t capacity)
+{
+    char w[16];
+    next_word(&args, w, sizeof w);
+    uint64_t n = parse_size(w);
+    next_word(&args, w, sizeof w);
+    int flushing = !vstreq(w, "noflush");
+    uint64_t batch = flushing && w[0] ? parse_size(w) : 1;
+    if (!batch) return fail("journal: K must be at least 1", 0);
+    uint64_t slots = capacity - 1;  /* sector 0 is left alone */
+    struct vbuf one = { buf, 512, 0 };
+    uint32_t len = 0;
+    for (uint64_t i = 0; i < n; i += batch) {
+        uint64_t end = i + batch < n ? i + batch : n;
+        for (uint64_t r = i; r < end; r++) {
+            journal_record(buf, r);
+            int s = blk_request(&q, VIRTIO_BLK_T_OUT, 1 + r % slots, &one, 1, &len);
+            if (s != VIRTIO_BLK_S_OK) return fail("journal: write", s);
+            if (!flushing) {
+                serial_puts("written ");
+                serial_putu(r);
+                serial_puts("\n");
+            }
+        }
+        if (!flushing) continue;
+        int s = flush();
+        if (s != VIRTIO_BLK_S_OK) return fail("journal: flush", s);
+        for (uint64_t r = i; r < end; r++) {
+            serial_puts("durable ");
+            serial_putu(r);
+            serial_puts("\n");
+        }
+    }
     serial_puts("SUCCESS\n");
     return 0;
 }

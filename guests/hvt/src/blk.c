@@ -6,6 +6,9 @@
  *   blk ro   for a read-only device: sector 0 reads, a write to it must fail
  *            (prints "blk: write refused (ret N)"), and sector 0 reads back
  *            unchanged; SUCCESS, exit 0. A write that succeeds: FAIL, exit 1.
+ *   blk journal N   power-cut check (bench/power-cut): N records, one block each, to blocks
+ *            1, 2, ... (wrapping), printing "durable I" after write I returns (Solo5 has no
+ *            flush: a completed write is on disk). The record is the PVH blk guest's.
  */
 #include "hvt_guest.h"
 
@@ -49,6 +52,34 @@ static int read_only_checks(uint64_t h, unsigned bs)
     return 0;
 }
 
+/* Record I in a block: "SWJ1", I (little-endian u64), then bytes that depend on I and their
+ * position (bench/power-cut checks the first 512). */
+static void journal_record(uint8_t *block, unsigned bs, uint64_t i)
+{
+    memcpy(block, "SWJ1", 4);
+    for (int b = 0; b < 8; b++)
+        block[4 + b] = (uint8_t)(i >> (8 * b));
+    for (unsigned j = 12; j < bs; j++)
+        block[j] = (uint8_t)(i * 131 + j * 7);
+}
+
+static int journal(uint64_t h, uint64_t capacity, unsigned bs, const char *count)
+{
+    uint64_t n = 0;
+    for (const char *c = count; *c >= '0' && *c <= '9'; c++)
+        n = n * 10 + (uint64_t)(*c - '0');
+    uint64_t slots = capacity / bs - 1;  /* block 0 is left alone */
+    for (uint64_t i = 0; i < n; i++) {
+        journal_record(wbuf, bs, i);
+        int ret = block_write(h, (1 + i % slots) * bs, wbuf, bs);
+        if (ret != SOLO5_R_OK)
+            return fail("journal write", (unsigned)(1 + i % slots), ret);
+        printf("durable %lu\n", i);
+    }
+    puts("SUCCESS");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t h;
@@ -76,6 +107,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "ro") == 0)
         return read_only_checks(h, bs);
+    if (argc > 2 && strcmp(argv[1], "journal") == 0)
+        return journal(h, capacity, bs, argv[2]);
 
     uint32_t seed = (uint32_t)(walltime() ^ rdtsc());
     int ret;
