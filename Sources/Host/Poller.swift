@@ -38,6 +38,25 @@ public final class Poller: @unchecked Sendable {
     /// Waits up to `timeoutNanoseconds` (nil = forever). Calls `ready(token)` for each readable
     /// descriptor. Returns false when interrupted by a signal (a kick).
     public func wait(timeoutNanoseconds: UInt64?, _ ready: (UInt64) -> Void) -> Bool {
+        wait(timeoutNanoseconds: timeoutNanoseconds, signalMask: nil, ready)
+    }
+
+    /// The same, for a thread that `signal` stops (a vCPU's kick): a signal that arrives before
+    /// the wait begins would find nothing to interrupt and the wait would run its whole timeout
+    /// (an idle unikernel's poll: an hour), so `signal` stays blocked until epoll_pwait unblocks
+    /// it atomically, and `pending()`, which the kicker sets before it signals, is looked at
+    /// under the block: a kick either is seen there or interrupts the wait. Returns false then.
+    public func wait(timeoutNanoseconds: UInt64?, interruptibleBy signal: Int32, unless pending: () -> Bool,
+                     _ ready: (UInt64) -> Void) -> Bool {
+        var old = sigset_t(), during = sigset_t()
+        chost_block_signal(signal, &old, &during)
+        defer { chost_restore_signal_mask(&old) }
+        if pending() { return false }
+        return wait(timeoutNanoseconds: timeoutNanoseconds, signalMask: &during, ready)
+    }
+
+    private func wait(timeoutNanoseconds: UInt64?, signalMask: UnsafePointer<sigset_t>?,
+                      _ ready: (UInt64) -> Void) -> Bool {
         var timeoutMs: Int32 = -1
         // Always (re)arm: 0 disarms a timer left from the previous call.
         if let ns = timeoutNanoseconds, ns == 0 {
@@ -46,7 +65,7 @@ public final class Poller: @unchecked Sendable {
         } else {
             _ = chost_timerfd_arm(timer, timeoutNanoseconds ?? 0)
         }
-        let n = chost_epoll_wait_tokens(epoll, tokens, capacity, timeoutMs)
+        let n = chost_epoll_pwait_tokens(epoll, tokens, capacity, timeoutMs, signalMask)
         if n < 0 { return false }
         for i in 0..<Int(n) {
             if tokens[i] == Self.timerToken {

@@ -119,6 +119,14 @@ public final class VCPU: @unchecked Sendable {
 
     /// Clears a kick that arrived after the last exit (the loop decided to keep running).
     public func clearKick() { kvm.requestImmediateExit(false) }
+
+    /// Whether a kick is waiting for the next `run()`. `kick()` sets it before it signals, so a
+    /// blocking wait on the vCPU thread looks at it with `kickSignal` blocked, then waits with the
+    /// signal unblocked (`Poller.wait(timeoutNanoseconds:interruptibleBy:unless:_:)`).
+    public var isKickPending: Bool { kvm.immediateExitRequested }
+
+    /// The signal `kick()` sends the vCPU's thread.
+    public static var kickSignal: Int32 { VCPUKick.signal }
 }
 
 /// The signal used to interrupt KVM_RUN. Its handler does nothing; installed without SA_RESTART

@@ -59,6 +59,9 @@ public final class KVMVCPU: @unchecked Sendable {
         }
     }
 
+    /// Whether `requestImmediateExit` is in force (a kick the next KVM_RUN will return for).
+    public var immediateExitRequested: Bool { ckvm_run_immediate_exit(runPage) != 0 }
+
     /// Makes the current or next KVM_RUN return at once; safe from any thread or a signal handler.
     public func requestImmediateExit(_ on: Bool = true) {
         ckvm_run_set_immediate_exit(runPage, on ? 1 : 0)

@@ -151,6 +151,29 @@ struct APIServerTests {
         vm.expectCleanStop()
     }
 
+    /// Pause must also stop a vCPU that sleeps in an hvt POLL (`idle` polls for an hour): the
+    /// soak found a kick landing between the POLL exit and the wait was lost, and PATCH /vm then
+    /// waited out the poll with the API stuck behind it. Many cycles make that window likely to be
+    /// hit without the fix (`PollerKickTests` makes it certain); each PATCH must answer in seconds.
+    @Test func pauseStopsAGuestWaitingInPoll() throws {
+        let vm = try APIServer(dir: try APIServer.directory("pollpause"))
+        defer { vm.kill() }
+        try vm.expect("PUT", "/boot-source", #"{"kernel_image_path": "\#(try Harness.guest("idle"))"}"#, 204)
+        try vm.expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 4}"#, 204)
+        try vm.expect("PUT", "/actions", #"{"action_type": "InstanceStart"}"#, 204)
+        #expect(vm.waitForOutput("idle: ready"), "\(vm.output)")
+        for cycle in 0..<200 {
+            for state in ["Paused", "Resumed"] {
+                let outcome = APITestClient.request(vm.socket, "PATCH", "/vm", body: Array(#"{"state": "\#(state)"}"#.utf8), timeout: 5)
+                guard case .reply(let reply) = outcome, reply.status == 204 else {
+                    Issue.record("cycle \(cycle), \(state): \(outcome) — \(vm.output)")
+                    return
+                }
+            }
+        }
+        vm.expectCleanStop()
+    }
+
     /// A PVH guest with a disk through the API (the virtio-blk round trip of VirtioGuestTests),
     /// its console in --console-log; the process ends with the guest.
     @Test func pvhBlockGuestThroughTheAPI() throws {

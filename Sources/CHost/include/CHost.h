@@ -4,6 +4,7 @@
 #define CHOST_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <time.h>
 #include <fcntl.h>
@@ -101,14 +102,29 @@ static inline int chost_epoll_add_input(int ep, int fd, uint64_t token) {
     return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
 }
 // Waits and stores the tokens of ready descriptors in `tokens`; returns the count or -errno.
-static inline int chost_epoll_wait_tokens(int ep, uint64_t *tokens, int max, int timeout_ms) {
+// epoll_pwait: `mask` (NULL: the thread's own) is the signal mask during the wait only.
+static inline int chost_epoll_pwait_tokens(int ep, uint64_t *tokens, int max, int timeout_ms, const sigset_t *mask) {
     struct epoll_event evs[64];
     if (max > 64) max = 64;
-    int n = epoll_wait(ep, evs, max, timeout_ms);
+    int n = epoll_pwait(ep, evs, max, timeout_ms, mask);
     if (n < 0) return -errno;
     for (int i = 0; i < n; i++) tokens[i] = evs[i].data.u64;
     return n;
 }
+static inline int chost_epoll_wait_tokens(int ep, uint64_t *tokens, int max, int timeout_ms) {
+    return chost_epoll_pwait_tokens(ep, tokens, max, timeout_ms, NULL);
+}
+// Blocks `sig` in the calling thread; `old` receives the mask before, `during` that mask with
+// `sig` unblocked (for epoll_pwait). Undo with chost_restore_signal_mask(old).
+static inline void chost_block_signal(int sig, sigset_t *old, sigset_t *during) {
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, old);
+    *during = *old;
+    sigdelset(during, sig);
+}
+static inline void chost_restore_signal_mask(const sigset_t *old) { pthread_sigmask(SIG_SETMASK, old, NULL); }
 // Turns input events of `fd` in `ep` on or off (EPOLL_CTL_MOD; off leaves it registered but never
 // reported, so a level-triggered fd with unread data stops waking the waiter).
 static inline int chost_epoll_set_input(int ep, int fd, uint64_t token, int enabled) {

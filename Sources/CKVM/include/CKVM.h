@@ -102,6 +102,9 @@ static inline uint32_t ckvm_run_exit_reason(const struct kvm_run *r) { return r-
 static inline void ckvm_run_set_immediate_exit(struct kvm_run *r, uint8_t v) {
     __atomic_store_n(&r->immediate_exit, v, __ATOMIC_SEQ_CST);
 }
+static inline uint8_t ckvm_run_immediate_exit(const struct kvm_run *r) {
+    return __atomic_load_n(&r->immediate_exit, __ATOMIC_SEQ_CST);
+}
 static inline uint8_t ckvm_run_io_direction(const struct kvm_run *r) { return r->io.direction; }
 static inline uint8_t ckvm_run_io_size(const struct kvm_run *r) { return r->io.size; }
 static inline uint16_t ckvm_run_io_port(const struct kvm_run *r) { return r->io.port; }

@@ -1,5 +1,6 @@
 import GuestMemory
 import Host
+import Hypervisor
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,6 +27,9 @@ final class HvtHypercalls {
     let devices: [HvtDevice?]
     let poller: Poller
     let console: any ConsoleSink
+    /// Whether the vCPU that makes these calls was kicked (a pause or a stop): a POLL then returns
+    /// at once rather than sleep through its timeout. Nil without a vCPU (the fuzz target).
+    var kickPending: (() -> Bool)?
     /// Per manifest entry (nil for unattached entries), for metrics.
     let counters: [DeviceCounters]
     /// Bit i set when net device i has input; filled by the poller callback.
@@ -79,8 +83,14 @@ final class HvtHypercalls {
             let a = try argument(address, 24, "POLL")
             let timeout = a.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
             readySet = 0
-            let completed = poller.wait(timeoutNanoseconds: timeout) { token in
-                if token < 64 { self.readySet |= 1 << token }
+            let completed = if let kickPending {
+                poller.wait(timeoutNanoseconds: timeout, interruptibleBy: VCPU.kickSignal, unless: kickPending) { token in
+                    if token < 64 { self.readySet |= 1 << token }
+                }
+            } else {
+                poller.wait(timeoutNanoseconds: timeout) { token in
+                    if token < 64 { self.readySet |= 1 << token }
+                }
             }
             a.storeBytes(of: readySet, toByteOffset: 8, as: UInt64.self)
             a.storeBytes(of: Int32(completed ? readySet.nonzeroBitCount : 0), toByteOffset: 16, as: Int32.self)

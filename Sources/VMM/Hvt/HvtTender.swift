@@ -146,6 +146,7 @@ public final class HvtTender: @unchecked Sendable {
         }
         netRing = ringOffer
         hypercalls = try HvtHypercalls(memory: ram, devices: devices, counters: counters, console: console.sink)
+        hypercalls.kickPending = { [vcpu] in vcpu.isKickPending }
         deviceNames = manifest.entries.enumerated().compactMap { index, entry in
             switch devices[index] {
             case .block?: (index, entry.name, "block")
