@@ -44,7 +44,9 @@ public final class DaemonAPI: Sendable {
                 logger.debug("request refused", metadata: ["method": "\(request.method)", "path": "\(request.path)", "status": "\(error.status)",
                                                            "error": "\(error.message)"])
             }
-            return .json(error.status, JSON.fault(error.message))
+            var response = HTTPResponse.json(error.status, JSON.fault(error.message))
+            if !error.allowedMethods.isEmpty { response.headers = [("Allow", error.allowedMethods.joined(separator: ", "))] }
+            return response
         }
     }
 
@@ -79,7 +81,7 @@ public final class DaemonAPI: Sendable {
                 try supervisor.remove(name: name)
                 return .noContent
             }
-            try allow(method, "GET", request)
+            try allow(method, "GET", request, alsoServed: ["DELETE"])
             return .json(200, JSON.encode(try supervisor.status(name: name)))
         case 3 where parts[0] == "vms":
             let name = parts[1]
@@ -124,8 +126,13 @@ public final class DaemonAPI: Sendable {
         }
     }
 
-    private func allow(_ method: String, _ expected: String, _ request: HTTPRequest) throws(DaemonError) {
-        guard method == expected else { throw DaemonError(405, "\(method) is not allowed on \(request.path) (use \(expected))") }
+    /// `expected` is the method this branch serves; `alsoServed` the path's others, handled before.
+    private func allow(_ method: String, _ expected: String, _ request: HTTPRequest, alsoServed: [String] = []) throws(DaemonError) {
+        guard method == expected else {
+            var error = DaemonError(405, "\(method) is not allowed on \(request.path) (use \(([expected] + alsoServed).joined(separator: " or ")))")
+            error.allowedMethods = [expected] + alsoServed
+            throw error
+        }
         if expected == "GET" && !request.body.isEmpty { throw DaemonError(400, "GET \(request.path) takes no body") }
     }
 

@@ -4,6 +4,8 @@
 public struct DaemonError: Error, Sendable, CustomStringConvertible, Equatable {
     public var status: Int
     public var message: String
+    /// For a 405: the methods the path serves, sent in the Allow header HTTP requires.
+    public var allowedMethods: [String] = []
     public init(_ status: Int, _ message: String) { self.status = status; self.message = message }
     public var description: String { message }
 }

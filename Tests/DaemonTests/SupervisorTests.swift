@@ -275,12 +275,18 @@ final class SupervisorTests {
             ("DELETE", "/vms/a", "", 409, "VM 'a' is defined in the config file"),
             ("POST", "/reload", "", 409, "the daemon was started without a config file"),
             ("GET", "/vms", "x", 400, "GET /vms takes no body"),
+            ("PUT", "/vms/a", "", 405, "PUT is not allowed on /vms/a (use GET or DELETE)"),
         ]
         for (method, path, body, status, message) in cases {
             let r = call(method, path, body)
             #expect(r.status == status, "\(method) \(path): \(r.bodyText)")
             #expect(r.bodyText.contains(#""fault_message":""#) && r.bodyText.contains(message.replacingOccurrences(of: "/", with: "\\/")) || r.bodyText.contains(message),
                     "\(method) \(path): \(r.bodyText)")
+        }
+        // A 405 names what the path serves in Allow, as HTTP requires (RFC 9110, 15.5.6).
+        for (method, path, allowed) in [("POST", "/vms", "GET"), ("GET", "/vms/a/stop", "PUT"), ("PUT", "/vms/a", "GET, DELETE")] {
+            let r = call(method, path)
+            #expect(r.status == 405 && r.headers.first { $0.name == "Allow" }?.value == allowed, "\(method) \(path): \(r.headers)")
         }
         // A few hundred malformed bodies and paths: always a 4xx, never a crash, nothing started.
         var generator = SystemRandomNumberGenerator()
