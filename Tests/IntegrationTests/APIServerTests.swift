@@ -119,9 +119,7 @@ struct APIServerTests {
     @Test func largeRequestsToARunningVMLeaveItAnswering() throws {
         let vm = try APIServer(dir: try APIServer.directory("large"))
         defer { vm.kill() }
-        try vm.expect("PUT", "/boot-source", #"{"kernel_image_path": "\#(try Harness.guest("idle"))"}"#, 204)
-        try vm.expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 4}"#, 204)
-        try vm.expect("PUT", "/actions", #"{"action_type": "InstanceStart"}"#, 204)
+        try vm.startUnikernel("idle")
         let padding = String(repeating: " ", count: 50_000)
         for _ in 0..<20 {
             // Refused after boot (400), but read whole and freed first.
@@ -135,9 +133,7 @@ struct APIServerTests {
     @Test func pauseFreezesABusyGuest() throws {
         let vm = try APIServer(dir: try APIServer.directory("busy"))
         defer { vm.kill() }
-        try vm.expect("PUT", "/boot-source", #"{"kernel_image_path": "\#(try Harness.guest("hcloop"))", "boot_args": "4000000000"}"#, 204)
-        try vm.expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 4}"#, 204)
-        try vm.expect("PUT", "/actions", #"{"action_type": "InstanceStart"}"#, 204)
+        try vm.startUnikernel("hcloop", bootArgs: "4000000000")
         func exits() throws -> Int { try vm.call("GET", "/swiftlet/metrics").json?["exits"]?["port_io"]?.int ?? -1 }
         #expect(try vm.poll { try exits() > 100 }, "the guest makes no exits")
         let running = try exits()
@@ -158,9 +154,7 @@ struct APIServerTests {
     @Test func pauseStopsAGuestWaitingInPoll() throws {
         let vm = try APIServer(dir: try APIServer.directory("pollpause"))
         defer { vm.kill() }
-        try vm.expect("PUT", "/boot-source", #"{"kernel_image_path": "\#(try Harness.guest("idle"))"}"#, 204)
-        try vm.expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 4}"#, 204)
-        try vm.expect("PUT", "/actions", #"{"action_type": "InstanceStart"}"#, 204)
+        try vm.startUnikernel("idle")
         #expect(vm.waitForOutput("idle: ready"), "\(vm.output)")
         for cycle in 0..<200 {
             for state in ["Paused", "Resumed"] {
@@ -567,9 +561,7 @@ struct APIServerTests {
         chmod(vm.socket, 0o600)
         #expect(allowed.status == 0 && allowed.output.contains("\"state\""), "the control failed, so the check above proves nothing: \(allowed.output)")
 
-        try vm.expect("PUT", "/boot-source", #"{"kernel_image_path": "\#(try Harness.guest("idle"))"}"#, 204)
-        try vm.expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 4}"#, 204)
-        try vm.expect("PUT", "/actions", #"{"action_type": "InstanceStart"}"#, 204)
+        try vm.startUnikernel("idle")
         #expect(try vm.call("GET", "/").json?["state"] == .string("Running"))
         #expect(vm.waitForOutput("idle: ready"), "\(vm.output)")
         vm.expectCleanStop()
@@ -661,6 +653,15 @@ final class APIServer {
                 sourceLocation: SourceLocation = #_sourceLocation) throws {
         let reply = try call(method, path, Array(body.utf8))
         #expect(reply.status == status, "\(method) \(path) \(body): \(reply)", sourceLocation: sourceLocation)
+    }
+
+    /// Boots the hvt test unikernel `guest` through the API: 1 vCPU, 4 MiB.
+    func startUnikernel(_ guest: String, bootArgs: String? = nil,
+                        sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let args = bootArgs.map { #", "boot_args": "\#($0)""# } ?? ""
+        try expect("PUT", "/boot-source", #"{"kernel_image_path": "\#(try Harness.guest(guest))"\#(args)}"#, 204, sourceLocation: sourceLocation)
+        try expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 4}"#, 204, sourceLocation: sourceLocation)
+        try expect("PUT", "/actions", #"{"action_type": "InstanceStart"}"#, 204, sourceLocation: sourceLocation)
     }
 
     /// The same request made with curl, as any Firecracker client would.
