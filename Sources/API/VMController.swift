@@ -127,8 +127,11 @@ public final class VMController: @unchecked Sendable {
 
     /// Opens `path` as `Host.ImageFile` does for the VM (without waiting: a FIFO would block the
     /// API thread) and checks it is a regular file; the error line starts with the field's name.
-    static func checkOpensAsFile(_ path: String, field: String) throws(APIError) {
-        do { _ = try ImageFile.open(path, for: field) } catch { throw APIError(error.description) }
+    static func checkOpensAsFile(_ path: String, field: String, writable: Bool = false,
+                                 blockDeviceAllowed: Bool = false) throws(APIError) {
+        do { _ = try ImageFile.open(path, for: field, writable: writable, blockDeviceAllowed: blockDeviceAllowed) } catch {
+            throw APIError(error.description)
+        }
     }
 
     func route(_ r: HTTPRequest) throws(APIError) -> HTTPResponse {
@@ -183,6 +186,9 @@ public final class VMController: @unchecked Sendable {
             if drive.isRootDevice, let other = drives.first(where: { $0.isRootDevice && $0.driveId != id }) {
                 throw APIError("A root block device already exists (drive '\(other.driveId)')")
             }
+            // As Firecracker: the disk must open now (read-write unless read-only), as the
+            // device will open it, so a wrong path is refused at this PUT, not at InstanceStart.
+            try Self.checkOpensAsFile(drive.pathOnHost, field: "path_on_host", writable: !drive.isReadOnly, blockDeviceAllowed: true)
             if let i = drives.firstIndex(where: { $0.driveId == id }) { drives[i] = drive } else { drives.append(drive) }
             return .noContent
         }

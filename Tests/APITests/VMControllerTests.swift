@@ -13,6 +13,15 @@ import VMM
         return VMController(options: options, sandbox: { _ throws(APIError) in }, onExit: { _ in })
     }
 
+    /// An empty regular file to name as a drive (a drive's file must open at its PUT).
+    static func diskFile(_ name: String) -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("swiftlet-vmcontroller-\(getpid())")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent(name).path
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        return path
+    }
+
     func send(_ c: VMController, _ method: String, _ path: String, _ body: String? = nil) -> HTTPResponse {
         c.handle(HTTPRequest(method: method, path: path, body: body.map { Array($0.utf8) } ?? []))
     }
@@ -28,7 +37,7 @@ import VMM
         #expect(send(c, "PUT", "/boot-source", #"{"kernel_image_path": "/bin/sh", "boot_args": "console=ttyS0"}"#).status == 204)
         #expect(send(c, "PUT", "/machine-config", #"{"vcpu_count": 2, "mem_size_mib": 256}"#).status == 204)
         #expect(send(c, "PATCH", "/machine-config", #"{"mem_size_mib": 512}"#).status == 204)
-        #expect(send(c, "PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/r.img", "is_root_device": true, "is_read_only": false}"#).status == 204)
+        #expect(send(c, "PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "\#(Self.diskFile("r.img"))", "is_root_device": true, "is_read_only": false}"#).status == 204)
         #expect(send(c, "PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "02:00:00:00:00:01"}"#).status == 204)
         #expect(send(c, "PUT", "/vsock", #"{"guest_cid": 3, "uds_path": "/tmp/v.sock"}"#).status == 204)
         let m = send(c, "GET", "/machine-config")
@@ -38,10 +47,10 @@ import VMM
         #expect(config?.machineConfig?.vcpuCount == 2)
         #expect(config?.networkInterfaces.first?.guestMac?.bytes == [2, 0, 0, 0, 0, 1])
         let full = send(c, "GET", "/vm/config").bodyText
-        #expect(full.contains(#""path_on_host": "/r.img""#) && full.contains(#""guest_mac": "02:00:00:00:00:01""#))
+        #expect(full.contains(#""path_on_host": "\#(Self.diskFile("r.img"))""#) && full.contains(#""guest_mac": "02:00:00:00:00:01""#))
         // A second PUT of the same id replaces it.
-        #expect(send(c, "PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/s.img", "is_root_device": true}"#).status == 204)
-        #expect(c.configuration?.drives.map(\.pathOnHost) == ["/s.img"])
+        #expect(send(c, "PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "\#(Self.diskFile("s.img"))", "is_root_device": true}"#).status == 204)
+        #expect(c.configuration?.drives.map(\.pathOnHost) == [Self.diskFile("s.img")])
     }
 
     @Test(arguments: [
@@ -118,9 +127,22 @@ import VMM
 
     @Test func secondRootDeviceIsRefused() {
         let c = controller()
-        #expect(send(c, "PUT", "/drives/a", #"{"drive_id": "a", "path_on_host": "/a", "is_root_device": true}"#).status == 204)
-        let r = send(c, "PUT", "/drives/b", #"{"drive_id": "b", "path_on_host": "/b", "is_root_device": true}"#)
+        #expect(send(c, "PUT", "/drives/a", #"{"drive_id": "a", "path_on_host": "\#(Self.diskFile("a"))", "is_root_device": true}"#).status == 204)
+        let r = send(c, "PUT", "/drives/b", #"{"drive_id": "b", "path_on_host": "\#(Self.diskFile("b"))", "is_root_device": true}"#)
         #expect(r.status == 400 && r.bodyText.contains("root block device already exists"))
+    }
+
+    /// As Firecracker, a drive whose file cannot be opened as a disk is refused at its PUT with
+    /// the reason, and nothing is stored.
+    @Test func aDriveMustOpenAtItsPut() {
+        let c = controller()
+        let dir = FileManager.default.temporaryDirectory.path
+        for (path, reason) in [("/nonexistent/disk.img", "no such file"), (dir, "directory"), ("/dev/zero", "character device")] {
+            let r = send(c, "PUT", "/drives/d", #"{"drive_id": "d", "path_on_host": "\#(path)", "is_root_device": false}"#)
+            #expect(r.status == 400 && r.bodyText.contains("path_on_host") && r.bodyText.lowercased().contains(reason), "\(path): \(r.bodyText)")
+        }
+        #expect(c.configuration?.drives.isEmpty ?? true)
+        #expect(send(c, "PUT", "/drives/d", #"{"drive_id": "d", "path_on_host": "\#(Self.diskFile("d"))", "is_root_device": false, "is_read_only": true}"#).status == 204)
     }
 
     @Test func failedStartLeavesTheVMConfigurable() {

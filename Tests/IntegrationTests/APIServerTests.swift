@@ -448,13 +448,13 @@ struct APIServerTests {
         // A NUL inside a path is cut off when the path reaches open(2): "/a\u0000b" would open "/a".
         try refused(vm, "PUT", "/boot-source", Array(#"{"kernel_image_path": "/bin/sh\u0000.hvt"}"#.utf8), "NUL in a path")
         // Conflicts with what is configured.
-        try vm.expect("PUT", "/drives/root1", #"{"drive_id": "root1", "path_on_host": "/x", "is_root_device": true}"#, 204)
+        try vm.expect("PUT", "/drives/root1", #"{"drive_id": "root1", "path_on_host": "\#(Harness.disk("api-root1.img", size: 1 << 20))", "is_root_device": true}"#, 204)
         try refused(vm, "PUT", "/drives/root2", Array(#"{"drive_id": "root2", "path_on_host": "/y", "is_root_device": true}"#.utf8), "second root device")
         try vm.expect("PUT", "/network-interfaces/n1", #"{"iface_id": "n1", "host_dev_name": "tapx"}"#, 204)
         try refused(vm, "PUT", "/network-interfaces/n2", Array(#"{"iface_id": "n2", "host_dev_name": "tapx"}"#.utf8), "shared tap")
-        // InstanceStart that fails (the drive's file and the tap do not exist) leaves it Not started.
+        // InstanceStart that fails (the tap does not exist) leaves it Not started.
         try vm.expect("PUT", "/boot-source", #"{"kernel_image_path": "\#(try Harness.guest("idle"))"}"#, 204)
-        try refused(vm, "PUT", "/actions", Array(#"{"action_type": "InstanceStart"}"#.utf8), "InstanceStart with a missing drive")
+        try refused(vm, "PUT", "/actions", Array(#"{"action_type": "InstanceStart"}"#.utf8), "InstanceStart with a missing tap")
         #expect(try vm.call("GET", "/").json?["state"] == .string("Not started"))
         vm.expectCleanStop()
 
@@ -588,12 +588,13 @@ struct APIServerTests {
         return lines.count == 1 && !text.contains("Fatal error") && !text.contains("Stack dump") && !text.contains("backtrace")
     }
 
-    /// The example with the paths the server opens at PUT time moved into the test's directory.
+    /// The example with the paths the server opens at PUT time (log, metrics, kernel, initrd,
+    /// drive) moved into the test's directory.
     static func withHostPaths(_ value: JSON, dir: String) -> JSON {
         guard case .object(var o) = value else { return value }
         for key in ["log_path", "metrics_path"] where o[key] != nil { o[key] = .string(dir + "/" + key + ".out") }
-        // The document's kernel and initrd paths stand for files of the user's: make them exist here.
-        for key in ["kernel_image_path", "initrd_path"] where o[key] != nil {
+        // The document's kernel, initrd and drive paths stand for files of the user's: make them exist here.
+        for key in ["kernel_image_path", "initrd_path", "path_on_host"] where o[key] != nil {
             let path = dir + "/" + key
             _ = FileManager.default.createFile(atPath: path, contents: Data("not a kernel".utf8))
             o[key] = .string(path)

@@ -68,7 +68,8 @@ struct ImageFileDoorTests {
     }
 
     /// PUT /boot-source with a FIFO answers 400 at once, and the one request thread still serves
-    /// `GET /` afterwards; a FIFO drive is refused at InstanceStart just as fast.
+    /// `GET /` afterwards; a FIFO drive is refused at its PUT, or at InstanceStart if the path
+    /// became one since, just as fast.
     @Test func theAPIRefusesAFIFOAndKeepsAnswering() throws {
         _ = try #require(APIServerTests.curl, "curl is needed (apt-get install curl)")
         let fifo = Self.fifo("api")
@@ -85,10 +86,21 @@ struct ImageFileDoorTests {
 
         try vm.expect("PUT", "/boot-source", #"{"kernel_image_path": "\#(try Harness.guest("blk"))"}"#, 204)
         try vm.expect("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 4}"#, 204)
-        try vm.expect("PUT", "/drives/storage", #"{"drive_id": "storage", "path_on_host": "\#(fifo)", "is_root_device": false, "is_read_only": true}"#, 204)
+        start = Date()
+        let drive = try vm.curl("PUT", "/drives/storage", #"{"drive_id": "storage", "path_on_host": "\#(fifo)", "is_root_device": false, "is_read_only": true}"#)
+        #expect(drive.status == 400 && (drive.faultMessage ?? "").contains("path_on_host \(fifo) is a FIFO"), "\(drive)")
+        #expect(Date().timeIntervalSince(start) < 5)
+        // A path that was a file at its PUT and is a FIFO by InstanceStart is refused there.
+        let swapped = Self.fifo("api-swapped")
+        defer { unlink(swapped) }
+        unlink(swapped)
+        _ = FileManager.default.createFile(atPath: swapped, contents: nil)
+        try vm.expect("PUT", "/drives/storage", #"{"drive_id": "storage", "path_on_host": "\#(swapped)", "is_root_device": false, "is_read_only": true}"#, 204)
+        unlink(swapped)
+        #expect(mkfifo(swapped, 0o600) == 0)
         start = Date()
         let boot = try vm.curl("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
-        #expect(boot.status == 400 && (boot.faultMessage ?? "").contains("disk \(fifo) is a FIFO"), "\(boot)")
+        #expect(boot.status == 400 && (boot.faultMessage ?? "").contains("disk \(swapped) is a FIFO"), "\(boot)")
         #expect(Date().timeIntervalSince(start) < 5)
         #expect(try vm.curl("GET", "/").status == 200)
         vm.expectCleanStop()
