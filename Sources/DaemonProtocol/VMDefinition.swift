@@ -1,4 +1,5 @@
 import Foundation
+import Host
 import VMSpec
 
 /// One VM as the config file (or `ctl start --kernel …`) defines it. The same Codable shape is read
@@ -54,9 +55,11 @@ public struct VMDefinition: Codable, Sendable, Equatable {
         guard (1...255).contains(cpus) else { throw invalid(c, .cpus, "\(cpus) is out of range (1 to 255)") }
         disks = try c.decodeIfPresent([Disk].self, forKey: .disks) ?? []
         if verify {
-            for (index, disk) in disks.enumerated() where !FileManager.default.fileExists(atPath: disk.path) {
-                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.disks, IndexKey(index)],
-                                                        debugDescription: "\(disk.path.printable): no such file"))
+            for (index, disk) in disks.enumerated() {
+                if let problem = ImageFile.problem(at: disk.path, blockDeviceAllowed: true) {
+                    throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.disks, IndexKey(index)],
+                                                            debugDescription: "\(disk.path.printable): \(problem)"))
+                }
             }
         }
         networks = try c.decodeIfPresent([Network].self, forKey: .networks) ?? []
@@ -164,9 +167,7 @@ package func invalid<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K, _ m
 
 package func requireFile<K: CodingKey>(_ path: String, _ c: KeyedDecodingContainer<K>, _ key: K) throws {
     guard !path.isEmpty else { throw invalid(c, key, "must not be empty") }
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw invalid(c, key, "\(path.printable): no such file") }
-    guard !isDirectory.boolValue else { throw invalid(c, key, "\(path.printable): is a directory") }
+    if let problem = ImageFile.problem(at: path) { throw invalid(c, key, "\(path.printable): \(problem)") }
 }
 
 /// `[A-Za-z0-9._-]{1,64}`: VM names become file names in the state directory.

@@ -35,11 +35,9 @@ public enum ImageFile {
     /// The descriptor and what fstat said of it (disk images want st_blksize too).
     static func openChecked(_ path: String, for purpose: String, writable: Bool,
                             blockDeviceAllowed: Bool) throws(HostError) -> (file: FileDescriptor, info: stat) {
-        let wanted = blockDeviceAllowed ? "a regular file or block device" : "a regular file"
         func check(_ info: stat) throws(HostError) {
-            let kind = info.st_mode & S_IFMT
-            guard kind == S_IFREG || (blockDeviceAllowed && kind == S_IFBLK) else {
-                throw HostError(message: "\(purpose) \(path) is \(describe(kind)), not \(wanted)")
+            if let problem = kindProblem(info, blockDeviceAllowed: blockDeviceAllowed) {
+                throw HostError(message: "\(purpose) \(path) \(problem)")
             }
         }
         // A look before opening, so that no device is ever opened (opening some has effects of its
@@ -59,6 +57,26 @@ public enum ImageFile {
         try check(info)
         do { try file.setNonBlocking(false) } catch { throw HostError("\(purpose) \(path): fcntl", errno: error.errno) }
         return (file, info)
+    }
+
+    /// Why `path` could not be a guest's kernel or initrd (or, with `blockDeviceAllowed`, disk),
+    /// judged by stat alone, without opening it: nil when it could. The daemon checks a
+    /// definition with it (the VM process, which opens the file, judges again), so both doors
+    /// refuse the same files. "no such file", "is a FIFO, not a regular file", …
+    public static func problem(at path: String, blockDeviceAllowed: Bool = false) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            let code = errno
+            return code == ENOENT ? "no such file" : String(cString: strerror(code))
+        }
+        return kindProblem(info, blockDeviceAllowed: blockDeviceAllowed)
+    }
+
+    /// nil for a regular file (or block device, if allowed), else "is a FIFO, not a regular file".
+    static func kindProblem(_ info: stat, blockDeviceAllowed: Bool) -> String? {
+        let kind = info.st_mode & S_IFMT
+        if kind == S_IFREG || (blockDeviceAllowed && kind == S_IFBLK) { return nil }
+        return "is \(describe(kind)), not \(blockDeviceAllowed ? "a regular file or block device" : "a regular file")"
     }
 
     /// A file type (st_mode & S_IFMT) in the words of a refusal.

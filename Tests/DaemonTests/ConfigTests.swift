@@ -119,7 +119,15 @@ import Testing
     @Test func missingOrBadKernel() {
         #expect(error("vms:\n  a:\n    memory: 64M\n") == "swiftletd.yaml: line 2: vms.a: missing key 'kernel'")
         #expect(error("vms:\n  a:\n    kernel: /nonexistent/vmlinuz\n") == "swiftletd.yaml: line 3: vms.a.kernel: /nonexistent/vmlinuz: no such file")
-        #expect(error("vms:\n  a:\n    kernel: \(Self.dir)\n").hasSuffix(": is a directory"))
+        #expect(error("vms:\n  a:\n    kernel: \(Self.dir)\n").hasSuffix(": is a directory, not a regular file"))
+        // The files the VM process would refuse, refused when the definition is read (one rule,
+        // Host.ImageFile, for both): a FIFO or a device as kernel, initrd or disk.
+        #expect(error("vms:\n  a:\n    kernel: /dev/zero\n").hasSuffix("vms.a.kernel: /dev/zero: is a character device, not a regular file"))
+        let fifo = Self.dir + "/definition.fifo"
+        unlink(fifo)
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        #expect(error("vms:\n  a:\n    kernel: \(Self.dir)/vmlinuz\n    disks: [\"\(fifo)\"]\n").hasSuffix("vms.a.disks[0]: \(fifo): is a FIFO, not a regular file or block device"))
     }
 
     @Test func badNamesAndShapes() {

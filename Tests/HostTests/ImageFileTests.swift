@@ -49,6 +49,19 @@ import Testing
         #expect(refusal { _ = try DiskImage(path: fifo, readOnly: true) } == "disk \(fifo) is a FIFO, not a regular file or block device")
     }
 
+    /// The stat-only judgement (swiftletd's check of a definition) says what the open would.
+    @Test func problemJudgesWithoutOpening() throws {
+        let scratch = Scratch()
+        let fifo = scratch.path("f")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        #expect(ImageFile.problem(at: fifo) == "is a FIFO, not a regular file")
+        #expect(ImageFile.problem(at: fifo, blockDeviceAllowed: true) == "is a FIFO, not a regular file or block device")
+        #expect(ImageFile.problem(at: "/dev/zero") == "is a character device, not a regular file")
+        #expect(ImageFile.problem(at: scratch.directory) == "is a directory, not a regular file")
+        #expect(ImageFile.problem(at: scratch.path("missing")) == "no such file")
+        #expect(ImageFile.problem(at: try scratch.file("k", [1, 2, 3])) == nil)
+    }
+
     /// /dev/zero and /dev/urandom never end: they used to be read until memory ran out.
     @Test func characterDevicesAreRefused() {
         for device in ["/dev/zero", "/dev/urandom"] {
