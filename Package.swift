@@ -30,6 +30,10 @@ let package = Package(
         .executable(name: "swiftlet-cli", targets: ["SwiftletCLI"]),
         .executable(name: "swiftletd", targets: ["swiftletd"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
+        // libswiftlet.so.1, the C ABI (include/swiftlet/swiftlet.h, docs/abi.md). SwiftPM names the
+        // file after the product (libSwiftletC.so; the executable has the name `swiftlet`);
+        // scripts/libswiftlet stages and installs it as libswiftlet.so.1, its SONAME.
+        .library(name: "SwiftletC", type: .dynamic, targets: ["LibSwiftlet"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -64,6 +68,19 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["Host", "VMSpec"], swiftSettings: strict),
         // NVMM-style library: Machine, VCPU, typed VMExit, memory slots, opt-in assists.
         .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory", "Host", "VMSpec"], swiftSettings: strict),
+        // The C ABI's public header (swiftlet/swiftlet.h, installed as is) and the thread-local
+        // last-error buffer, which C does without allocating.
+        .target(name: "CSwiftlet"),
+        // The C ABI, version 1 (docs/abi.md): handles, statuses, struct conversions and the
+        // exported swiftlet_* functions over Hypervisor. Unit-tested in-process, without the .so.
+        .target(name: "SwiftletABI", dependencies: ["CSwiftlet", "Hypervisor", "KVM", "Host", "VMSpec"], swiftSettings: strict),
+        // libswiftlet.so.1 itself: SwiftletABI linked with the Swift runtime inside (clients need
+        // no Swift installed), its SONAME, and the version script that exports only the
+        // swiftlet_* functions, each under its ABI version (abi/libswiftlet.map).
+        .target(name: "LibSwiftlet", dependencies: ["SwiftletABI"], swiftSettings: strict, linkerSettings: [
+            .unsafeFlags(["-static-stdlib", "-Xlinker", "-soname=libswiftlet.so.1",
+                          "-Xlinker", "--version-script=\(Context.packageDirectory)/abi/libswiftlet.map"]),
+        ]),
         // Guest-facing device models (legacy PC devices, PCI, virtio) and the back-end protocols
         // they need; no host resources (no files, sockets, epoll or threads), never KVM.
         .target(name: "Devices", dependencies: ["GuestMemory", "VMSpec"], swiftSettings: strict),
@@ -131,6 +148,7 @@ let package = Package(
         .testTarget(name: "KVMTests", dependencies: ["KVM", "CKVM"]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "GuestMemory"]),
+        .testTarget(name: "SwiftletABITests", dependencies: ["SwiftletABI", "CSwiftlet", "Hypervisor"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "ClassicBPF"]),
         .testTarget(name: "VMSpecTests", dependencies: ["VMSpec"]),
         .testTarget(name: "GDBRemoteTests", dependencies: ["GDBRemote"]),

@@ -8,6 +8,8 @@ public struct HypervisorError: Error, CustomStringConvertible, Equatable, Sendab
     /// Stable failure classes callers can switch on.
     public enum Code: String, Sendable {
         case unavailable, unsupported, kernel, memory, invalidArgument, guestFault
+        /// Guest-physical mappings: overlapping, not page-aligned, not found, or no slot left.
+        case overlap, misaligned, notFound, limit
     }
 
     public var code: Code

@@ -68,6 +68,22 @@ public final class VCPU: @unchecked Sendable {
         do { try kvm.setSpecialRegisters(s) } catch { throw HypervisorError(error) }
     }
 
+    /// Reads model-specific registers into `values` (index i of `indices` into `values[i]`).
+    public func msrs(_ indices: UnsafeBufferPointer<UInt32>, into values: UnsafeMutableBufferPointer<UInt64>) throws(HypervisorError) {
+        do { try kvm.msrs(indices, into: values) } catch { throw HypervisorError(error) }
+    }
+
+    /// Queues external interrupt `vector` (for machines without the in-kernel irqchip).
+    public func injectInterrupt(vector: UInt32) throws(HypervisorError) {
+        do { try kvm.injectInterrupt(vector: vector) } catch { throw HypervisorError(error) }
+    }
+
+    /// How many data words KVM gave with the last internal-error exit (at most 16).
+    public var internalErrorDataCount: Int { kvm.internalDataCount }
+
+    /// Data word `index` of the last internal-error exit (0 outside 0..<16).
+    public func internalErrorData(_ index: Int) -> UInt64 { kvm.internalData(index) }
+
     public func setCPUID(_ leaves: [CPUIDLeaf]) throws(HypervisorError) {
         do { try kvm.setCPUID(leaves) } catch { throw HypervisorError(error) }
     }

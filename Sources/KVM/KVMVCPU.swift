@@ -89,6 +89,10 @@ public final class KVMVCPU: @unchecked Sendable {
     }
     public var failEntryReason: UInt64 { ckvm_run_fail_entry_reason(runPage) }
     public var internalSuberror: UInt32 { ckvm_run_internal_suberror(runPage) }
+    /// How many of `internalData`'s 16 words KVM filled at an internal-error exit.
+    public var internalDataCount: Int { Int(min(ckvm_run_internal_ndata(runPage), 16)) }
+    /// Word `index` (0..<16) of an internal-error exit's data; 0 past 16.
+    public func internalData(_ index: Int) -> UInt64 { index >= 0 && index < 16 ? ckvm_run_internal_data(runPage, UInt32(index)) : 0 }
     public var systemEventType: UInt32 { ckvm_run_system_event_type(runPage) }
     /// The exception vector of a debug exit (1 = #DB, 3 = #BP).
     public var debugException: UInt32 { ckvm_run_debug_exception(runPage) }
@@ -136,6 +140,24 @@ public final class KVMVCPU: @unchecked Sendable {
         guard n == Int32(msrs.count) else {
             throw KVMError(operation: "KVM_SET_MSRS", errno: n < 0 ? errno : 0, detail: n < 0 ? nil : "KVM accepted \(n) of \(msrs.count) MSRs")
         }
+    }
+
+    /// Reads model-specific registers: `values[i]` becomes MSR `indices[i]` (at most 64 of them).
+    /// Throws unless KVM read every one. Writes into the caller's buffer: nothing allocated.
+    public func msrs(_ indices: UnsafeBufferPointer<UInt32>, into values: UnsafeMutableBufferPointer<UInt64>) throws(KVMError) {
+        guard indices.count <= 64, values.count >= indices.count, let i = indices.baseAddress, let v = values.baseAddress else {
+            if indices.isEmpty { return }
+            throw KVMError(operation: "KVM_GET_MSRS", errno: EINVAL, detail: "\(indices.count) MSRs (at most 64)")
+        }
+        let n = ckvm_get_msrs(fd, i, v, UInt32(indices.count))
+        guard n == Int32(indices.count) else {
+            throw KVMError(operation: "KVM_GET_MSRS", errno: n < 0 ? errno : 0, detail: n < 0 ? nil : "KVM read \(n) of \(indices.count) MSRs")
+        }
+    }
+
+    /// Queues external interrupt `vector` for the guest (KVM_INTERRUPT: no in-kernel irqchip).
+    public func injectInterrupt(vector: UInt32) throws(KVMError) {
+        guard ckvm_interrupt(fd, vector) >= 0 else { throw KVMError(operation: "KVM_INTERRUPT", errno: errno) }
     }
 
     public func fpuState() throws(KVMError) -> X86FPUState {

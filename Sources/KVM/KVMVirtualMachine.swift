@@ -29,6 +29,14 @@ public final class KVMVirtualMachine: @unchecked Sendable {
         }
     }
 
+    /// Empties memory slot `slot` (KVM deletes a slot given size 0).
+    public func deleteUserMemoryRegion(slot: UInt32) throws(KVMError) {
+        var region = kvm_userspace_memory_region(slot: slot, flags: 0, guest_phys_addr: 0, memory_size: 0, userspace_addr: 0)
+        _ = try withUnsafeMutablePointer(to: &region) { p throws(KVMError) in
+            try Syscall.ioctl(fd, ckvm_KVM_SET_USER_MEMORY_REGION(), p, "KVM_SET_USER_MEMORY_REGION")
+        }
+    }
+
     /// Creates vCPU number `id` and maps its shared `kvm_run` page.
     public func createVCPU(id: UInt32) throws(KVMError) -> KVMVCPU {
         let vcpufd = try Syscall.ioctl(fd, ckvm_KVM_CREATE_VCPU(), value: UInt(id), "KVM_CREATE_VCPU")

@@ -118,6 +118,9 @@ static inline uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *r) {
     return r->fail_entry.hardware_entry_failure_reason;
 }
 static inline uint32_t ckvm_run_internal_suberror(const struct kvm_run *r) { return r->internal.suberror; }
+static inline uint32_t ckvm_run_internal_ndata(const struct kvm_run *r) { return r->internal.ndata; }
+// internal.data[i], 0 past the 16 entries the structure holds.
+static inline uint64_t ckvm_run_internal_data(const struct kvm_run *r, uint32_t i) { return i < 16 ? r->internal.data[i] : 0; }
 static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *r) { return r->system_event.type; }
 static inline uint32_t ckvm_run_debug_exception(const struct kvm_run *r) { return r->debug.arch.exception; }
 static inline uint64_t ckvm_run_debug_pc(const struct kvm_run *r) { return r->debug.arch.pc; }
@@ -153,6 +156,26 @@ static inline int ckvm_set_msrs(int vcpufd, const uint32_t *indices, const uint6
     m->nmsrs = n;
     for (uint32_t i = 0; i < n; i++) { m->entries[i].index = indices[i]; m->entries[i].data = values[i]; }
     return ioctl(vcpufd, KVM_SET_MSRS, m);
+}
+
+// KVM_GET_MSRS for `n` indices (at most 64); values[i] receives MSR indices[i]. Returns how many
+// were read or -1.
+static inline int ckvm_get_msrs(int vcpufd, const uint32_t *indices, uint64_t *values, uint32_t n) {
+    if (n > 64) return -1;
+    uint64_t buffer[(sizeof(struct kvm_msrs) + 64 * sizeof(struct kvm_msr_entry) + 7) / 8];
+    memset(buffer, 0, sizeof buffer);
+    struct kvm_msrs *m = (struct kvm_msrs *)buffer;
+    m->nmsrs = n;
+    for (uint32_t i = 0; i < n; i++) m->entries[i].index = indices[i];
+    int got = ioctl(vcpufd, KVM_GET_MSRS, m);
+    for (int i = 0; i < got && i < (int)n; i++) values[i] = m->entries[i].data;
+    return got;
+}
+
+// KVM_INTERRUPT: queues external interrupt `vector` (only without the in-kernel irqchip).
+static inline int ckvm_interrupt(int vcpufd, uint32_t vector) {
+    struct kvm_interrupt i = { .irq = vector };
+    return ioctl(vcpufd, KVM_INTERRUPT, &i);
 }
 
 // KVM_SET_FPU with the architectural reset values Linux expects (FCW 0x37F, MXCSR 0x1F80).

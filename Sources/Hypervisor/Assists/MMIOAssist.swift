@@ -147,6 +147,49 @@ public enum MMIOAssist {
                            context: context, read: read, write: write)
     }
 
+    /// Fetches, decodes and emulates the instruction at RIP when no exit named its address: after
+    /// KVM gave up emulating it (an internal-error exit), as libnvmm's nvmm_assist_mem does for
+    /// every MMIO exit. The device address is the instruction's own operand, translated through
+    /// the guest's page tables; an operand in RAM is done in RAM.
+    public static func emulateAtRIP(registers: inout Registers, specialRegisters: SpecialRegisters, memory: GuestMemory,
+                                    maxRepeatCount: Int = 256,
+                                    read: (_ address: UInt64, _ size: Int) -> UInt64,
+                                    write: (_ address: UInt64, _ size: Int, _ value: UInt64) -> Void)
+        throws(MMIOAssistError) -> Outcome {
+        let mode = executionMode(specialRegisters)
+        let context = Context(specialRegisters, maxRepeatCount: maxRepeatCount)
+        let walker = GuestPageWalker(memory: memory, paging: context.paging)
+        let ripLinear = mode == .bits64 ? registers.rip : (specialRegisters.cs.base &+ registers.rip) & 0xFFFF_FFFF
+        let bytes: X86InstructionBytes
+        do { bytes = try walker.fetchInstructionBytes(at: ripLinear) } catch { throw .translation(error) }
+        let instruction: X86Instruction
+        do { instruction = try X86InstructionDecoder.decode(bytes, mode: mode) } catch { throw .decode(error) }
+        guard isValidSize(instruction.addressSize) else { throw .unsupported(instruction.operation) }
+        // The operand that is the device: for a string, whichever side of the first element is not RAM.
+        var linears: [UInt64] = []
+        if instruction.form == .string {
+            let mask = X86ALU.mask(instruction.addressSize)
+            if instruction.operation != .lods {
+                linears.append(linear(registers.rdi & mask, segment: .es, mode: mode, bases: context.segmentBases))
+            }
+            if instruction.operation != .stos {
+                linears.append(linear(registers.rsi & mask, segment: instruction.prefixes.segment ?? .ds, mode: mode,
+                                      bases: context.segmentBases))
+            }
+        } else if let operand = instruction.memory {
+            linears.append(linearAddress(of: operand, instruction: instruction, registers: registers, bases: context.segmentBases))
+        }
+        var physicals: [UInt64] = []
+        for address in linears {
+            do { physicals.append(try walker.translate(address).physicalAddress) } catch { throw .translation(error) }
+        }
+        guard let device = physicals.first(where: { !memory.contains(GuestAddress($0), count: 1) }) ?? physicals.first else {
+            throw .unsupported(instruction.operation)
+        }
+        return try emulate(instruction, faultAddress: device, registers: &registers, memory: memory, context: context,
+                           read: read, write: write)
+    }
+
     /// Emulates a decoded instruction. The device is reached only through `read` and `write`
     /// (`size` is 1, 2, 4 or 8; values are zero-extended); guest RAM through `memory`.
     /// On success RIP advances by the instruction length unless a REP was cut short (see
