@@ -1,0 +1,23 @@
+import Foundation
+import Testing
+
+/// libswiftlet as a C client sees it (Tests/abi/run against the debug build's libSwiftletC.so):
+/// exported symbols and versions, v1's frozen layouts, the C example, a hostile client built
+/// against the frozen v1 header, and the documented limits. The checks are C programs, so this
+/// suite only runs them and reports their lines.
+@Suite struct LibSwiftletTests {
+    static let library = Harness.root.appendingPathComponent(".build/debug/libSwiftletC.so").path
+
+    private func check(_ name: String, needsKVM: Bool = true) throws {
+        try #require(FileManager.default.fileExists(atPath: Self.library), "\(Self.library) is missing: `swift build` builds it (scripts/test does)")
+        let r = Harness.run("/bin/bash", [Harness.root.appendingPathComponent("Tests/abi/run").path, ".build/debug", name], timeout: 300)
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("abi: \(name) ok") || (needsKVM && !Harness.hasKVM && r.output.contains("skipped")), "\(r.output)")
+    }
+
+    @Test func exportsExactlyTheVersionedSymbolsOnRecord() throws { try check("symbols", needsKVM: false) }
+    @Test func version1LayoutsHoldInTheFrozenAndTheCurrentHeader() throws { try check("layout", needsKVM: false) }
+    @Test func theCExampleRunsItsGuestThroughBothAssists() throws { try check("example") }
+    @Test func aHostileVersion1ClientGetsStatusesNeverATrap() throws { try check("bad-input") }
+    @Test func aThousandVCPUsAndAHundredMachinesLeaveNoDescriptor() throws { try check("limits") }
+}

@@ -1,0 +1,309 @@
+/*
+ * FROZEN: libswiftlet version 1's header as published (2026-12-05). Never edit: the ABI tests build
+ * clients against it to prove that the current library still serves them (docs/abi.md).
+ *
+ * libswiftlet: Swiftlet's C ABI (docs/abi.md is the specification).
+ *
+ * Version 1, machine level, in the manner of NetBSD's libnvmm: machines, guest-physical memory
+ * mappings, vCPUs, register state, typed exits, interrupt injection, GVA->GPA translation and two
+ * assists that run only when the caller asks (swiftlet_assist_io, swiftlet_assist_mem).
+ *
+ * Compatibility policy (docs/abi.md, "Compatibility"): a function, once published, never changes
+ * or disappears; new behaviour comes as new functions under a new symbol version (SWIFTLET_1.0,
+ * SWIFTLET_1.1, ...); a struct passed by pointer starts with `size` (the caller sets it to
+ * sizeof the struct it was compiled with) and only ever grows at its end. A client built against
+ * this header keeps working with every later libswiftlet.so.1.
+ *
+ * x86-64 Linux only (KVM). Every function returns a status: SWIFTLET_OK (0) or a negative
+ * SWIFTLET_E_* code; swiftlet_last_error() gives the calling thread's last message.
+ */
+#ifndef SWIFTLET_SWIFTLET_H
+#define SWIFTLET_SWIFTLET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI version this header describes; pass it to swiftlet_open. */
+#define SWIFTLET_ABI_VERSION 1
+
+/* Status codes. */
+#define SWIFTLET_OK 0
+#define SWIFTLET_E_INVALID (-1)      /* a NULL pointer, an unknown flag, a value out of range */
+#define SWIFTLET_E_VERSION (-2)      /* swiftlet_open: version 0, or newer than this library */
+#define SWIFTLET_E_NOT_OPEN (-3)     /* swiftlet_open has not succeeded in this process */
+#define SWIFTLET_E_HANDLE (-4)       /* a handle destroyed, never issued, or of the wrong kind */
+#define SWIFTLET_E_STRUCT_SIZE (-5)  /* a struct's size field is smaller than version 1's */
+#define SWIFTLET_E_BUSY (-6)         /* the vCPU is running (or being served) on another thread */
+#define SWIFTLET_E_OVERLAP (-7)      /* the mapping overlaps an existing one */
+#define SWIFTLET_E_ALIGNMENT (-8)    /* an address, host pointer or size is not page-aligned */
+#define SWIFTLET_E_NOT_FOUND (-9)    /* no such mapping, or the guest-virtual address is unmapped */
+#define SWIFTLET_E_WRONG_EXIT (-10)  /* an assist called on an exit of another reason */
+#define SWIFTLET_E_LIMIT (-11)       /* too many machines, vCPUs or mappings */
+#define SWIFTLET_E_UNAVAILABLE (-12) /* /dev/kvm is missing or not permitted */
+#define SWIFTLET_E_KERNEL (-13)      /* KVM refused the request (the message names the ioctl and errno) */
+#define SWIFTLET_E_UNSUPPORTED (-14) /* the instruction or state is outside what the library handles */
+#define SWIFTLET_E_GUEST (-15)       /* the guest's state is invalid for the request (bad page tables, RIP outside RAM) */
+
+/* Handles: nonzero values the library issues; 0 is never a valid handle. A handle of one kind
+ * passed where another kind is expected, or used after it was destroyed, gives SWIFTLET_E_HANDLE. */
+typedef uint64_t swiftlet_machine_t;
+typedef uint64_t swiftlet_vcpu_t;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Library */
+
+/* Declares the ABI version the client was written for (SWIFTLET_ABI_VERSION of its header).
+ * Must succeed before any call but swiftlet_abi_version and swiftlet_last_error. Calling it
+ * again is allowed (with any supported version). */
+int swiftlet_open(uint32_t abi_version);
+
+/* The newest ABI version this library implements. */
+uint32_t swiftlet_abi_version(void);
+
+/* Copies the calling thread's last error message (one line, NUL-terminated, truncated to fit)
+ * into buffer and returns its length (at most 511), as snprintf does; 0 when the last call
+ * succeeded.
+ * buffer may be NULL when size is 0. */
+size_t swiftlet_last_error(char *buffer, size_t size);
+
+/* Assists this library offers (swiftlet_capabilities.assists). */
+#define SWIFTLET_ASSIST_IO (1u << 0)
+#define SWIFTLET_ASSIST_MEM (1u << 1)
+
+/* What this library and the running kernel allow. */
+struct swiftlet_capabilities {
+    uint32_t size;              /* in: sizeof(struct swiftlet_capabilities) */
+    uint32_t abi_version;       /* the newest ABI version implemented */
+    uint32_t max_machines;      /* machines one process may hold at once */
+    uint32_t max_vcpus;         /* vCPUs per machine (KVM_CAP_MAX_VCPUS) */
+    uint32_t recommended_vcpus; /* vCPUs per machine KVM recommends (KVM_CAP_NR_VCPUS) */
+    uint32_t max_mappings;      /* memory mappings per machine (KVM_CAP_NR_MEMSLOTS) */
+    uint64_t page_size;         /* alignment of every mapping's address, pointer and size */
+    uint64_t assists;           /* SWIFTLET_ASSIST_* */
+};                              /* 40 bytes */
+
+int swiftlet_capabilities(struct swiftlet_capabilities *capabilities);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Machines and memory */
+
+/* Flags of swiftlet_machine_create. */
+#define SWIFTLET_MACHINE_IRQCHIP (1u << 0) /* in-kernel PIC, IOAPIC, local APICs and PIT */
+
+int swiftlet_machine_create(uint32_t flags, swiftlet_machine_t *machine);
+
+/* Destroys the machine and every vCPU it still has (their handles become invalid). Fails with
+ * SWIFTLET_E_BUSY while one of its vCPUs runs. The caller's memory is not freed. */
+int swiftlet_machine_destroy(swiftlet_machine_t machine);
+
+/* Flags of swiftlet_machine_map. */
+#define SWIFTLET_MAP_READONLY (1u << 0) /* guest writes become MMIO exits */
+
+/* Maps size bytes of the caller's memory at host into guest-physical [gpa, gpa + size). All
+ * three page-aligned, size nonzero; no overlap with an existing mapping. The memory must stay
+ * valid until it is unmapped or the machine is destroyed. */
+int swiftlet_machine_map(swiftlet_machine_t machine, uint64_t gpa, void *host, uint64_t size, uint32_t flags);
+
+/* Removes the mapping that starts at gpa and has exactly this size. */
+int swiftlet_machine_unmap(swiftlet_machine_t machine, uint64_t gpa, uint64_t size);
+
+/* Drives interrupt line `line` (ISA IRQ or GSI) of the in-kernel irqchip; needs
+ * SWIFTLET_MACHINE_IRQCHIP. Safe from any thread. */
+int swiftlet_machine_irq_line(swiftlet_machine_t machine, uint32_t line, uint32_t level);
+
+/* ------------------------------------------------------------------------------------------ */
+/* vCPUs and their state */
+
+/* Creates vCPU number `index` (0 <= index < max_vcpus), with the CPUID KVM supports. */
+int swiftlet_vcpu_create(swiftlet_machine_t machine, uint32_t index, swiftlet_vcpu_t *vcpu);
+
+/* Fails with SWIFTLET_E_BUSY while the vCPU runs. */
+int swiftlet_vcpu_destroy(swiftlet_vcpu_t vcpu);
+
+/* General-purpose registers, RIP and RFLAGS. */
+struct swiftlet_regs {
+    uint32_t size; /* in: sizeof(struct swiftlet_regs) */
+    uint32_t reserved;
+    uint64_t rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;
+    uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
+    uint64_t rip, rflags;
+}; /* 152 bytes */
+
+/* A segment register with its hidden part (booleans are 0 or 1). */
+struct swiftlet_segment {
+    uint64_t base;
+    uint32_t limit; /* in bytes */
+    uint16_t selector;
+    uint8_t type, present, dpl, db, s, l, g, avl, unusable, reserved;
+}; /* 24 bytes */
+
+/* GDTR or IDTR. */
+struct swiftlet_dtable {
+    uint64_t base;
+    uint16_t limit;
+    uint16_t reserved[3];
+}; /* 16 bytes */
+
+/* Segment, descriptor-table and control registers. */
+struct swiftlet_sregs {
+    uint32_t size; /* in: sizeof(struct swiftlet_sregs) */
+    uint32_t reserved;
+    struct swiftlet_segment cs, ds, es, fs, gs, ss, tr, ldt;
+    struct swiftlet_dtable gdt, idt;
+    uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
+}; /* 288 bytes */
+
+/* x87 and SSE state (the FXSAVE fields). */
+struct swiftlet_fpu {
+    uint32_t size; /* in: sizeof(struct swiftlet_fpu) */
+    uint32_t mxcsr;
+    uint8_t st[8][16]; /* ST0-ST7: 10 bytes each, 6 bytes of padding */
+    uint16_t fcw, fsw;
+    uint8_t ftwx, reserved;
+    uint16_t last_opcode;
+    uint64_t last_ip, last_dp;
+    uint8_t xmm[16][16];
+}; /* 416 bytes */
+
+/* One model-specific register. */
+struct swiftlet_msr {
+    uint32_t index;
+    uint32_t reserved;
+    uint64_t value;
+}; /* 16 bytes */
+
+int swiftlet_vcpu_get_regs(swiftlet_vcpu_t vcpu, struct swiftlet_regs *regs);
+int swiftlet_vcpu_set_regs(swiftlet_vcpu_t vcpu, const struct swiftlet_regs *regs);
+int swiftlet_vcpu_get_sregs(swiftlet_vcpu_t vcpu, struct swiftlet_sregs *sregs);
+int swiftlet_vcpu_set_sregs(swiftlet_vcpu_t vcpu, const struct swiftlet_sregs *sregs);
+int swiftlet_vcpu_get_fpu(swiftlet_vcpu_t vcpu, struct swiftlet_fpu *fpu);
+int swiftlet_vcpu_set_fpu(swiftlet_vcpu_t vcpu, const struct swiftlet_fpu *fpu);
+/* count entries (1..64); get fills each entry's value from its index. */
+int swiftlet_vcpu_get_msrs(swiftlet_vcpu_t vcpu, struct swiftlet_msr *msrs, uint32_t count);
+int swiftlet_vcpu_set_msrs(swiftlet_vcpu_t vcpu, const struct swiftlet_msr *msrs, uint32_t count);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Running */
+
+/* Exit reasons. */
+#define SWIFTLET_EXIT_NONE 0
+#define SWIFTLET_EXIT_IO 1             /* port I/O: u.io */
+#define SWIFTLET_EXIT_MMIO 2           /* a guest access to unmapped (or read-only) memory: u.mmio */
+#define SWIFTLET_EXIT_HALT 3           /* HLT, without an in-kernel local APIC */
+#define SWIFTLET_EXIT_SHUTDOWN 4       /* triple fault */
+#define SWIFTLET_EXIT_HYPERCALL 5      /* reserved: KVM_EXIT_HYPERCALL, never enabled in version 1 */
+#define SWIFTLET_EXIT_INTERNAL_ERROR 6 /* KVM could not emulate: u.internal */
+#define SWIFTLET_EXIT_INTERRUPTED 7    /* swiftlet_vcpu_kick, or a signal; no guest state changed */
+#define SWIFTLET_EXIT_FAILED_ENTRY 8   /* the hardware refused the guest state: u.failed_entry_reason */
+#define SWIFTLET_EXIT_SYSTEM_EVENT 9   /* reset, shutdown or crash requested by the guest: u.system_event_type */
+#define SWIFTLET_EXIT_DEBUG 10         /* a debug trap (reserved in version 1) */
+#define SWIFTLET_EXIT_UNKNOWN 11       /* a KVM exit this library does not know: u.unknown_kvm_reason */
+
+/* A port-I/O exit. */
+struct swiftlet_exit_io {
+    uint16_t port;
+    uint8_t width;    /* bytes per item: 1, 2 or 4 */
+    uint8_t is_write; /* OUT */
+    uint32_t count;   /* items: more than 1 for INS/OUTS with REP */
+    uint8_t *data;    /* width * count bytes */
+}; /* 16 bytes */
+
+/* An MMIO exit (KVM decoded the instruction). */
+struct swiftlet_exit_mmio {
+    uint64_t gpa;
+    uint32_t width; /* 1 to 8 bytes */
+    uint32_t is_write;
+    uint8_t *data; /* width bytes */
+}; /* 24 bytes */
+
+/* A hypercall exit (reserved: version 1 never enables KVM_EXIT_HYPERCALL). */
+struct swiftlet_exit_hypercall {
+    uint64_t nr;
+    uint64_t args[6];
+}; /* 56 bytes */
+
+/* KVM could not handle something. */
+struct swiftlet_exit_internal {
+    uint32_t suberror; /* 1: emulation failure */
+    uint32_t ndata;    /* words of data KVM filled */
+    uint64_t data[16];
+}; /* 136 bytes */
+
+/* Why swiftlet_vcpu_run returned. The data pointers point into the vCPU's shared run area:
+ * valid until the next run of that vCPU; write into them to answer an IN or an MMIO read. */
+struct swiftlet_exit {
+    uint32_t size;   /* in: sizeof(struct swiftlet_exit) */
+    uint32_t reason; /* SWIFTLET_EXIT_* */
+    union {
+        struct swiftlet_exit_io io;
+        struct swiftlet_exit_mmio mmio;
+        struct swiftlet_exit_hypercall hypercall;
+        struct swiftlet_exit_internal internal;
+        uint64_t failed_entry_reason; /* the hardware's code */
+        uint32_t system_event_type;   /* KVM_SYSTEM_EVENT_* */
+        uint32_t unknown_kvm_reason;  /* kvm_run.exit_reason */
+        uint64_t reserved[32];        /* the union is 256 bytes, for later exit kinds */
+    } u;
+}; /* 264 bytes */
+
+/* Runs the vCPU on the calling thread until the next exit. One thread at a time: a second
+ * concurrent call gets SWIFTLET_E_BUSY. */
+int swiftlet_vcpu_run(swiftlet_vcpu_t vcpu, struct swiftlet_exit *exit);
+
+/* Makes the vCPU's current or next run return SWIFTLET_EXIT_INTERRUPTED. Safe from any thread.
+ * The library uses SIGUSR2 to interrupt a thread inside KVM_RUN (no-op handler, no SA_RESTART). */
+int swiftlet_vcpu_kick(swiftlet_vcpu_t vcpu);
+
+/* Queues external interrupt `vector` (KVM_INTERRUPT), for machines without the in-kernel irqchip. */
+int swiftlet_vcpu_inject_interrupt(swiftlet_vcpu_t vcpu, uint32_t vector);
+
+/* Translates a guest-virtual address through the vCPU's current page tables. */
+int swiftlet_vcpu_translate(swiftlet_vcpu_t vcpu, uint64_t gva, uint64_t *gpa);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Assists: called by the client on an exit it chose to have served; nothing runs them implicitly */
+
+/* One port access. For an OUT, data holds the value; for an IN, the callback fills data. */
+struct swiftlet_io_access {
+    uint16_t port;
+    uint8_t width; /* 1, 2 or 4 */
+    uint8_t is_write;
+    uint8_t data[4];
+}; /* 8 bytes */
+
+typedef void (*swiftlet_io_callback)(void *context, struct swiftlet_io_access *access);
+
+/* Serves a SWIFTLET_EXIT_IO exit as single accesses: one callback per item of a string (REP
+ * INS/OUTS) exit, in order; IN data goes where the guest's next run picks it up. */
+int swiftlet_assist_io(swiftlet_vcpu_t vcpu, const struct swiftlet_exit *exit,
+                       swiftlet_io_callback callback, void *context);
+
+/* One memory access. For a write, data holds the value; for a read, the callback fills data. */
+struct swiftlet_mem_access {
+    uint64_t gpa;
+    uint32_t width; /* 1, 2, 4 or 8 */
+    uint32_t is_write;
+    uint8_t data[8];
+}; /* 24 bytes */
+
+typedef void (*swiftlet_mem_callback)(void *context, struct swiftlet_mem_access *access);
+
+/* Serves an MMIO access. On SWIFTLET_EXIT_MMIO, KVM has decoded the instruction: the callback
+ * gets the access, and KVM completes the instruction (registers, read data) at the next run. On
+ * SWIFTLET_EXIT_INTERNAL_ERROR with suberror 1 (KVM could not emulate it), the library fetches
+ * the instruction at RIP through the guest's page tables, decodes it (Swiftlet's x86 decoder:
+ * MOV, MOVZX/MOVSX, arithmetic and logic, string MOVS/STOS/LODS with REP, ...), performs each
+ * access to a non-RAM address through the callback, updates the registers and moves RIP past
+ * it. Any other exit: SWIFTLET_E_WRONG_EXIT. */
+int swiftlet_assist_mem(swiftlet_vcpu_t vcpu, const struct swiftlet_exit *exit,
+                        swiftlet_mem_callback callback, void *context);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SWIFTLET_SWIFTLET_H */
