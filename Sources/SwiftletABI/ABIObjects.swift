@@ -61,6 +61,34 @@ final class ABIVCPU: @unchecked Sendable {
         defer { busy.store(false, ordering: .releasing) }
         return try body()
     }
+
+    /// A Hypervisor call on the vCPU, holding it (`claim`), its failure as an ABI status.
+    @inline(__always)
+    func hold<T>(_ body: (VCPU) throws(HypervisorError) -> T) throws(ABIError) -> T {
+        try claim { () throws(ABIError) in try ABIError.wrap { () throws(HypervisorError) in try body(vcpu) } }
+    }
+}
+
+/// A struct of swiftlet.h that starts with its `size`.
+protocol SizedABIStruct { var size: UInt32 { get } }
+extension swiftlet_capabilities: SizedABIStruct {}
+extension swiftlet_regs: SizedABIStruct {}
+extension swiftlet_sregs: SizedABIStruct {}
+extension swiftlet_fpu: SizedABIStruct {}
+extension swiftlet_exit: SizedABIStruct {}
+
+/// A required struct argument whose `size` covers version 1 (SWIFTLET_E_INVALID if NULL,
+/// SWIFTLET_E_STRUCT_SIZE if too small); `name` is its C name.
+@inline(__always)
+func sized<S: SizedABIStruct>(_ pointer: UnsafePointer<S>?, _ name: StaticString, version1Size: UInt32) throws(ABIError) -> UnsafePointer<S> {
+    guard let pointer else { throw ABIError.invalid("\(name) is NULL") }
+    try ABIVersion.check(pointer.pointee.size, atLeast: version1Size, name)
+    return pointer
+}
+
+@inline(__always)
+func sized<S: SizedABIStruct>(_ pointer: UnsafeMutablePointer<S>?, _ name: StaticString, version1Size: UInt32) throws(ABIError) -> UnsafeMutablePointer<S> {
+    UnsafeMutablePointer(mutating: try sized(UnsafePointer(pointer), name, version1Size: version1Size))
 }
 
 /// The process-wide state of the C ABI: the version the client opened, and the handle tables.

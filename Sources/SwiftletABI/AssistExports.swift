@@ -9,10 +9,7 @@ import Hypervisor
 public func swiftlet_assist_io(_ vcpu: UInt64, _ exit: UnsafePointer<swiftlet_exit>?,
                                _ callback: swiftlet_io_callback?, _ context: UnsafeMutableRawPointer?) -> Int32 {
     abiCall { () throws(ABIError) in
-        let v = try ABIRegistry.vcpu(vcpu)
-        let given = try required(exit, "exit")
-        let serve = try required(callback, "callback")
-        try ABIVersion.check(given.pointee.size, atLeast: ABIVersion.exitSize, "swiftlet_exit")
+        let (v, given, serve) = try assistArguments(vcpu, exit, callback)
         try v.claim { () throws(ABIError) in
             guard given.pointee.reason == UInt32(SWIFTLET_EXIT_IO), case .portIO(let io)? = v.lastExit else {
                 throw ABIError(SWIFTLET_E_WRONG_EXIT, "swiftlet_assist_io on an exit that is not the vCPU's last port-I/O exit")
@@ -39,10 +36,7 @@ public func swiftlet_assist_io(_ vcpu: UInt64, _ exit: UnsafePointer<swiftlet_ex
 public func swiftlet_assist_mem(_ vcpu: UInt64, _ exit: UnsafePointer<swiftlet_exit>?,
                                 _ callback: swiftlet_mem_callback?, _ context: UnsafeMutableRawPointer?) -> Int32 {
     abiCall { () throws(ABIError) in
-        let v = try ABIRegistry.vcpu(vcpu)
-        let given = try required(exit, "exit")
-        let serve = try required(callback, "callback")
-        try ABIVersion.check(given.pointee.size, atLeast: ABIVersion.exitSize, "swiftlet_exit")
+        let (v, given, serve) = try assistArguments(vcpu, exit, callback)
         try v.claim { () throws(ABIError) in
             switch (given.pointee.reason, v.lastExit) {
             case (UInt32(SWIFTLET_EXIT_MMIO), .mmio(let mmio)?):
@@ -54,6 +48,15 @@ public func swiftlet_assist_mem(_ vcpu: UInt64, _ exit: UnsafePointer<swiftlet_e
             }
         }
     }
+}
+
+/// The arguments both assists take, checked.
+@inline(__always)
+private func assistArguments<Callback>(_ vcpu: UInt64, _ exit: UnsafePointer<swiftlet_exit>?, _ callback: Callback?)
+    throws(ABIError) -> (ABIVCPU, UnsafePointer<swiftlet_exit>, Callback) {
+    let v = try ABIRegistry.vcpu(vcpu)
+    let given = try sized(exit, "swiftlet_exit", version1Size: ABIVersion.exitSize)
+    return (v, given, try required(callback, "callback"))
 }
 
 /// An MMIO exit KVM decoded: one access to the callback; a read's answer goes where KVM picks

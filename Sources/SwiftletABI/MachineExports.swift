@@ -26,8 +26,7 @@ public func swiftlet_last_error(_ buffer: UnsafeMutablePointer<CChar>?, _ size: 
 public func swiftlet_capabilities(_ capabilities: UnsafeMutablePointer<swiftlet_capabilities>?) -> Int32 {
     abiCall { () throws(ABIError) in
         try ABIRegistry.requireOpen()
-        let out = try required(capabilities, "capabilities")
-        try ABIVersion.check(out.pointee.size, atLeast: ABIVersion.capabilitiesSize, "swiftlet_capabilities")
+        let out = try sized(capabilities, "swiftlet_capabilities", version1Size: ABIVersion.capabilitiesSize)
         let limits = try ABIRegistry.hostLimits()
         out.pointee.abi_version = ABIVersion.current
         out.pointee.max_machines = UInt32(ABIRegistry.machineLimit)

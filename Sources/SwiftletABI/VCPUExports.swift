@@ -44,9 +44,8 @@ public func swiftlet_vcpu_destroy(_ vcpu: UInt64) -> Int32 {
 public func swiftlet_vcpu_get_regs(_ vcpu: UInt64, _ regs: UnsafeMutablePointer<swiftlet_regs>?) -> Int32 {
     abiCall { () throws(ABIError) in
         let v = try ABIRegistry.vcpu(vcpu)
-        let out = try required(regs, "regs")
-        try ABIVersion.check(out.pointee.size, atLeast: ABIVersion.regsSize, "swiftlet_regs")
-        let state = try v.claim { () throws(ABIError) in try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.registers() } }
+        let out = try sized(regs, "swiftlet_regs", version1Size: ABIVersion.regsSize)
+        let state = try v.hold { vcpu throws(HypervisorError) in try vcpu.registers() }
         state.store(into: &out.pointee)
     }
 }
@@ -55,10 +54,9 @@ public func swiftlet_vcpu_get_regs(_ vcpu: UInt64, _ regs: UnsafeMutablePointer<
 public func swiftlet_vcpu_set_regs(_ vcpu: UInt64, _ regs: UnsafePointer<swiftlet_regs>?) -> Int32 {
     abiCall { () throws(ABIError) in
         let v = try ABIRegistry.vcpu(vcpu)
-        let input = try required(regs, "regs")
-        try ABIVersion.check(input.pointee.size, atLeast: ABIVersion.regsSize, "swiftlet_regs")
+        let input = try sized(regs, "swiftlet_regs", version1Size: ABIVersion.regsSize)
         let state = Registers(input.pointee)
-        try v.claim { () throws(ABIError) in try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.setRegisters(state) } }
+        try v.hold { vcpu throws(HypervisorError) in try vcpu.setRegisters(state) }
     }
 }
 
@@ -66,9 +64,8 @@ public func swiftlet_vcpu_set_regs(_ vcpu: UInt64, _ regs: UnsafePointer<swiftle
 public func swiftlet_vcpu_get_sregs(_ vcpu: UInt64, _ sregs: UnsafeMutablePointer<swiftlet_sregs>?) -> Int32 {
     abiCall { () throws(ABIError) in
         let v = try ABIRegistry.vcpu(vcpu)
-        let out = try required(sregs, "sregs")
-        try ABIVersion.check(out.pointee.size, atLeast: ABIVersion.sregsSize, "swiftlet_sregs")
-        let state = try v.claim { () throws(ABIError) in try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.specialRegisters() } }
+        let out = try sized(sregs, "swiftlet_sregs", version1Size: ABIVersion.sregsSize)
+        let state = try v.hold { vcpu throws(HypervisorError) in try vcpu.specialRegisters() }
         state.store(into: &out.pointee)
     }
 }
@@ -77,12 +74,9 @@ public func swiftlet_vcpu_get_sregs(_ vcpu: UInt64, _ sregs: UnsafeMutablePointe
 public func swiftlet_vcpu_set_sregs(_ vcpu: UInt64, _ sregs: UnsafePointer<swiftlet_sregs>?) -> Int32 {
     abiCall { () throws(ABIError) in
         let v = try ABIRegistry.vcpu(vcpu)
-        let input = try required(sregs, "sregs")
-        try ABIVersion.check(input.pointee.size, atLeast: ABIVersion.sregsSize, "swiftlet_sregs")
+        let input = try sized(sregs, "swiftlet_sregs", version1Size: ABIVersion.sregsSize)
         let state = SpecialRegisters(input.pointee)
-        try v.claim { () throws(ABIError) in
-            try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.setSpecialRegisters(state) }
-        }
+        try v.hold { vcpu throws(HypervisorError) in try vcpu.setSpecialRegisters(state) }
     }
 }
 
@@ -90,9 +84,8 @@ public func swiftlet_vcpu_set_sregs(_ vcpu: UInt64, _ sregs: UnsafePointer<swift
 public func swiftlet_vcpu_get_fpu(_ vcpu: UInt64, _ fpu: UnsafeMutablePointer<swiftlet_fpu>?) -> Int32 {
     abiCall { () throws(ABIError) in
         let v = try ABIRegistry.vcpu(vcpu)
-        let out = try required(fpu, "fpu")
-        try ABIVersion.check(out.pointee.size, atLeast: ABIVersion.fpuSize, "swiftlet_fpu")
-        let state = try v.claim { () throws(ABIError) in try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.fpuState() } }
+        let out = try sized(fpu, "swiftlet_fpu", version1Size: ABIVersion.fpuSize)
+        let state = try v.hold { vcpu throws(HypervisorError) in try vcpu.fpuState() }
         state.store(into: &out.pointee)
     }
 }
@@ -101,10 +94,9 @@ public func swiftlet_vcpu_get_fpu(_ vcpu: UInt64, _ fpu: UnsafeMutablePointer<sw
 public func swiftlet_vcpu_set_fpu(_ vcpu: UInt64, _ fpu: UnsafePointer<swiftlet_fpu>?) -> Int32 {
     abiCall { () throws(ABIError) in
         let v = try ABIRegistry.vcpu(vcpu)
-        let input = try required(fpu, "fpu")
-        try ABIVersion.check(input.pointee.size, atLeast: ABIVersion.fpuSize, "swiftlet_fpu")
+        let input = try sized(fpu, "swiftlet_fpu", version1Size: ABIVersion.fpuSize)
         let state = FPUState(input.pointee)
-        try v.claim { () throws(ABIError) in try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.setFPUState(state) } }
+        try v.hold { vcpu throws(HypervisorError) in try vcpu.setFPUState(state) }
     }
 }
 
@@ -121,9 +113,7 @@ public func swiftlet_vcpu_get_msrs(_ vcpu: UInt64, _ msrs: UnsafeMutablePointer<
         try withUnsafeTemporaryAllocation(of: UInt32.self, capacity: n) { indices throws(ABIError) in
             try withUnsafeTemporaryAllocation(of: UInt64.self, capacity: n) { values throws(ABIError) in
                 for i in 0..<n { indices[i] = entries[i].index }
-                try v.claim { () throws(ABIError) in
-                    try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.msrs(UnsafeBufferPointer(indices), into: values) }
-                }
+                try v.hold { vcpu throws(HypervisorError) in try vcpu.msrs(UnsafeBufferPointer(indices), into: values) }
                 for i in 0..<n { entries[i].value = values[i]; entries[i].reserved = 0 }
             }
         }
@@ -137,7 +127,7 @@ public func swiftlet_vcpu_set_msrs(_ vcpu: UInt64, _ msrs: UnsafePointer<swiftle
         let entries = try required(msrs, "msrs")
         guard (1...msrBatchLimit).contains(count) else { throw ABIError.invalid("\(count) MSRs (1 to \(msrBatchLimit))") }
         let pairs = (0..<Int(count)).map { (index: entries[$0].index, value: entries[$0].value) }
-        try v.claim { () throws(ABIError) in try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.setMSRs(pairs) } }
+        try v.hold { vcpu throws(HypervisorError) in try vcpu.setMSRs(pairs) }
     }
 }
 
@@ -145,8 +135,7 @@ public func swiftlet_vcpu_set_msrs(_ vcpu: UInt64, _ msrs: UnsafePointer<swiftle
 public func swiftlet_vcpu_run(_ vcpu: UInt64, _ exit: UnsafeMutablePointer<swiftlet_exit>?) -> Int32 {
     abiCall { () throws(ABIError) in
         let v = try ABIRegistry.vcpu(vcpu)
-        let out = try required(exit, "exit")
-        try ABIVersion.check(out.pointee.size, atLeast: ABIVersion.exitSize, "swiftlet_exit")
+        let out = try sized(exit, "swiftlet_exit", version1Size: ABIVersion.exitSize)
         try v.claim { () throws(ABIError) in
             let thread = ThreadHandle.current
             if v.runningThread != thread {
@@ -179,9 +168,7 @@ public func swiftlet_vcpu_inject_interrupt(_ vcpu: UInt64, _ vector: UInt32) -> 
             throw ABIError.invalid("the machine has the in-kernel irqchip: raise a line with swiftlet_machine_irq_line")
         }
         guard vector <= 255 else { throw ABIError.invalid("interrupt vector \(vector) (0 to 255)") }
-        try v.claim { () throws(ABIError) in
-            try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.injectInterrupt(vector: vector) }
-        }
+        try v.hold { vcpu throws(HypervisorError) in try vcpu.injectInterrupt(vector: vector) }
     }
 }
 
@@ -190,9 +177,7 @@ public func swiftlet_vcpu_translate(_ vcpu: UInt64, _ gva: UInt64, _ gpa: Unsafe
     abiCall { () throws(ABIError) in
         let v = try ABIRegistry.vcpu(vcpu)
         let out = try required(gpa, "gpa")
-        let physical = try v.claim { () throws(ABIError) in
-            try ABIError.wrap { () throws(HypervisorError) in try v.vcpu.translate(gva) }
-        }
+        let physical = try v.hold { vcpu throws(HypervisorError) in try vcpu.translate(gva) }
         guard let physical else { throw ABIError(SWIFTLET_E_NOT_FOUND, "guest-virtual \(gva.hexString) is not mapped") }
         out.pointee = physical
     }

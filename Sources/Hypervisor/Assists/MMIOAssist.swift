@@ -132,6 +132,16 @@ public enum MMIOAssist {
                                read: (_ address: UInt64, _ size: Int) -> UInt64,
                                write: (_ address: UInt64, _ size: Int, _ value: UInt64) -> Void)
         throws(MMIOAssistError) -> Outcome {
+        let (instruction, context) = try instructionAtRIP(registers: registers, specialRegisters: specialRegisters,
+                                                          memory: memory, maxRepeatCount: maxRepeatCount)
+        return try emulate(instruction, faultAddress: faultAddress, registers: &registers, memory: memory,
+                           context: context, read: read, write: write)
+    }
+
+    /// The instruction at RIP, fetched through the guest's page tables and decoded, and the
+    /// context the guest's special registers give.
+    private static func instructionAtRIP(registers: Registers, specialRegisters: SpecialRegisters, memory: GuestMemory,
+                                         maxRepeatCount: Int) throws(MMIOAssistError) -> (X86Instruction, Context) {
         let mode = executionMode(specialRegisters)
         let context = Context(specialRegisters, maxRepeatCount: maxRepeatCount)
         let ripLinear = mode == .bits64 ? registers.rip : (specialRegisters.cs.base &+ registers.rip) & 0xFFFF_FFFF
@@ -141,10 +151,7 @@ public enum MMIOAssist {
         } catch {
             throw .translation(error)
         }
-        let instruction: X86Instruction
-        do { instruction = try X86InstructionDecoder.decode(bytes, mode: mode) } catch { throw .decode(error) }
-        return try emulate(instruction, faultAddress: faultAddress, registers: &registers, memory: memory,
-                           context: context, read: read, write: write)
+        do { return (try X86InstructionDecoder.decode(bytes, mode: mode), context) } catch { throw .decode(error) }
     }
 
     /// Fetches, decodes and emulates the instruction at RIP when no exit named its address: after
@@ -156,14 +163,10 @@ public enum MMIOAssist {
                                     read: (_ address: UInt64, _ size: Int) -> UInt64,
                                     write: (_ address: UInt64, _ size: Int, _ value: UInt64) -> Void)
         throws(MMIOAssistError) -> Outcome {
-        let mode = executionMode(specialRegisters)
-        let context = Context(specialRegisters, maxRepeatCount: maxRepeatCount)
+        let (instruction, context) = try instructionAtRIP(registers: registers, specialRegisters: specialRegisters,
+                                                          memory: memory, maxRepeatCount: maxRepeatCount)
+        let mode = instruction.mode
         let walker = GuestPageWalker(memory: memory, paging: context.paging)
-        let ripLinear = mode == .bits64 ? registers.rip : (specialRegisters.cs.base &+ registers.rip) & 0xFFFF_FFFF
-        let bytes: X86InstructionBytes
-        do { bytes = try walker.fetchInstructionBytes(at: ripLinear) } catch { throw .translation(error) }
-        let instruction: X86Instruction
-        do { instruction = try X86InstructionDecoder.decode(bytes, mode: mode) } catch { throw .decode(error) }
         guard isValidSize(instruction.addressSize) else { throw .unsupported(instruction.operation) }
         // The operand that is the device: for a string, whichever side of the first element is not RAM.
         var linears: [UInt64] = []
