@@ -83,42 +83,50 @@ extension X86FPUState {
 }
 
 extension swiftlet_exit {
-    /// Fills the reason and payload of `exit`; the I/O pointers point into the vCPU's run area.
-    /// Writes only the union member the reason names (plus the reason): nothing else per exit.
+    /// Where the union starts: payloads are stored there directly, since assigning a member of
+    /// an imported C union through Swift copies the whole 256-byte union (once per exit).
+    private static let payloadOffset = MemoryLayout<swiftlet_exit>.offset(of: \swiftlet_exit.u)!
+
+    /// Fills the reason and payload of `exit` into `out`; the I/O pointers point into the vCPU's
+    /// run area. Writes only the reason and the union member it names.
     @inline(__always)
-    mutating func record(_ exit: VMExit, of vcpu: VCPU) {
+    static func record(_ exit: VMExit, of vcpu: VCPU, into out: UnsafeMutablePointer<swiftlet_exit>) {
+        let payload = UnsafeMutableRawPointer(out) + payloadOffset
+        func reason(_ code: Int32) { out.pointee.reason = UInt32(code) }
         switch exit {
         case .portIO(let io):
-            reason = UInt32(SWIFTLET_EXIT_IO)
-            u.io = swiftlet_exit_io(port: io.port, width: UInt8(truncatingIfNeeded: io.size), is_write: io.isWrite ? 1 : 0,
-                                    count: UInt32(truncatingIfNeeded: io.count),
-                                    data: vcpu.ioData.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            reason(SWIFTLET_EXIT_IO)
+            payload.storeBytes(of: swiftlet_exit_io(port: io.port, width: UInt8(truncatingIfNeeded: io.size), is_write: io.isWrite ? 1 : 0,
+                                                    count: UInt32(truncatingIfNeeded: io.count),
+                                                    data: vcpu.ioData.baseAddress?.assumingMemoryBound(to: UInt8.self)),
+                               as: swiftlet_exit_io.self)
         case .mmio(let mmio):
-            reason = UInt32(SWIFTLET_EXIT_MMIO)
-            u.mmio = swiftlet_exit_mmio(gpa: mmio.address, width: UInt32(truncatingIfNeeded: mmio.size), is_write: mmio.isWrite ? 1 : 0,
-                                        data: vcpu.mmioData.baseAddress?.assumingMemoryBound(to: UInt8.self))
-        case .halted: reason = UInt32(SWIFTLET_EXIT_HALT)
-        case .shutdown: reason = UInt32(SWIFTLET_EXIT_SHUTDOWN)
+            reason(SWIFTLET_EXIT_MMIO)
+            payload.storeBytes(of: swiftlet_exit_mmio(gpa: mmio.address, width: UInt32(truncatingIfNeeded: mmio.size), is_write: mmio.isWrite ? 1 : 0,
+                                                      data: vcpu.mmioData.baseAddress?.assumingMemoryBound(to: UInt8.self)),
+                               as: swiftlet_exit_mmio.self)
+        case .halted: reason(SWIFTLET_EXIT_HALT)
+        case .shutdown: reason(SWIFTLET_EXIT_SHUTDOWN)
         case .failedEntry(let code):
-            reason = UInt32(SWIFTLET_EXIT_FAILED_ENTRY)
-            u.failed_entry_reason = code
+            reason(SWIFTLET_EXIT_FAILED_ENTRY)
+            payload.storeBytes(of: code, as: UInt64.self)
         case .internalError(let suberror):
-            reason = UInt32(SWIFTLET_EXIT_INTERNAL_ERROR)
+            reason(SWIFTLET_EXIT_INTERNAL_ERROR)
             var detail = swiftlet_exit_internal()
             detail.suberror = suberror
             detail.ndata = UInt32(vcpu.internalErrorDataCount)
             withUnsafeMutableBytes(of: &detail.data) { raw in
                 for i in 0..<16 { raw.storeBytes(of: vcpu.internalErrorData(i), toByteOffset: i * 8, as: UInt64.self) }
             }
-            u.`internal` = detail
+            payload.storeBytes(of: detail, as: swiftlet_exit_internal.self)
         case .systemEvent(let type):
-            reason = UInt32(SWIFTLET_EXIT_SYSTEM_EVENT)
-            u.system_event_type = type
-        case .kicked: reason = UInt32(SWIFTLET_EXIT_INTERRUPTED)
-        case .debug: reason = UInt32(SWIFTLET_EXIT_DEBUG)
+            reason(SWIFTLET_EXIT_SYSTEM_EVENT)
+            payload.storeBytes(of: type, as: UInt32.self)
+        case .kicked: reason(SWIFTLET_EXIT_INTERRUPTED)
+        case .debug: reason(SWIFTLET_EXIT_DEBUG)
         case .unknown(let kvmReason):
-            reason = UInt32(SWIFTLET_EXIT_UNKNOWN)
-            u.unknown_kvm_reason = kvmReason
+            reason(SWIFTLET_EXIT_UNKNOWN)
+            payload.storeBytes(of: kvmReason, as: UInt32.self)
         }
     }
 }

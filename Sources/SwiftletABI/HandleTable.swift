@@ -2,55 +2,85 @@ import CSwiftlet
 import Synchronization
 import VMSpec
 
-/// The objects behind the C ABI's handles. A handle is the object's kind in its top byte and a
-/// serial number below, never reused: a handle of the wrong kind, one destroyed, or one never
-/// issued is found out by lookup (SWIFTLET_E_HANDLE) instead of being dereferenced, which a raw
-/// pointer handle could not offer. A lookup returns the object retained, so a destroy on another
-/// thread cannot free it under a call in progress.
+/// The objects behind the C ABI's handles. A handle is the object's kind in its top byte, a
+/// generation in the next 32 bits and a slot index in the low 24: a handle of the wrong kind, one
+/// destroyed (its slot's generation moved on), or one never issued is found out by lookup
+/// (SWIFTLET_E_HANDLE) instead of being dereferenced, which a raw pointer handle could not offer.
+/// A lookup is an index and a compare under the lock (no hashing: it runs twice per exit) and
+/// returns the object retained, so a destroy on another thread cannot free it under a call.
 public final class HandleTable<Object: AnyObject & Sendable>: Sendable {
+    private struct Slot {
+        var handle: UInt64
+        var object: Object?
+    }
+
+    private struct State {
+        var slots: [Slot] = []
+        var free: [Int] = []
+        var count = 0
+        var generation: UInt64 = 0
+    }
+
     private let kind: UInt64
     private let kindName: String
     public let limit: Int
-    private let state = Mutex<(next: UInt64, objects: [UInt64: Object])>((1, [:]))
+    private let state = Mutex(State())
+    private static var indexMask: UInt64 { 0xFF_FFFF }
 
     /// - Parameters:
     ///   - kind: 1...255, distinct per table (the handle's top byte).
     ///   - name: what the handle is, for messages ("machine", "vCPU").
+    ///   - limit: at most 2^24 objects at once.
     public init(kind: UInt8, name: String, limit: Int) {
-        precondition(kind != 0)
+        precondition(kind != 0 && limit <= 1 << 24)
         self.kind = UInt64(kind) << 56
         self.kindName = name
         self.limit = limit
     }
 
-    public var count: Int { state.withLock { $0.objects.count } }
+    public var count: Int { state.withLock { $0.count } }
 
     /// Issues a handle for `object`.
     public func insert(_ object: Object) throws(ABIError) -> UInt64 {
         try state.withLock { state throws(ABIError) in
-            guard state.objects.count < limit else {
-                throw ABIError(SWIFTLET_E_LIMIT, "\(state.objects.count) \(kindName)s exist already, the most one process may hold")
+            guard state.count < limit else {
+                throw ABIError(SWIFTLET_E_LIMIT, "\(state.count) \(kindName)s exist already, the most one process may hold")
             }
-            let handle = kind | (state.next & 0x00FF_FFFF_FFFF_FFFF)
-            state.next &+= 1
-            state.objects[handle] = object
+            // Generations count up across the table, so a handle is never issued twice.
+            state.generation = (state.generation &+ 1) & 0xFFFF_FFFF
+            if state.generation == 0 { state.generation = 1 }
+            let index = state.free.popLast() ?? state.slots.count
+            let handle = kind | state.generation << 24 | UInt64(index)
+            if index == state.slots.count { state.slots.append(Slot(handle: handle, object: object)) } else {
+                state.slots[index] = Slot(handle: handle, object: object)
+            }
+            state.count += 1
             return handle
         }
     }
 
     @inline(__always)
     public func lookup(_ handle: UInt64) throws(ABIError) -> Object {
-        let object = state.withLock { $0.objects[handle] }
+        let index = Int(handle & Self.indexMask)
+        let object = state.withLock { state -> Object? in
+            guard index < state.slots.count, state.slots[index].handle == handle else { return nil }
+            return state.slots[index].object
+        }
         guard let object else { throw unknown(handle) }
         return object
     }
 
     /// Removes the handle if `canRemove` (called under the table's lock) agrees.
     public func remove(_ handle: UInt64, if canRemove: (Object) throws(ABIError) -> Void = { _ in }) throws(ABIError) -> Object {
-        try state.withLock { state throws(ABIError) in
-            guard let object = state.objects[handle] else { throw unknown(handle) }
+        let index = Int(handle & Self.indexMask)
+        return try state.withLock { state throws(ABIError) in
+            guard index < state.slots.count, state.slots[index].handle == handle, let object = state.slots[index].object else {
+                throw unknown(handle)
+            }
             try canRemove(object)
-            state.objects[handle] = nil
+            state.slots[index] = Slot(handle: 0, object: nil)
+            state.free.append(index)
+            state.count -= 1
             return object
         }
     }

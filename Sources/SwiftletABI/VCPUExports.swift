@@ -148,7 +148,7 @@ public func swiftlet_vcpu_run(_ vcpu: UInt64, _ exit: UnsafeMutablePointer<swift
                 throw ABIError(error)
             }
             v.lastExit = result
-            out.pointee.record(result, of: v.vcpu)
+            swiftlet_exit.record(result, of: v.vcpu, into: out)
         }
     }
 }
