@@ -7,10 +7,10 @@
 // One line is all a message is: at most 511 bytes are kept. Initial-exec: every call touches it
 // (a success clears it), and the general-dynamic model of a shared library would make that a
 // __tls_get_addr call per exit; 512 bytes fit the static TLS glibc keeps for libraries.
-static _Thread_local char last_error[512] __attribute__((tls_model("initial-exec")));
+_Thread_local char cswiftlet_last_error[512] __attribute__((tls_model("initial-exec")));
+#define last_error cswiftlet_last_error
 
 void cswiftlet_set_error(const char *message, size_t length) {
-    if (length == 0 && last_error[0] == '\0') return;  // the common case: success after success
     size_t kept = length < sizeof last_error - 1 ? length : sizeof last_error - 1;
     if (kept > 0 && message) memcpy(last_error, message, kept);
     last_error[kept] = '\0';

@@ -20,7 +20,7 @@ public struct HypervisorError: Error, CustomStringConvertible, Equatable, Sendab
         self.message = message
     }
 
-    init(_ error: KVMError) {
+    @usableFromInline init(_ error: KVMError) {
         let code: Code = (error.errno == ENOENT || error.errno == EACCES) ? .unavailable : .kernel
         self.init(code, error.description)
     }

@@ -5,7 +5,7 @@ public enum PortIOAssist {
     /// Calls `body(itemIndex, itemBytes)` for each of the exit's `count` items of `size` bytes.
     /// For IN, `body` fills the slice; for OUT, it reads it. Items that would fall outside the
     /// data area are not visited.
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func forEachItem(of exit: PortIOExit, data: UnsafeMutableRawBufferPointer,
                                    _ body: (Int, UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
         guard exit.size > 0, exit.count > 0, let base = data.baseAddress else { return }
@@ -16,7 +16,7 @@ public enum PortIOAssist {
     }
 
     /// The little-endian value of one item (1, 2 or 4 bytes).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func value(of item: UnsafeMutableRawBufferPointer) -> UInt32 {
         switch item.count {
         case 1: UInt32(item.load(as: UInt8.self))
@@ -27,7 +27,7 @@ public enum PortIOAssist {
     }
 
     /// Stores `value` into one item, truncated to its width (for IN).
-    @inline(__always)
+    @inlinable @inline(__always)
     public static func store(_ value: UInt32, into item: UnsafeMutableRawBufferPointer) {
         switch item.count {
         case 1: item.storeBytes(of: UInt8(truncatingIfNeeded: value), as: UInt8.self)

@@ -8,7 +8,7 @@ import Glibc
 /// One virtual CPU. `run()` is called from the vCPU's own thread; `kick()` from any thread.
 public final class VCPU: @unchecked Sendable {
     public let index: Int
-    let kvm: KVMVCPU
+    @usableFromInline let kvm: KVMVCPU
     /// The thread that runs this vCPU, recorded by `attachToCurrentThread()`, for kicks.
     private let thread = Mutex<ThreadHandle?>(nil)
 
@@ -18,7 +18,7 @@ public final class VCPU: @unchecked Sendable {
     }
 
     /// Runs the guest until the next exit. Allocation-free: the exit is a value enum.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func run() throws(HypervisorError) -> VMExit {
         let reason: KVMVCPU.ExitReason
         do { reason = try kvm.run() } catch {
@@ -45,11 +45,11 @@ public final class VCPU: @unchecked Sendable {
     }
 
     /// Data of the last port-I/O exit: `size * count` bytes; write into it to answer an IN.
-    @inline(__always)
+    @inlinable @inline(__always)
     public var ioData: UnsafeMutableRawBufferPointer { kvm.ioData }
 
     /// Data of the last MMIO exit (up to 8 bytes); write into it to answer a read.
-    @inline(__always)
+    @inlinable @inline(__always)
     public var mmioData: UnsafeMutableRawBufferPointer { kvm.mmioData }
 
     public func registers() throws(HypervisorError) -> Registers {

@@ -4,6 +4,6 @@ import CKVM
 @inline(__always) func ckvmIoctlPointer(_ fd: Int32, _ request: UInt, _ arg: UnsafeMutableRawPointer?) -> Int32 {
     ckvm_ioctl_ptr(fd, request, arg)
 }
-@inline(__always) func ckvmIoctlValue(_ fd: Int32, _ request: UInt, _ value: UInt) -> Int32 {
+@inlinable @inline(__always) func ckvmIoctlValue(_ fd: Int32, _ request: UInt, _ value: UInt) -> Int32 {
     ckvm_ioctl_val(fd, request, value)
 }

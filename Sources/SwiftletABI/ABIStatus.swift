@@ -58,7 +58,7 @@ public enum ABIErrorMessage {
     }
 
     @inline(__always)
-    public static func clear() { cswiftlet_set_error(nil, 0) }
+    public static func clear() { cswiftlet_clear_error() }
 
     /// What swiftlet_last_error would copy (for tests).
     public static var current: String {

@@ -1,14 +1,16 @@
 import CSwiftlet
-import Synchronization
+import Host
 import VMSpec
 
 /// The objects behind the C ABI's handles. A handle is the object's kind in its top byte, a
 /// generation in the next 32 bits and a slot index in the low 24: a handle of the wrong kind, one
 /// destroyed (its slot's generation moved on), or one never issued is found out by lookup
 /// (SWIFTLET_E_HANDLE) instead of being dereferenced, which a raw pointer handle could not offer.
-/// A lookup is an index and a compare under the lock (no hashing: it runs twice per exit) and
-/// returns the object retained, so a destroy on another thread cannot free it under a call.
-public final class HandleTable<Object: AnyObject & Sendable>: Sendable {
+/// A lookup is an index and a compare under a spin lock (no hashing and no thread id: it runs
+/// twice per exit) and returns the object retained, so a destroy on another thread cannot free
+/// it under a call. The state lives behind a pointer, so reaching it under the lock costs no
+/// dynamic exclusivity check either.
+public final class HandleTable<Object: AnyObject & Sendable>: @unchecked Sendable {
     private struct Slot {
         var handle: UInt64
         var object: Object?
@@ -24,7 +26,8 @@ public final class HandleTable<Object: AnyObject & Sendable>: Sendable {
     private let kind: UInt64
     private let kindName: String
     public let limit: Int
-    private let state = Mutex(State())
+    private let lock = SpinLock()
+    private let state: UnsafeMutablePointer<State>
     private static var indexMask: UInt64 { 0xFF_FFFF }
 
     /// - Parameters:
@@ -36,13 +39,26 @@ public final class HandleTable<Object: AnyObject & Sendable>: Sendable {
         self.kind = UInt64(kind) << 56
         self.kindName = name
         self.limit = limit
+        state = .allocate(capacity: 1)
+        state.initialize(to: State())
     }
 
-    public var count: Int { state.withLock { $0.count } }
+    deinit {
+        state.deinitialize(count: 1)
+        state.deallocate()
+    }
+
+    /// Runs `body` on the state, under the lock.
+    @inline(__always)
+    private func locked<T, E: Error>(_ body: (inout State) throws(E) -> T) throws(E) -> T {
+        try lock.withLock { () throws(E) in try body(&state.pointee) }
+    }
+
+    public var count: Int { locked { $0.count } }
 
     /// Issues a handle for `object`.
     public func insert(_ object: Object) throws(ABIError) -> UInt64 {
-        try state.withLock { state throws(ABIError) in
+        try locked { state throws(ABIError) in
             guard state.count < limit else {
                 throw ABIError(SWIFTLET_E_LIMIT, "\(state.count) \(kindName)s exist already, the most one process may hold")
             }
@@ -62,7 +78,7 @@ public final class HandleTable<Object: AnyObject & Sendable>: Sendable {
     @inline(__always)
     public func lookup(_ handle: UInt64) throws(ABIError) -> Object {
         let index = Int(handle & Self.indexMask)
-        let object = state.withLock { state -> Object? in
+        let object = locked { state -> Object? in
             guard index < state.slots.count, state.slots[index].handle == handle else { return nil }
             return state.slots[index].object
         }
@@ -73,7 +89,7 @@ public final class HandleTable<Object: AnyObject & Sendable>: Sendable {
     /// Removes the handle if `canRemove` (called under the table's lock) agrees.
     public func remove(_ handle: UInt64, if canRemove: (Object) throws(ABIError) -> Void = { _ in }) throws(ABIError) -> Object {
         let index = Int(handle & Self.indexMask)
-        return try state.withLock { state throws(ABIError) in
+        return try locked { state throws(ABIError) in
             guard index < state.slots.count, state.slots[index].handle == handle, let object = state.slots[index].object else {
                 throw unknown(handle)
             }
