@@ -103,6 +103,9 @@ public final class Machine: @unchecked Sendable {
     /// The current mappings, sorted by guest address.
     public var memoryMappings: [MemoryMapping] { mappings.withLock { $0.table.mappings } }
 
+    /// The guest-physical ranges mapped read-only (see `MMIOAssist.Context.readOnlyRanges`).
+    public var readOnlyRanges: [Range<UInt64>] { mappings.withLock { $0.table.readOnlyRanges } }
+
     /// Opt-in: in-kernel PIC + IOAPIC + local APICs, and the i8254 PIT, as a PC has. Must be
     /// called before any vCPU is created. TSS/identity-map pages go just below 4 GiB (Intel needs them).
     public func createPlatformInterruptControllers() throws(HypervisorError) {

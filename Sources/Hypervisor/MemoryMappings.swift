@@ -67,6 +67,11 @@ public struct MemoryMappings: Sendable {
         mappings.removeAll { $0.slot == mapping.slot }
     }
 
+    /// The guest-physical ranges mapped read-only, for the memory assist (writes there are MMIO).
+    public var readOnlyRanges: [Range<UInt64>] {
+        mappings.filter(\.readOnly).map { $0.guestAddress..<$0.guestAddress &+ $0.size }
+    }
+
     /// Guest memory over the current mappings (borrowed: the caller owns the host memory), for the
     /// page walker and the assists.
     public var guestMemory: GuestMemory {

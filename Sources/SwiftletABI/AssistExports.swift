@@ -104,6 +104,7 @@ enum MemoryAssist {
         do {
             _ = try MMIOAssist.emulateAtRIP(
                 registers: &registers, specialRegisters: special, memory: v.owner.machine.memory,
+                readOnlyRanges: v.owner.machine.readOnlyRanges,
                 read: { address, size in access(address, size, 0, write: false) },
                 write: { address, size, value in _ = access(address, size, value, write: true) })
         } catch {

@@ -264,6 +264,24 @@ private let zf = X86Flags.zero, sf = X86Flags.sign, of = X86Flags.overflow
         #expect(r.rsi == 0x2010 && r.rdi == mmio + 16 && r.rcx == 0 && r.rip == 0x1002)
     }
 
+    /// A string copy into a read-only mapping (ROM inside `memory`): the reads come from memory,
+    /// the writes go to the device, as KVM makes a write to a read-only slot an MMIO exit.
+    @Test func movsIntoReadOnlyMemoryGoesToTheDevice() throws {
+        try memory.write([0xAA, 0xBB], at: GuestAddress(0x2000))
+        try memory.write([0x11, 0x22], at: GuestAddress(0x8000))
+        var context = MMIOAssist.Context()
+        context.readOnlyRanges = [0x8000..<0x9000]
+        var r = registers { $0.rsi = 0x2000; $0.rdi = 0x8000; $0.rcx = 2 }
+        try run([0xF3, 0xA4], &r, fault: 0x8000, context: context)   // rep movsb
+        #expect(device.log == [.write(0x8000, 1, 0xAA), .write(0x8001, 1, 0xBB)])
+        #expect(try memory.read(at: GuestAddress(0x8000), count: 2) == [0x11, 0x22])
+        // Reading the ROM is a memory read, not a device access.
+        r = registers { $0.rsi = 0x8000; $0.rdi = mmio; $0.rcx = 1 }
+        try run([0xF3, 0xA4], &r, context: context)
+        #expect(device.log.last == .write(mmio, 1, 0x11))
+        #expect(device.log.count == 3)
+    }
+
     @Test func movsFromDeviceToRAMBackwards() throws {
         var r = registers { $0.rsi = mmio + 3; $0.rdi = 0x2003; $0.rcx = 3; $0.rflags = 0x2 | X86Flags.direction }
         try run([0xF3, 0xA4], &r, fault: mmio + 3)          // std; rep movsb

@@ -89,6 +89,9 @@ public enum MMIOAssist {
         public var isUserMode: Bool
         /// CR0.WP (or user mode): string-operand writes need writable pages.
         public var enforcesWriteProtect: Bool
+        /// Guest-physical ranges of `memory` mapped read-only (ROM): reads come from memory, but
+        /// a write goes to the device callback, as KVM turns such a write into an MMIO exit.
+        public var readOnlyRanges: [Range<UInt64>] = []
 
         public init(segmentBases: X86SegmentBases = X86SegmentBases(), paging: GuestPaging = .identity,
                     maxRepeatCount: Int = 256, isUserMode: Bool = false, enforcesWriteProtect: Bool = true) {
@@ -141,9 +144,11 @@ public enum MMIOAssist {
     /// The instruction at RIP, fetched through the guest's page tables and decoded, and the
     /// context the guest's special registers give.
     private static func instructionAtRIP(registers: Registers, specialRegisters: SpecialRegisters, memory: GuestMemory,
-                                         maxRepeatCount: Int) throws(MMIOAssistError) -> (X86Instruction, Context) {
+                                         maxRepeatCount: Int, readOnlyRanges: [Range<UInt64>] = [])
+        throws(MMIOAssistError) -> (X86Instruction, Context) {
         let mode = executionMode(specialRegisters)
-        let context = Context(specialRegisters, maxRepeatCount: maxRepeatCount)
+        var context = Context(specialRegisters, maxRepeatCount: maxRepeatCount)
+        context.readOnlyRanges = readOnlyRanges
         let ripLinear = mode == .bits64 ? registers.rip : (specialRegisters.cs.base &+ registers.rip) & 0xFFFF_FFFF
         let bytes: X86InstructionBytes
         do {
@@ -159,12 +164,14 @@ public enum MMIOAssist {
     /// every MMIO exit. The device address is the instruction's own operand, translated through
     /// the guest's page tables; an operand in RAM is done in RAM.
     public static func emulateAtRIP(registers: inout Registers, specialRegisters: SpecialRegisters, memory: GuestMemory,
+                                    readOnlyRanges: [Range<UInt64>] = [],
                                     maxRepeatCount: Int = 256,
                                     read: (_ address: UInt64, _ size: Int) -> UInt64,
                                     write: (_ address: UInt64, _ size: Int, _ value: UInt64) -> Void)
         throws(MMIOAssistError) -> Outcome {
         let (instruction, context) = try instructionAtRIP(registers: registers, specialRegisters: specialRegisters,
-                                                          memory: memory, maxRepeatCount: maxRepeatCount)
+                                                          memory: memory, maxRepeatCount: maxRepeatCount,
+                                                          readOnlyRanges: readOnlyRanges)
         let mode = instruction.mode
         let walker = GuestPageWalker(memory: memory, paging: context.paging)
         guard isValidSize(instruction.addressSize) else { throw .unsupported(instruction.operation) }
@@ -398,6 +405,7 @@ private struct StringEmulation {
         }
         // An element partly outside RAM goes to the device whole; devices decode their own range.
         let isRAM = memory.contains(GuestAddress(first.physicalAddress), count: size)
+            && !(write && context.readOnlyRanges.contains { $0.overlaps(first.physicalAddress..<first.physicalAddress &+ size) })
         return Location(physical: first.physicalAddress, isRAM: isRAM)
     }
 
