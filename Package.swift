@@ -74,13 +74,6 @@ let package = Package(
         // The C ABI, version 1 (docs/abi.md): handles, statuses, struct conversions and the
         // exported swiftlet_* functions over Hypervisor. Unit-tested in-process, without the .so.
         .target(name: "SwiftletABI", dependencies: ["CSwiftlet", "Hypervisor", "KVM", "Host", "VMSpec"], swiftSettings: strict),
-        // libswiftlet.so.1 itself: SwiftletABI linked with the Swift runtime inside (clients need
-        // no Swift installed), its SONAME, and the version script that exports only the
-        // swiftlet_* functions, each under its ABI version (abi/libswiftlet.map).
-        .target(name: "LibSwiftlet", dependencies: ["SwiftletABI"], swiftSettings: strict, linkerSettings: [
-            .unsafeFlags(["-static-stdlib", "-Xlinker", "-soname=libswiftlet.so.1",
-                          "-Xlinker", "--version-script=\(Context.packageDirectory)/abi/libswiftlet.map"]),
-        ]),
         // Guest-facing device models (legacy PC devices, PCI, virtio) and the back-end protocols
         // they need; no host resources (no files, sockets, epoll or threads), never KVM.
         .target(name: "Devices", dependencies: ["GuestMemory", "VMSpec"], swiftSettings: strict),
@@ -104,6 +97,19 @@ let package = Package(
         // Firecracker's JSON (config file, API bodies) read with Foundation's JSONDecoder behind a
         // strict syntax check; apart from VMM so the hvt tender's process links no Foundation.
         .target(name: "FirecrackerJSON", dependencies: ["VMM", "VMSpec"], swiftSettings: strict),
+        // The C ABI's VM level (version 2, SWIFTLET_1.1): a whole microVM (VMM's MicroVM) from a
+        // Firecracker JSON config, in the caller's process, as libkrun offers.
+        .target(name: "SwiftletVMABI", dependencies: ["CSwiftlet", "SwiftletABI", "VMM", "FirecrackerJSON", "Host", "VMSpec"], swiftSettings: strict),
+        // libswiftlet.so.1 itself: both levels of the C ABI linked with the Swift runtime inside
+        // (clients need no Swift installed), its SONAME, and the version script that exports only
+        // the swiftlet_* functions, each under its ABI version (abi/libswiftlet.map).
+        .target(name: "LibSwiftlet", dependencies: ["SwiftletABI", "SwiftletVMABI"], swiftSettings: strict, linkerSettings: [
+            .unsafeFlags(["-static-stdlib", "-Xlinker", "-soname=libswiftlet.so.1",
+                          "-Xlinker", "--version-script=\(Context.packageDirectory)/abi/libswiftlet.map"]),
+            // FoundationEssentials' own static dependencies, which a shared library's link does
+            // not pull in by itself (an executable's does).
+            .linkedLibrary("_FoundationCollections"), .linkedLibrary("_FoundationCShims"),
+        ]),
         // HTTP/1.1 over Unix sockets (SwiftNIO's parser and encoder): the server and client every
         // control-plane piece uses.
         .target(name: "HTTPUnix", dependencies: [

@@ -1,4 +1,6 @@
-import Foundation
+// FoundationEssentials (JSONDecoder, Data, FileManager), not all of Foundation: libswiftlet links
+// this target in, and Foundation would bring ICU (tens of MiB) into the library.
+import FoundationEssentials
 import VMM
 import VMSpec
 
@@ -66,12 +68,10 @@ extension FirecrackerConfig {
             return "\(at(context.codingPath)): expected \(typeName(type)), found null"
         case .dataCorrupted(let context):
             if context.codingPath.isEmpty, !(context.underlyingError is UnknownKey) {
-                // Valid JSON that does not fit (a negative or huge number for an unsigned field):
-                // JSONDecoder reports it at the top level; say what it said.
-                if (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil {
-                    return "value out of range (\(context.debugDescription))"
-                }
-                return syntaxError(data, underlying: context.underlyingError)
+                // `decode` ran StrictJSON's full syntax check first, so this is valid JSON that
+                // does not fit (a negative or huge number for an unsigned field): JSONDecoder
+                // reports it at the top level; say what it said.
+                return "value out of range (\(context.debugDescription))"
             }
             return "\(at(context.codingPath)): \(context.debugDescription)"
         @unknown default:
@@ -87,29 +87,6 @@ extension FirecrackerConfig {
         case is [Any].Type: "an array"
         default: "an object"
         }
-    }
-
-    /// `line N: invalid JSON (…)` when a byte offset can be found, else `invalid JSON`.
-    static func syntaxError(_ data: Data, underlying: (any Error)?) -> String {
-        var index: Int?
-        var detail: String?
-        var errors: [NSError] = []
-        if let underlying { errors.append(underlying as NSError) }
-        // JSONDecoder on Linux carries no position; JSONSerialization's error does ("around character N").
-        do { _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch { errors.append(error as NSError) }
-        for e in errors where index == nil {
-            if let i = e.userInfo["NSJSONSerializationErrorIndex"] as? Int { index = i }
-            let text = (e.userInfo[NSDebugDescriptionErrorKey] as? String) ?? ""
-            if detail == nil, !text.isEmpty { detail = text.hasSuffix(".") ? String(text.dropLast()) : text }
-            if index == nil, let r = text.range(of: "character ") {
-                index = Int(text[r.upperBound...].prefix(while: \.isNumber))
-            }
-            if detail?.contains("end of file") == true { index = data.count }
-        }
-        let suffix = detail.map { " (\($0))" } ?? ""
-        guard let index, index >= 0 else { return "invalid JSON" + suffix }
-        let line = 1 + data.prefix(min(index, data.count)).reduce(0) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
-        return "line \(line): invalid JSON" + suffix
     }
 }
 

@@ -15,7 +15,12 @@ public final class ConditionLock<State>: @unchecked Sendable {
         mutex = .allocate(capacity: 1)
         condition = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(condition, nil)
+        // Timed waits measure the monotonic clock: a change of the wall clock moves no deadline.
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -37,6 +42,23 @@ public final class ConditionLock<State>: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         defer { pthread_cond_broadcast(condition); pthread_mutex_unlock(mutex) }
         return body(&state)
+    }
+
+    /// As `wait(until:then:)`, for at most `milliseconds` (negative: no limit); nil if `ready`
+    /// still did not hold then.
+    public func wait<T>(until ready: (State) -> Bool, milliseconds: Int, then body: (inout State) -> T) -> T? {
+        if milliseconds < 0 { return wait(until: ready, then: body) }
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        let nanoseconds = Int(deadline.tv_nsec) + (milliseconds % 1000) * 1_000_000
+        deadline.tv_sec += milliseconds / 1000 + nanoseconds / 1_000_000_000
+        deadline.tv_nsec = nanoseconds % 1_000_000_000
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while !ready(state) {
+            if pthread_cond_timedwait(condition, mutex, &deadline) == ETIMEDOUT { break }
+        }
+        return ready(state) ? body(&state) : nil
     }
 
     /// Waits (the lock released meanwhile) until `ready` holds, then runs `body` with the lock held.

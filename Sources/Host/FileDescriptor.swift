@@ -37,6 +37,14 @@ public final class FileDescriptor: @unchecked Sendable {
         return FileDescriptor(owning: fd)
     }
 
+    /// A new descriptor for the same open file (dup, close-on-exec) that the caller owns and must
+    /// close: for handing one to code outside Swift (the C library's VM console).
+    public func duplicateForCaller() throws(HostError) -> Int32 {
+        let fd = fcntl(rawValue, F_DUPFD_CLOEXEC, 0)
+        guard fd >= 0 else { throw HostError("dup", errno: errno) }
+        return fd
+    }
+
     /// One read(2) into `buffer`, retried on EINTR: the byte count (0 at end of file), or nil when
     /// a non-blocking descriptor has nothing now (EAGAIN).
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(HostError) -> Int? {

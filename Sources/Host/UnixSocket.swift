@@ -59,6 +59,16 @@ public enum UnixSocket {
         return fd
     }
 
+    /// A connected pair of stream sockets (close-on-exec, blocking): one end for each side of an
+    /// in-process channel, as the C library's VM console descriptor.
+    public static func pair() throws(HostError) -> (FileDescriptor, FileDescriptor) {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, streamType(nonBlocking: false), 0, &fds) == 0 else {
+            throw HostError(message: "socketpair: \(HostError.text(errno: errno))")
+        }
+        return (FileDescriptor(owning: fds[0]), FileDescriptor(owning: fds[1]))
+    }
+
     /// Whether something accepts connections on `path` now.
     public static func isListening(_ path: String) -> Bool {
         guard let fd = try? connect(path: path) else { return false }

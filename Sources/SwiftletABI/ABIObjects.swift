@@ -92,7 +92,7 @@ func sized<S: SizedABIStruct>(_ pointer: UnsafeMutablePointer<S>?, _ name: Stati
 }
 
 /// The process-wide state of the C ABI: the version the client opened, and the handle tables.
-enum ABIRegistry {
+public enum ABIRegistry {
     /// The ABI version swiftlet_open accepted; 0 until then.
     static let openedVersion = Atomic<UInt32>(0)
     /// Machines one process may hold (each keeps two descriptors open, plus one per vCPU).
@@ -102,7 +102,7 @@ enum ABIRegistry {
     /// KVM's limits, asked once.
     static let limits = Mutex<MachineLimits?>(nil)
 
-    static func requireOpen() throws(ABIError) {
+    public static func requireOpen() throws(ABIError) {
         guard openedVersion.load(ordering: .relaxed) != 0 else {
             throw ABIError(SWIFTLET_E_NOT_OPEN, "swiftlet_open has not been called")
         }
@@ -134,7 +134,7 @@ enum ABIRegistry {
 
 /// A required pointer argument, or SWIFTLET_E_INVALID naming it.
 @inline(__always)
-func required<T>(_ pointer: T?, _ name: StaticString) throws(ABIError) -> T {
+public func required<T>(_ pointer: T?, _ name: StaticString) throws(ABIError) -> T {
     guard let pointer else { throw ABIError.invalid("\(name) is NULL") }
     return pointer
 }

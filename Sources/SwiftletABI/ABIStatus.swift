@@ -28,7 +28,7 @@ public struct ABIError: Error, Equatable, Sendable {
         self.init(status, error.message)
     }
 
-    static func invalid(_ message: String) -> ABIError { ABIError(SWIFTLET_E_INVALID, message) }
+    public static func invalid(_ message: String) -> ABIError { ABIError(SWIFTLET_E_INVALID, message) }
 }
 
 /// Runs one entry point's body: its status, with the thread's last-error message set (or
@@ -72,7 +72,7 @@ public enum ABIErrorMessage {
 /// least its v1 size; these stay fixed when a later version grows a struct (the library then
 /// writes the new fields only when the caller's size covers them).
 public enum ABIVersion {
-    public static let current: UInt32 = 1
+    public static let current: UInt32 = 2
     public static let capabilitiesSize: UInt32 = 40
     public static let regsSize: UInt32 = 152
     public static let sregsSize: UInt32 = 288

@@ -2,8 +2,9 @@ import Foundation
 import Testing
 
 /// libswiftlet as a C client sees it (Tests/abi/run against the debug build's libSwiftletC.so):
-/// exported symbols and versions, v1's frozen layouts, the C example, a hostile client built
-/// against the frozen v1 header, and the documented limits. The checks are C programs, so this
+/// exported symbols and versions, v1's frozen layouts, the C and Rust examples, a hostile client
+/// built against the frozen v1 header, the documented limits, the VM level from C (its misuse
+/// included) and from Python. The checks are C programs, so this
 /// suite only runs them and reports their lines.
 @Suite struct LibSwiftletTests {
     static let library = Harness.root.appendingPathComponent(".build/debug/libSwiftletC.so").path
@@ -22,4 +23,6 @@ import Testing
     @Test func theRustExampleBuiltWithRustcAloneDoesTheSame() throws { try check("rust") }
     @Test func aHostileVersion1ClientGetsStatusesNeverATrap() throws { try check("bad-input") }
     @Test func aThousandVCPUsAndAHundredMachinesLeaveNoDescriptor() throws { try check("limits") }
+    @Test func theVMLevelRunsStopsAndRefusesMisuse() throws { try check("vm-level") }
+    @Test func pythonRunsAUnikernelWithABlockDeviceThroughCtypes() throws { try check("python") }
 }

@@ -26,7 +26,7 @@ static const char *last_message(void) {
 }
 
 /* A machine whose RAM holds the page tables and `code` at CODE. */
-static unsigned char *testvm_machine(swiftlet_machine_t *machine, const unsigned char *code, size_t length) {
+static inline unsigned char *testvm_machine(swiftlet_machine_t *machine, const unsigned char *code, size_t length) {
     MUST(swiftlet_machine_create(0, machine));
     unsigned char *ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (ram == MAP_FAILED) { perror("mmap"); exit(1); }
@@ -39,7 +39,7 @@ static unsigned char *testvm_machine(swiftlet_machine_t *machine, const unsigned
     return ram;
 }
 
-static void testvm_long_mode(swiftlet_vcpu_t vcpu) {
+static inline void testvm_long_mode(swiftlet_vcpu_t vcpu) {
     struct swiftlet_sregs sregs = {.size = sizeof sregs};
     MUST(swiftlet_vcpu_get_sregs(vcpu, &sregs));
     struct swiftlet_segment code = {.limit = 0xFFFFFFFF, .selector = 8, .type = 11, .present = 1, .s = 1, .l = 1, .g = 1};

@@ -282,6 +282,8 @@ public final class LinuxVM: @unchecked Sendable {
                 input?.start()
             case .socket(let socket):
                 socket.startInput { [serialInput] bytes in serialInput.feed(bytes) }
+            case .stream(let stream):
+                stream.startInput { [serialInput] bytes in serialInput.feed(bytes) }
             }
             do throws(VMMError) { try virtio.start() } catch {
                 lifecycle.finish(.failed(error.message))

@@ -71,10 +71,45 @@ public final class SocketConsole: ConsoleSink, @unchecked Sendable {
     }
 }
 
-/// A VM's console: the process's stdio, or a ``SocketConsole``.
+/// A console on one end of a connected stream the embedding program holds the other end of (the
+/// C library's `swiftlet_vm_console`): output is written whole, at the reader's pace, so nothing
+/// the guest wrote is lost (a reader that stops reading stalls the guest's console writes, as a
+/// full pipe stalls Firecracker's serial); what the other end sends is the guest's serial input.
+public final class StreamConsole: ConsoleSink, @unchecked Sendable {
+    private let stream: FileDescriptor
+    /// Where output goes: the stream, or stdout after `useStandardOutput` (set before the VM
+    /// starts, never while the guest writes).
+    private var output: FileDescriptor
+
+    public init(_ stream: FileDescriptor) {
+        self.stream = stream
+        output = stream
+    }
+
+    /// Sends the output to the process's standard output instead (no one holds the other end).
+    /// Call before the VM starts.
+    public func useStandardOutput() {
+        output = (try? FileDescriptor.duplicate(standardStream: 1)) ?? FileDescriptor(owning: -1)
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) { try? output.writeAll(bytes) }
+
+    /// Feeds what the other end sends to `input` on a thread of its own, until it closes.
+    func startInput(_ input: @escaping @Sendable ([UInt8]) -> Void) {
+        _ = try? HostThread(name: "console", role: .device) { [stream] in
+            var buffer = [UInt8](repeating: 0, count: 512)
+            while let got = try? buffer.withUnsafeMutableBytes({ (bytes) throws(HostError) in try stream.read(into: bytes) }), got > 0 {
+                input(Array(buffer[0..<got]))
+            }
+        }
+    }
+}
+
+/// A VM's console: the process's stdio, a ``SocketConsole``, or a ``StreamConsole``.
 public enum VMConsole: Sendable {
     case stdio
     case socket(SocketConsole)
+    case stream(StreamConsole)
 
     var sink: any ConsoleSink {
         switch self {
@@ -82,6 +117,7 @@ public enum VMConsole: Sendable {
         // (no stdout at all) the output is lost, never the VM.
         case .stdio: (try? FileDescriptor.duplicate(standardStream: 1)) ?? FileDescriptor(owning: -1)
         case .socket(let socket): socket
+        case .stream(let stream): stream
         }
     }
 }

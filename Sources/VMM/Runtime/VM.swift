@@ -65,6 +65,14 @@ extension VirtualMachine {
     public func runToExitStatus() -> Int32 { runToOutcome().exitStatus }
 }
 
+/// Whether the VMM has its process to itself (swiftlet's commands; swiftletd's VM processes), as
+/// it has unless embedded: the C library's VM level runs VMs inside the client's process and
+/// clears this before building one, so the process-wide tuning of a VM process (one malloc
+/// arena, start-up code pages released once the vCPUs run) leaves the client's process alone.
+public enum VMMProcess {
+    public static let isDedicated = Atomic<Bool>(true)
+}
+
 /// The lifecycle every guest kind shares, written once: the state machine, the run sequence
 /// (stop signals, vCPU threads, the first outcome ending the run), the pause gate and the exit
 /// counters. The guest kind supplies only what it sets up before the vCPUs run and each vCPU's
@@ -136,7 +144,8 @@ final class VMLifecycle: @unchecked Sendable {
     /// failure, stopped otherwise.
     func run(_ vcpus: [VCPU], setUp: () -> Void, exitLoop: @escaping @Sendable (VCPU) -> VMOutcome?) -> VMOutcome {
         let signals = StopSignals()
-        Memory.useOneMallocArena()
+        let dedicated = VMMProcess.isDedicated.load(ordering: .relaxed)
+        if dedicated { Memory.useOneMallocArena() }
         runner.withLock { $0 = .current }
         enter(.running)
         setUp()
@@ -150,7 +159,7 @@ final class VMLifecycle: @unchecked Sendable {
             // Set-up is over: what runs from here (the exit loops, devices) is a small part of the
             // binary, so the start-up code's pages leave this VM's resident set (issue 12: a few
             // MiB per VM). The vCPUs may already be running; a page they need faults back in.
-            if releasesStartUpCode { Memory.releaseCodeMappings() }
+            if releasesStartUpCode && dedicated { Memory.releaseCodeMappings() }
         }
         while outcome == nil {
             let signal = signals.wait()

@@ -24,8 +24,10 @@
 extern "C" {
 #endif
 
-/* The ABI version this header describes; pass it to swiftlet_open. */
-#define SWIFTLET_ABI_VERSION 1
+/* The ABI version this header describes; pass it to swiftlet_open. Version N's functions are
+ * exported under the symbol version SWIFTLET_1.(N-1): version 1 is SWIFTLET_1.0 (machine level),
+ * version 2 adds SWIFTLET_1.1 (VM level). */
+#define SWIFTLET_ABI_VERSION 2
 
 /* Status codes. */
 #define SWIFTLET_OK 0
@@ -44,6 +46,10 @@ extern "C" {
 #define SWIFTLET_E_KERNEL (-13)      /* KVM refused the request (the message names the ioctl and errno) */
 #define SWIFTLET_E_UNSUPPORTED (-14) /* the instruction or state is outside what the library handles */
 #define SWIFTLET_E_GUEST (-15)       /* the guest's state is invalid for the request (bad page tables, RIP outside RAM) */
+/* Since version 2: */
+#define SWIFTLET_E_CONFIG (-16)      /* the VM's configuration is refused (the message says why) */
+#define SWIFTLET_E_STATE (-17)       /* the VM is not in a state that allows the request */
+#define SWIFTLET_E_TIMEOUT (-18)     /* swiftlet_vm_wait: the VM still runs */
 
 /* Handles: nonzero values the library issues; 0 is never a valid handle. A handle of one kind
  * passed where another kind is expected, or used after it was destroyed, gives SWIFTLET_E_HANDLE. */
@@ -298,6 +304,58 @@ typedef void (*swiftlet_mem_callback)(void *context, struct swiftlet_mem_access 
  * it. Any other exit: SWIFTLET_E_WRONG_EXIT. */
 int swiftlet_assist_mem(swiftlet_vcpu_t vcpu, const struct swiftlet_exit *exit,
                         swiftlet_mem_callback callback, void *context);
+
+/* ------------------------------------------------------------------------------------------ */
+/* VM level (version 2, SWIFTLET_1.1), in the manner of libkrun: a whole microVM, the VMM that
+ * `swiftlet run` and `swiftlet api` run, inside the caller's process. Every function is safe
+ * from any thread. The VM's threads block SIGINT, SIGTERM, SIGHUP and SIGUSR1 and the library
+ * uses one real-time signal to kick vCPUs; the caller's own signal handling is left alone. */
+
+typedef uint64_t swiftlet_vm_t;
+
+/* Where a VM is in its life (swiftlet_vm_state). Stopped and crashed are final. */
+#define SWIFTLET_VM_CREATED 0
+#define SWIFTLET_VM_RUNNING 1
+#define SWIFTLET_VM_PAUSED 2
+#define SWIFTLET_VM_STOPPED 3 /* the guest ended, or swiftlet_vm_stop */
+#define SWIFTLET_VM_CRASHED 4 /* the guest or the VMM failed (the message went to stderr) */
+
+/* Builds a VM from a Firecracker JSON config, the document `swiftlet run --config-file` reads
+ * (boot-source, machine-config, drives, network-interfaces, vsock): a Linux kernel (bzImage or
+ * PVH ELF) or a Solo5 hvt unikernel, told apart by the kernel image. Every file is opened and
+ * every check made here; SWIFTLET_E_CONFIG with a one-line message if any fails. `json` need
+ * not be NUL-terminated. */
+int swiftlet_vm_create(const char *json, size_t length, swiftlet_vm_t *vm);
+
+/* The VM's console as a connected stream socket: the guest's console output to read, and (Linux
+ * guests) serial input to write. The caller owns *fd and closes it. At most once, before
+ * swiftlet_vm_start; without it the console is the process's standard output. The VM writes
+ * whole: a caller that stops reading stalls the guest's console writes, never loses them. */
+int swiftlet_vm_console(swiftlet_vm_t vm, int *fd);
+
+/* Starts the VM on threads of its own and returns at once. Once per VM. */
+int swiftlet_vm_start(swiftlet_vm_t vm);
+
+/* Parks every vCPU outside the guest (returns once none runs guest code) / lets them go on. */
+int swiftlet_vm_pause(swiftlet_vm_t vm);
+int swiftlet_vm_resume(swiftlet_vm_t vm);
+
+/* Ends the run as `swiftlet run` ends on SIGTERM: the exit status is then 143. Returns at once;
+ * swiftlet_vm_wait waits for the end. No effect on a VM that already ended. */
+int swiftlet_vm_stop(swiftlet_vm_t vm);
+
+/* The VM's SWIFTLET_VM_* state. */
+int swiftlet_vm_state(swiftlet_vm_t vm, uint32_t *state);
+
+/* Waits up to timeout_ms milliseconds (-1: no limit) for the run to end and gives its exit
+ * status as `swiftlet run` exits: the guest's own status (a unikernel's solo5_exit, a Linux
+ * guest's reported status), 0 after poweroff or reboot, 128+N after a stop (143 for
+ * swiftlet_vm_stop), 1 after a failure. SWIFTLET_E_TIMEOUT if it still runs; SWIFTLET_E_STATE
+ * if it was never started. */
+int swiftlet_vm_wait(swiftlet_vm_t vm, int32_t timeout_ms, int *exit_status);
+
+/* Stops the VM if it runs, waits for its end and frees it; the handle is then invalid. */
+int swiftlet_vm_destroy(swiftlet_vm_t vm);
 
 #ifdef __cplusplus
 }
