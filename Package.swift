@@ -90,9 +90,12 @@ let package = Package(
         // The one log: a swift-log handler, one level vocabulary and one line format for every
         // message of a process, written where the process's destination says (PUT /logger).
         .target(name: "Logs", dependencies: ["Host", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        // The extension protocol's messages (docs/abi.md, "Extensions"): one codec for the VMM
+        // side and libswiftlet's helpers for extension authors. Pure values, no I/O.
+        .target(name: "ExtensionProtocol", swiftSettings: strict),
         // Assembles and runs machines: the hvt tender and the Linux VM over one builder, lifecycle
         // and run sequence; the gdb stub and core dumps.
-        .target(name: "VMM", dependencies: ["Hypervisor", "Boot", "Devices", "Backends", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec", "Logs",
+        .target(name: "VMM", dependencies: ["ExtensionProtocol", "Hypervisor", "Boot", "Devices", "Backends", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec", "Logs",
                                             .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         // Firecracker's JSON (config file, API bodies) read with Foundation's JSONDecoder behind a
         // strict syntax check; apart from VMM so the hvt tender's process links no Foundation.

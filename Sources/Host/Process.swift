@@ -60,6 +60,47 @@ public enum HostProcess {
         return pid
     }
 
+    /// Starts `path arguments` as a helper of this process (an extension): stdin from /dev/null,
+    /// stdout and stderr shared with ours, `channel` as its descriptor 3 and no other descriptor
+    /// inherited, `SWIFTLET_EXTENSION_FD=3` added to the environment, an empty signal mask and
+    /// `signalsReset` at their defaults. Returns the pid. The error's operation is "cannot start PATH".
+    public static func spawnHelper(path: String, arguments: [String], channel: Int32) throws(HostError) -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, channel, 3)
+        _ = chost_spawn_close_from(&actions, 4)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for s in signalsReset { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK) | Int16(POSIX_SPAWN_SETSIGDEF))
+
+        var environment: [String] = []
+        var entry = environ
+        while let pointer = entry.pointee {
+            let text = String(cString: pointer)
+            if !text.hasPrefix("SWIFTLET_EXTENSION_FD=") { environment.append(text) }
+            entry += 1
+        }
+        environment.append("SWIFTLET_EXTENSION_FD=3")
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { for p in argv + envp { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+        guard rc == 0 else { throw HostError("cannot start \(path)", errno: rc) }
+        return pid
+    }
+
     /// Replaces this process with `path arguments` (execv; argv[0] is `argumentZero`), keeping its
     /// pid, descriptors, signal mask and environment. Returns only on failure.
     public static func replace(with path: String, argumentZero: String, arguments: [String]) -> HostError {

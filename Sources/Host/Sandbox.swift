@@ -390,9 +390,10 @@ extension SeccompPolicy {
         // Signals: vCPU kicks and "the VM ended" are pthread_kill (tgkill) to our own threads;
         // the main thread takes stop signals with sigwait (rt_sigtimedwait); restart_syscall
         // resumes a sleep a signal handler interrupted. kill(2), which reaches other processes,
-        // is not here.
+        // is not here; pidfd_send_signal is, as it reaches only a process whose pidfd we hold: an
+        // extension process that failed is killed through the pidfd taken when it was started.
         allow("rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "tgkill", "rt_sigaction",
-              "rt_sigpending", "rt_sigsuspend", "sigaltstack", "restart_syscall")
+              "rt_sigpending", "rt_sigsuspend", "sigaltstack", "restart_syscall", "pidfd_send_signal")
 
         // Memory: malloc (brk, mmap, munmap, mremap for realloc, madvise to return pages), thread
         // stacks (mmap, mprotect of the guard). Never executable: mapping or re-protecting with
@@ -527,8 +528,9 @@ public enum ThreadRole: String, CaseIterable, Sendable {
         "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "lseek", "fdatasync", "fsync",
         "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "timerfd_settime", "timerfd_gettime",
         // The serial port's output to the console socket's client (a non-blocking send on a
-        // connection the console thread accepted).
-        "sendto",
+        // connection the console thread accepted). An access to an extension's range: the
+        // message out, a poll for room, and the kill through its pidfd if it stalls.
+        "sendto", "pidfd_send_signal",
     ], replacing: [
         // KVM's requests (KVM_RUN, registers, interrupts, ioeventfds when a BAR moves) and the
         // tap's TUNSETOFFLOAD at virtio-net activation; terminal requests and the rest of the
@@ -548,6 +550,8 @@ public enum ThreadRole: String, CaseIterable, Sendable {
         // `<uds>_<port>` (AF_UNIX only, as in the process policy); the console socket's clients.
         "socket", "connect", "accept", "accept4", "recvfrom", "sendto", "recvmsg", "sendmsg", "shutdown",
         "getsockopt", "setsockopt", "getsockname", "getpeername",
+        // An extension's thread kills a failed extension through its pidfd.
+        "pidfd_send_signal",
     ])
 
     private static let apiPolicy = SeccompPolicy.vmm.keeping(common + [

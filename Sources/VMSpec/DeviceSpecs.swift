@@ -131,3 +131,47 @@ extension NetSpec: OptionStringCodable {
 extension VsockSpec: OptionStringCodable {
     public init?(_ text: String) { self.init(text[...]) }
 }
+
+/// An extension process (`--extension PROGRAM[,ARG...][,irq=N][,timeout_ms=MS]`): a device or
+/// exit handler in any language, started by the VMM and spoken to over the extension protocol
+/// (docs/abi.md, "Extensions"). Bare items after the program are its arguments, in order (an
+/// argument cannot contain `,` or `=`); `irq` is the interrupt line it may raise (5 to 23, the
+/// IOAPIC's lines our own devices leave free); `timeout_ms` how long one access may take before
+/// the device is failed (1 to 60,000; default 1,000).
+public struct ExtensionSpec: Equatable, Sendable {
+    public var program: String
+    public var arguments: [String]
+    public var irq: UInt32?
+    public var timeoutMilliseconds: Int
+
+    public static let defaultTimeoutMilliseconds = 1000
+    public static let textForm = "PROGRAM[,ARG...][,irq=N][,timeout_ms=MS] (N in 5 to 23, MS in 1 to 60000)"
+
+    public init(program: String, arguments: [String] = [], irq: UInt32? = nil, timeoutMilliseconds: Int = defaultTimeoutMilliseconds) {
+        self.program = program
+        self.arguments = arguments
+        self.irq = irq
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
+
+    public init?(_ text: some StringProtocol) {
+        guard let o = OptionString(text, positional: true), let program = o.positional, o.only(flags: Set(o.flags), keys: ["irq", "timeout_ms"])
+        else { return nil }
+        var irq: UInt32?
+        if let value = o.pairs["irq"] {
+            guard let line = UInt32(value), (5...23).contains(line) else { return nil }
+            irq = line
+        }
+        var timeout = Self.defaultTimeoutMilliseconds
+        if let value = o.pairs["timeout_ms"] {
+            guard let ms = Int(value), (1...60_000).contains(ms) else { return nil }
+            timeout = ms
+        }
+        self.init(program: program, arguments: o.flags, irq: irq, timeoutMilliseconds: timeout)
+    }
+
+    public var text: String {
+        ([program] + arguments + (irq.map { ["irq=\($0)"] } ?? [])
+            + (timeoutMilliseconds == Self.defaultTimeoutMilliseconds ? [] : ["timeout_ms=\(timeoutMilliseconds)"])).joined(separator: ",")
+    }
+}

@@ -16,6 +16,8 @@ public struct LinuxConfig: Sendable, Equatable {
     public var nets: [Net] = []
     /// A virtio-vsock device with a Firecracker-style Unix-socket backend (attached last).
     public var vsock: Vsock?
+    /// Extension processes serving port-I/O and MMIO ranges (`--extension`), started in order.
+    public var extensions: [ExtensionSpec] = []
 
     /// A virtio-blk disk backed by a file (from a ``DiskSpec`` on the command line, a drive in
     /// Firecracker's config).

@@ -43,6 +43,8 @@ public final class LinuxVM: @unchecked Sendable {
     public var state: VMState { lifecycle.state }
     private let console: VMConsole
     private var devices: [(id: String, device: any VirtioDevice)] = []
+    /// Extension processes (`--extension`), in order.
+    private var extensions: [ExtensionDevice] = []
     private let log: VMMLog
 
     static let debugExitPort: UInt16 = 0xF4
@@ -209,7 +211,21 @@ public final class LinuxVM: @unchecked Sendable {
         } catch let error as GuestMemoryError {
             throw VMMError(.configuration, "\(error)")
         } catch { throw VMMError(.hypervisor, "\(error)") }
+
+        // Extension processes last, so no VM that failed to build leaves one running; their
+        // ranges join the buses before any vCPU runs.
+        for spec in config.extensions {
+            let line = spec.irq.map { KVMInterruptLine(machine: machine, line: $0) }
+            do throws(VMMError) {
+                extensions.append(try ExtensionDevice(spec, ports: bus, mmio: mmio, memory: memory, line: line, log: log))
+            } catch {
+                for started in extensions { started.stop() }
+                throw error
+            }
+        }
     }
+
+    deinit { for device in extensions { device.stop() } }
 
     /// The kernel or initrd file, whole: a regular file no larger than guest memory (`limit`).
     static func read(_ path: String, what: String, limit: UInt64) throws(VMMError) -> [UInt8] {
@@ -275,6 +291,7 @@ public final class LinuxVM: @unchecked Sendable {
     public func run() -> LinuxVMOutcome {
         var input: ConsoleInput?
         defer { input?.restoreTerminal() }
+        defer { for device in extensions { device.stop() } }
         return lifecycle.run(vcpus, setUp: {
             switch console {
             case .stdio:
