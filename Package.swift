@@ -66,6 +66,9 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CKVM", "VMSpec"], swiftSettings: strict),
         // Guest-physical addresses and bounds/overflow-checked access to guest RAM.
         .target(name: "GuestMemory", dependencies: ["Host", "VMSpec"], swiftSettings: strict),
+        // The extension protocol's messages (docs/abi.md, "Extensions"): one codec for the VMM
+        // side and libswiftlet's helpers for extension authors. Pure values, no I/O.
+        .target(name: "ExtensionProtocol", swiftSettings: strict),
         // NVMM-style library: Machine, VCPU, typed VMExit, memory slots, opt-in assists.
         .target(name: "Hypervisor", dependencies: ["KVM", "GuestMemory", "Host", "VMSpec"], swiftSettings: strict),
         // The C ABI's public header (swiftlet/swiftlet.h, installed as is) and the thread-local
@@ -73,7 +76,7 @@ let package = Package(
         .target(name: "CSwiftlet"),
         // The C ABI, version 1 (docs/abi.md): handles, statuses, struct conversions and the
         // exported swiftlet_* functions over Hypervisor. Unit-tested in-process, without the .so.
-        .target(name: "SwiftletABI", dependencies: ["CSwiftlet", "Hypervisor", "KVM", "Host", "VMSpec"], swiftSettings: strict),
+        .target(name: "SwiftletABI", dependencies: ["CSwiftlet", "ExtensionProtocol", "Hypervisor", "KVM", "Host", "VMSpec"], swiftSettings: strict),
         // Guest-facing device models (legacy PC devices, PCI, virtio) and the back-end protocols
         // they need; no host resources (no files, sockets, epoll or threads), never KVM.
         .target(name: "Devices", dependencies: ["GuestMemory", "VMSpec"], swiftSettings: strict),
@@ -90,9 +93,6 @@ let package = Package(
         // The one log: a swift-log handler, one level vocabulary and one line format for every
         // message of a process, written where the process's destination says (PUT /logger).
         .target(name: "Logs", dependencies: ["Host", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        // The extension protocol's messages (docs/abi.md, "Extensions"): one codec for the VMM
-        // side and libswiftlet's helpers for extension authors. Pure values, no I/O.
-        .target(name: "ExtensionProtocol", swiftSettings: strict),
         // Assembles and runs machines: the hvt tender and the Linux VM over one builder, lifecycle
         // and run sequence; the gdb stub and core dumps.
         .target(name: "VMM", dependencies: ["ExtensionProtocol", "Hypervisor", "Boot", "Devices", "Backends", "GuestMemory", "Host", "GDBRemote", "CoreDump", "VMSpec", "Logs",

@@ -101,6 +101,11 @@ public enum HostProcess {
         return pid
     }
 
+    /// The value of the environment variable `name`, or nil.
+    public static func environmentValue(_ name: String) -> String? {
+        getenv(name).map { String(cString: $0) }
+    }
+
     /// Replaces this process with `path arguments` (execv; argv[0] is `argumentZero`), keeping its
     /// pid, descriptors, signal mask and environment. Returns only on failure.
     public static func replace(with path: String, argumentZero: String, arguments: [String]) -> HostError {

@@ -9,6 +9,12 @@ extension FileDescriptor {
     /// Sends all of `bytes` within `milliseconds` (negative: no limit). Throws on a deadline
     /// (ETIMEDOUT) or when the peer is gone.
     public func sendAll(_ bytes: UnsafeRawBufferPointer, milliseconds: Int) throws(HostError) {
+        try Self.sendAll(bytes, on: rawValue, milliseconds: milliseconds)
+    }
+
+    /// `sendAll` on a descriptor this process does not own (an extension's channel, which its
+    /// program opened and closes).
+    public static func sendAll(_ bytes: UnsafeRawBufferPointer, on rawValue: Int32, milliseconds: Int) throws(HostError) {
         guard let base = bytes.baseAddress else { return }
         let deadline = milliseconds < 0 ? nil : Clock.monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
         var done = 0
@@ -17,7 +23,7 @@ extension FileDescriptor {
             if n > 0 { done += n; continue }
             if n < 0 && errno == EINTR { continue }
             guard n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) else { throw HostError("send", errno: n < 0 ? errno : EIO) }
-            try waitFor(Int16(POLLOUT), deadline: deadline, operation: "send")
+            try waitFor(rawValue, Int16(POLLOUT), deadline: deadline, operation: "send")
         }
     }
 
@@ -25,11 +31,16 @@ extension FileDescriptor {
     /// false when the peer ended the stream before the first byte; throws at the deadline
     /// (ETIMEDOUT), on an error, or when the stream ends part-way.
     public func receiveExactly(_ buffer: UnsafeMutableRawBufferPointer, milliseconds: Int) throws(HostError) -> Bool {
+        try Self.receiveExactly(buffer, on: rawValue, milliseconds: milliseconds)
+    }
+
+    /// `receiveExactly` on a descriptor this process does not own.
+    public static func receiveExactly(_ buffer: UnsafeMutableRawBufferPointer, on rawValue: Int32, milliseconds: Int) throws(HostError) -> Bool {
         guard let base = buffer.baseAddress else { return true }
         let deadline = milliseconds < 0 ? nil : Clock.monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
         var done = 0
         while done < buffer.count {
-            if deadline != nil { try waitFor(Int16(POLLIN), deadline: deadline, operation: "receive") }
+            if deadline != nil { try waitFor(rawValue, Int16(POLLIN), deadline: deadline, operation: "receive") }
             let n = recv(rawValue, base + done, buffer.count - done, 0)
             if n > 0 { done += n; continue }
             if n == 0 {
@@ -45,7 +56,7 @@ extension FileDescriptor {
     /// Ends both directions of the socket: a thread blocked reading it returns at once.
     public func shutdownStream() { _ = shutdown(rawValue, Int32(SHUT_RDWR)) }
 
-    private func waitFor(_ events: Int16, deadline: UInt64?, operation: String) throws(HostError) {
+    private static func waitFor(_ rawValue: Int32, _ events: Int16, deadline: UInt64?, operation: String) throws(HostError) {
         while true {
             var timeout: Int32 = -1
             if let deadline {

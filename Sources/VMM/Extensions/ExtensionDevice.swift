@@ -68,12 +68,7 @@ final class ExtensionDevice: @unchecked Sendable {
         self.line = line
         self.log = log
         let base = spec.program.split(separator: "/").last.map(String.init) ?? spec.program
-        let pair: (FileDescriptor, FileDescriptor)
-        do { pair = try UnixSocket.pair() } catch { throw VMMError(.host, "extension \(spec.program): \(error)") }
-        do { pid = try HostProcess.spawnHelper(path: spec.program, arguments: spec.arguments, channel: pair.1.rawValue) } catch {
-            throw VMMError(.configuration, "--extension \(spec.program): \(error)")
-        }
-        channel = pair.0
+        (pid, channel) = try Self.start(spec)
         name = base
         process = ProcessDescriptor(pid: pid)
         do throws(ExtensionFailure) {
@@ -85,6 +80,16 @@ final class ExtensionDevice: @unchecked Sendable {
         do {
             _ = try HostThread(name: "ext-\(base.prefix(10))", role: .device) { [self] in serveMessages() }
         } catch { fail("cannot start its thread: \(error)") }
+    }
+
+    /// Starts the program with one end of a socket pair; returns its pid and our end. The
+    /// program's end is closed here once it has it, so its exit reads as the end of the stream.
+    private static func start(_ spec: ExtensionSpec) throws(VMMError) -> (Int32, FileDescriptor) {
+        let pair: (FileDescriptor, FileDescriptor)
+        do { pair = try UnixSocket.pair() } catch { throw VMMError(.host, "extension \(spec.program): \(error)") }
+        do { return (try HostProcess.spawnHelper(path: spec.program, arguments: spec.arguments, channel: pair.1.rawValue), pair.0) } catch {
+            throw VMMError(.configuration, "--extension \(spec.program): \(error)")
+        }
     }
 
     deinit {
@@ -108,7 +113,7 @@ final class ExtensionDevice: @unchecked Sendable {
         let deadline = Clock.monotonicNanoseconds() + UInt64(Self.setUpMilliseconds) * 1_000_000
         func next() throws(ExtensionFailure) -> ExtensionMessage {
             let left = Int((deadline &- Clock.monotonicNanoseconds()) / 1_000_000)
-            guard left > 0, let message = try receive(milliseconds: left) else {
+            guard left > 0, let message = try receive(milliseconds: left, late: "did not finish its set-up within \(Self.setUpMilliseconds) ms") else {
                 throw ExtensionFailure(reason: left > 0 ? "exited during its set-up" : "did not finish its set-up within \(Self.setUpMilliseconds) ms")
             }
             return message
@@ -199,7 +204,7 @@ final class ExtensionDevice: @unchecked Sendable {
     private func serveMessages() {
         while !failedFlag.load(ordering: .relaxed) {
             do throws(ExtensionFailure) {
-                guard let message = try receive(milliseconds: -1) else { throw ExtensionFailure(reason: "exited") }
+                guard let message = try receive(milliseconds: -1, late: "") else { throw ExtensionFailure(reason: "exited") }
                 try handle(message)
             } catch {
                 fail(error.reason)
@@ -247,14 +252,14 @@ final class ExtensionDevice: @unchecked Sendable {
         if let failure { throw ExtensionFailure(reason: failure.errno == ETIMEDOUT ? "stopped reading its messages" : "\(failure)") }
     }
 
-    /// The next message, or nil when the extension closed its end. One thread at a time (the
-    /// set-up's, then the reader's).
-    private func receive(milliseconds: Int) throws(ExtensionFailure) -> ExtensionMessage? {
+    /// The next message, or nil when the extension closed its end; `late` is the failure when
+    /// `milliseconds` pass first. One thread at a time (the set-up's, then the reader's).
+    private func receive(milliseconds: Int, late: String) throws(ExtensionFailure) -> ExtensionMessage? {
         let header = UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[0..<ExtensionMessage.headerSize])
         do throws(HostError) {
             guard try channel.receiveExactly(header, milliseconds: milliseconds) else { return nil }
         } catch {
-            throw ExtensionFailure(reason: error.errno == ETIMEDOUT ? "did not send its next message in time" : "\(error)")
+            throw ExtensionFailure(reason: error.errno == ETIMEDOUT ? late : "\(error)")
         }
         let size: Int
         do throws(ExtensionMessage.Malformed) { size = try ExtensionMessage.size(ofHeader: UnsafeRawBufferPointer(header)) } catch {

@@ -357,6 +357,52 @@ int swiftlet_vm_wait(swiftlet_vm_t vm, int32_t timeout_ms, int *exit_status);
 /* Stops the VM if it runs, waits for its end and frees it; the handle is then invalid. */
 int swiftlet_vm_destroy(swiftlet_vm_t vm);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Extension helpers (version 2, SWIFTLET_1.1): for writing an extension process, the other end of
+ * `swiftlet run --extension PROGRAM` (docs/abi.md, "Extensions"). They speak the protocol on the
+ * descriptor the VMM passed (SWIFTLET_EXTENSION_FD, normally 3) and need no swiftlet_open. One
+ * thread at a time per channel. A VMM that ended gives SWIFTLET_E_STATE. */
+
+#define SWIFTLET_EXT_PORT 0 /* port I/O */
+#define SWIFTLET_EXT_MMIO 1 /* guest-physical MMIO, inside 0xF0000000-0xFEBFFFFF */
+
+/* One guest access to a claimed range: answer it with swiftlet_ext_complete. */
+struct swiftlet_ext_access {
+    uint64_t id;
+    uint64_t address; /* the port or guest-physical address, absolute */
+    uint64_t value;   /* a write's data */
+    uint32_t width;   /* 1, 2, 4 or 8 bytes */
+    uint32_t space;   /* SWIFTLET_EXT_PORT or SWIFTLET_EXT_MMIO */
+    uint32_t is_write;
+    uint32_t reserved;
+}; /* 40 bytes */
+
+/* Says hello (`name`, at most 64 bytes) on the descriptor SWIFTLET_EXTENSION_FD names and waits
+ * for the VMM's welcome; *channel is that descriptor. */
+int swiftlet_ext_connect(const char *name, int *channel);
+
+/* Claims `length` ports or bytes of MMIO from `base`; SWIFTLET_E_OVERLAP if refused (the VMM
+ * then fails the device). Before swiftlet_ext_ready only. */
+int swiftlet_ext_register(int channel, uint32_t space, uint64_t base, uint64_t length);
+
+/* Ends the registrations: the VM may start. */
+int swiftlet_ext_ready(int channel);
+
+/* Waits for the next guest access. */
+int swiftlet_ext_next_access(int channel, struct swiftlet_ext_access *access);
+
+/* Answers an access; `value` is a read's data (ignored for a write). Every access must be
+ * answered, within the VMM's timeout (1 s unless --extension says timeout_ms=). */
+int swiftlet_ext_complete(int channel, const struct swiftlet_ext_access *access, uint64_t value);
+
+/* Reads or writes 1 to 4096 bytes of guest memory, checked by the VMM: SWIFTLET_E_GUEST when
+ * the range is not guest RAM. */
+int swiftlet_ext_read_memory(int channel, uint64_t gpa, void *buffer, uint32_t length);
+int swiftlet_ext_write_memory(int channel, uint64_t gpa, const void *buffer, uint32_t length);
+
+/* Sets the interrupt line --extension gave (irq=N) to `level` (0 or 1). */
+int swiftlet_ext_set_irq(int channel, uint32_t level);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+
+/// Extensions (`swiftlet run --extension`, docs/abi.md "Extensions") with the PVH guest
+/// guests/pvh/ext.c: the Python extension (plain sockets) and the C one (libswiftlet's helpers)
+/// serve port I/O, MMIO and memory requests; killed mid-run, the device reads all ones and the VM
+/// goes on; every way of misbehaving fails the device with one line, never the VM or the VMM.
+@Suite(.enabled(if: Harness.hasKVM, "needs a usable /dev/kvm"))
+struct ExtensionTests {
+    /// Runs the ext guest with the extension `program`, kills the extension once the guest loops, and checks
+    /// that the guest saw it answer, then fail, and exited 0.
+    private func killMidRun(_ program: String) throws {
+        let vm = try Harness.Background(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("ext"), "--extension", program])
+        #expect(vm.waitFor("ext: loop"), "\(vm.output)")
+        usleep(300_000)
+        let children = Harness.run("/usr/bin/pgrep", ["-P", String(vm.process.processIdentifier)])
+        let pid = try #require(Int32(children.output.split(separator: "\n").first ?? ""), "no extension process: \(children.output)")
+        kill(pid, SIGKILL)
+        #expect(vm.finish() == 0, "\(vm.output)")
+        for line in ["ext: port ok", "ext: mmio ok", "ext: memory ok", "failed: ", "ext: device failed after", "ext: all ones after the failure"] {
+            #expect(vm.output.contains(line), "\(line): \(vm.output)")
+        }
+    }
+
+    @Test func aPythonExtensionServesTheGuestAndItsDeathFailsOnlyItsDevice() throws {
+        try killMidRun(Harness.root.appendingPathComponent("examples/extensions/increment.py").path)
+    }
+
+    @Test func aCExtensionBuiltOnLibswiftletDoesTheSame() throws {
+        let prefix = Harness.scratch.appendingPathComponent("ext-prefix-\(UUID().uuidString)").path
+        let staged = Harness.run("/bin/bash", [Harness.root.appendingPathComponent("scripts/libswiftlet").path,
+                                               Harness.root.appendingPathComponent(".build/debug").path, prefix])
+        try #require(staged.status == 0, "\(staged.output)")
+        let binary = prefix + "/increment"
+        let built = Harness.run("/usr/bin/cc", ["-O2", "-Wall", "-Wextra", "-Werror", "-o", binary,
+                                                Harness.root.appendingPathComponent("examples/extensions/increment.c").path,
+                                                "-I\(prefix)/include", "-L\(prefix)/lib", "-lswiftlet", "-Wl,-rpath,\(prefix)/lib"])
+        try #require(built.status == 0, "\(built.output)")
+        try killMidRun(binary)
+    }
+
+    /// One misbehaving extension per mode: the guest's first access reads all ones (it exits 1
+    /// saying so), the VMM logs why the device failed, and nothing crashes or hangs.
+    @Test(arguments: [("exit", "exited during its set-up"), ("silent", "did not finish its set-up"),
+                      ("version", "protocol version 99"), ("overlap", "range refused"), ("ram", "range refused"),
+                      ("garbage", "malformed message"), ("stall", "did not answer an access within 200 ms")])
+    func aMisbehavingExtensionFailsItsDeviceOnly(mode: String, reason: String) throws {
+        let script = Harness.root.appendingPathComponent("Tests/extensions/misbehave.py").path
+        let r = Harness.run(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("ext"),
+                                               "--extension", "\(script),\(mode),timeout_ms=200"], timeout: 60)
+        #expect(r.status == 1, "\(mode): \(r.output)")
+        #expect(r.output.contains("ext: port answered 4294967295"), "\(mode): \(r.output)")
+        #expect(r.output.contains(reason), "\(mode): \(r.output)")
+        #expect(r.output.components(separatedBy: "\n").filter { $0.contains("failed: ") }.count == 1, "one line: \(r.output)")
+    }
+
+    @Test func memoryRequestsOutsideRAMOrTooLongAreRefused() throws {
+        let script = Harness.root.appendingPathComponent("Tests/extensions/misbehave.py").path
+        let r = Harness.run(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("ext"),
+                                               "--extension", "\(script),memory,timeout_ms=500"], timeout: 60)
+        // The read outside RAM gets EFAULT (-14); the 5,000-byte write is no message: the device
+        // fails, the guest's memory check reads all ones and sees its buffer unchanged.
+        #expect(r.output.contains("misbehave: read outside RAM: status -14"), "\(r.output)")
+        #expect(r.output.contains("malformed message") || r.output.contains("did not answer"), "\(r.output)")
+        #expect(r.status == 1 && r.output.contains("ext: memory not updated"), "\(r.output)")
+    }
+
+    @Test func aWrongProgramOrSpecIsOneLineAndNoVM() throws {
+        let missing = Harness.run(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("ext"), "--extension", "/nonexistent/ext"])
+        #expect(missing.status == 1 && missing.output.contains("--extension /nonexistent/ext: cannot start"), "\(missing.output)")
+        #expect(!missing.output.contains("ext: port"), "the VM never ran: \(missing.output)")
+        let bad = Harness.run(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("ext"), "--extension", "x,irq=99"])
+        #expect(bad.status != 0 && bad.output.contains("is not PROGRAM"), "\(bad.output)")
+    }
+}
