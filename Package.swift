@@ -158,6 +158,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "GuestMemory"]),
         .testTarget(name: "SwiftletABITests", dependencies: ["SwiftletABI", "CSwiftlet", "Hypervisor"]),
+        .testTarget(name: "ExtensionProtocolTests", dependencies: ["ExtensionProtocol"]),
         .testTarget(name: "SwiftletVMABITests", dependencies: ["SwiftletVMABI", "SwiftletABI", "CSwiftlet"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "ClassicBPF"]),
         .testTarget(name: "VMSpecTests", dependencies: ["VMSpec"]),

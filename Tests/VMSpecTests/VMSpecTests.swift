@@ -159,3 +159,18 @@ import VMSpec
         #expect(#"a\x1Bb"#.printable == #"a\\x1Bb"#, "a backslash is escaped, so an escape in the text is not taken for one")
     }
 }
+
+@Suite struct ExtensionSpecTests {
+    @Test func programArgumentsLineAndTimeout() throws {
+        let spec = try #require(ExtensionSpec("/usr/bin/dev.py,fast,verbose,irq=5,timeout_ms=250"))
+        #expect(spec == ExtensionSpec(program: "/usr/bin/dev.py", arguments: ["fast", "verbose"], irq: 5, timeoutMilliseconds: 250))
+        #expect(ExtensionSpec(spec.text) == spec)
+        #expect(ExtensionSpec("./x") == ExtensionSpec(program: "./x"))
+    }
+
+    @Test func outOfRangeOrUnknownIsRefused() {
+        for text in ["", ",a", "x,irq=4", "x,irq=24", "x,irq=a", "x,timeout_ms=0", "x,timeout_ms=60001", "x,cid=3", "x,a,a", "x,,a"] {
+            #expect(ExtensionSpec(text) == nil, "\(text)")
+        }
+    }
+}
