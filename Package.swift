@@ -190,7 +190,8 @@ if Context.environment["SWIFTLET_FUZZ"] == "1" {
     package.targets.append(.executableTarget(
         name: "SwiftletFuzz",
         dependencies: ["CFuzz", "VMM", "Boot", "Devices", "Backends", "Hypervisor", "GuestMemory", "Host", "VMSpec", "FirecrackerJSON", "API",
-                       "HTTPUnix", "Daemon", "DaemonProtocol", "GDBRemote", "ClassicBPF"],
+                       "HTTPUnix", "Daemon", "DaemonProtocol", "GDBRemote", "ClassicBPF", "ExtensionProtocol", "SwiftletABI",
+                       "SwiftletVMABI", "CSwiftlet"],
         path: "fuzz/Sources/SwiftletFuzz",
         swiftSettings: strict
     ))

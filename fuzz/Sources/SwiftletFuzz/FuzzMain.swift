@@ -34,6 +34,8 @@ enum FuzzTargets {
         virtioNet,
         virtioVsock,
         virtioEntropy,
+        extensionMessage,
+        libswiftlet,
     ]
 }
 
