@@ -32,6 +32,8 @@ public final class VMController: @unchecked Sendable {
         public var jail: Jail?
         /// The process's log: the API's messages and the VMM's; `PUT /logger` configures it.
         public var log = LogDestination.apiProcess()
+        /// Extension processes started with the VM (`--extension`).
+        public var extensions: [ExtensionSpec] = []
         public init() {}
     }
 
@@ -285,7 +287,7 @@ public final class VMController: @unchecked Sendable {
         }
         let vm: MicroVM
         // The VMM's messages go to the API process's log, so PUT /logger applies to them too.
-        do { vm = try MicroVM(config, console: console, logSink: options.log) } catch {
+        do { vm = try MicroVM(config, console: console, logSink: options.log, extensions: options.extensions) } catch {
             throw APIError("Start microvm error: \(error.message)")
         }
         if let jail = options.jail {

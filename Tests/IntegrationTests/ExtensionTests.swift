@@ -9,8 +9,17 @@ import Testing
 struct ExtensionTests {
     /// Runs the ext guest with the extension `program`, kills the extension once the guest loops, and checks
     /// that the guest saw it answer, then fail, and exited 0.
-    private func killMidRun(_ program: String) throws {
-        let vm = try Harness.Background(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("ext"), "--extension", program])
+    private func killMidRun(_ program: String, api: Bool = false) throws {
+        var arguments = ["run", "--kernel", try Harness.pvhGuest("ext"), "--extension", program]
+        if api {
+            // swiftlet api boots a config file at once; the extension starts at InstanceStart.
+            let config = Harness.scratch.appendingPathComponent("ext-\(UUID().uuidString).json").path
+            try #"{"boot-source": {"kernel_image_path": "\#(try Harness.pvhGuest("ext"))"}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}"#
+                .write(toFile: config, atomically: true, encoding: .utf8)
+            let socket = Harness.scratch.appendingPathComponent("ext-\(UUID().uuidString).sock").path
+            arguments = ["api", "--api-sock", socket, "--config-file", config, "--extension", program] + Harness.sanitizerArguments
+        }
+        let vm = try Harness.Background(Harness.swiftlet, arguments)
         #expect(vm.waitFor("ext: loop"), "\(vm.output)")
         usleep(300_000)
         let children = Harness.run("/usr/bin/pgrep", ["-P", String(vm.process.processIdentifier)])
@@ -24,6 +33,19 @@ struct ExtensionTests {
 
     @Test func aPythonExtensionServesTheGuestAndItsDeathFailsOnlyItsDevice() throws {
         try killMidRun(Harness.root.appendingPathComponent("examples/extensions/increment.py").path)
+    }
+
+    @Test func swiftletApiTakesExtensionsToo() throws {
+        try killMidRun(Harness.root.appendingPathComponent("examples/extensions/increment.py").path, api: true)
+    }
+
+    @Test func aUnikernelRefusesExtensions() throws {
+        let config = Harness.scratch.appendingPathComponent("ext-hvt-\(UUID().uuidString).json").path
+        try #"{"boot-source": {"kernel_image_path": "\#(try Harness.guest("exit"))"}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 32}}"#
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let socket = Harness.scratch.appendingPathComponent("ext-\(UUID().uuidString).sock").path
+        let r = Harness.run(Harness.swiftlet, ["api", "--api-sock", socket, "--config-file", config, "--extension", "/bin/true"])
+        #expect(r.status != 0 && r.output.contains("serves Linux and PVH guests"), "\(r.output)")
     }
 
     @Test func aCExtensionBuiltOnLibswiftletDoesTheSame() throws {

@@ -18,8 +18,10 @@ public final class MicroVM: @unchecked Sendable {
     public let memoryMiB: UInt64
 
     /// Reads the kernel once, tells the kind from it, then builds the VM (every file opened, every check done).
+    /// `extensions`: extension processes (`--extension`) for a Linux or PVH guest; a unikernel
+    /// has no port or MMIO devices for them to serve.
     public init(_ config: FirecrackerConfig, console: VMConsole = .stdio, logLevel: HvtConfig.LogLevel = .warn,
-                logSink: VMMLogSink? = nil) throws(VMMError) {
+                logSink: VMMLogSink? = nil, extensions: [ExtensionSpec] = []) throws(VMMError) {
         let path = config.bootSource.kernelImagePath
         let kernel: [UInt8]
         // The kind is not known yet, but either kind's image has to fit the guest's memory.
@@ -28,13 +30,17 @@ public final class MicroVM: @unchecked Sendable {
         }
         isUnikernel = HvtImage.isSolo5(kernel)
         if isUnikernel {
+            guard extensions.isEmpty else {
+                throw VMMError(.configuration, "--extension serves Linux and PVH guests; \(path) is a Solo5 unikernel")
+            }
             var hvt = try config.hvtConfig()
             hvt.logLevel = logLevel
             vm = try HvtTender(config: hvt, console: console, kernelBytes: kernel, logSink: logSink)
             vcpuCount = 1
             memoryMiB = hvt.memoryMiB
         } else {
-            let linux = try config.linuxConfig()
+            var linux = try config.linuxConfig()
+            linux.extensions = extensions
             vm = try LinuxVM(config: linux, logLevel: logLevel, console: console, kernelBytes: kernel, logSink: logSink)
             vcpuCount = linux.cpus
             memoryMiB = linux.memoryBytes >> 20
