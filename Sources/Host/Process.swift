@@ -32,32 +32,11 @@ public enum HostProcess {
     /// and with no descriptor above stderr inherited (even one opened without close-on-exec).
     /// Returns the pid. The error's operation is "cannot start PATH".
     public static func spawn(path: String, arguments: [String], outputPath: String) throws(HostError) -> Int32 {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o640)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        _ = chost_spawn_close_from(&actions, 3)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for s in signalsReset { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, spawnSetSID | Int16(POSIX_SPAWN_SETSIGMASK) | Int16(POSIX_SPAWN_SETSIGDEF))
-
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
-        guard rc == 0 else { throw HostError("cannot start \(path)", errno: rc) }
-        return pid
+        try spawn(path: path, arguments: arguments, newSession: true, environment: nil) { actions in
+            posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o640)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            _ = chost_spawn_close_from(&actions, 3)
+        }
     }
 
     /// Starts `path arguments` as a helper of this process (an extension): stdin from /dev/null,
@@ -65,25 +44,6 @@ public enum HostProcess {
     /// inherited, `SWIFTLET_EXTENSION_FD=3` added to the environment, an empty signal mask and
     /// `signalsReset` at their defaults. Returns the pid. The error's operation is "cannot start PATH".
     public static func spawnHelper(path: String, arguments: [String], channel: Int32) throws(HostError) -> Int32 {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, channel, 3)
-        _ = chost_spawn_close_from(&actions, 4)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for s in signalsReset { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK) | Int16(POSIX_SPAWN_SETSIGDEF))
-
         var environment: [String] = []
         var entry = environ
         while let pointer = entry.pointee {
@@ -92,11 +52,41 @@ public enum HostProcess {
             entry += 1
         }
         environment.append("SWIFTLET_EXTENSION_FD=3")
+        return try spawn(path: path, arguments: arguments, newSession: false, environment: environment) { actions in
+            posix_spawn_file_actions_adddup2(&actions, channel, 3)
+            _ = chost_spawn_close_from(&actions, 4)
+        }
+    }
+
+    /// The one posix_spawn: stdin from /dev/null, then `descriptors`' actions; an empty signal
+    /// mask and `signalsReset` at their defaults; a new session if asked; `environment` (nil:
+    /// ours).
+    private static func spawn(path: String, arguments: [String], newSession: Bool, environment: [String]?,
+                              descriptors: (inout posix_spawn_file_actions_t) -> Void) throws(HostError) -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        descriptors(&actions)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for s in signalsReset { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, (newSession ? spawnSetSID : 0) | Int16(POSIX_SPAWN_SETSIGMASK) | Int16(POSIX_SPAWN_SETSIGDEF))
+
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
-        defer { for p in argv + envp { free(p) } }
+        let envp: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup($0) } + [nil] }
+        defer { for p in argv + (envp ?? []) { free(p) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+        let rc = envp == nil ? posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+            : posix_spawn(&pid, path, &actions, &attributes, argv, envp!)
         guard rc == 0 else { throw HostError("cannot start \(path)", errno: rc) }
         return pid
     }
