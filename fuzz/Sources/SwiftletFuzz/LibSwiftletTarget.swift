@@ -4,9 +4,9 @@ import SwiftletVMABI
 
 /// One machine with one vCPU for the whole run (KVM is asked once); nil where /dev/kvm is not usable.
 private let abiVCPU: UInt64? = {
-    guard swiftlet_open(2) == SWIFTLET_OK else { return nil }
+    guard SwiftletABI.swiftlet_open(2) == SWIFTLET_OK else { return nil }
     var machine: UInt64 = 0, vcpu: UInt64 = 0
-    guard swiftlet_machine_create(0, &machine) == SWIFTLET_OK, swiftlet_vcpu_create(machine, 0, &vcpu) == SWIFTLET_OK else { return nil }
+    guard SwiftletABI.swiftlet_machine_create(0, &machine) == SWIFTLET_OK, SwiftletABI.swiftlet_vcpu_create(machine, 0, &vcpu) == SWIFTLET_OK else { return nil }
     return vcpu
 }()
 
@@ -32,10 +32,10 @@ extension FuzzTargets {
             let json = Array(input.remaining)
             var vm: UInt64 = 0
             let status = json.withUnsafeBufferPointer { buffer in
-                buffer.withMemoryRebound(to: CChar.self) { swiftlet_vm_create($0.baseAddress, $0.count, &vm) }
+                buffer.withMemoryRebound(to: CChar.self) { SwiftletVMABI.swiftlet_vm_create($0.baseAddress, $0.count, &vm) }
             }
             requireStatus(status, "swiftlet_vm_create")
-            if status == SWIFTLET_OK { requireStatus(swiftlet_vm_destroy(vm), "swiftlet_vm_destroy") }
+            if status == SWIFTLET_OK { requireStatus(SwiftletVMABI.swiftlet_vm_destroy(vm), "swiftlet_vm_destroy") }
             return
         }
         guard let vcpu = abiVCPU else { return }
@@ -47,24 +47,24 @@ extension FuzzTargets {
             switch choice {
             case 0:
                 let regs = buffer.baseAddress!.assumingMemoryBound(to: swiftlet_regs.self)
-                requireStatus(swiftlet_vcpu_set_regs(vcpu, regs), "set_regs")
+                requireStatus(SwiftletABI.swiftlet_vcpu_set_regs(vcpu, regs), "set_regs")
                 regs.pointee.size = UInt32(MemoryLayout<swiftlet_regs>.size)
-                requireStatus(swiftlet_vcpu_get_regs(vcpu, regs), "get_regs")
+                requireStatus(SwiftletABI.swiftlet_vcpu_get_regs(vcpu, regs), "get_regs")
             case 1:
                 let sregs = buffer.baseAddress!.assumingMemoryBound(to: swiftlet_sregs.self)
-                requireStatus(swiftlet_vcpu_set_sregs(vcpu, sregs), "set_sregs")
+                requireStatus(SwiftletABI.swiftlet_vcpu_set_sregs(vcpu, sregs), "set_sregs")
                 sregs.pointee.size = UInt32(MemoryLayout<swiftlet_sregs>.size)
-                requireStatus(swiftlet_vcpu_get_sregs(vcpu, sregs), "get_sregs")
+                requireStatus(SwiftletABI.swiftlet_vcpu_get_sregs(vcpu, sregs), "get_sregs")
             case 2:
                 let fpu = buffer.baseAddress!.assumingMemoryBound(to: swiftlet_fpu.self)
-                requireStatus(swiftlet_vcpu_set_fpu(vcpu, fpu), "set_fpu")
+                requireStatus(SwiftletABI.swiftlet_vcpu_set_fpu(vcpu, fpu), "set_fpu")
                 fpu.pointee.size = UInt32(MemoryLayout<swiftlet_fpu>.size)
-                requireStatus(swiftlet_vcpu_get_fpu(vcpu, fpu), "get_fpu")
+                requireStatus(SwiftletABI.swiftlet_vcpu_get_fpu(vcpu, fpu), "get_fpu")
             default:
                 let count = UInt32(buffer.count / MemoryLayout<swiftlet_msr>.size) &- UInt32(given.first ?? 0) % 40
                 let msrs = buffer.baseAddress!.assumingMemoryBound(to: swiftlet_msr.self)
-                requireStatus(swiftlet_vcpu_set_msrs(vcpu, msrs, count), "set_msrs")
-                requireStatus(swiftlet_vcpu_get_msrs(vcpu, msrs, count), "get_msrs")
+                requireStatus(SwiftletABI.swiftlet_vcpu_set_msrs(vcpu, msrs, count), "set_msrs")
+                requireStatus(SwiftletABI.swiftlet_vcpu_get_msrs(vcpu, msrs, count), "get_msrs")
             }
         }
     }
