@@ -287,7 +287,10 @@ public final class VMController: @unchecked Sendable {
         }
         let vm: MicroVM
         // The VMM's messages go to the API process's log, so PUT /logger applies to them too.
-        do { vm = try MicroVM(config, console: console, logSink: options.log, extensions: options.extensions) } catch {
+        // Extension processes run as the VM process will after its drop, under their own filter.
+        let extensions = ExtensionSet(options.extensions, user: options.dropTo.map { ExtensionSet.User(uid: $0.uid, gid: $0.gid) },
+                                      seccomp: options.seccomp)
+        do { vm = try MicroVM(config, console: console, logSink: options.log, extensions: extensions) } catch {
             throw APIError("Start microvm error: \(error.message)")
         }
         if let jail = options.jail {

@@ -39,11 +39,14 @@ public enum HostProcess {
         }
     }
 
-    /// Starts `path arguments` as a helper of this process (an extension): stdin from /dev/null,
-    /// stdout and stderr shared with ours, `channel` as its descriptor 3 and no other descriptor
-    /// inherited, `SWIFTLET_EXTENSION_FD=3` added to the environment, an empty signal mask and
-    /// `signalsReset` at their defaults. Returns the pid. The error's operation is "cannot start PATH".
-    public static func spawnHelper(path: String, arguments: [String], channel: Int32) throws(HostError) -> Int32 {
+    /// Starts `path arguments` as a confined helper of this process (an extension): stdin from
+    /// /dev/null, stdout and stderr shared with ours, `channel` as its descriptor 3 and no other
+    /// descriptor inherited, `SWIFTLET_EXTENSION_FD=3` added to the environment, an empty signal
+    /// mask and `signalsReset` at their defaults; then `user`'s group and user (no supplementary
+    /// groups), no_new_privs, and `policy`'s seccomp filter, before it executes. Returns the pid.
+    /// The error's operation is "cannot start PATH".
+    public static func spawnHelper(path: String, arguments: [String], channel: Int32, user: (uid: UInt32, gid: UInt32)?,
+                                   policy: SeccompPolicy?) throws(HostError) -> Int32 {
         var environment: [String] = []
         var entry = environ
         while let pointer = entry.pointee {
@@ -52,10 +55,17 @@ public enum HostProcess {
             entry += 1
         }
         environment.append("SWIFTLET_EXTENSION_FD=3")
-        return try spawn(path: path, arguments: arguments, newSession: false, environment: environment) { actions in
-            posix_spawn_file_actions_adddup2(&actions, channel, 3)
-            _ = chost_spawn_close_from(&actions, 4)
+        let filter = (policy?.program() ?? []).map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { for p in argv + envp { free(p) } }
+        var error: Int32 = 0
+        let pid = filter.withUnsafeBufferPointer { program in
+            chost_spawn_confined(path, argv, envp, channel, program.baseAddress, UInt16(program.count),
+                                 user.map { Int32(bitPattern: $0.uid) } ?? -1, user.map { Int32(bitPattern: $0.gid) } ?? -1, &error)
         }
+        guard pid > 0 else { throw HostError("cannot start \(path)", errno: error) }
+        return pid
     }
 
     /// The one posix_spawn: stdin from /dev/null, then `descriptors`' actions; an empty signal

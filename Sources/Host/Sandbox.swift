@@ -345,6 +345,35 @@ extension SeccompPolicy {
     /// thread-pool monitor wakes every second and, whenever one has work waiting, opens
     /// /proc/<tid>/stat of its workers: an open the filter kills (and one whose failure
     /// libdispatch treats as fatal). Serial queues, SwiftNIO event loops and our threads are fine.
+    /// The filter of an extension process (docs/abi.md, "Extensions"). An extension may be
+    /// written in anything, so the VM process's allow-list cannot apply (it kills every executable
+    /// mapping: no dynamic loader, no interpreter could start); this one lets a language runtime
+    /// run and kills the process on what a device has no business doing: network sockets (only
+    /// AF_UNIX), namespaces and mounts, tracing or reading other processes, kernel modules, BPF,
+    /// perf, keyrings, io_uring (which would bypass the filter), raw I/O ports, and changing the
+    /// clock, the host name or the swap. With no_new_privs (set before it) nothing it executes
+    /// gains privileges.
+    public static let extensionProcess: SeccompPolicy = {
+        var rules: [Rule] = []
+        func kill(_ names: String...) { rules += names.compactMap { Syscall($0) }.map { Rule($0, otherwise: .killProcess) } }
+        let unixOnly = ArgumentCheck(argument: 0, equals: UInt64(AF_UNIX), .allow)
+        rules.append(Rule(.named("socket"), checks: [unixOnly], otherwise: .killProcess))
+        rules.append(Rule(.named("socketpair"), checks: [unixOnly], otherwise: .killProcess))
+        // New namespaces through clone (unshare and setns are killed below).
+        let namespaces = UInt64(chost_CLONE_NEWNS() | chost_CLONE_NEWUSER() | chost_CLONE_NEWPID() | chost_CLONE_NEWNET()
+                                | chost_CLONE_NEWIPC() | chost_CLONE_NEWUTS() | chost_CLONE_NEWCGROUP())
+        rules.append(Rule(.named("clone"), checks: namespaces.nonzeroBitPatterns.map { ArgumentCheck(argument: 0, mask: $0, equals: $0, .killProcess) },
+                          otherwise: .allow))
+        kill("clone3", "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
+             "fsmount", "fsconfig", "fspick", "mount_setattr", "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+             "pidfd_getfd", "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot", "bpf",
+             "perf_event_open", "keyctl", "add_key", "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register",
+             "iopl", "ioperm", "swapon", "swapoff", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+             "sethostname", "setdomainname", "acct", "quotactl", "syslog", "userfaultfd", "open_by_handle_at",
+             "name_to_handle_at", "fanotify_init", "lookup_dcookie", "vhangup", "mknod", "mknodat")
+        return SeccompPolicy(rules: rules, defaultAction: .allow)
+    }()
+
     public static let vmm: SeccompPolicy = {
         var rules: [Rule] = []
         func allow(_ names: String...) { rules += names.map(Rule.allow) }
@@ -561,4 +590,11 @@ public enum ThreadRole: String, CaseIterable, Sendable {
         "accept", "accept4", "recvfrom", "sendto", "recvmsg", "sendmsg", "shutdown", "getsockopt", "setsockopt",
         "getsockname", "getpeername",
     ])
+}
+
+extension UInt64 {
+    /// Each set bit alone, lowest first.
+    var nonzeroBitPatterns: [UInt64] {
+        (0..<64).compactMap { bit in self & (1 << bit) != 0 ? UInt64(1) << bit : nil }
+    }
 }

@@ -102,7 +102,10 @@ struct RunCommand: ParsableCommand {
             config.vsock = vsock.map(LinuxConfig.Vsock.init)
         }
         config.entropy = rng
-        config.extensions = extensions
+        // Extensions run as the VM will: the jail's user under --jail, else the invoking user.
+        let jailUser = jail.map { _ in Jail.defaultUser() }
+        config.extensions = ExtensionSet(extensions, user: jailUser.map { ExtensionSet.User(uid: $0.uid, gid: $0.gid) },
+                                         seccomp: !noSeccomp)
         do throws(VMMError) {
             let vm = try LinuxVM(config: config, logSink: LogDestination(layout: .tender, threshold: logLevel.threshold))
             if let jail {

@@ -1,6 +1,10 @@
 import Testing
 import Host
 import ClassicBPF
+import CHost
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A system call as a seccomp program sees it, named for these tests.
 typealias Call = ClassicBPF.SeccompData
@@ -38,6 +42,26 @@ extension ClassicBPF.SeccompData {
     static let vmm = SeccompPolicy.vmm.program()
 
     static func verdict(_ call: Call, _ program: [BPFInstruction] = vmm) -> UInt32 { run(program, call).result }
+
+    // MARK: An extension process's filter
+
+    @Test func theExtensionFilterLetsARuntimeRunAndKillsWhatADeviceNeverNeeds() throws {
+        let program = SeccompPolicy.extensionProcess.program()
+        try ClassicBPF.validate(program)
+        // A language runtime's calls pass, executable mappings included.
+        for call in [Call("read", 3), Call("execve"), Call("mmap", 0, 4096, UInt64(PROT_READ | PROT_EXEC)), Call("socket", UInt64(AF_UNIX)),
+                     Call("clone", UInt64(chost_CLONE_THREAD())), Call("openat"), Call("kill", 1, 9)] {
+            #expect(Self.verdict(call, program) == Self.allow, "\(call)")
+        }
+        for call in [Call("socket", UInt64(AF_INET)), Call("socket", UInt64(AF_INET6)), Call("socketpair", UInt64(AF_INET)),
+                     Call("clone", UInt64(chost_CLONE_NEWUSER())), Call("clone", UInt64(chost_CLONE_NEWNET() | chost_CLONE_THREAD())),
+                     Call("unshare", 0), Call("mount"), Call("ptrace"), Call("bpf"), Call("io_uring_setup"), Call("init_module"),
+                     Call("process_vm_writev"), Call("perf_event_open")] {
+            #expect(Self.verdict(call, program) == Self.kill, "\(call)")
+        }
+        // The architecture check comes first, as in every filter of ours.
+        #expect(Self.verdict(Call("read", arch: Self.i386), program) == Self.kill)
+    }
 
     // MARK: The program is one the kernel accepts
 

@@ -65,7 +65,8 @@ struct ExtensionTests {
     /// saying so), the VMM logs why the device failed, and nothing crashes or hangs.
     @Test(arguments: [("exit", "exited during its set-up"), ("silent", "did not finish its set-up"),
                       ("version", "protocol version 99"), ("overlap", "range refused"), ("ram", "range refused"),
-                      ("garbage", "malformed message"), ("stall", "did not answer an access within 200 ms")])
+                      ("garbage", "malformed message"), ("stall", "did not answer an access within 200 ms"),
+                      ("network", "exited during its set-up")])
     func aMisbehavingExtensionFailsItsDeviceOnly(mode: String, reason: String) throws {
         let script = Harness.root.appendingPathComponent("Tests/extensions/misbehave.py").path
         let r = Harness.run(Harness.swiftlet, ["run", "--kernel", try Harness.pvhGuest("ext"),

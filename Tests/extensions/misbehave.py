@@ -7,6 +7,7 @@
   ram       claims MMIO inside guest RAM
   garbage   answers the first access with bytes that are no message
   stall     never answers the first access (the VMM's access deadline)
+  network   opens an AF_INET socket first (the extension's seccomp filter kills it)
   memory    on the 0x524 write asks to read memory outside RAM, then to write 5000 bytes; reports the answers
 Otherwise it is the increment device (examples/extensions/increment.py): ports 0x520-0x527, MMIO 0xF0000000."""
 import os
@@ -40,6 +41,9 @@ def receive():
 
 if mode == "exit":
     sys.exit(3)
+if mode == "network":
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    print("misbehave: an AF_INET socket was allowed", file=sys.stderr, flush=True)
 if mode == "silent":
     time.sleep(60)
 send(HELLO, value=99 if mode == "version" else 1, data=b"misbehave")

@@ -61,6 +61,14 @@ long chost_ptrace_traceme(void);
 int chost_pidfd_open(int pid);
 int chost_pidfd_send_signal(int pidfd, int signal);
 int chost_spawn_close_from(void *actions, int lowest);
+// Starts `path` confined, for an extension process: stdin /dev/null, `channel` as descriptor 3 and
+// no descriptor above it, an empty signal mask and default dispositions, then (when >= 0) the
+// group and user `gid`/`uid` with no supplementary groups, no_new_privs and the seccomp `filter`
+// (`count` instructions; 0: none), then execve. Returns the pid, or -1 with *error the errno of
+// the step that failed (in the child too: vfork lets it report).
+struct sock_filter;
+pid_t chost_spawn_confined(const char *path, char *const argv[], char *const envp[], int channel,
+                           const struct sock_filter *filter, unsigned short count, int uid, int gid, int *error);
 
 // poll(2) for input on two descriptors; -1 waits forever. Bit 0: `a` readable, bit 1: `b`; 0 on
 // timeout or EINTR.
@@ -200,6 +208,14 @@ static inline uint32_t chost_seccomp_data_args_offset(void) { return offsetof(st
 
 // Argument values the VMM policy tests.
 static inline uint32_t chost_CLONE_THREAD(void) { return 0x00010000u; } // <linux/sched.h>, which clashes with glibc's
+// The namespace flags of clone, from <linux/sched.h>.
+static inline uint32_t chost_CLONE_NEWNS(void) { return 0x00020000u; }
+static inline uint32_t chost_CLONE_NEWCGROUP(void) { return 0x02000000u; }
+static inline uint32_t chost_CLONE_NEWUTS(void) { return 0x04000000u; }
+static inline uint32_t chost_CLONE_NEWIPC(void) { return 0x08000000u; }
+static inline uint32_t chost_CLONE_NEWUSER(void) { return 0x10000000u; }
+static inline uint32_t chost_CLONE_NEWPID(void) { return 0x20000000u; }
+static inline uint32_t chost_CLONE_NEWNET(void) { return 0x40000000u; }
 static inline uint32_t chost_PR_SET_NAME(void) { return PR_SET_NAME; }
 static inline uint32_t chost_PR_GET_NAME(void) { return PR_GET_NAME; }
 static inline uint32_t chost_PR_SET_VMA(void) { return 0x53564d41u; } // Linux 5.17; newer glibc names mappings with it

@@ -62,13 +62,14 @@ final class ExtensionDevice: @unchecked Sendable {
     /// `mmio` at once, so an overlap is found there), ready. A failure of the extension fails its
     /// device and is logged; the VM is built without it. Throws only when the program cannot be
     /// started at all (a user's mistake: a wrong path), with the one-line error.
-    init(_ spec: ExtensionSpec, ports: IOBus, mmio: MMIOBus, memory: GuestMemory, line: (any InterruptLine)?, log: VMMLog) throws(VMMError) {
+    init(_ spec: ExtensionSpec, confinement: ExtensionSet, ports: IOBus, mmio: MMIOBus, memory: GuestMemory,
+         line: (any InterruptLine)?, log: VMMLog) throws(VMMError) {
         self.spec = spec
         self.memory = memory
         self.line = line
         self.log = log
         let base = spec.program.split(separator: "/").last.map(String.init) ?? spec.program
-        (pid, channel) = try Self.start(spec)
+        (pid, channel) = try Self.start(spec, confinement)
         name = base
         process = ProcessDescriptor(pid: pid)
         do throws(ExtensionFailure) {
@@ -84,10 +85,15 @@ final class ExtensionDevice: @unchecked Sendable {
 
     /// Starts the program with one end of a socket pair; returns its pid and our end. The
     /// program's end is closed here once it has it, so its exit reads as the end of the stream.
-    private static func start(_ spec: ExtensionSpec) throws(VMMError) -> (Int32, FileDescriptor) {
+    private static func start(_ spec: ExtensionSpec, _ confinement: ExtensionSet) throws(VMMError) -> (Int32, FileDescriptor) {
         let pair: (FileDescriptor, FileDescriptor)
         do { pair = try UnixSocket.pair() } catch { throw VMMError(.host, "extension \(spec.program): \(error)") }
-        do { return (try HostProcess.spawnHelper(path: spec.program, arguments: spec.arguments, channel: pair.1.rawValue), pair.0) } catch {
+        do {
+            let pid = try HostProcess.spawnHelper(path: spec.program, arguments: spec.arguments, channel: pair.1.rawValue,
+                                                  user: confinement.user.map { ($0.uid, $0.gid) },
+                                                  policy: confinement.seccomp ? .extensionProcess : nil)
+            return (pid, pair.0)
+        } catch {
             throw VMMError(.configuration, "--extension \(spec.program): \(error)")
         }
     }

@@ -16,8 +16,9 @@ public struct LinuxConfig: Sendable, Equatable {
     public var nets: [Net] = []
     /// A virtio-vsock device with a Firecracker-style Unix-socket backend (attached last).
     public var vsock: Vsock?
-    /// Extension processes serving port-I/O and MMIO ranges (`--extension`), started in order.
-    public var extensions: [ExtensionSpec] = []
+    /// Extension processes serving port-I/O and MMIO ranges (`--extension`), started in order,
+    /// and how they are confined.
+    public var extensions = ExtensionSet()
 
     /// A virtio-blk disk backed by a file (from a ``DiskSpec`` on the command line, a drive in
     /// Firecracker's config).
@@ -88,4 +89,26 @@ extension LinuxConfig.Net {
 
 extension LinuxConfig.Vsock {
     public init(_ spec: VsockSpec) { self.init(cid: UInt64(spec.cid), uds: spec.uds) }
+}
+
+/// A VM's extension processes (`--extension`) and their confinement: the user they run as (the
+/// VM process's own after its privilege drop: `--uid/--gid`, a jail's user; nil: the VMM's) and
+/// whether they get `SeccompPolicy.extensionProcess` (off only with `--no-seccomp`).
+public struct ExtensionSet: Sendable, Equatable {
+    public var specs: [ExtensionSpec]
+    public var user: User?
+    public var seccomp: Bool
+
+    /// A user and group id.
+    public struct User: Sendable, Equatable {
+        public var uid: UInt32
+        public var gid: UInt32
+        public init(uid: UInt32, gid: UInt32) { self.uid = uid; self.gid = gid }
+    }
+
+    public init(_ specs: [ExtensionSpec] = [], user: User? = nil, seccomp: Bool = true) {
+        self.specs = specs
+        self.user = user
+        self.seccomp = seccomp
+    }
 }

@@ -214,10 +214,11 @@ public final class LinuxVM: @unchecked Sendable {
 
         // Extension processes last, so no VM that failed to build leaves one running; their
         // ranges join the buses before any vCPU runs.
-        for spec in config.extensions {
+        for spec in config.extensions.specs {
             let line = spec.irq.map { KVMInterruptLine(machine: machine, line: $0) }
             do throws(VMMError) {
-                extensions.append(try ExtensionDevice(spec, ports: bus, mmio: mmio, memory: memory, line: line, log: log))
+                extensions.append(try ExtensionDevice(spec, confinement: config.extensions, ports: bus, mmio: mmio, memory: memory,
+                                                      line: line, log: log))
             } catch {
                 for started in extensions { started.stop() }
                 throw error

@@ -21,7 +21,7 @@ public final class MicroVM: @unchecked Sendable {
     /// `extensions`: extension processes (`--extension`) for a Linux or PVH guest; a unikernel
     /// has no port or MMIO devices for them to serve.
     public init(_ config: FirecrackerConfig, console: VMConsole = .stdio, logLevel: HvtConfig.LogLevel = .warn,
-                logSink: VMMLogSink? = nil, extensions: [ExtensionSpec] = []) throws(VMMError) {
+                logSink: VMMLogSink? = nil, extensions: ExtensionSet = ExtensionSet()) throws(VMMError) {
         let path = config.bootSource.kernelImagePath
         let kernel: [UInt8]
         // The kind is not known yet, but either kind's image has to fit the guest's memory.
@@ -30,7 +30,7 @@ public final class MicroVM: @unchecked Sendable {
         }
         isUnikernel = HvtImage.isSolo5(kernel)
         if isUnikernel {
-            guard extensions.isEmpty else {
+            guard extensions.specs.isEmpty else {
                 throw VMMError(.configuration, "--extension serves Linux and PVH guests; \(path) is a Solo5 unikernel")
             }
             var hvt = try config.hvtConfig()
