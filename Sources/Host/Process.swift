@@ -32,11 +32,32 @@ public enum HostProcess {
     /// and with no descriptor above stderr inherited (even one opened without close-on-exec).
     /// Returns the pid. The error's operation is "cannot start PATH".
     public static func spawn(path: String, arguments: [String], outputPath: String) throws(HostError) -> Int32 {
-        try spawn(path: path, arguments: arguments, newSession: true, environment: nil) { actions in
-            posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o640)
-            posix_spawn_file_actions_adddup2(&actions, 1, 2)
-            _ = chost_spawn_close_from(&actions, 3)
-        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o640)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        _ = chost_spawn_close_from(&actions, 3)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for s in signalsReset { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, spawnSetSID | Int16(POSIX_SPAWN_SETSIGMASK) | Int16(POSIX_SPAWN_SETSIGDEF))
+
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        guard rc == 0 else { throw HostError("cannot start \(path)", errno: rc) }
+        return pid
     }
 
     /// Starts `path arguments` as a confined helper of this process (an extension): stdin from
@@ -65,39 +86,6 @@ public enum HostProcess {
                                  user.map { Int32(bitPattern: $0.uid) } ?? -1, user.map { Int32(bitPattern: $0.gid) } ?? -1, &error)
         }
         guard pid > 0 else { throw HostError("cannot start \(path)", errno: error) }
-        return pid
-    }
-
-    /// The one posix_spawn: stdin from /dev/null, then `descriptors`' actions; an empty signal
-    /// mask and `signalsReset` at their defaults; a new session if asked; `environment` (nil:
-    /// ours).
-    private static func spawn(path: String, arguments: [String], newSession: Bool, environment: [String]?,
-                              descriptors: (inout posix_spawn_file_actions_t) -> Void) throws(HostError) -> Int32 {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        descriptors(&actions)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for s in signalsReset { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, (newSession ? spawnSetSID : 0) | Int16(POSIX_SPAWN_SETSIGMASK) | Int16(POSIX_SPAWN_SETSIGDEF))
-
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup($0) } + [nil] }
-        defer { for p in argv + (envp ?? []) { free(p) } }
-        var pid: pid_t = 0
-        let rc = envp == nil ? posix_spawn(&pid, path, &actions, &attributes, argv, environ)
-            : posix_spawn(&pid, path, &actions, &attributes, argv, envp!)
-        guard rc == 0 else { throw HostError("cannot start \(path)", errno: rc) }
         return pid
     }
 

@@ -26,23 +26,21 @@ enum ExtensionChannel {
 
     static func receive(_ channel: Int32) throws(ABIError) -> ExtensionMessage {
         try withUnsafeTemporaryAllocation(byteCount: maximumMessage, alignment: 8) { (buffer) throws(ABIError) -> ExtensionMessage in
-            let header = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<ExtensionMessage.headerSize])
-            do throws(HostError) {
-                guard try FileDescriptor.receiveExactly(header, on: channel, milliseconds: -1) else {
-                    throw HostError(message: "it closed the channel")
+            let message: ExtensionMessage?
+            do throws(ExtensionMessage.ReceiveFailure<HostError>) {
+                message = try ExtensionMessage.receive(into: buffer) { (part, _) throws(HostError) in
+                    try FileDescriptor.receiveExactly(part, on: channel, milliseconds: -1)
                 }
-                let size: Int
-                do throws(ExtensionMessage.Malformed) { size = try ExtensionMessage.size(ofHeader: UnsafeRawBufferPointer(header)) } catch {
-                    throw HostError(message: "a malformed message: \(error.reason)")
+            } catch {
+                let why = switch error {
+                case .transport(let failure, _): "\(failure)"
+                case .truncated: "it closed the channel inside a message"
+                case .malformed(let malformed): "a malformed message: \(malformed.reason)"
                 }
-                let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[ExtensionMessage.headerSize..<size])
-                guard try FileDescriptor.receiveExactly(rest, on: channel, milliseconds: -1) else {
-                    throw HostError(message: "it closed the channel inside a message")
-                }
-                do throws(ExtensionMessage.Malformed) {
-                    return try ExtensionMessage(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<size]))
-                } catch { throw HostError(message: "a malformed message: \(error.reason)") }
-            } catch { throw ABIError(SWIFTLET_E_STATE, "the VMM is gone (\(error))") }
+                throw ABIError(SWIFTLET_E_STATE, "the VMM is gone (\(why))")
+            }
+            guard let message else { throw ABIError(SWIFTLET_E_STATE, "the VMM is gone (it closed the channel)") }
+            return message
         }
     }
 

@@ -20,13 +20,22 @@ final class ABIVM: @unchecked Sendable {
     let micro: MicroVM
     let console: StreamConsole
     /// The console's other end; nil once the client took it.
-    let clientEnd: ConditionLock<FileDescriptor?>
+    private let clientEnd: ConditionLock<FileDescriptor?>
     let run = ConditionLock(Run.notStarted)
 
     init(micro: MicroVM, console: StreamConsole, clientEnd: FileDescriptor) {
         self.micro = micro
         self.console = console
         self.clientEnd = ConditionLock(clientEnd)
+    }
+
+    /// The console's other end, once: nil after the first call (the client took it, or the VM
+    /// started without it).
+    func takeClientEnd() -> FileDescriptor? {
+        clientEnd.withLock { end in
+            defer { end = nil }
+            return end
+        }
     }
 }
 
@@ -75,10 +84,7 @@ public func swiftlet_vm_console(_ vm: UInt64, _ fd: UnsafeMutablePointer<Int32>?
         guard v.run.withLock({ $0 == .notStarted }) else {
             throw ABIError(SWIFTLET_E_STATE, "swiftlet_vm_console after swiftlet_vm_start")
         }
-        let end = v.clientEnd.withLock { end -> FileDescriptor? in
-            defer { end = nil }
-            return end
-        }
+        let end = v.takeClientEnd()
         guard let end else { throw ABIError(SWIFTLET_E_STATE, "the console descriptor was already taken") }
         // The client gets a descriptor of its own to close; ours closes here.
         do throws(HostError) { out.pointee = try end.duplicateForCaller() } catch { throw ABIError(SWIFTLET_E_KERNEL, "console: \(error.description)") }
@@ -96,7 +102,7 @@ public func swiftlet_vm_start(_ vm: UInt64) -> Int32 {
         }
         guard first else { throw ABIError(SWIFTLET_E_STATE, "the VM was started already") }
         // Without a client for the console, the guest's output is copied to stdout.
-        if v.clientEnd.withLock({ end in defer { end = nil }; return end != nil }) { v.console.useStandardOutput() }
+        if v.takeClientEnd() != nil { v.console.useStandardOutput() }
         do throws(VMMError) {
             try v.micro.start { [weak v] status in
                 v?.run.withLockBroadcasting { $0 = .ended(status) }

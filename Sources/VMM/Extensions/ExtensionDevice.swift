@@ -261,28 +261,18 @@ final class ExtensionDevice: @unchecked Sendable {
     /// The next message, or nil when the extension closed its end; `late` is the failure when
     /// `milliseconds` pass first. One thread at a time (the set-up's, then the reader's).
     private func receive(milliseconds: Int, late: String) throws(ExtensionFailure) -> ExtensionMessage? {
-        let header = UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[0..<ExtensionMessage.headerSize])
-        do throws(HostError) {
-            guard try channel.receiveExactly(header, milliseconds: milliseconds) else { return nil }
-        } catch {
-            throw ExtensionFailure(reason: error.errno == ETIMEDOUT ? late : "\(error)")
-        }
-        let size: Int
-        do throws(ExtensionMessage.Malformed) { size = try ExtensionMessage.size(ofHeader: UnsafeRawBufferPointer(header)) } catch {
-            throw ExtensionFailure(reason: "sent a malformed message (\(error.reason))")
-        }
-        if size > ExtensionMessage.headerSize {
-            let rest = UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[ExtensionMessage.headerSize..<size])
-            let complete: Bool
-            do throws(HostError) { complete = try channel.receiveExactly(rest, milliseconds: spec.timeoutMilliseconds) } catch {
-                throw ExtensionFailure(reason: error.errno == ETIMEDOUT ? "stalled inside a message" : "\(error)")
+        do throws(ExtensionMessage.ReceiveFailure<HostError>) {
+            return try ExtensionMessage.receive(into: receiveBuffer) { (part, inHeader) throws(HostError) in
+                try channel.receiveExactly(part, milliseconds: inHeader ? milliseconds : spec.timeoutMilliseconds)
             }
-            guard complete else { throw ExtensionFailure(reason: "closed inside a message") }
-        }
-        do throws(ExtensionMessage.Malformed) {
-            return try ExtensionMessage(decoding: UnsafeRawBufferPointer(rebasing: receiveBuffer[0..<size]))
         } catch {
-            throw ExtensionFailure(reason: "sent a malformed message (\(error.reason))")
+            switch error {
+            case .transport(let failure, let inHeader):
+                let timedOut = failure.errno == ETIMEDOUT
+                throw ExtensionFailure(reason: timedOut ? (inHeader ? late : "stalled inside a message") : "\(failure)")
+            case .truncated: throw ExtensionFailure(reason: "closed inside a message")
+            case .malformed(let malformed): throw ExtensionFailure(reason: "sent a malformed message (\(malformed.reason))")
+            }
         }
     }
 
