@@ -105,7 +105,7 @@ public struct ExtensionMessage: Equatable, Sendable {
 
     /// Why `receive` gave no message.
     public enum ReceiveFailure<Transport: Error>: Error {
-        /// `read` failed; `inHeader`: while reading a header.
+        /// `fill` failed; `inHeader`: while reading a header.
         case transport(Transport, inHeader: Bool)
         /// The stream ended inside a message.
         case truncated
@@ -115,21 +115,21 @@ public struct ExtensionMessage: Equatable, Sendable {
 
     /// Reads one framed message, as both ends of the protocol do: the header, then the data its
     /// size announces, into `buffer` (at least `headerSize + maximumData` bytes), each part through
-    /// `read`, which fills what it is given exactly and returns false when the stream ended before
+    /// `fill`, which fills what it is given exactly and returns false when the stream ended before
     /// its first byte. Nil when the stream ended before the message began.
     public static func receive<E: Error>(into buffer: UnsafeMutableRawBufferPointer,
-                                         _ read: (_ part: UnsafeMutableRawBufferPointer, _ inHeader: Bool) throws(E) -> Bool)
+                                         _ fill: (_ part: UnsafeMutableRawBufferPointer, _ inHeader: Bool) throws(E) -> Bool)
         throws(ReceiveFailure<E>) -> ExtensionMessage? {
         precondition(buffer.count >= headerSize + maximumData)
         let header = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<headerSize])
         do throws(E) {
-            guard try read(header, true) else { return nil }
+            guard try fill(header, true) else { return nil }
         } catch { throw .transport(error, inHeader: true) }
         let size: Int
         do throws(Malformed) { size = try Self.size(ofHeader: UnsafeRawBufferPointer(header)) } catch { throw .malformed(error) }
         if size > headerSize {
             let complete: Bool
-            do throws(E) { complete = try read(UnsafeMutableRawBufferPointer(rebasing: buffer[headerSize..<size]), false) } catch {
+            do throws(E) { complete = try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[headerSize..<size]), false) } catch {
                 throw .transport(error, inHeader: false)
             }
             guard complete else { throw .truncated }
