@@ -295,7 +295,7 @@ public final class VMController: @unchecked Sendable {
         }
         if let jail = options.jail {
             let needs = Jail.Needs(memoryMiB: vm.memoryMiB, vcpus: vm.vcpuCount, taps: !config.networkInterfaces.isEmpty,
-                                   runtimePaths: config.vsock.map { [$0.udsPath] } ?? [])
+                                   runtimePaths: config.vsock.map { [$0.udsPath] } ?? [], companions: vm.extensionProcesses)
             do { try jail.enter(needs) } catch { throw APIError("cannot set up the jail: \(error)") }
         }
         try sandbox(options)

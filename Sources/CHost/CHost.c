@@ -285,6 +285,9 @@ pid_t chost_spawn_confined(const char *path, char *const argv[], char *const env
         if (gid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0)) { failure = errno; _exit(127); }
         if (uid >= 0 && setuid((uid_t)uid) != 0) { failure = errno; _exit(127); }
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) { failure = errno; _exit(127); }
+        // It ends with the VMM, even one that died without closing its end (the signal follows
+        // the thread that spawned it: the VMM's main or API thread, which live as long as it).
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) { failure = errno; _exit(127); }
         if (count > 0 && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0) { failure = errno; _exit(127); }
         execve(path, argv, envp);
         failure = errno;
@@ -299,4 +302,13 @@ pid_t chost_spawn_confined(const char *path, char *const argv[], char *const env
     }
     *error = 0;
     return pid;
+}
+
+int chost_accept_peer(int listener, int *peer_pid) {
+    int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct ucred credentials;
+    socklen_t size = sizeof credentials;
+    *peer_pid = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &size) == 0 ? credentials.pid : 0;
+    return fd;
 }

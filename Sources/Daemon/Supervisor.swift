@@ -242,6 +242,8 @@ public final class Supervisor: Sendable {
         if let uid = options.uid, let gid = options.gid { arguments += ["--uid", String(uid), "--gid", String(gid)] }
         arguments += options.extraArguments
         if options.jail { arguments += ["--jail", paths.jailDirectory] }
+        // Extensions are the VMM's to start (before the jail, as the VM's user): not the API's.
+        for spec in definition.extensions { arguments += ["--extension", spec.text] }
         let pid: Int32
         do {
             // Jailed, the VM process is pid 1 of a PID namespace of its own; the pid here (the

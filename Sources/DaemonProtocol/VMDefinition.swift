@@ -16,18 +16,23 @@ public struct VMDefinition: Codable, Sendable, Equatable {
     public var disks: [Disk]
     public var networks: [Network]
     public var vsock: Vsock?
+    /// Extensions (`--extension` of `swiftlet api`), in order: a program is started inside the
+    /// VM's jail, as its user, under the extension filter (docs/abi.md, "Extensions").
+    public var extensions: [ExtensionSpec]
     public var autostart: Bool
 
     public static let defaultMemoryMiB = Int(FirecrackerConfig.MachineConfig.defaultMemSizeMib)
 
     public init(kernel: String, initrd: String? = nil, cmdline: String? = nil, memoryMiB: Int = VMDefinition.defaultMemoryMiB,
-                cpus: Int = 1, disks: [Disk] = [], networks: [Network] = [], vsock: Vsock? = nil, autostart: Bool = false) {
+                cpus: Int = 1, disks: [Disk] = [], networks: [Network] = [], vsock: Vsock? = nil, extensions: [ExtensionSpec] = [],
+                autostart: Bool = false) {
         self.kernel = kernel; self.initrd = initrd; self.cmdline = cmdline; self.memoryMiB = memoryMiB
-        self.cpus = cpus; self.disks = disks; self.networks = networks; self.vsock = vsock; self.autostart = autostart
+        self.cpus = cpus; self.disks = disks; self.networks = networks; self.vsock = vsock; self.extensions = extensions
+        self.autostart = autostart
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case kernel, initrd, cmdline, memory, cpus, disks, networks, vsock, autostart
+        case kernel, initrd, cmdline, memory, cpus, disks, networks, vsock, extensions, autostart
     }
 
     public init(from decoder: any Decoder) throws {
@@ -64,6 +69,17 @@ public struct VMDefinition: Codable, Sendable, Equatable {
         }
         networks = try c.decodeIfPresent([Network].self, forKey: .networks) ?? []
         vsock = try c.decodeIfPresent(Vsock.self, forKey: .vsock)
+        extensions = try c.decodeIfPresent([ExtensionSpec].self, forKey: .extensions) ?? []
+        if verify {
+            for (index, spec) in extensions.enumerated() {
+                guard case .program(let program, _) = spec.origin else { continue }
+                // The daemon starts it, whatever its own directory: the path must be whole.
+                guard program.hasPrefix("/"), FileSystem.isExecutable(program) else {
+                    throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.extensions, IndexKey(index)],
+                                                            debugDescription: "\(program.printable): not an absolute path to an executable file"))
+                }
+            }
+        }
         autostart = try c.decodeIfPresent(Bool.self, forKey: .autostart) ?? false
         // Drive and interface ids become API path components and, for unikernels, manifest names.
         var seen = Set<String>()
@@ -87,6 +103,7 @@ public struct VMDefinition: Codable, Sendable, Equatable {
         if !disks.isEmpty { try c.encode(disks, forKey: .disks) }
         if !networks.isEmpty { try c.encode(networks, forKey: .networks) }
         try c.encodeIfPresent(vsock, forKey: .vsock)
+        if !extensions.isEmpty { try c.encode(extensions, forKey: .extensions) }
         if autostart { try c.encode(autostart, forKey: .autostart) }
     }
 

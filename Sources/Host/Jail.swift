@@ -32,9 +32,14 @@ public struct Jail: Sendable, Equatable {
         /// whose `_PORT` sockets are connected to at run time): each one's directory is
         /// bind-mounted at the same path inside.
         public var runtimePaths: [String]
+        /// Processes the VM process started that belong to the VM (its extensions): they join its
+        /// cgroup with it. Its namespaces and root they share already (children, and pivot_root
+        /// moves every process of the mount namespace whose root was the old one).
+        public var companions: [Int32]
 
-        public init(memoryMiB: UInt64, vcpus: Int, taps: Bool = false, runtimePaths: [String] = []) {
+        public init(memoryMiB: UInt64, vcpus: Int, taps: Bool = false, runtimePaths: [String] = [], companions: [Int32] = []) {
             self.memoryMiB = memoryMiB; self.vcpus = vcpus; self.taps = taps; self.runtimePaths = runtimePaths
+            self.companions = companions
         }
     }
 
@@ -150,7 +155,7 @@ public struct Jail: Sendable, Equatable {
             guard let host = CgroupHost.current() else {
                 throw HostError(message: "no cgroup hierarchy with the memory, cpu and pids controllers under /sys/fs/cgroup")
             }
-            try host.plan(id: id, limits: Self.limits(memoryMiB: needs.memoryMiB, vcpus: needs.vcpus)).apply()
+            try host.plan(id: id, limits: Self.limits(memoryMiB: needs.memoryMiB, vcpus: needs.vcpus)).apply(companions: needs.companions)
         }
         // pivot_root(".", "."): the old root is stacked under the new one and unmounted at once,
         // with no directory for it inside the jail.
@@ -351,9 +356,10 @@ public struct CgroupPlan: Sendable, Equatable {
     /// The VM's own cgroups: created, limited, joined; removed after the VM.
     public var directories: [Directory]
 
-    /// Creates the cgroups, writes the limits and moves this process (every thread) into them.
-    /// An existing cgroup of the same id is reused only when no process is in it.
-    public func apply() throws(HostError) {
+    /// Creates the cgroups, writes the limits and moves this process (every thread) and its
+    /// `companions` into them. An existing cgroup of the same id is reused only when no process
+    /// is in it.
+    public func apply(companions: [Int32] = []) throws(HostError) {
         for parent in parents {
             guard mkdir(parent, 0o755) == 0 || errno == EEXIST else { throw HostError("cgroup: mkdir \(parent)", errno: errno) }
         }
@@ -369,7 +375,9 @@ public struct CgroupPlan: Sendable, Equatable {
             for write in directory.settings { try Self.write(write.value, to: directory.path + "/" + write.file) }
         }
         // "0" is the writer itself; cgroup.procs moves every thread of the process.
-        for directory in directories { try Self.write("0", to: directory.path + "/cgroup.procs") }
+        for directory in directories {
+            for pid in ["0"] + companions.map(String.init) { try Self.write(pid, to: directory.path + "/cgroup.procs") }
+        }
     }
 
     /// Removes the VM's cgroups (they must be empty: call it after the VM process has ended).

@@ -56,7 +56,8 @@ extension FileDescriptor {
     /// Ends both directions of the socket: a thread blocked reading it returns at once.
     public func shutdownStream() { _ = shutdown(rawValue, Int32(SHUT_RDWR)) }
 
-    private static func waitFor(_ rawValue: Int32, _ events: Int16, deadline: UInt64?, operation: String) throws(HostError) {
+    /// Waits until `rawValue` has `events`, up to `deadline` (monotonic ns; nil: no limit).
+    static func waitFor(_ rawValue: Int32, _ events: Int16, deadline: UInt64?, operation: String) throws(HostError) {
         while true {
             var timeout: Int32 = -1
             if let deadline {

@@ -1,3 +1,4 @@
+import CHost
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -67,6 +68,19 @@ public enum UnixSocket {
             throw HostError(message: "socketpair: \(HostError.text(errno: errno))")
         }
         return (FileDescriptor(owning: fds[0]), FileDescriptor(owning: fds[1]))
+    }
+
+    /// The first connection to `listener` within `milliseconds`, and the connecting process's
+    /// pid (SO_PEERCRED; 0 when the kernel gives none). Throws ETIMEDOUT when nobody connects.
+    public static func acceptOne(on listener: Int32, milliseconds: Int) throws(HostError) -> (FileDescriptor, peer: Int32) {
+        let deadline = Clock.monotonicNanoseconds() + UInt64(max(0, milliseconds)) * 1_000_000
+        while true {
+            try FileDescriptor.waitFor(listener, Int16(POLLIN), deadline: deadline, operation: "waiting for a connection")
+            var peer: Int32 = 0
+            let fd = chost_accept_peer(listener, &peer)
+            if fd >= 0 { return (FileDescriptor(owning: fd), peer) }
+            guard -fd == EINTR || -fd == EAGAIN || -fd == ECONNABORTED else { throw HostError("accept", errno: -fd) }
+        }
     }
 
     /// Whether something accepts connections on `path` now.

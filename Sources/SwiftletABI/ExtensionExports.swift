@@ -67,15 +67,31 @@ public func swiftlet_ext_connect(_ name: UnsafePointer<CChar>?, _ channel: Unsaf
         guard !text.isEmpty, text.utf8.count <= ExtensionMessage.maximumName else {
             throw ABIError.invalid("an extension name of \(text.utf8.count) bytes (1 to \(ExtensionMessage.maximumName))")
         }
-        guard let value = HostProcess.environmentValue("SWIFTLET_EXTENSION_FD"), let fd = Int32(value), fd >= 0 else {
-            throw ABIError(SWIFTLET_E_STATE, "SWIFTLET_EXTENSION_FD is not set: start the program with swiftlet run --extension")
+        // Started by the VMM: its descriptor. Else the socket of `--extension listen=PATH`.
+        let fd: Int32
+        var connected: FileDescriptor?
+        if let value = HostProcess.environmentValue("SWIFTLET_EXTENSION_FD") {
+            guard let number = Int32(value), number >= 0 else { throw ABIError.invalid("SWIFTLET_EXTENSION_FD=\(value)") }
+            fd = number
+        } else if let path = HostProcess.environmentValue("SWIFTLET_EXTENSION_SOCKET") {
+            do { connected = FileDescriptor(owning: try UnixSocket.connect(path: path)) } catch {
+                throw ABIError(SWIFTLET_E_STATE, "SWIFTLET_EXTENSION_SOCKET: \(error)")
+            }
+            fd = connected!.rawValue
+        } else {
+            throw ABIError(SWIFTLET_E_STATE, "neither SWIFTLET_EXTENSION_FD nor SWIFTLET_EXTENSION_SOCKET is set: start the program with swiftlet run --extension PROGRAM, or name the socket of --extension listen=PATH")
         }
         try ExtensionChannel.send(fd, ExtensionMessage(.hello, value: ExtensionMessage.version, data: Array(text.utf8)))
         let welcome = try ExtensionChannel.receive(fd)
         guard welcome.kind == .welcome, welcome.status == 0 else {
             throw ABIError(SWIFTLET_E_VERSION, "the VMM refused protocol version \(ExtensionMessage.version) (status \(welcome.status))")
         }
-        out.pointee = fd
+        // The connection is the caller's from here (on a failure above, it is closed).
+        if let connected {
+            do { out.pointee = try connected.duplicateForCaller() } catch { throw ABIError(SWIFTLET_E_STATE, "\(error)") }
+        } else {
+            out.pointee = fd
+        }
     }
 }
 

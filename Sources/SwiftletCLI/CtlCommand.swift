@@ -45,6 +45,8 @@ struct CtlCommand: ParsableCommand {
         @Option(name: .customLong("disk"), help: "PATH[,readonly][,root][,id=NAME] (repeatable).", transform: Start.spec(DiskSpec.self, "--disk")) var disks: [DiskSpec] = []
         @Option(name: .customLong("net"), help: "tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,id=NAME] (repeatable).", transform: Start.spec(NetSpec.self, "--net")) var nets: [NetSpec] = []
         @Option(help: "cid=N,uds=PATH.", transform: Start.spec(VsockSpec.self, "--vsock")) var vsock: VsockSpec?
+        @Option(name: .customLong("extension"), help: "PROGRAM[,ARG...] or listen=PATH, [,irq=N][,timeout_ms=MS]: a device in another process (docs/abi.md, Extensions; repeatable).",
+                transform: Start.spec(ExtensionSpec.self, "--extension")) var extensions: [ExtensionSpec] = []
 
         /// Parses a device option once, with VMSpec's grammar (the daemon reads the same text back).
         static func spec<T: OptionStringCodable>(_: T.Type, _ flag: String) -> @Sendable (String) throws -> T {
@@ -56,8 +58,8 @@ struct CtlCommand: ParsableCommand {
 
         func validate() throws {
             guard isValidName(name) else { throw ValidationError("'\(name)' is not a VM name (1 to 64 of A-Z a-z 0-9 . _ -)") }
-            if kernel == nil && (initrd != nil || cmdline != nil || memory != nil || cpus != nil || !disks.isEmpty || !nets.isEmpty || vsock != nil) {
-                throw ValidationError("--initrd, --cmdline, --memory, --cpus, --disk, --net and --vsock need --kernel (an ad-hoc VM)")
+            if kernel == nil && (initrd != nil || cmdline != nil || memory != nil || cpus != nil || !disks.isEmpty || !nets.isEmpty || vsock != nil || !extensions.isEmpty) {
+                throw ValidationError("--initrd, --cmdline, --memory, --cpus, --disk, --net, --vsock and --extension need --kernel (an ad-hoc VM)")
             }
         }
 
@@ -82,6 +84,13 @@ struct CtlCommand: ParsableCommand {
                 }
                 if !nets.isEmpty { object["networks"] = nets.map(\.text) }
                 if let vsock { object["vsock"] = vsock.text }
+                if !extensions.isEmpty {
+                    object["extensions"] = extensions.map { e -> String in
+                        var spec = e
+                        if case .program(let program, let arguments) = e.origin { spec.origin = .program(absolute(program), arguments: arguments) }
+                        return spec.text
+                    }
+                }
                 // Validated here with the daemon's own decoder, so a typo gets the same one-line
                 // message without a round trip.
                 do {

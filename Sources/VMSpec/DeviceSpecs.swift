@@ -132,31 +132,57 @@ extension VsockSpec: OptionStringCodable {
     public init?(_ text: String) { self.init(text[...]) }
 }
 
-/// An extension process (`--extension PROGRAM[,ARG...][,irq=N][,timeout_ms=MS]`): a device or
-/// exit handler in any language, started by the VMM and spoken to over the extension protocol
-/// (docs/abi.md, "Extensions"). Bare items after the program are its arguments, in order (an
-/// argument cannot contain `,` or `=`); `irq` is the interrupt line it may raise (5 to 23, the
-/// IOAPIC's lines our own devices leave free); `timeout_ms` how long one access may take before
-/// the device is failed (1 to 60,000; default 1,000).
+/// An extension (`--extension`): a device or exit handler in any language, spoken to over the
+/// extension protocol (docs/abi.md, "Extensions"). Two forms:
+/// - `PROGRAM[,ARG...]`: a program the VMM starts, confined as the VM process, with the protocol
+///   socket as its descriptor 3. Bare items after the program are its arguments, in order (an
+///   argument cannot contain `,` or `=`).
+/// - `listen=PATH`: the VMM listens on the Unix socket PATH (an absolute path, mode 0600) and the
+///   extension is a process of the user's own that connects there, within `connectSeconds`,
+///   before the VM starts.
+/// Then `irq` is the interrupt line it may raise (5 to 23, the IOAPIC's lines our own devices
+/// leave free); `timeout_ms` how long one access may take before the device is failed (1 to
+/// 60,000; default 1,000).
 public struct ExtensionSpec: Equatable, Sendable {
-    public var program: String
-    public var arguments: [String]
+    /// Where the extension comes from.
+    public enum Origin: Equatable, Sendable {
+        /// A program the VMM starts, with its arguments.
+        case program(String, arguments: [String])
+        /// A socket the VMM listens on for the extension to connect to.
+        case socket(String)
+    }
+
+    public var origin: Origin
     public var irq: UInt32?
     public var timeoutMilliseconds: Int
 
     public static let defaultTimeoutMilliseconds = 1000
-    public static let textForm = "PROGRAM[,ARG...][,irq=N][,timeout_ms=MS] (N in 5 to 23, MS in 1 to 60000)"
+    /// How long the VMM waits for the extension of a `listen=PATH` to connect.
+    public static let connectSeconds = 30
+    public static let textForm = "PROGRAM[,ARG...] or listen=PATH, then [,irq=N][,timeout_ms=MS] (N in 5 to 23, MS in 1 to 60000)"
 
     public init(program: String, arguments: [String] = [], irq: UInt32? = nil, timeoutMilliseconds: Int = defaultTimeoutMilliseconds) {
-        self.program = program
-        self.arguments = arguments
+        self.init(origin: .program(program, arguments: arguments), irq: irq, timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    public init(origin: Origin, irq: UInt32? = nil, timeoutMilliseconds: Int = defaultTimeoutMilliseconds) {
+        self.origin = origin
         self.irq = irq
         self.timeoutMilliseconds = timeoutMilliseconds
     }
 
     public init?(_ text: some StringProtocol) {
-        guard let o = OptionString(text, positional: true), let program = o.positional, o.only(flags: Set(o.flags), keys: ["irq", "timeout_ms"])
+        let listens = text.hasPrefix("listen=")
+        guard let o = OptionString(text, positional: !listens), o.only(flags: listens ? [] : Set(o.flags), keys: listens ? ["listen", "irq", "timeout_ms"] : ["irq", "timeout_ms"])
         else { return nil }
+        let origin: Origin
+        if listens {
+            guard let path = o.pairs["listen"], path.hasPrefix("/") else { return nil }
+            origin = .socket(path)
+        } else {
+            guard let program = o.positional else { return nil }
+            origin = .program(program, arguments: o.flags)
+        }
         var irq: UInt32?
         if let value = o.pairs["irq"] {
             guard let line = UInt32(value), (5...23).contains(line) else { return nil }
@@ -167,11 +193,28 @@ public struct ExtensionSpec: Equatable, Sendable {
             guard let ms = Int(value), (1...60_000).contains(ms) else { return nil }
             timeout = ms
         }
-        self.init(program: program, arguments: o.flags, irq: irq, timeoutMilliseconds: timeout)
+        self.init(origin: origin, irq: irq, timeoutMilliseconds: timeout)
+    }
+
+    /// The extension as the logs name it: its program's file name, or its socket's path.
+    public var name: String {
+        switch origin {
+        case .program(let program, _): program.split(separator: "/").last.map(String.init) ?? program
+        case .socket(let path): path
+        }
     }
 
     public var text: String {
-        ([program] + arguments + (irq.map { ["irq=\($0)"] } ?? [])
+        let head: [String]
+        switch origin {
+        case .program(let program, let arguments): head = [program] + arguments
+        case .socket(let path): head = ["listen=" + path]
+        }
+        return (head + (irq.map { ["irq=\($0)"] } ?? [])
             + (timeoutMilliseconds == Self.defaultTimeoutMilliseconds ? [] : ["timeout_ms=\(timeoutMilliseconds)"])).joined(separator: ",")
     }
+}
+
+extension ExtensionSpec: OptionStringCodable {
+    public init?(_ text: String) { self.init(text[...]) }
 }

@@ -117,6 +117,38 @@ struct JailIntegrationTests {
         #expect(daemon.wait("e", for: "stopped"))
     }
 
+    /// A VM definition's extension (`ctl start --extension`) is started by the VM process and
+    /// joins its jail: the PID, mount and IPC namespaces, the root, the user and the cgroup.
+    @Test func aJailedVMsExtensionIsInsideItsJail() throws {
+        let daemon = try Daemon(config: "vms: {}\n", tag: "extjail")
+        defer { daemon.cleanUp() }
+        let program = Harness.root.appendingPathComponent("examples/extensions/increment.py").path
+        let started = daemon.ctl(["start", "x", "--kernel", try Harness.pvhGuest("ext"), "--memory", "32M", "--extension", program])
+        #expect(started.status == 0, "\(started.output) \(daemon.daemonLog)")
+        let pid = try #require(daemon.pid("x"))
+        #expect(daemon.eventually { daemon.ctl(["logs", "x"]).output.contains("ext: loop") }, "\(daemon.ctl(["logs", "x"]).output)")
+        let children = Harness.run("/usr/bin/pgrep", ["-P", String(pid)])
+        let ext = try #require(Int32(children.output.split(separator: "\n").first ?? ""), "no extension process: \(children.output)")
+        for kind in ["mnt", "ipc", "pid"] {
+            #expect(Self.namespace("\(ext)", kind) == Self.namespace("\(pid)", kind), "\(kind) namespace")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "/proc/\(ext)/root") == ["dev"])
+        #expect(Self.statusField(ext, "Uid") == Self.statusField(pid, "Uid"))
+        #expect(Self.statusField(ext, "Seccomp") == ["2"])
+        let controller = Self.isCgroupV2 ? "" : "memory"
+        let cgroup = try #require(Self.cgroupDirectory(pid, controller))
+        #expect(Self.cgroupDirectory(ext, controller) == cgroup, "the extension is in the VM's cgroup")
+        // Its death fails its device only; the guest sees all ones and ends (status 0).
+        kill(ext, SIGKILL)
+        #expect(daemon.wait("x", for: "stopped", timeout: 30))
+        #expect(daemon.status()["x"]?["exit_status"] as? Int == 0, "\(daemon.ctl(["logs", "x"]).output)")
+        #expect(daemon.ctl(["logs", "x"]).output.contains("ext: all ones after the failure"))
+        #expect(!FileManager.default.fileExists(atPath: cgroup), "\(cgroup) removed")
+        // A definition's extension must be a whole path to an executable, checked up front.
+        let relative = daemon.ctl(["start", "y", "--kernel", try Harness.pvhGuest("ext"), "--extension", "/nonexistent/ext"])
+        #expect(relative.status != 0 && relative.output.contains("not an absolute path to an executable file"), "\(relative.output)")
+    }
+
     @Test func aJailedUnikernelReadsAndWritesItsDisk() throws {
         let disk = Harness.disk("jail-blk.img", size: 64 << 10)
         let config = "vms:\n  b:\n    kernel: \(try Harness.guest("blk"))\n    memory: 4M\n    disks: [\"\(disk),id=storage\"]\n"

@@ -166,6 +166,18 @@ import VMSpec
         #expect(spec == ExtensionSpec(program: "/usr/bin/dev.py", arguments: ["fast", "verbose"], irq: 5, timeoutMilliseconds: 250))
         #expect(ExtensionSpec(spec.text) == spec)
         #expect(ExtensionSpec("./x") == ExtensionSpec(program: "./x"))
+        #expect(spec.name == "dev.py")
+    }
+
+    @Test func aSocketTheExtensionConnectsTo() throws {
+        let spec = try #require(ExtensionSpec("listen=/run/dev.sock,irq=7"))
+        #expect(spec == ExtensionSpec(origin: .socket("/run/dev.sock"), irq: 7))
+        #expect(spec.text == "listen=/run/dev.sock,irq=7")
+        #expect(ExtensionSpec(spec.text) == spec)
+        #expect(spec.name == "/run/dev.sock")
+        for text in ["listen=", "listen=relative.sock", "listen=/a,extra", "listen=/a,listen=/b", "listen=/a,cid=3"] {
+            #expect(ExtensionSpec(text) == nil, "\(text)")
+        }
     }
 
     @Test func outOfRangeOrUnknownIsRefused() {

@@ -2,7 +2,8 @@
 """The "increment" device as a Swiftlet extension, in Python with plain sockets (no FFI).
 
 Started by `swiftlet run --extension examples/extensions/increment.py`: the VMM passes the
-protocol socket as descriptor 3 (SWIFTLET_EXTENSION_FD). The device (guests/pvh/ext.c drives it):
+protocol socket as descriptor 3 (SWIFTLET_EXTENSION_FD). Or started by hand with
+SWIFTLET_EXTENSION_SOCKET=PATH for a VMM run with `--extension listen=PATH`. The device (guests/pvh/ext.c drives it):
   - ports 0x520-0x527 and MMIO 0xF000_0000-0xF000_0FFF: a write stores a value, a read at offset
     0 returns the value stored + 1;
   - port 0x524: a write of a guest-physical address makes the device read 8 bytes there and write
@@ -20,8 +21,8 @@ PORT, MMIO = 0, 1
 
 
 class Channel:
-    def __init__(self, fd):
-        self.sock = socket.socket(fileno=fd)
+    def __init__(self, sock):
+        self.sock = sock
         self.next_id = 1
 
     def send(self, kind, id=0, address=0, value=0, width=0, space=0, is_write=0, status=0, data=b""):
@@ -53,7 +54,14 @@ class Channel:
 
 
 def main():
-    c = Channel(int(os.environ.get("SWIFTLET_EXTENSION_FD", "3")))
+    # Started by the VMM: its descriptor. Else the socket of `--extension listen=PATH`.
+    path = os.environ.get("SWIFTLET_EXTENSION_SOCKET")
+    if path and "SWIFTLET_EXTENSION_FD" not in os.environ:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+    else:
+        sock = socket.socket(fileno=int(os.environ.get("SWIFTLET_EXTENSION_FD", "3")))
+    c = Channel(sock)
     c.send(HELLO, value=1, data=b"increment.py")
     kind, *_, status, _ = c.receive()
     if kind != WELCOME or status != 0:

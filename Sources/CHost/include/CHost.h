@@ -293,4 +293,8 @@ unsigned long chost_ms_noexec(void);
 pid_t chost_spawn_new_pid_namespace(const char *path, char *const argv[], char *const envp[], int output_fd,
                                     const int *default_signals, int signal_count);
 
+// Accepts one connection on `listener` (close-on-exec) and gives the connecting process's pid
+// (SO_PEERCRED; 0 when there is none). The connection's fd, or -errno.
+int chost_accept_peer(int listener, int *peer_pid);
+
 #endif

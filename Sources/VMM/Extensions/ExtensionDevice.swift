@@ -36,9 +36,14 @@ final class ExtensionDevice: @unchecked Sendable {
     private let spec: ExtensionSpec
     private let channel: FileDescriptor
     private let pid: Int32
+    /// The extension's process when the VMM started it (a jail moves it into the VM's cgroup).
+    var startedProcess: Int32? { isOurs ? pid : nil }
     /// Taken at start: the kill of a failed extension goes through it (never a recycled pid),
     /// and seccomp allows pidfd_send_signal where it refuses kill(2).
     private let process: ProcessDescriptor?
+    /// The process is one the VMM started (not one that connected to `listen=PATH`): only then
+    /// is it killed and reaped here.
+    private let isOurs: Bool
     private let memory: GuestMemory
     private let line: (any InterruptLine)?
     private let log: VMMLog
@@ -61,17 +66,17 @@ final class ExtensionDevice: @unchecked Sendable {
     /// Starts the extension and runs its set-up: hello, registrations (each put on `ports` or
     /// `mmio` at once, so an overlap is found there), ready. A failure of the extension fails its
     /// device and is logged; the VM is built without it. Throws only when the program cannot be
-    /// started at all (a user's mistake: a wrong path), with the one-line error.
+    /// started at all (a user's mistake: a wrong path) or nothing connects to `listen=PATH`, with
+    /// the one-line error.
     init(_ spec: ExtensionSpec, confinement: ExtensionSet, ports: IOBus, mmio: MMIOBus, memory: GuestMemory,
          line: (any InterruptLine)?, log: VMMLog) throws(VMMError) {
         self.spec = spec
         self.memory = memory
         self.line = line
         self.log = log
-        let base = spec.program.split(separator: "/").last.map(String.init) ?? spec.program
-        (pid, channel) = try Self.start(spec, confinement)
-        name = base
-        process = ProcessDescriptor(pid: pid)
+        name = spec.name
+        (pid, channel, isOurs) = try Self.start(spec, confinement, log: log)
+        process = isOurs ? ProcessDescriptor(pid: pid) : nil
         do throws(ExtensionFailure) {
             try setUp(ports: ports, mmio: mmio)
         } catch {
@@ -79,22 +84,42 @@ final class ExtensionDevice: @unchecked Sendable {
             return
         }
         do {
-            _ = try HostThread(name: "ext-\(base.prefix(10))", role: .device) { [self] in serveMessages() }
+            _ = try HostThread(name: "ext-\(name.split(separator: "/").last?.prefix(10) ?? "")", role: .device) { [self] in serveMessages() }
         } catch { fail("cannot start its thread: \(error)") }
     }
 
-    /// Starts the program with one end of a socket pair; returns its pid and our end. The
-    /// program's end is closed here once it has it, so its exit reads as the end of the stream.
-    private static func start(_ spec: ExtensionSpec, _ confinement: ExtensionSet) throws(VMMError) -> (Int32, FileDescriptor) {
-        let pair: (FileDescriptor, FileDescriptor)
-        do { pair = try UnixSocket.pair() } catch { throw VMMError(.host, "extension \(spec.program): \(error)") }
-        do {
-            let pid = try HostProcess.spawnHelper(path: spec.program, arguments: spec.arguments, channel: pair.1.rawValue,
-                                                  user: confinement.user.map { ($0.uid, $0.gid) },
-                                                  policy: confinement.seccomp ? .extensionProcess : nil)
-            return (pid, pair.0)
-        } catch {
-            throw VMMError(.configuration, "--extension \(spec.program): \(error)")
+    /// Starts the program with one end of a socket pair, or takes the connection to the socket
+    /// of `listen=PATH`; returns the extension's pid, our end, and whether the process is ours
+    /// (started here, so killed here). A started program's end is closed here once it has it,
+    /// so its exit reads as the end of the stream.
+    private static func start(_ spec: ExtensionSpec, _ confinement: ExtensionSet, log: VMMLog) throws(VMMError) -> (Int32, FileDescriptor, Bool) {
+        switch spec.origin {
+        case .program(let program, let arguments):
+            let pair: (FileDescriptor, FileDescriptor)
+            do { pair = try UnixSocket.pair() } catch { throw VMMError(.host, "extension \(program): \(error)") }
+            do {
+                let pid = try HostProcess.spawnHelper(path: program, arguments: arguments, channel: pair.1.rawValue,
+                                                      user: confinement.user.map { ($0.uid, $0.gid) },
+                                                      policy: confinement.seccomp ? .extensionProcess : nil)
+                return (pid, pair.0, true)
+            } catch {
+                throw VMMError(.configuration, "--extension \(program): \(error)")
+            }
+        case .socket(let path):
+            // The socket exists only until the extension connects: one extension per socket,
+            // and nothing is left behind.
+            let listener: FileDescriptor
+            do { listener = FileDescriptor(owning: try UnixSocket.listen(path: path, backlog: 1)) } catch {
+                throw VMMError(.configuration, "--extension listen=\(path): \(error)")
+            }
+            defer { unlink(path) }
+            log.info("extension \(path): waiting up to \(ExtensionSpec.connectSeconds) s for it to connect")
+            do {
+                let (connection, peer) = try UnixSocket.acceptOne(on: listener.rawValue, milliseconds: ExtensionSpec.connectSeconds * 1000)
+                return (peer, connection, false)
+            } catch {
+                throw VMMError(.configuration, "--extension listen=\(path): \(error.errno == ETIMEDOUT ? "no extension connected within \(ExtensionSpec.connectSeconds) s" : "\(error)")")
+            }
         }
     }
 
@@ -293,7 +318,7 @@ final class ExtensionDevice: @unchecked Sendable {
     /// (wait4 is outside the VM process's seccomp policy): in a confined VM process it stays a
     /// zombie until the VMM exits, which is soon after the VM ends.
     private func killAndReap() {
-        guard !killed.exchange(true, ordering: .relaxed) else { return }
+        guard !killed.exchange(true, ordering: .relaxed), isOurs else { return }
         _ = HostProcess.send(SIGKILL, to: pid, descriptor: process)
         guard !Sandbox.isProcessConfined else { return }
         for _ in 0..<200 {

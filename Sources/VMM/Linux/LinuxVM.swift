@@ -45,6 +45,8 @@ public final class LinuxVM: @unchecked Sendable {
     private var devices: [(id: String, device: any VirtioDevice)] = []
     /// Extension processes (`--extension`), in order.
     private var extensions: [ExtensionDevice] = []
+    /// The extension processes this VMM started (a jail puts them in the VM's cgroup).
+    public var extensionProcesses: [Int32] { extensions.compactMap(\.startedProcess) }
     private let log: VMMLog
 
     static let debugExitPort: UInt16 = 0xF4

@@ -73,4 +73,7 @@ public final class MicroVM: @unchecked Sendable {
     public var exitCounters: ExitCounters { vm.exitCounters }
 
     public var deviceStatistics: [DeviceStatistics] { vm.deviceStatistics }
+
+    /// The extension processes the VM started (`--extension PROGRAM`), for its jail's cgroup.
+    public var extensionProcesses: [Int32] { (vm as? LinuxVM)?.extensionProcesses ?? [] }
 }

@@ -377,8 +377,10 @@ struct swiftlet_ext_access {
     uint32_t reserved;
 }; /* 40 bytes */
 
-/* Says hello (`name`, at most 64 bytes) on the descriptor SWIFTLET_EXTENSION_FD names and waits
- * for the VMM's welcome; *channel is that descriptor. */
+/* Says hello (`name`, at most 64 bytes) and waits for the VMM's welcome; *channel is the
+ * channel: the descriptor SWIFTLET_EXTENSION_FD names (a program the VMM started), else a new
+ * connection to the socket SWIFTLET_EXTENSION_SOCKET names (`--extension listen=PATH`; the
+ * caller closes it). */
 int swiftlet_ext_connect(const char *name, int *channel);
 
 /* Claims `length` ports or bytes of MMIO from `base`; SWIFTLET_E_OVERLAP if refused (the VMM
