@@ -39,7 +39,7 @@ struct ApiCommand: ParsableCommand {
     @Option(help: "Drop to this group id at InstanceStart (with --uid).") var gid: UInt32?
     @Flag(name: .customLong("no-seccomp"), help: "Do not install the seccomp filter (debugging only).") var noSeccomp = false
     @Option(help: "Jail the VM process in DIR (docs/jail.md): own mount, IPC namespaces and root, cgroup limits, and without --uid/--gid the user 'swiftlet' (else nobody).") var jail: String?
-    @Option(name: .customLong("extension"), help: "A device in another process, any language (docs/abi.md, Extensions): PROGRAM[,ARG...][,irq=N][,timeout_ms=MS]; started at InstanceStart (repeatable).", transform: RunCommand.extensionSpec) var extensions: [ExtensionSpec] = []
+    @Option(name: .customLong("extension"), help: "A device in another process, any language (docs/abi.md, Extensions): PROGRAM[,ARG...] or listen=PATH, then [,irq=N][,timeout_ms=MS]; started (or waited for) at InstanceStart (repeatable).", transform: RunCommand.extensionSpec) var extensions: [ExtensionSpec] = []
     @OptionGroup var logLevel: LogLevelOption
 
     func validate() throws {

@@ -32,7 +32,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("net"), help: "A virtio-net device on a tap: tap=NAME[,mac=02:xx:xx:xx:xx:xx][,id=NAME] (repeat for eth1, …; a missing tap is created when root).", transform: RunCommand.net) var nets: [NetSpec] = []
     @Flag(inversion: .prefixedNo, help: "A virtio-rng device fed from the host's getrandom.") var rng = true
     @Option(name: .customLong("vsock"), help: "A virtio-vsock device: cid=N,uds=PATH (host programs connect to PATH and write CONNECT <port>; guest connections to CID 2 port P go to PATH_P).", transform: RunCommand.vsockSpec) var vsock: VsockSpec?
-    @Option(name: .customLong("extension"), help: "A device in another process, any language (docs/abi.md, Extensions): PROGRAM[,ARG...][,irq=N][,timeout_ms=MS]; started with the protocol socket as its descriptor 3 (repeatable).", transform: RunCommand.extensionSpec) var extensions: [ExtensionSpec] = []
+    @Option(name: .customLong("extension"), help: "A device in another process, any language (docs/abi.md, Extensions): PROGRAM[,ARG...] (started with the protocol socket as its descriptor 3) or listen=PATH (a process that connects there), then [,irq=N][,timeout_ms=MS] (repeatable).", transform: RunCommand.extensionSpec) var extensions: [ExtensionSpec] = []
     @Option(help: "Run in a jail rooted at DIR (docs/jail.md): own mount and IPC namespaces and root, then the user 'swiftlet' (else nobody). Needs root.") var jail: String?
     @Flag(name: .customLong("no-seccomp"), help: "Do not install the seccomp filters (debugging, sanitizer runs).") var noSeccomp = false
     @OptionGroup var logLevel: LogLevelOption
