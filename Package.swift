@@ -121,6 +121,9 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
+        // `swiftlet oci`: an OCI runtime with runc's command line (containerd's runc shim, ctr):
+        // bundles, urunc's and our annotations, the container store, the VM process's start.
+        .target(name: "OCIRuntime", dependencies: ["Host", "VMSpec", "Logs"], swiftSettings: strict),
         // The Firecracker-compatible REST API of one VM process (`swiftlet api`).
         .target(name: "API", dependencies: ["VMM", "FirecrackerJSON", "VMSpec", "HTTPUnix", "Host", "Logs", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
@@ -143,7 +146,7 @@ let package = Package(
         // `swiftlet-cli`: every other swiftlet command (run, api, ctl, help, man page, completions).
         .executableTarget(
             name: "SwiftletCLI",
-            dependencies: ["VMM", "FirecrackerJSON", "API", "DaemonProtocol", "HTTPUnix", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["VMM", "FirecrackerJSON", "API", "DaemonProtocol", "HTTPUnix", "OCIRuntime", "Host", "VMSpec", "Logs", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
@@ -162,6 +165,7 @@ let package = Package(
         .testTarget(name: "SwiftletVMABITests", dependencies: ["SwiftletVMABI", "SwiftletABI", "CSwiftlet"]),
         .testTarget(name: "HostTests", dependencies: ["Host", "ClassicBPF"]),
         .testTarget(name: "VMSpecTests", dependencies: ["VMSpec"]),
+        .testTarget(name: "OCIRuntimeTests", dependencies: ["OCIRuntime", "Host", "VMSpec"]),
         .testTarget(name: "GDBRemoteTests", dependencies: ["GDBRemote"]),
         .testTarget(name: "CoreDumpTests", dependencies: ["CoreDump"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),

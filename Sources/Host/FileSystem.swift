@@ -55,6 +55,31 @@ public enum FileSystem {
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Makes the directory `path` (mkdir, `mode` less the umask); EEXIST when something is there.
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws(HostError) {
+        guard mkdir(path, mode) == 0 else { throw HostError("mkdir \(path)", errno: errno) }
+    }
+
+    /// mkdir -p: makes `path` and every missing parent; an existing directory is no error.
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(HostError) {
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, mode) != 0 && errno != EEXIST { throw HostError("mkdir \(current)", errno: errno) }
+        }
+        guard kind(of: path) == .directory else { throw HostError("mkdir \(path)", errno: ENOTDIR) }
+    }
+
+    /// Removes the empty directory `path` (rmdir).
+    public static func removeDirectory(_ path: String) throws(HostError) {
+        guard rmdir(path) == 0 else { throw HostError("rmdir \(path)", errno: errno) }
+    }
+
+    /// Makes a FIFO (named pipe) at `path`.
+    public static func makeFIFO(_ path: String, mode: mode_t) throws(HostError) {
+        guard mkfifo(path, mode) == 0 else { throw HostError("mkfifo \(path)", errno: errno) }
+    }
+
     /// Opens `path` as a directory (O_DIRECTORY): fails with ENOTDIR for anything else.
     public static func openDirectory(_ path: String) throws(HostError) -> FileDescriptor {
         try FileDescriptor.open(path, flags: O_RDONLY | O_DIRECTORY)

@@ -297,6 +297,44 @@ public struct CgroupHost: Sendable, Equatable {
     /// The CFS period limits are given in (100 ms, the kernel's default).
     public static let periodMicroseconds = 100_000
 
+    /// An OCI container's cgroup (`linux.cgroupsPath`, relative to each hierarchy's root, as runc
+    /// reads an absolute path): its parents made as needed, the memory limit and CPU quota of the
+    /// spec written when it gives them. A systemd-style path (`slice:prefix:name`) becomes the
+    /// directory systemd would make, `slice/prefix-name.scope`.
+    public func containerPlan(path: String, memoryBytes: Int64?, cpuQuota: Int64?, cpuPeriod: UInt64?) -> CgroupPlan {
+        var path = path
+        let systemd = path.split(separator: ":", omittingEmptySubsequences: false)
+        if systemd.count == 3 { path = "/\(systemd[0])/\(systemd[1])-\(systemd[2]).scope" }
+        let parts = path.split(separator: "/").map(String.init)
+        var memory: [CgroupPlan.Write] = [], cpu: [CgroupPlan.Write] = []
+        switch version {
+        case .v2:
+            let root = mounts[""] ?? "/sys/fs/cgroup"
+            if let memoryBytes, memoryBytes > 0 { memory.append(CgroupPlan.Write(file: "memory.max", value: "\(memoryBytes)")) }
+            if let cpuQuota, cpuQuota > 0 { cpu.append(CgroupPlan.Write(file: "cpu.max", value: "\(cpuQuota) \(cpuPeriod ?? UInt64(Self.periodMicroseconds))")) }
+            let enable = Self.controllers.map { "+" + $0 }.joined(separator: " ")
+            let parents = (0..<max(0, parts.count - 1)).map { root + "/" + parts[0...$0].joined(separator: "/") }
+            return CgroupPlan(enable: ([root] + parents).map { CgroupPlan.Write(file: $0 + "/cgroup.subtree_control", value: enable) },
+                              parents: parents,
+                              directories: [CgroupPlan.Directory(path: root + "/" + parts.joined(separator: "/"), settings: memory + cpu)])
+        case .v1:
+            if let memoryBytes, memoryBytes > 0 { memory.append(CgroupPlan.Write(file: "memory.limit_in_bytes", value: "\(memoryBytes)")) }
+            if let cpuQuota, cpuQuota > 0 {
+                cpu = [CgroupPlan.Write(file: "cpu.cfs_period_us", value: "\(cpuPeriod ?? UInt64(Self.periodMicroseconds))"),
+                       CgroupPlan.Write(file: "cpu.cfs_quota_us", value: "\(cpuQuota)")]
+            }
+            let settings = ["memory": memory, "cpu": cpu]
+            var parents: [String] = []
+            for controller in Self.controllers {
+                let base = mounts[controller] ?? ""
+                parents += (0..<max(0, parts.count - 1)).map { base + "/" + parts[0...$0].joined(separator: "/") }
+            }
+            return CgroupPlan(enable: [], parents: parents, directories: Self.controllers.map {
+                CgroupPlan.Directory(path: (mounts[$0] ?? "") + "/" + parts.joined(separator: "/"), settings: settings[$0] ?? [])
+            })
+        }
+    }
+
     /// Where VM `id`'s cgroup goes and what is written there. v1: under this process's own cgroup
     /// of each controller (`…/swiftlet/ID`, so a VM stays inside whatever limits its supervisor
     /// has). v2: `/sys/fs/cgroup/swiftlet/ID`, beside the supervisor rather than under it: v2
@@ -356,10 +394,10 @@ public struct CgroupPlan: Sendable, Equatable {
     /// The VM's own cgroups: created, limited, joined; removed after the VM.
     public var directories: [Directory]
 
-    /// Creates the cgroups, writes the limits and moves this process (every thread) and its
-    /// `companions` into them. An existing cgroup of the same id is reused only when no process
+    /// Creates the cgroups, writes the limits and moves this process (every thread; unless not
+    /// `includingSelf`) and its `companions` into them. An existing cgroup of the same id is reused only when no process
     /// is in it.
-    public func apply(companions: [Int32] = []) throws(HostError) {
+    public func apply(companions: [Int32] = [], includingSelf: Bool = true) throws(HostError) {
         for parent in parents {
             guard mkdir(parent, 0o755) == 0 || errno == EEXIST else { throw HostError("cgroup: mkdir \(parent)", errno: errno) }
         }
@@ -376,7 +414,7 @@ public struct CgroupPlan: Sendable, Equatable {
         }
         // "0" is the writer itself; cgroup.procs moves every thread of the process.
         for directory in directories {
-            for pid in ["0"] + companions.map(String.init) { try Self.write(pid, to: directory.path + "/cgroup.procs") }
+            for pid in (includingSelf ? ["0"] : []) + companions.map(String.init) { try Self.write(pid, to: directory.path + "/cgroup.procs") }
         }
     }
 

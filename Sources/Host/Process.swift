@@ -105,11 +105,11 @@ public enum HostProcess {
 
     /// A companion executable of ours: `name` beside the running executable (a build directory, or
     /// PREFIX/bin), else in PREFIX/libexec/swiftlet where scripts/install puts helpers that are not
-    /// commands of their own. Nil when neither exists.
+    /// commands of their own, else (from such a helper) in PREFIX/bin. Nil when none exists.
     public static func companionExecutable(_ name: String) -> String? {
         guard let path = executablePath(), let slash = path.lastIndex(of: "/") else { return nil }
         let directory = String(path[..<slash])
-        for candidate in [directory + "/" + name, directory + "/../libexec/swiftlet/" + name] where access(candidate, X_OK) == 0 {
+        for candidate in [directory + "/" + name, directory + "/../libexec/swiftlet/" + name, directory + "/../../bin/" + name] where access(candidate, X_OK) == 0 {
             return candidate
         }
         return nil

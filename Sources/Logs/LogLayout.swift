@@ -108,7 +108,7 @@ public struct LogLayout: Sendable {
     }
 
     /// RFC 3339 UTC with milliseconds, computed from the epoch (no time zone database, no libc).
-    static func timestamp(seconds: Int, nanoseconds: Int) -> String {
+    public static func timestamp(seconds: Int, nanoseconds: Int) -> String {
         var days = seconds / 86_400
         var second = seconds % 86_400
         if second < 0 { second += 86_400; days -= 1 }

@@ -34,6 +34,8 @@ struct LogLevelOption: ParsableArguments {
 // `swiftlet hvt` (and the solo5-hvt names) keep solo5-hvt's exact command line: dispatched
 // before ArgumentParser sees it.
 HvtMain.runIfHvt(commandLine: CommandLine.arguments)
+// `swiftlet oci` and swiftlet-oci: runc's command line, which ArgumentParser cannot take.
+OCIMain.runIfOCI(commandLine: CommandLine.arguments)
 let arguments = Array(CommandLine.arguments.dropFirst())
 do {
     var command = try Swiftlet.parseAsRoot(arguments)

@@ -15,7 +15,8 @@ import Glibc
 HvtMain.runIfHvt(commandLine: CommandLine.arguments)
 let arguments = Array(CommandLine.arguments.dropFirst())
 let argumentZero = CommandLine.arguments.first ?? "swiftlet"
-if arguments == ["--version"] {
+// (swiftlet-oci answers --version as runc does, in swiftlet-cli.)
+if arguments == ["--version"] && !argumentZero.hasSuffix("swiftlet-oci") {
     FileDescriptor.standardOutput.write(line: SwiftletVersion.summary)
     exit(0)
 }

@@ -297,4 +297,30 @@ pid_t chost_spawn_new_pid_namespace(const char *path, char *const argv[], char *
 // (SO_PEERCRED; 0 when there is none). The connection's fd, or -errno.
 int chost_accept_peer(int listener, int *peer_pid);
 
+// Starts a container's VM process (`swiftlet oci create`): a child (pid 1 of a new PID namespace
+// when clone_flags has CLONE_NEWPID) that joins the network namespace `netns_fd` (unless -1),
+// unshares `unshare_flags` (CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC), takes `console_fd` (a pty
+// slave, unless -1) as its stdio and controlling terminal, resets `default_signals` and its
+// mask, then blocks opening FIFO `fifo` for writing until `swiftlet oci start` opens it, and
+// execs `path`. Returns once the child is set up and waiting: its pid, or -1 with *error.
+pid_t chost_spawn_container(const char *path, char *const argv[], char *const envp[], const char *fifo,
+                            int clone_flags, int unshare_flags, int netns_fd, int console_fd,
+                            const int *default_signals, int signal_count, int *error);
+
+// Sends `fd` over the connected Unix socket `socket_fd` (one SCM_RIGHTS message whose data is
+// `name`, as runc's --console-socket sends a pty master). 0 or -errno.
+int chost_send_descriptor(int socket_fd, int fd, const char *name);
+
+// Opens a pseudo-terminal pair: returns the master (or -errno) and puts the slave in *slave.
+// Both close-on-exec, neither the caller's controlling terminal.
+int chost_open_pty(int *slave);
+
+// Starts `path` in the network namespace `netns_fd` (unless -1) with stdin /dev/null and stdout
+// and stderr on `output_fd`; returns its pid once it has exec'd, or -1 with *error (also for a
+// failed exec).
+pid_t chost_spawn_in_netns(const char *path, char *const argv[], char *const envp[], int netns_fd, int output_fd, int *error);
+
+// A pipe, both ends close-on-exec. 0 or -errno.
+int chost_pipe(int fds[2]);
+
 #endif

@@ -112,7 +112,7 @@ final class ExtensionDevice: @unchecked Sendable {
             do { listener = FileDescriptor(owning: try UnixSocket.listen(path: path, backlog: 1)) } catch {
                 throw VMMError(.configuration, "--extension listen=\(path): \(error)")
             }
-            defer { unlink(path) }
+            defer { FileSystem.removeIfPresent([path]) }
             log.info("extension \(path): waiting up to \(ExtensionSpec.connectSeconds) s for it to connect")
             do {
                 let (connection, peer) = try UnixSocket.acceptOne(on: listener.rawValue, milliseconds: ExtensionSpec.connectSeconds * 1000)

@@ -1,5 +1,6 @@
 /*
- * net: answers ARP and ICMP echo for 10.99.0.2 (or --ip=a.b.c.d) on net
+ * net: answers ARP and ICMP echo for 10.99.0.2 (or --ip=a.b.c.d, or MirageOS's
+ * --ipv4=a.b.c.d/n; --ipv4-gateway= is accepted) on net
  * device "service". After answering 3 echo requests (--echoes=N: N) prints
  * SUCCESS and exits 0; gives up after 30 s without traffic with status 1.
  * Uses the ABI-2 network ring when the tender offers it (--no-ring: the
@@ -180,6 +181,19 @@ int main(int argc, char **argv)
                 printf("net: bad address '%s'\n", argv[i] + 5);
                 return 2;
             }
+        } else if (strncmp(argv[i], "--ipv4=", 7) == 0) {
+            /* MirageOS's own option (what an OCI runtime passes): A.B.C.D/N. */
+            char address[16];
+            size_t n = 0;
+            const char *p = argv[i] + 7;
+            while (p[n] && p[n] != '/' && n < sizeof address - 1) { address[n] = p[n]; n++; }
+            address[n] = 0;
+            if (parse_ip(address, dev[0].ip) != 0) {
+                printf("net: bad address '%s'\n", argv[i] + 7);
+                return 2;
+            }
+        } else if (strncmp(argv[i], "--ipv4-gateway=", 15) == 0) {
+            /* Accepted as MirageOS accepts it; an echo server answers on its own link. */
         } else {
             printf("net: unknown argument '%s'\n", argv[i]);
             return 2;

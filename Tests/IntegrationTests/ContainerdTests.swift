@@ -1,0 +1,246 @@
+import Foundation
+import Testing
+
+/// Debian's containerd and ctr are installed (.ci/run installs them).
+let hasContainerd = FileManager.default.isExecutableFile(atPath: "/usr/bin/containerd") && FileManager.default.isExecutableFile(atPath: "/usr/bin/ctr")
+
+/// `swiftlet oci` driven by the real thing: Debian's containerd (started here with its own root,
+/// state and socket) and its runc shim, through `ctr run --runc-binary`, with images built by
+/// scripts/oci-image from our test guests and imported with `ctr image import`.
+@Suite(.serialized, .enabled(if: Harness.hasKVM && Harness.isRoot && hasContainerd,
+                             "needs a usable /dev/kvm, root, and containerd (apt-get install containerd)"))
+struct ContainerdTests {
+    /// One containerd for the suite, in its own directory, torn down at exit.
+    final class Containerd: @unchecked Sendable {
+        static let shared: Containerd? = try? Containerd()
+
+        let dir: String
+        private var current = Process()
+        var process: Process { current }
+        var socket: String { dir + "/containerd.sock" }
+        /// swiftlet-oci: a link to the built swiftlet, which answers to that name.
+        var runtime: String { dir + "/bin/swiftlet-oci" }
+        let namespace = "swiftlet-test"
+
+        init() throws {
+            dir = "/tmp/sldct-\(getpid())"
+            try? FileManager.default.removeItem(atPath: dir)
+            try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
+            try FileManager.default.createSymbolicLink(atPath: dir + "/bin/swiftlet-oci", withDestinationPath: Harness.swiftlet)
+            try """
+                version = 2
+                root = "\(dir)/root"
+                state = "\(dir)/state"
+                disabled_plugins = ["io.containerd.grpc.v1.cri"]
+                [grpc]
+                  address = "\(dir)/containerd.sock"
+                [ttrpc]
+                  address = "\(dir)/containerd.sock.ttrpc"
+                """.write(toFile: dir + "/config.toml", atomically: true, encoding: .utf8)
+            current.executableURL = URL(fileURLWithPath: "/usr/bin/containerd")
+            current.arguments = ["--config", dir + "/config.toml"]
+            FileManager.default.createFile(atPath: dir + "/containerd.log", contents: nil)
+            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/containerd.log"))
+            current.standardOutput = log
+            current.standardError = log
+            try current.run()
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline && ctr(["version"]).status != 0 { usleep(100_000) }
+            guard ctr(["version"]).status == 0 else { throw HarnessError("containerd did not come up: \(log)") }
+            atexit { Containerd.shared?.stop() }
+        }
+
+        func stop() {
+            if current.isRunning {
+                current.terminate()
+                current.waitUntilExit()
+            }
+            // The snapshotter's mounts go with containerd's directory.
+            _ = Harness.run("/bin/sh", ["-c", "grep ' \(dir)/' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l"])
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+
+        /// Restarts containerd (the shims and their VMs go on).
+        func restart() throws {
+            process.terminate()
+            process.waitUntilExit()
+            let next = Process()
+            next.executableURL = process.executableURL
+            next.arguments = process.arguments
+            next.standardOutput = process.standardOutput
+            next.standardError = process.standardError
+            try next.run()
+            current = next
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline && ctr(["version"]).status != 0 { usleep(100_000) }
+        }
+
+        /// The pid of task `id`, from `ctr task ls`.
+        func taskPID(_ id: String) -> Int32? {
+            for line in ctr(["task", "ls"]).output.split(separator: "\n") {
+                let fields = line.split(whereSeparator: \.isWhitespace)
+                if fields.count >= 3 && fields[0] == id && fields[2] == "RUNNING" { return Int32(fields[1]) }
+            }
+            return nil
+        }
+
+        func eventually(timeout: Double = 20, _ condition: () -> Bool) -> Bool {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if condition() { return true }
+                usleep(100_000)
+            }
+            return condition()
+        }
+
+        func ctr(_ arguments: [String], timeout: Double = 60) -> Harness.Outcome {
+            Harness.run("/usr/bin/ctr", ["--address", socket, "--namespace", namespace] + arguments, timeout: timeout)
+        }
+
+        /// `ctr run` with our runtime.
+        func run(_ arguments: [String], timeout: Double = 60) -> Harness.Outcome {
+            ctr(["run", "--runtime", "io.containerd.runc.v2", "--runc-binary", runtime, "--runc-root", dir + "/runc"] + arguments, timeout: timeout)
+        }
+
+        /// Builds (once) and imports the image of test guest `guest` (hvt); returns its name.
+        func image(_ guest: String, kind: String = "hvt", extra: [String] = []) throws -> String {
+            let name = "swiftlet/\(guest):test"
+            let archive = dir + "/\(guest).tar"
+            if !FileManager.default.fileExists(atPath: archive) {
+                let kernel = kind == "hvt" ? try Harness.guest(guest) : try Harness.pvhGuest(guest)
+                let built = Harness.run(Harness.root.appendingPathComponent("scripts/oci-image").path,
+                                        ["--kernel", kernel, "--kind", kind, "--name", name, "--out", archive] + extra)
+                guard built.status == 0 else { throw HarnessError("oci-image: \(built.output)") }
+                let imported = ctr(["image", "import", archive])
+                guard imported.status == 0 else { throw HarnessError("ctr image import: \(imported.output)") }
+            }
+            return "docker.io/" + name
+        }
+    }
+
+    var containerd: Containerd { get throws { try #require(Containerd.shared, "containerd could not be started") } }
+
+    @Test func helloPrintsAndExitsWithItsStatus() throws {
+        let c = try containerd
+        let hello = try c.image("hello")
+        let r = c.run(["--rm", hello, "hello-\(getpid())", "/unikernel/hello.hvt", "one", "two"])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.contains("Hello, world") && r.output.contains("arg[1]=one"), "\(r.output)")
+        // The guest's exit status is the task's.
+        let exit = try c.image("exit")
+        let e = c.run(["--rm", exit, "exit-\(getpid())", "/unikernel/exit.hvt", "7"])
+        #expect(e.status == 7, "\(e.output)")
+        // Nothing is left: no container, no state directory.
+        #expect(c.ctr(["containers", "list", "-q"]).output.isEmpty)
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: c.dir + "/runc/\(c.namespace)")) ?? []).isEmpty)
+    }
+
+    @Test func aLongRunningUnikernelStopsOnTaskKill() throws {
+        let c = try containerd
+        let idle = try c.image("idle")
+        let id = "idle-\(getpid())"
+        let run = try Harness.Background("/usr/bin/ctr", ["--address", c.socket, "--namespace", c.namespace, "run", "--rm",
+                                                          "--runtime", "io.containerd.runc.v2", "--runc-binary", c.runtime,
+                                                          "--runc-root", c.dir + "/runc", idle, id])
+        #expect(c.eventually { c.ctr(["task", "ls"]).output.contains("\(id) ") && c.ctr(["task", "ls"]).output.contains("RUNNING") },
+                "\(c.ctr(["task", "ls"]).output) \(run.output)")
+        // The VM process is the task's: the pid containerd shows runs swiftlet hvt.
+        let pid = try #require(c.taskPID(id))
+        let commandLine = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
+        #expect(commandLine.contains("hvt"), "\(commandLine)")
+        #expect(c.ctr(["task", "kill", id]).status == 0)
+        // SIGTERM ends a unikernel as it ends solo5-hvt: status 1.
+        #expect(run.finish(timeout: 30) == 1, "\(run.output)")
+        #expect(c.ctr(["containers", "list", "-q"]).output.isEmpty)
+    }
+
+    @Test func aUnikernelsDiskComesFromTheImage() throws {
+        let c = try containerd
+        let disk = c.dir + "/disk.img"
+        FileManager.default.createFile(atPath: disk, contents: Data(count: 64 * 1024))
+        let blk = try c.image("blk", extra: ["--file", "\(disk):/data/disk.img", "--annotation", "org.swiftlet.block=/data/disk.img"])
+        let r = c.run(["--rm", blk, "blk-\(getpid())"])
+        #expect(r.status == 0 && r.output.contains("SUCCESS"), "\(r.output)")
+    }
+
+    @Test func aPVHGuestRunsAsALinuxContainer() throws {
+        let c = try containerd
+        let hello = try c.image("hello", kind: "linux")
+        let r = c.run(["--rm", hello, "pvh-\(getpid())"])
+        #expect(r.status == 42 && r.output.contains("pvh: hello from a freestanding guest"), "\(r.output)")
+    }
+
+    /// CNI's bridge plugin (Debian's containernetworking-plugins) makes the container's namespace
+    /// as CRI would, inside a namespace of the test's (the bridge and the 10.99.0.x addresses live
+    /// there only); the unikernel takes eth0's address and answers ping from that side.
+    @Test func aNetworkedUnikernelAnswersPingThroughCNIsBridge() throws {
+        let c = try containerd
+        let net = try c.image("net")
+        let outer = "sldo-\(getpid())", inner = "sldc-\(getpid())"
+        defer { _ = Harness.run("/usr/sbin/ip", ["netns", "del", inner]); _ = Harness.run("/usr/sbin/ip", ["netns", "del", outer]) }
+        for ns in [outer, inner] { try #require(Harness.run("/usr/sbin/ip", ["netns", "add", ns]).status == 0) }
+        _ = Harness.run("/usr/sbin/ip", ["-n", outer, "link", "set", "lo", "up"])
+        let config = """
+            {"cniVersion": "1.0.0", "name": "swiftlet-test", "type": "bridge", "bridge": "slcni0", "isGateway": true,
+             "ipam": {"type": "host-local", "dataDir": "\(c.dir)/ipam",
+                      "ranges": [[{"subnet": "10.99.0.0/24", "rangeStart": "10.99.0.2", "rangeEnd": "10.99.0.2", "gateway": "10.99.0.1"}]]}}
+            """
+        func cni(_ command: String) -> Harness.Outcome {
+            Harness.run("/bin/sh", ["-c", "printf '%s' '\(config)' | CNI_COMMAND=\(command) CNI_CONTAINERID=net-\(getpid()) CNI_NETNS=/var/run/netns/\(inner) CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni ip netns exec \(outer) /usr/lib/cni/bridge"])
+        }
+        let added = cni("ADD")
+        try #require(added.status == 0 && added.output.contains("10.99.0.2"), "\(added.output)")
+        defer { _ = cni("DEL") }
+        let id = "net-\(getpid())"
+        let run = try Harness.Background("/usr/bin/ctr", ["--address", c.socket, "--namespace", c.namespace, "run", "--rm",
+                                                          "--runtime", "io.containerd.runc.v2", "--runc-binary", c.runtime,
+                                                          "--runc-root", c.dir + "/runc", "--with-ns", "network:/var/run/netns/\(inner)",
+                                                          net, id, "/unikernel/net.hvt", "--echoes=3"])
+        #expect(run.waitFor("ip=10.99.0.2", timeout: 30), "the guest took eth0's address: \(run.output)")
+        let mac = Harness.run("/usr/sbin/ip", ["-n", inner, "-j", "link", "show", "eth0"]).output
+        let ping = Harness.run("/usr/sbin/ip", ["netns", "exec", outer, "ping", "-c", "3", "-w", "20", "10.99.0.2"], timeout: 30)
+        #expect(ping.status == 0, "\(ping.output)")
+        #expect(run.finish(timeout: 30) == 0, "\(run.output)")
+        let output = run.output
+        #expect(output.contains("SUCCESS"), "\(output)")
+        // The guest's MAC is the veth's.
+        if let guestMAC = output.split(separator: "\n").first(where: { $0.hasPrefix("mac=") })?.dropFirst(4) {
+            #expect(mac.contains(String(guestMAC)), "\(guestMAC) vs \(mac)")
+        } else {
+            Issue.record("no mac= line: \(output)")
+        }
+        // The tap and the mirroring went with the container.
+        #expect(!Harness.run("/usr/sbin/ip", ["-n", inner, "link"]).output.contains("tap0_swiftlet"))
+    }
+
+    @Test func aHundredContainersLeaveNothingBehind() throws {
+        let c = try containerd
+        let exit = try c.image("exit")
+        let before = Harness.run("/bin/sh", ["-c", "grep -c . /proc/mounts"]).output
+        DaemonIntegrationTests.parallel(Array(0..<100), width: 4) { i in
+            let r = c.run(["--rm", exit, "many-\(getpid())-\(i)", "/unikernel/exit.hvt", "3"])
+            #expect(r.status == 3, "\(i): \(r.output)")
+        }
+        #expect(c.ctr(["containers", "list", "-q"]).output.isEmpty)
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: c.dir + "/runc/\(c.namespace)")) ?? []).isEmpty)
+        #expect(Harness.run("/bin/sh", ["-c", "grep -c . /proc/mounts"]).output == before)
+        #expect(Harness.run("/usr/bin/pgrep", ["-f", "exit.hvt 3"]).output.isEmpty)
+        #expect(Harness.run("/usr/bin/pgrep", ["-f", "containerd-shim-runc-v2 -namespace \(c.namespace)"]).output.isEmpty)
+    }
+
+    @Test func vmsKeepRunningWhileContainerdRestarts() throws {
+        let c = try containerd
+        let idle = try c.image("idle")
+        let id = "restart-\(getpid())"
+        let started = c.run(["-d", idle, id])
+        #expect(started.status == 0, "\(started.output)")
+        let pid = try #require(c.eventually { c.taskPID(id) != nil } ? c.taskPID(id) : nil, "\(c.ctr(["task", "ls"]).output)")
+        try c.restart()
+        #expect(kill(pid, 0) == 0, "the VM outlived containerd's restart")
+        #expect(c.taskPID(id) == pid, "containerd found it again: \(c.ctr(["task", "ls"]).output)")
+        #expect(c.ctr(["task", "kill", "-s", "SIGKILL", id]).status == 0)
+        #expect(c.eventually { c.ctr(["task", "ls"]).output.contains("STOPPED") }, "\(c.ctr(["task", "ls"]).output)")
+        #expect(c.ctr(["task", "delete", id]).status == 0)
+        #expect(c.ctr(["container", "delete", id]).status == 0)
+    }
+}
