@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Debian's containerd and ctr are installed (.ci/run installs them).
@@ -12,11 +13,20 @@ let hasContainerd = FileManager.default.isExecutableFile(atPath: "/usr/bin/conta
 struct ContainerdTests {
     /// One containerd for the suite, in its own directory, torn down at exit.
     final class Containerd: @unchecked Sendable {
-        static let shared: Containerd? = try? Containerd()
+        /// Started on first use.
+        static func shared() throws -> Containerd {
+            try lock.withLock { current throws -> Containerd in
+                if let current { return current }
+                let started = try Containerd()
+                current = started
+                return started
+            }
+        }
+        private static let lock = Mutex<Containerd?>(nil)
 
         let dir: String
-        private var current = Process()
-        var process: Process { current }
+        /// containerd's pid (no child of ours: see `start`).
+        private(set) var pid: Int32 = 0
         var socket: String { dir + "/containerd.sock" }
         /// swiftlet-oci: a link to the built swiftlet, which answers to that name.
         var runtime: String { dir + "/bin/swiftlet-oci" }
@@ -37,24 +47,42 @@ struct ContainerdTests {
                 [ttrpc]
                   address = "\(dir)/containerd.sock.ttrpc"
                 """.write(toFile: dir + "/config.toml", atomically: true, encoding: .utf8)
-            current.executableURL = URL(fileURLWithPath: "/usr/bin/containerd")
-            current.arguments = ["--config", dir + "/config.toml"]
-            FileManager.default.createFile(atPath: dir + "/containerd.log", contents: nil)
-            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/containerd.log"))
-            current.standardOutput = log
-            current.standardError = log
-            try current.run()
+            try start()
+            atexit { Containerd.stopShared() }
+        }
+
+        private func start() throws {
+            // Python's Popen closes every inherited descriptor: Foundation watches a child's end
+            // through a pipe the child inherits, so a daemon holding it would never let a
+            // Harness.run return, nor a shim (containerd's child) let the test stop containerd.
+            let started = Harness.run("/usr/bin/python3", ["-c", """
+                import subprocess, sys
+                log = open(sys.argv[2], "ab")
+                p = subprocess.Popen(["/usr/bin/containerd", "--config", sys.argv[1]], stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+                print(p.pid)
+                """, dir + "/config.toml", dir + "/containerd.log"])
+            pid = Int32(started.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
             let deadline = Date().addingTimeInterval(30)
             while Date() < deadline && ctr(["version"]).status != 0 { usleep(100_000) }
-            guard ctr(["version"]).status == 0 else { throw HarnessError("containerd did not come up: \(log)") }
-            atexit { Containerd.shared?.stop() }
+            guard pid > 0, ctr(["version"]).status == 0 else {
+                throw HarnessError("containerd did not come up: \((try? String(contentsOfFile: dir + "/containerd.log", encoding: .utf8)) ?? "")")
+            }
+        }
+
+        static func stopShared() { lock.withLock { $0?.stop() } }
+
+        /// Stops containerd and waits until it has (a zombie counts as gone).
+        private func terminate() {
+            guard pid > 0 else { return }
+            kill(pid, SIGTERM)
+            let deadline = Date().addingTimeInterval(20)
+            while Date() < deadline, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  stat.split(separator: ")").last?.split(separator: " ").first != "Z" { usleep(50_000) }
         }
 
         func stop() {
-            if current.isRunning {
-                current.terminate()
-                current.waitUntilExit()
-            }
+            terminate()
             // The snapshotter's mounts go with containerd's directory.
             _ = Harness.run("/bin/sh", ["-c", "grep ' \(dir)/' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l"])
             try? FileManager.default.removeItem(atPath: dir)
@@ -62,17 +90,8 @@ struct ContainerdTests {
 
         /// Restarts containerd (the shims and their VMs go on).
         func restart() throws {
-            process.terminate()
-            process.waitUntilExit()
-            let next = Process()
-            next.executableURL = process.executableURL
-            next.arguments = process.arguments
-            next.standardOutput = process.standardOutput
-            next.standardError = process.standardError
-            try next.run()
-            current = next
-            let deadline = Date().addingTimeInterval(30)
-            while Date() < deadline && ctr(["version"]).status != 0 { usleep(100_000) }
+            terminate()
+            try start()
         }
 
         /// The pid of task `id`, from `ctr task ls`.
@@ -104,8 +123,8 @@ struct ContainerdTests {
 
         /// Builds (once) and imports the image of test guest `guest` (hvt); returns its name.
         func image(_ guest: String, kind: String = "hvt", extra: [String] = []) throws -> String {
-            let name = "swiftlet/\(guest):test"
-            let archive = dir + "/\(guest).tar"
+            let name = "swiftlet/\(guest)-\(kind):test"
+            let archive = dir + "/\(guest)-\(kind).tar"
             if !FileManager.default.fileExists(atPath: archive) {
                 let kernel = kind == "hvt" ? try Harness.guest(guest) : try Harness.pvhGuest(guest)
                 let built = Harness.run(Harness.root.appendingPathComponent("scripts/oci-image").path,
@@ -118,7 +137,7 @@ struct ContainerdTests {
         }
     }
 
-    var containerd: Containerd { get throws { try #require(Containerd.shared, "containerd could not be started") } }
+    var containerd: Containerd { get throws { try Containerd.shared() } }
 
     @Test func helloPrintsAndExitsWithItsStatus() throws {
         let c = try containerd
