@@ -122,11 +122,11 @@ struct ContainerdTests {
         }
 
         /// Builds (once) and imports the image of test guest `guest` (hvt); returns its name.
-        func image(_ guest: String, kind: String = "hvt", extra: [String] = []) throws -> String {
-            let name = "swiftlet/\(guest)-\(kind):test"
-            let archive = dir + "/\(guest)-\(kind).tar"
+        func image(_ guest: String, kind: String = "hvt", abi: Int = 2, extra: [String] = []) throws -> String {
+            let name = "swiftlet/\(guest)-\(kind)\(abi):test"
+            let archive = dir + "/\(guest)-\(kind)\(abi).tar"
             if !FileManager.default.fileExists(atPath: archive) {
-                let kernel = kind == "hvt" ? try Harness.guest(guest) : try Harness.pvhGuest(guest)
+                let kernel = kind == "hvt" ? try Harness.guest(guest, abi: abi) : try Harness.pvhGuest(guest)
                 let built = Harness.run(Harness.root.appendingPathComponent("scripts/oci-image").path,
                                         ["--kernel", kernel, "--kind", kind, "--name", name, "--out", archive] + extra)
                 guard built.status == 0 else { throw HarnessError("oci-image: \(built.output)") }
@@ -145,6 +145,10 @@ struct ContainerdTests {
         let r = c.run(["--rm", hello, "hello-\(getpid())", "/unikernel/hello.hvt", "one", "two"])
         #expect(r.status == 0, "\(r.output)")
         #expect(r.output.contains("Hello, world") && r.output.contains("arg[1]=one"), "\(r.output)")
+        // A unikernel of hvt ABI 1 (older MirageOS builds) runs the same way.
+        let old = try c.image("hello", abi: 1)
+        let r1 = c.run(["--rm", old, "hello1-\(getpid())", "/unikernel/hello.hvt", "abi1"])
+        #expect(r1.status == 0 && r1.output.contains("Hello, world") && r1.output.contains("arg[1]=abi1"), "\(r1.output)")
         // The guest's exit status is the task's.
         let exit = try c.image("exit")
         let e = c.run(["--rm", exit, "exit-\(getpid())", "/unikernel/exit.hvt", "7"])
@@ -152,6 +156,18 @@ struct ContainerdTests {
         // Nothing is left: no container, no state directory.
         #expect(c.ctr(["containers", "list", "-q"]).output.isEmpty)
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: c.dir + "/runc/\(c.namespace)")) ?? []).isEmpty)
+    }
+
+    /// `ctr run -t`: the runtime sends a pty's master over --console-socket and the VM's console is
+    /// its slave (util-linux's script gives ctr the terminal it needs).
+    @Test func withATerminalTheConsoleIsThePty() throws {
+        let c = try containerd
+        let hello = try c.image("hello")
+        let command = (["/usr/bin/ctr", "--address", c.socket, "--namespace", c.namespace, "run", "-t", "--rm", "--runtime", "io.containerd.runc.v2",
+                        "--runc-binary", c.runtime, "--runc-root", c.dir + "/runc", hello, "tty-\(getpid())", "/unikernel/hello.hvt", "on-a-tty"])
+            .joined(separator: " ")
+        let r = Harness.run("/usr/bin/script", ["-qec", command, "/dev/null"])
+        #expect(r.status == 0 && r.output.contains("Hello, world") && r.output.contains("arg[1]=on-a-tty"), "\(r.output)")
     }
 
     @Test func aLongRunningUnikernelStopsOnTaskKill() throws {
