@@ -67,6 +67,25 @@ pid_t chost_spawn_new_pid_namespace(const char *path, char *const argv[], char *
     return (pid_t)pid;
 }
 
+// The parent's side of a child's report pipe: the child writes an errno and exits when it fails
+// before it is set up (or before its exec); EOF means it got there. Returns its pid, or -1 with
+// *error after reaping it.
+static pid_t await_child_report(int report[2], long pid, int *error) {
+    close(report[1]);
+    int failure = 0;
+    ssize_t n;
+    do { n = read(report[0], &failure, sizeof failure); } while (n < 0 && errno == EINTR);
+    close(report[0]);
+    if (n == (ssize_t)sizeof failure) {
+        int status;
+        while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR) {}
+        *error = failure;
+        return -1;
+    }
+    *error = 0;
+    return (pid_t)pid;
+}
+
 pid_t chost_spawn_container(const char *path, char *const argv[], char *const envp[], const char *fifo,
                             int clone_flags, int unshare_flags, int netns_fd, int console_fd,
                             const int *default_signals, int signal_count, int *error) {
@@ -119,19 +138,7 @@ pid_t chost_spawn_container(const char *path, char *const argv[], char *const en
         execve(path, argv, envp);
         _exit(127);
     }
-    close(report[1]);
-    int failure = 0;
-    ssize_t n;
-    do { n = read(report[0], &failure, sizeof failure); } while (n < 0 && errno == EINTR);
-    close(report[0]);
-    if (n == (ssize_t)sizeof failure) {
-        int status;
-        while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR) {}
-        *error = failure;
-        return -1;
-    }
-    *error = 0;
-    return (pid_t)pid;
+    return await_child_report(report, pid, error);
 }
 
 pid_t chost_spawn_in_netns(const char *path, char *const argv[], char *const envp[], int netns_fd, int output_fd, int *error) {
@@ -168,19 +175,7 @@ pid_t chost_spawn_in_netns(const char *path, char *const argv[], char *const env
         (void)!write(report[1], &failure, sizeof failure);
         _exit(127);
     }
-    close(report[1]);
-    int failure = 0;
-    ssize_t n;
-    do { n = read(report[0], &failure, sizeof failure); } while (n < 0 && errno == EINTR);
-    close(report[0]);
-    if (n == (ssize_t)sizeof failure) {
-        int status;
-        while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR) {}
-        *error = failure;
-        return -1;
-    }
-    *error = 0;
-    return (pid_t)pid;
+    return await_child_report(report, pid, error);
 }
 
 int chost_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }

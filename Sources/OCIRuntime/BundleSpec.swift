@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Host
 
 /// The part of an OCI bundle's `config.json` (OCI runtime spec 1.x, config.md and
 /// config-linux.md) a VM needs: the process's arguments and terminal, the root file system, the
@@ -60,9 +61,22 @@ public struct BundleSpec: Decodable, Sendable, Equatable {
         }
     }
 
+    /// The largest config.json read (runc's are a few KiB; a spec with every hook and mount is
+    /// well below this).
+    public static let maximumBytes = 4 << 20
+
     /// Reads `DIR/config.json`.
     public static func load(bundle: String) throws(OCIError) -> BundleSpec {
-        guard let data = FileManager.default.contents(atPath: bundle + "/config.json") else {
+        let path = bundle + "/config.json"
+        switch FileSystem.kind(of: path) {
+        case .regular: break
+        case .missing: throw OCIError("\(path): cannot read (is --bundle an OCI bundle?)")
+        default: throw OCIError("\(path): not a regular file")
+        }
+        if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > maximumBytes {
+            throw OCIError("\(path): larger than \(maximumBytes >> 20) MiB")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
             throw OCIError("\(bundle)/config.json: cannot read (is --bundle an OCI bundle?)")
         }
         return try parse(data)

@@ -103,14 +103,7 @@ struct ContainerdTests {
             return nil
         }
 
-        func eventually(timeout: Double = 20, _ condition: () -> Bool) -> Bool {
-            let deadline = Date().addingTimeInterval(timeout)
-            while Date() < deadline {
-                if condition() { return true }
-                usleep(100_000)
-            }
-            return condition()
-        }
+        func eventually(timeout: Double = 20, _ condition: () -> Bool) -> Bool { Harness.eventually(timeout: timeout, interval: 0.1, condition) }
 
         func ctr(_ arguments: [String], timeout: Double = 60) -> Harness.Outcome {
             Harness.run("/usr/bin/ctr", ["--address", socket, "--namespace", namespace] + arguments, timeout: timeout)
@@ -260,6 +253,11 @@ struct ContainerdTests {
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: c.dir + "/runc/\(c.namespace)")) ?? []).isEmpty)
         #expect(Harness.run("/bin/sh", ["-c", "grep -c . /proc/mounts"]).output == before)
         #expect(Harness.run("/usr/bin/pgrep", ["-f", "exit.hvt 3"]).output.isEmpty)
+        // Each container's cgroup (ctr's cgroupsPath is /NAMESPACE/ID) went at delete.
+        for parent in ["/sys/fs/cgroup/memory/\(c.namespace)", "/sys/fs/cgroup/pids/\(c.namespace)", "/sys/fs/cgroup/\(c.namespace)"] {
+            let left = ((try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []).filter { $0.hasPrefix("many-") }
+            #expect(left.isEmpty, "\(parent): \(left)")
+        }
         #expect(Harness.run("/usr/bin/pgrep", ["-f", "containerd-shim-runc-v2 -namespace \(c.namespace)"]).output.isEmpty)
     }
 

@@ -82,14 +82,7 @@ struct DaemonIntegrationTests {
         }
 
         /// Polls `condition` until it holds or `timeout` seconds pass.
-        func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
-            let deadline = Date().addingTimeInterval(timeout)
-            while Date() < deadline {
-                if condition() { return true }
-                usleep(50_000)
-            }
-            return condition()
-        }
+        func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool { Harness.eventually(timeout: timeout, condition) }
 
         func killDaemon(_ signal: Int32) {
             guard let p = process, p.isRunning else { return }

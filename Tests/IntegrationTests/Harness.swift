@@ -180,6 +180,16 @@ enum Harness {
         return Outcome(status: status, output: text)
     }
 
+    /// Polls `condition` every `interval` seconds until it holds or `timeout` seconds pass.
+    static func eventually(timeout: Double = 10, interval: Double = 0.05, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(useconds_t(interval * 1_000_000))
+        }
+        return condition()
+    }
+
     /// Runs `swiftlet hvt args`.
     static func hvt(_ args: [String], timeout: Double = 60) -> Outcome {
         run(swiftlet, ["hvt"] + args, timeout: timeout)
