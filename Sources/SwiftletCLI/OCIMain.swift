@@ -109,7 +109,7 @@ enum OCIMain {
             : "time=\"\(time)\" level=error msg=\"\(LogLayout.escape(message))\"\n"
         // Appended (the shim reads the whole file and keeps the last error).
         if let file = try? FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, mode: 0o644) {
-            var bytes = Array(text.utf8)
+            let bytes = Array(text.utf8)
             bytes.withUnsafeBytes { try? file.writeAll($0) }
         }
     }
