@@ -195,7 +195,7 @@ if Context.environment["SWIFTLET_FUZZ"] == "1" {
         name: "SwiftletFuzz",
         dependencies: ["CFuzz", "VMM", "Boot", "Devices", "Backends", "Hypervisor", "GuestMemory", "Host", "VMSpec", "FirecrackerJSON", "API",
                        "HTTPUnix", "Daemon", "DaemonProtocol", "GDBRemote", "ClassicBPF", "ExtensionProtocol", "SwiftletABI",
-                       "SwiftletVMABI", "CSwiftlet"],
+                       "SwiftletVMABI", "CSwiftlet", "OCIRuntime"],
         path: "fuzz/Sources/SwiftletFuzz",
         swiftSettings: strict
     ))

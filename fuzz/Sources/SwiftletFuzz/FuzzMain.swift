@@ -36,6 +36,7 @@ enum FuzzTargets {
         virtioEntropy,
         extensionMessage,
         libswiftlet,
+        ociBundle,
     ]
 }
 
