@@ -25,6 +25,29 @@ public struct OCIRuntime: Sendable {
         self.swiftlet = swiftlet
     }
 
+    // MARK: containers that are no VM: runc's
+
+    /// The annotation containerd's CRI puts on a pod's sandbox ("pause") container, which a
+    /// RuntimeClass runs with the same runtime as the pod's containers.
+    public static let criContainerType = "io.kubernetes.cri.container-type"
+
+    /// Where runc keeps the containers handed to it (below ours, so IDs cannot collide).
+    public var runcRoot: String { store.root + "/runc" }
+
+    /// Whether `create` of `bundle` goes to runc: a CRI sandbox container (the pod's pause
+    /// process), which is no VM. Any other bundle without a kernel annotation is refused, so a
+    /// mistake never silently becomes a plain container.
+    public static func isRuncBundle(_ bundle: String) -> Bool {
+        guard let spec = try? BundleSpec.load(bundle: bundle) else { return false }
+        return spec.annotations?[criContainerType] == "sandbox"
+    }
+
+    /// Whether container `id` is one runc runs (handed over at create).
+    public func isRuncContainer(_ id: String) -> Bool {
+        ContainerStore.isValidID(id) && FileSystem.kind(of: store.directory(id)) == .missing
+            && FileSystem.kind(of: runcRoot + "/" + id) == .directory
+    }
+
     // MARK: create, start
 
     /// `create --bundle DIR [--pid-file F] [--console-socket S] ID`.

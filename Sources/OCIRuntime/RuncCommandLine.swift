@@ -12,6 +12,8 @@ public struct RuncCommandLine: Sendable, Equatable {
     /// The command's options by canonical name (booleans map to "true" or "false").
     public var options: [String: String] = [:]
     public var arguments: [String] = []
+    /// The command's own tokens as given (options and arguments), for handing the command to runc.
+    public var commandTokens: [String] = []
 
     /// A command's options: those taking a value, the booleans, and one-letter aliases.
     struct Grammar {
@@ -63,6 +65,7 @@ public struct RuncCommandLine: Sendable, Equatable {
         guard logFormat == "text" || logFormat == "json" else { throw OCIError("invalid log-format: \(logFormat.printable)") }
         systemdCgroup = globals["systemd-cgroup"] == "true"
         var options: [String: String] = [:]
+        commandTokens = Array(rest)
         while !rest.isEmpty {
             if let argument = try Self.parseOptions(&rest, grammar, into: &options, stopAtFirstArgument: true) { arguments.append(argument) }
         }
@@ -103,6 +106,13 @@ public struct RuncCommandLine: Sendable, Equatable {
             }
         }
         return nil
+    }
+
+    /// The same command for runc, under `root`: the global options that apply to it, then the
+    /// command's own tokens unchanged.
+    public func runcArguments(root: String) -> [String] {
+        ["--root", root] + (log.map { ["--log", $0] } ?? []) + ["--log-format", logFormat] + (systemdCgroup ? ["--systemd-cgroup"] : [])
+            + [command] + commandTokens
     }
 
     /// The boolean option `name`.

@@ -40,6 +40,20 @@ enum OCIMain {
             throw OCIError("the swiftlet executable is missing beside swiftlet-cli: reinstall Swiftlet")
         }
         let runtime = OCIRuntime(root: line.root ?? ContainerStore.defaultRoot, swiftlet: swiftlet)
+        // A pod's sandbox (pause) container is no VM: runc runs it, as urunc hands such bundles on.
+        let handToRunc: Bool
+        switch line.command {
+        case "create": handToRunc = line.options["bundle"].map { OCIRuntime.isRuncBundle(absolute($0)) } ?? false
+        case "--version", "--help", "features", "list": handToRunc = false
+        default: handToRunc = line.arguments.first.map(runtime.isRuncContainer) ?? false
+        }
+        if handToRunc {
+            guard let runc = ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"].first(where: FileSystem.isExecutable) else {
+                throw OCIError("runc is not installed: a pod's sandbox container is no VM and needs runc (apt-get install runc)")
+            }
+            let failure = HostProcess.replace(with: runc, argumentZero: "runc", arguments: line.runcArguments(root: runtime.runcRoot))
+            throw OCIError("\(failure)")
+        }
         switch line.command {
         case "--version":
             print("swiftlet-oci version \(SwiftletVersion.release)\nspec: \(OCIRuntime.ociVersion)")

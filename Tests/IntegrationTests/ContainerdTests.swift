@@ -115,11 +115,11 @@ struct ContainerdTests {
         }
 
         /// Builds (once) and imports the image of test guest `guest` (hvt); returns its name.
-        func image(_ guest: String, kind: String = "hvt", abi: Int = 2, extra: [String] = []) throws -> String {
+        func image(_ guest: String, kind: String = "hvt", abi: Int = 2, kernel path: String? = nil, extra: [String] = []) throws -> String {
             let name = "swiftlet/\(guest)-\(kind)\(abi):test"
             let archive = dir + "/\(guest)-\(kind)\(abi).tar"
             if !FileManager.default.fileExists(atPath: archive) {
-                let kernel = kind == "hvt" ? try Harness.guest(guest, abi: abi) : try Harness.pvhGuest(guest)
+                let kernel = try path ?? (kind == "hvt" ? Harness.guest(guest, abi: abi) : Harness.pvhGuest(guest))
                 let built = Harness.run(Harness.root.appendingPathComponent("scripts/oci-image").path,
                                         ["--kernel", kernel, "--kind", kind, "--name", name, "--out", archive] + extra)
                 guard built.status == 0 else { throw HarnessError("oci-image: \(built.output)") }
@@ -161,6 +161,23 @@ struct ContainerdTests {
             .joined(separator: " ")
         let r = Harness.run("/usr/bin/script", ["-qec", command, "/dev/null"])
         #expect(r.status == 0 && r.output.contains("Hello, world") && r.output.contains("arg[1]=on-a-tty"), "\(r.output)")
+    }
+
+    /// A pod's sandbox (pause) container comes to the RuntimeClass's runtime too; it is no VM, so
+    /// swiftlet oci hands it to runc (as urunc does), under a root of its own.
+    @Test func aSandboxContainerIsRuncs() throws {
+        let c = try containerd
+        let source = c.dir + "/pause.c", binary = c.dir + "/pause-static"
+        try #"#include <stdio.h>\#nint main(void) { puts("a plain process under runc"); return 4; }\#n"#.write(toFile: source, atomically: true, encoding: .utf8)
+        try #require(Harness.run("/usr/bin/gcc", ["-static", "-O2", "-o", binary, source]).status == 0)
+        // scripts/oci-image packs any file; the image's Cmd is the file's path in it.
+        let image = try c.image("pause", kind: "hvt", kernel: binary)
+        let r = c.run(["--rm", "--label", "io.kubernetes.cri.container-type=sandbox", image, "sandbox-\(getpid())"])
+        #expect(r.status == 4 && r.output.contains("a plain process under runc"), "\(r.output)")
+        // Without the annotation the bundle is taken for what its /swiftlet.json says (an hvt
+        // unikernel): the VMM refuses the file, and it never runs as a plain process.
+        let refused = c.run(["--rm", image, "plain-\(getpid())"])
+        #expect(refused.status != 0 && !refused.output.contains("a plain process under runc"), "\(refused.output)")
     }
 
     @Test func aLongRunningUnikernelStopsOnTaskKill() throws {
