@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Host
+import VMSpec
 
 /// The part of an OCI bundle's `config.json` (OCI runtime spec 1.x, config.md and
 /// config-linux.md) a VM needs: the process's arguments and terminal, the root file system, the
@@ -93,13 +94,13 @@ public struct BundleSpec: Decodable, Sendable, Equatable {
 
     private static func describe(_ error: DecodingError) -> String {
         func path(_ keys: [any CodingKey]) -> String {
-            keys.map { $0.intValue.map { "[\($0)]" } ?? "." + $0.stringValue }.joined().trimmingPrefix(".").description
+            keys.map { $0.intValue.map { "[\($0)]" } ?? "." + $0.stringValue.printable }.joined().trimmingPrefix(".").description
         }
         switch error {
         case .keyNotFound(let key, let context): return "\(path(context.codingPath + [key])): missing"
         case .typeMismatch(_, let context), .valueNotFound(_, let context): return "\(path(context.codingPath)): wrong type"
         case .dataCorrupted(let context):
-            return context.codingPath.isEmpty ? "not valid JSON" : "\(path(context.codingPath)): \(context.debugDescription)"
+            return context.codingPath.isEmpty ? "not valid JSON" : "\(path(context.codingPath)): \(context.debugDescription.printable)"
         @unknown default: return "unreadable"
         }
     }
@@ -108,6 +109,12 @@ public struct BundleSpec: Decodable, Sendable, Equatable {
 /// A runtime error: one line, as runc prints it and logs it for the shim.
 public struct OCIError: Error, Sendable, Equatable, CustomStringConvertible {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// `message` is one line: text from a bundle, an image or a command line that reaches it
+    /// should be escaped where it is put in (`printable`); a control character that got through
+    /// anyway escapes the whole message.
+    public init(_ message: String) {
+        self.message = message.unicodeScalars.contains { $0.properties.generalCategory == .control || $0 == "\u{2028}" || $0 == "\u{2029}" }
+            ? message.printable : message
+    }
     public var description: String { message }
 }

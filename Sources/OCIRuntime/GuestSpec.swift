@@ -73,16 +73,16 @@ public struct GuestSpec: Sendable, Equatable {
         let defaultBlockName = value("solo5-block-device", "solo5BlkDev") ?? "storage"
         netDeviceName = value("solo5-net-device", "solo5NetDev") ?? "service"
         for name in [defaultBlockName, netDeviceName] where !Self.isDeviceName(name) {
-            throw OCIError("device name '\(name)' is not 1 to 67 letters and digits (Solo5's manifest names)")
+            throw OCIError("device name '\(name.printable)' is not 1 to 67 letters and digits (Solo5's manifest names)")
         }
         blocks = []
         for item in (value("block", "block") ?? "").split(separator: ",") {
             let parts = item.split(separator: "=", maxSplits: 1)
             let name = parts.count == 2 ? String(parts[0]) : defaultBlockName
             let path = String(parts.count == 2 ? parts[1] : parts[0])
-            guard Self.isDeviceName(name) else { throw OCIError("\(Self.prefix)block: '\(name)' is not a device name") }
+            guard Self.isDeviceName(name) else { throw OCIError("\(Self.prefix)block: '\(name.printable)' is not a device name") }
             guard !blocks.contains(where: { $0.name == name }) || kind == .linux else {
-                throw OCIError("\(Self.prefix)block: device '\(name)' is named twice")
+                throw OCIError("\(Self.prefix)block: device '\(name.printable)' is named twice")
             }
             blocks.append(Block(name: name, path: try resolve(path, rootfs, "block device")))
         }

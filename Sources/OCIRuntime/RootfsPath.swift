@@ -1,4 +1,5 @@
 import Host
+import VMSpec
 
 /// A path inside a container's root file system, resolved the way the container would see it:
 /// `..` stops at the root and a symbolic link, absolute or relative, is followed *inside* the root
@@ -26,7 +27,7 @@ public enum RootfsPath {
                 if kind(host) == .symbolicLink {
                     links += 1
                     guard links <= maximumLinks, let target = linkTarget(host) else {
-                        throw OCIError("\(path): too many symbolic links inside the root file system")
+                        throw OCIError("\(path.printable): too many symbolic links inside the root file system")
                     }
                     if target.hasPrefix("/") { resolved = [] }
                     pending = target.split(separator: "/")[...] + pending
@@ -43,8 +44,8 @@ public enum RootfsPath {
         let host = try resolve(path, in: root)
         switch FileSystem.kind(of: host) {
         case .regular: return host
-        case .missing: throw OCIError("\(purpose) \(path): no such file in the root file system")
-        default: throw OCIError("\(purpose) \(path): not a regular file")
+        case .missing: throw OCIError("\(purpose) \(path.printable): no such file in the root file system")
+        default: throw OCIError("\(purpose) \(path.printable): not a regular file")
         }
     }
 }

@@ -1,3 +1,5 @@
+import VMSpec
+
 /// runc's command line as containerd's shim (go-runc) and people type it: global options, a
 /// command, its options and its arguments. Options take the forms urfave/cli accepts (runc's
 /// parser): `--name value`, `--name=value`, `-name value`, and a one-letter alias; booleans may
@@ -91,7 +93,7 @@ public struct RuncCommandLine: Sendable, Equatable {
             let name = grammar.aliases[String(body)] ?? String(body)
             if grammar.valued.contains(name) {
                 if value == nil {
-                    guard let next = rest.popFirst() else { throw OCIError("flag needs an argument: \(item)") }
+                    guard let next = rest.popFirst() else { throw OCIError("flag needs an argument: \(item.printable)") }
                     value = next
                 }
                 options[name] = value
@@ -99,10 +101,10 @@ public struct RuncCommandLine: Sendable, Equatable {
                 switch value {
                 case nil, "true", "1": options[name] = "true"
                 case "false", "0": options[name] = "false"
-                default: throw OCIError("invalid boolean value \"\(value ?? "")\" for -\(name)")
+                default: throw OCIError("invalid boolean value \"\((value ?? "").printable)\" for -\(name.printable)")
                 }
             } else {
-                throw OCIError("flag provided but not defined: -\(body)")
+                throw OCIError("flag provided but not defined: -\(String(body).printable)")
             }
         }
         return nil

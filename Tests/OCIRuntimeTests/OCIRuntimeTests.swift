@@ -33,6 +33,9 @@ import Testing
             #expect(throws: OCIError.self, "\(argv)") { try RuncCommandLine(argv) }
         }
         #expect(throws: OCIError("state: container id cannot be empty")) { try RuncCommandLine(["state"]).containerID() }
+        // Text from the caller is escaped: a message stays one line (fuzz target oci-bundle's find).
+        #expect(throws: OCIError(#"flag provided but not defined: -a\x0Db"#)) { try RuncCommandLine(["create", "--a\rb", "c"]) }
+        #expect(OCIError("x\ny").message == #"x\x0Ay"#)
     }
 }
 
