@@ -37,6 +37,17 @@ unsigned long chost_ms_nosuid(void) { return MS_NOSUID; }
 unsigned long chost_ms_nodev(void) { return MS_NODEV; }
 unsigned long chost_ms_noexec(void) { return MS_NOEXEC; }
 
+// In a new child before it execs: `signals` back to their default action, and none blocked.
+static void reset_signals(const int *signals, int count) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int i = 0; i < count; i++) sigaction(signals[i], &dfl, NULL);
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, &empty, NULL);
+}
+
 pid_t chost_spawn_new_pid_namespace(const char *path, char *const argv[], char *const envp[], int output_fd,
                                     const int *default_signals, int signal_count) {
     int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -53,13 +64,7 @@ pid_t chost_spawn_new_pid_namespace(const char *path, char *const argv[], char *
         setsid();
         if (dup2(null_fd, 0) < 0 || dup2(output_fd, 1) < 0 || dup2(output_fd, 2) < 0) _exit(127);
         syscall(SYS_close_range, 3, ~0U, 0);
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        for (int i = 0; i < signal_count; i++) sigaction(default_signals[i], &dfl, NULL);
-        sigset_t empty;
-        sigemptyset(&empty);
-        sigprocmask(SIG_SETMASK, &empty, NULL);
+        reset_signals(default_signals, signal_count);
         execve(path, argv, envp);
         _exit(127);
     }
@@ -122,13 +127,7 @@ pid_t chost_spawn_container(const char *path, char *const argv[], char *const en
             report[1] = 3;
         }
         syscall(SYS_close_range, 4, ~0U, 0);
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        for (int i = 0; i < signal_count; i++) sigaction(default_signals[i], &dfl, NULL);
-        sigset_t empty;
-        sigemptyset(&empty);
-        sigprocmask(SIG_SETMASK, &empty, NULL);
+        reset_signals(default_signals, signal_count);
         // Set up: the creator may return. Then wait for `start`, which opens the FIFO to read.
         close(3);
         int gate = open(fifo, O_WRONLY | O_CLOEXEC);
