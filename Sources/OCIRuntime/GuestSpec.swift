@@ -77,10 +77,11 @@ public struct GuestSpec: Sendable, Equatable {
         }
         blocks = []
         for item in (value("block", "block") ?? "").split(separator: ",") {
-            let parts = item.split(separator: "=", maxSplits: 1)
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let name = parts.count == 2 ? String(parts[0]) : defaultBlockName
-            let path = String(parts.count == 2 ? parts[1] : parts[0])
+            let path = String(parts[parts.count - 1])
             guard Self.isDeviceName(name) else { throw OCIError("\(Self.prefix)block: '\(name.printable)' is not a device name") }
+            guard !path.isEmpty else { throw OCIError("\(Self.prefix)block: '\(String(item).printable)' names no file") }
             guard !blocks.contains(where: { $0.name == name }) || kind == .linux else {
                 throw OCIError("\(Self.prefix)block: device '\(name.printable)' is named twice")
             }

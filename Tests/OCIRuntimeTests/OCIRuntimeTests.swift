@@ -128,6 +128,9 @@ import Testing
             (["org.swiftlet.kernel": "/k", "org.swiftlet.kind": "hvt", "org.swiftlet.initrd": "/i"], nil, "takes no initrd"),
             (["org.swiftlet.kernel": "/k", "org.swiftlet.kind": "hvt", "org.swiftlet.block": "a=/x,a=/y"], nil, "named twice"),
             (["org.swiftlet.kernel": "/k", "org.swiftlet.kind": "hvt", "org.swiftlet.block": "bad-name=/x"], nil, "not a device name"),
+            // oci-bundle's second find: a lone `=` trapped on an empty split.
+            (["org.swiftlet.kernel": "/k", "org.swiftlet.kind": "hvt", "org.swiftlet.block": "="], nil, "not a device name"),
+            (["org.swiftlet.kernel": "/k", "org.swiftlet.kind": "hvt", "org.swiftlet.block": "data="], nil, "names no file"),
         ]
         for (annotations, limit, message) in cases {
             do {
