@@ -95,7 +95,9 @@ public struct OCIRuntime: Sendable {
     private func createVMProcess(id: String, bundle: String, spec: BundleSpec, rootfs: String, guest: GuestSpec,
                                  network: VMMCommand.Network?, netns: String?, mirrored: String?,
                                  pidFile: String?, consoleSocket: String?) throws(OCIError) {
-        let command = try VMMCommand(guest, network: network)
+        // Inside the container's namespaces the VMM jails itself too (docs/jail.md): a root of
+        // its own holding only /dev, and no root privileges, once the guest's files are open.
+        let command = try VMMCommand(guest, network: network, jail: store.directory(id) + "/jail")
         let gate = store.fifo(id)
         do { try FileSystem.makeFIFO(gate, mode: 0o600) } catch { throw OCIError("\(error)") }
         var namespaces: ContainerProcess.Namespaces = []

@@ -17,10 +17,12 @@ public struct VMMCommand: Sendable, Equatable {
     /// argv after the program: `hvt …` or `run …`.
     public var arguments: [String]
 
-    public init(_ guest: GuestSpec, network: Network?) throws(OCIError) {
+    /// `jail`: the directory of the VMM's own jail (docs/jail.md: an empty root of its own, the
+    /// drop to the `swiftlet` user), entered once the guest's files and taps are open.
+    public init(_ guest: GuestSpec, network: Network?, jail: String? = nil) throws(OCIError) {
         switch guest.kind {
         case .hvt:
-            var a = ["hvt", "--mem=\(guest.memoryMiB)"]
+            var a = ["hvt", "--mem=\(guest.memoryMiB)"] + (jail.map { ["--jail=\($0)"] } ?? [])
             for block in guest.blocks { a.append("--block:\(block.name)=\(block.path)") }
             var guestArguments = guest.arguments
             if let network {
@@ -36,7 +38,7 @@ public struct VMMCommand: Sendable, Equatable {
             a += ["--", guest.kernel] + guestArguments
             arguments = a
         case .linux:
-            var a = ["run", "--kernel", guest.kernel, "--memory", "\(guest.memoryMiB)M"]
+            var a = ["run", "--kernel", guest.kernel, "--memory", "\(guest.memoryMiB)M"] + (jail.map { ["--jail", $0] } ?? [])
             if let initrd = guest.initrd { a += ["--initrd", initrd] }
             var cmdline = guest.arguments.first ?? "console=ttyS0 reboot=k panic=-1"
             for block in guest.blocks {

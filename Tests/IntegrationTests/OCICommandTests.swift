@@ -79,6 +79,11 @@ struct OCICommandTests {
         #expect(create("idle", bundle: bundle, output: dir + "/idle.out").status == 0)
         #expect(oci(["start", "idle"]).status == 0)
         #expect(try state("idle")["status"] as? String == "running")
+        // The VMM jails itself inside the container: a root holding only /dev, no root user.
+        let pid = try #require(try state("idle")["pid"] as? Int)
+        #expect(Harness.eventually { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/root")) == ["dev"] },
+                "\((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/root")) ?? [])")
+        #expect(!JailIntegrationTests.statusField(Int32(pid), "Uid").contains("0"))
         #expect(oci(["pause", "idle"]).status == 0)
         #expect(try state("idle")["status"] as? String == "paused")
         #expect(oci(["resume", "idle"]).status == 0)

@@ -90,6 +90,7 @@ import Testing
         #expect(g.blocks == [GuestSpec.Block(name: "storage", path: "/R/d.img"), GuestSpec.Block(name: "data", path: "/R/e.img")])
         let command = try VMMCommand(g, network: nil)
         #expect(command.arguments == ["hvt", "--mem=64", "--block:storage=/R/d.img", "--block:data=/R/e.img", "--", "/R/k.hvt", "--x=1", "y"])
+        #expect(try VMMCommand(g, network: nil, jail: "/s/c/jail").arguments.prefix(3) == ["hvt", "--mem=64", "--jail=/s/c/jail"])
     }
 
     @Test func uruncsAnnotations() throws {
@@ -109,6 +110,7 @@ import Testing
         let g = try GuestSpec(Self.spec(["org.swiftlet.kernel": "/vmlinuz", "org.swiftlet.kind": "linux", "org.swiftlet.initrd": "/initrd",
                                          "org.swiftlet.cmdline": "console=ttyS0 quiet"]), rootfs: "/R", resolve: Self.resolve)
         let net = VMMCommand.Network(tap: "tap0", mac: "02:00:00:00:00:01", address: "10.4.0.7/16", gateway: "10.4.0.1")
+        #expect(try VMMCommand(g, network: nil, jail: "/j").arguments.prefix(7) == ["run", "--kernel", "/R/vmlinuz", "--memory", "128M", "--jail", "/j"])
         #expect(try VMMCommand(g, network: net).arguments == ["run", "--kernel", "/R/vmlinuz", "--memory", "128M", "--initrd", "/R/initrd",
                                                               "--net", "tap=tap0,mac=02:00:00:00:00:01", "--cmdline",
                                                               "console=ttyS0 quiet ip=10.4.0.7::10.4.0.1:255.255.0.0::eth0:off"])
