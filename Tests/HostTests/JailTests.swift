@@ -52,6 +52,26 @@ import Testing
         ])])
     }
 
+    /// An OCI container's cgroup (swiftlet oci): `linux.cgroupsPath` from each hierarchy's root,
+    /// parents made, the spec's limits only; a systemd path is the scope systemd would make.
+    @Test func containerPlansFollowTheSpecsPath() throws {
+        let v1 = try #require(CgroupHost.parse(procSelfCgroup: Self.hybrid, v2Controllers: "", v1Mounted: { _ in true }))
+        let a = v1.containerPlan(path: "/k8s.io/c1", memoryBytes: 96 << 20, cpuQuota: nil, cpuPeriod: nil)
+        #expect(a.enable.isEmpty)
+        #expect(a.parents == ["/sys/fs/cgroup/memory/k8s.io", "/sys/fs/cgroup/cpu/k8s.io", "/sys/fs/cgroup/pids/k8s.io"])
+        #expect(a.directories == [
+            CgroupPlan.Directory(path: "/sys/fs/cgroup/memory/k8s.io/c1", settings: [CgroupPlan.Write(file: "memory.limit_in_bytes", value: "\(96 << 20)")]),
+            CgroupPlan.Directory(path: "/sys/fs/cgroup/cpu/k8s.io/c1", settings: []),
+            CgroupPlan.Directory(path: "/sys/fs/cgroup/pids/k8s.io/c1", settings: []),
+        ])
+        let v2 = try #require(CgroupHost.parse(procSelfCgroup: "0::/\n", v2Controllers: "cpu memory pids", v1Mounted: { _ in false }))
+        let b = v2.containerPlan(path: "system.slice:cri-containerd:c2", memoryBytes: nil, cpuQuota: 50_000, cpuPeriod: 100_000)
+        #expect(b.parents == ["/sys/fs/cgroup/system.slice"])
+        #expect(b.enable.map(\.file) == ["/sys/fs/cgroup/cgroup.subtree_control", "/sys/fs/cgroup/system.slice/cgroup.subtree_control"])
+        #expect(b.directories == [CgroupPlan.Directory(path: "/sys/fs/cgroup/system.slice/cri-containerd-c2.scope",
+                                                       settings: [CgroupPlan.Write(file: "cpu.max", value: "50000 100000")])])
+    }
+
     @Test func noUsableHierarchyIsNil() {
         // A v2 root without the pids controller and no v1 hierarchies.
         #expect(CgroupHost.parse(procSelfCgroup: "0::/\n", v2Controllers: "cpu memory", v1Mounted: { _ in false }) == nil)
