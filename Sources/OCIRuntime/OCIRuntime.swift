@@ -235,7 +235,12 @@ public struct OCIRuntime: Sendable {
             _ = HostProcess.send(SIGKILL, to: record.pid, descriptor: process)
             _ = HostProcess.send(SIGCONT, to: record.pid, descriptor: process)
             // Gone once its parent (the shim) reaps it or it is a zombie: either reads as stopped.
-            for _ in 0..<500 where identity.isRunning { Clock.sleep(milliseconds: 10) }
+            // (A `for … where` would go on reading /proc 500 times after it has gone.)
+            var waited = 0
+            while identity.isRunning && waited < 500 {
+                Clock.sleep(milliseconds: 10)
+                waited += 1
+            }
         }
         for directory in record.cgroups { _ = try? FileSystem.removeDirectory(directory) }
         if let netns = record.networkNamespace, let mirrored = record.mirroredInterface, FileSystem.kind(of: netns) != .missing {
